@@ -1,0 +1,2 @@
+//! Media for the phone leg: RTP, G.711, Opus, jitter buffer, pacing, DTMF, recording.
+//! Every part here is IO-free except `rtp_leg`, which owns the call's UDP socket.
