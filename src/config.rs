@@ -1,1 +1,554 @@
-//! config
+//! The relay's configuration: TOML file, then `VOXRELAY__SECTION__KEY` environment overrides.
+//!
+//! Every section denies unknown keys so that a typo is an error naming the key, not a silently
+//! ignored setting. Secrets (the admin token) come from the environment and never print.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::booking::BookingConfig;
+
+/// The config file read when `--config` is not given and the file exists.
+pub const DEFAULT_CONFIG_PATH: &str = "config/voxrelay.toml";
+
+/// A secret string: never shown by `Debug`, `Display` or serialisation.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// SIP signalling and the phone legs' RTP.
+    pub sip: SipConfig,
+    /// The OpenAI Realtime leg.
+    pub openai: OpenAiConfig,
+    /// The admin HTTP endpoint.
+    pub admin: AdminConfig,
+    /// Bookings and the schedule.
+    pub booking: BookingConfig,
+    /// Which agent answers.
+    pub agents: AgentsConfig,
+    /// Per-call limits.
+    pub bridge: BridgeConfig,
+    /// The embedded simulator used when there is no API key.
+    pub sim: SimSection,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// SIP over UDP and TCP on this address.
+    pub listen: SocketAddr,
+    /// Address written into SDP `c=` and Contact; the listen IP when unset.
+    pub external_ip: Option<IpAddr>,
+    /// Inclusive RTP port range for the phone legs (RTP on even ports, RTCP on the next one).
+    pub rtp_ports: [u16; 2],
+    /// Beyond this many live calls a new INVITE gets 503 with Retry-After.
+    pub max_calls: usize,
+    /// Seconds sent in Retry-After with a 503.
+    pub retry_after_seconds: u32,
+    /// Seconds without any RTP from the caller after which the call is ended (0: never).
+    pub rtp_timeout_seconds: u64,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            external_ip: None,
+            rtp_ports: [20000, 20999],
+            max_calls: 500,
+            retry_after_seconds: 5,
+            rtp_timeout_seconds: 60,
+        }
+    }
+}
+
+impl SipConfig {
+    /// The address the relay advertises in SDP and Contact.
+    pub fn advertised_ip(&self) -> IpAddr {
+        self.external_ip.unwrap_or(self.listen.ip())
+    }
+}
+
+/// How the relay reaches OpenAI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RealtimeTransport {
+    /// One WebRTC peer connection per call (the default).
+    Webrtc,
+    /// A WebSocket per call, with G.711 passed through.
+    Websocket,
+}
+
+/// `[openai]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// Where the Realtime API is.
+    pub base_url: String,
+    /// The realtime model.
+    pub model: String,
+    /// `webrtc` or `websocket`.
+    pub transport: RealtimeTransport,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.openai.com".into(),
+            model: "gpt-realtime".into(),
+            transport: RealtimeTransport::Webrtc,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Admin HTTP address.
+    pub listen: SocketAddr,
+    /// Bearer token; set it from the environment (`VOXRELAY__ADMIN__TOKEN`).
+    pub token: Option<Secret>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+        }
+    }
+}
+
+/// `[agents]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// The agent that answers: a file `<dir>/<name>.toml`, or the built-in `echo`.
+    pub default: String,
+    /// Where agent files live.
+    pub dir: PathBuf,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            default: "receptionist".into(),
+            dir: PathBuf::from("config/agents"),
+        }
+    }
+}
+
+/// `[bridge]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Past this the relay ends the call with BYE.
+    pub max_call_seconds: u64,
+    /// On SIGTERM/SIGINT, how long live calls may go on before they get BYE.
+    pub drain_seconds: u64,
+    /// How long the caller hears ringing before the relay answers (0: at once).
+    pub answer_delay_ms: u64,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            max_call_seconds: 1800,
+            drain_seconds: 30,
+            answer_delay_ms: 0,
+        }
+    }
+}
+
+/// `[sim]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimSection {
+    /// `booking`, `echo`, or a scenario file path.
+    pub scenario: String,
+}
+
+impl Default for SimSection {
+    fn default() -> Self {
+        Self {
+            scenario: "booking".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `voxrelay=debug,rsipstack=warn`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an override could not be read or has a bad value.
+    #[error("{0}")]
+    Parse(String),
+    /// The values parse but do not make sense together.
+    #[error("invalid config: {key} = {value}: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `sip.rtp_ports`.
+        key: &'static str,
+        /// The offending value as written.
+        value: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The named config file does not exist.
+    #[error("config file {0} not found")]
+    Missing(PathBuf),
+}
+
+impl Config {
+    /// Loads the configuration: built-in defaults, then the file (the given one, which must
+    /// exist, or `config/voxrelay.toml` if present), then the environment of this process.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) if !p.exists() => return Err(ConfigError::Missing(p.to_path_buf())),
+            Some(p) => fig = fig.merge(Toml::file(p)),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                fig = fig.merge(Toml::file(DEFAULT_CONFIG_PATH))
+            }
+            None => {}
+        }
+        let overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("VOXRELAY__"))
+            .collect();
+        // The overrides become one more TOML layer, so tests can pass an environment without
+        // mutating the process's own.
+        let env_toml = overrides_to_toml(&overrides)?;
+        fig = fig.merge(Toml::string(&env_toml));
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe(&fig, e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let [lo, hi] = self.sip.rtp_ports;
+        if lo == 0 || lo > hi || hi - lo < 1 {
+            return Err(ConfigError::Invalid {
+                key: "sip.rtp_ports",
+                value: format!("[{lo}, {hi}]"),
+                reason: "needs a low and a high port, low < high, low > 0",
+            });
+        }
+        if self.sip.max_calls == 0 {
+            return Err(ConfigError::Invalid {
+                key: "sip.max_calls",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        if self.sip.listen.ip().is_unspecified() && self.sip.external_ip.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "sip.external_ip",
+                value: "(unset)".into(),
+                reason: "required when sip.listen is a wildcard address: SDP needs a real address",
+            });
+        }
+        if !self.admin.listen.ip().is_loopback() && self.admin.token.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "admin.token",
+                value: "(unset)".into(),
+                reason: "required when admin.listen is not loopback: set VOXRELAY__ADMIN__TOKEN",
+            });
+        }
+        if !(self.openai.base_url.starts_with("http://")
+            || self.openai.base_url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "openai.base_url",
+                value: self.openai.base_url.clone(),
+                reason: "must start with http:// or https://",
+            });
+        }
+        if self.bridge.max_call_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "bridge.max_call_seconds",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        if self.agents.default.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "agents.default",
+                value: "\"\"".into(),
+                reason: "must name an agent",
+            });
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted (for `check-config`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+/// Turns `VOXRELAY__SIP__LISTEN=…` pairs into a TOML document. Values that parse as TOML
+/// (numbers, booleans, arrays) keep their type; anything else is a string.
+fn overrides_to_toml(pairs: &[(String, String)]) -> Result<String, ConfigError> {
+    let mut root = toml::Table::new();
+    for (name, raw) in pairs {
+        let path: Vec<String> = name["VOXRELAY__".len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(ConfigError::Parse(format!(
+                "environment variable {name}: empty key part"
+            )));
+        }
+        let value = parse_env_value(raw);
+        let mut table = &mut root;
+        for part in &path[..path.len() - 1] {
+            let entry = table
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::Parse(format!(
+                        "environment variable {name}: {part} is not a section"
+                    )))
+                }
+            };
+        }
+        table.insert(path[path.len() - 1].clone(), value);
+    }
+    toml::to_string(&root).map_err(|e| ConfigError::Parse(format!("environment overrides: {e}")))
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// figment's error, phrased with the key, the value given and where it came from.
+fn describe(fig: &Figment, e: figment::Error) -> String {
+    let mut out = Vec::new();
+    for err in e {
+        let key = if err.path.is_empty() {
+            "(top level)".to_string()
+        } else {
+            err.path.join(".")
+        };
+        let value = fig
+            .find_value(&key)
+            .ok()
+            .and_then(|v| serde_json::to_string(&v).ok())
+            .map(|v| format!(" = {v}"))
+            .unwrap_or_default();
+        let src = err
+            .metadata
+            .as_ref()
+            .map(|m| match &m.source {
+                Some(s) => format!(" (from {s})"),
+                None => format!(" (from {})", m.name),
+            })
+            .unwrap_or_default();
+        out.push(format!("invalid config: {key}{value}: {}{src}", err.kind));
+    }
+    out.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load_str(toml_text: &str, e: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, toml_text).unwrap();
+        Config::load_with_env(Some(&p), env(e))
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = load_str("", &[]).unwrap();
+        assert_eq!(c.sip.listen, "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(c.sip.rtp_ports, [20000, 20999]);
+        assert_eq!(c.sip.max_calls, 500);
+        assert_eq!(c.openai.base_url, "https://api.openai.com");
+        assert_eq!(c.openai.model, "gpt-realtime");
+        assert_eq!(c.openai.transport, RealtimeTransport::Webrtc);
+        assert_eq!(c.admin.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.booking.database_url, "sqlite://voxrelay.db");
+        assert_eq!(c.agents.default, "receptionist");
+        assert_eq!(c.bridge.max_call_seconds, 1800);
+        assert_eq!(c.sim.scenario, "booking");
+        assert_eq!(
+            c.sip.advertised_ip(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn file_then_environment_overrides() {
+        let c = load_str(
+            "[sip]\nlisten = \"127.0.0.1:5070\"\nmax_calls = 10\n",
+            &[
+                ("VOXRELAY__SIP__LISTEN", "127.0.0.1:5080"),
+                ("VOXRELAY__SIP__RTP_PORTS", "[30000, 30099]"),
+                ("VOXRELAY__AGENTS__DEFAULT", "echo"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.sip.listen.port(), 5080);
+        assert_eq!(c.sip.max_calls, 10);
+        assert_eq!(c.sip.rtp_ports, [30000, 30099]);
+        assert_eq!(c.agents.default, "echo");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key_and_value() {
+        let e = load_str("[sip]\nlisten = \"nowhere\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.listen"), "{e}");
+        assert!(e.contains("nowhere"), "{e}");
+        let e = load_str("", &[("VOXRELAY__SIP__MAX_CALLS", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.max_calls"), "{e}");
+        let e = load_str("[sip]\nrtp_ports = [5000, 4000]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.rtp_ports") && e.contains("5000"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error() {
+        let e = load_str("[sip]\nlisen = \"127.0.0.1:5060\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let e = load_str("", &[("VOXRELAY__SIPP__LISTEN", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sipp"), "{e}");
+    }
+
+    #[test]
+    fn a_public_admin_address_needs_a_token_which_never_prints() {
+        let e = load_str("[admin]\nlisten = \"0.0.0.0:8080\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin.token"), "{e}");
+        let c = load_str(
+            "[admin]\nlisten = \"0.0.0.0:8080\"\n",
+            &[("VOXRELAY__ADMIN__TOKEN", "hunter2-very-secret")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.admin.token.as_ref().unwrap().expose(),
+            "hunter2-very-secret"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!c.to_redacted_toml().contains("hunter2"));
+        assert!(c.to_redacted_toml().contains("[redacted]"));
+    }
+
+    #[test]
+    fn a_missing_named_file_is_an_error() {
+        let e = Config::load_with_env(Some(Path::new("/nonexistent/v.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/v.toml"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/voxrelay.toml");
+        Config::load_with_env(Some(&p), env(&[])).unwrap();
+    }
+}

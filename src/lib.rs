@@ -5,11 +5,14 @@
 //! `admin` the operator's HTTP surface and `sim` an offline Realtime API for tests.
 
 pub mod admin;
+pub mod app;
 pub mod booking;
 pub mod bridge;
 pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod media;
 pub mod openai;
 pub mod sim;
+mod sim_cli;
 pub mod sip;

@@ -1,0 +1,264 @@
+//! The SIP side of one call: its dialog, its SDP, and what the dialog tells the call's task.
+//!
+//! A [`SipCall`] is owned by the call's task (the bridge). Dialog events for the call arrive
+//! on its own channel; [`SipCall::on_dialog_state`] answers in-dialog requests (re-INVITE,
+//! OPTIONS, INFO, ...) and turns the rest into [`PhoneEvent`]s.
+
+use std::net::SocketAddr;
+
+use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, Method, StatusCode};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::sdp::{self, Direction, LocalSdp, Negotiated};
+use super::server::ALLOW;
+
+/// What happened on the SIP side that the call's task must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhoneEvent {
+    /// The caller acknowledged our 200 OK: media may flow both ways.
+    Acked,
+    /// A re-INVITE changed where or whether media flows (already answered).
+    MediaChanged {
+        /// Where to send RTP now; `None` to send nothing.
+        remote_rtp: Option<SocketAddr>,
+        /// Where to send RTCP now.
+        remote_rtcp: Option<SocketAddr>,
+        /// The relay's direction now.
+        direction: Direction,
+    },
+    /// The dialog is over.
+    Ended(EndReason),
+}
+
+/// Why a call ended, as the logs, metrics and call records name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The caller sent BYE.
+    CallerBye,
+    /// The caller cancelled before we answered.
+    CallerCancel,
+    /// Our 200 OK was never acknowledged.
+    AckTimeout,
+    /// The relay hung up (agent, operator or limit).
+    RelayBye,
+    /// The call was refused before answer.
+    Rejected,
+    /// The call reached `bridge.max_call_seconds`.
+    MaxDuration,
+    /// No RTP from the caller for `sip.rtp_timeout_seconds`.
+    RtpTimeout,
+    /// The relay is shutting down.
+    Shutdown,
+    /// Anything else the stack reported.
+    Other,
+}
+
+impl EndReason {
+    /// A short label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::CallerBye => "caller_bye",
+            EndReason::CallerCancel => "caller_cancel",
+            EndReason::AckTimeout => "ack_timeout",
+            EndReason::RelayBye => "relay_bye",
+            EndReason::Rejected => "rejected",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::RtpTimeout => "rtp_timeout",
+            EndReason::Shutdown => "shutdown",
+            EndReason::Other => "other",
+        }
+    }
+}
+
+/// The SIP side of one call.
+pub struct SipCall {
+    dialog: InviteDialog,
+    local: LocalSdp,
+    negotiated: Negotiated,
+    states: mpsc::UnboundedReceiver<DialogState>,
+    acked: bool,
+    ended: bool,
+}
+
+impl std::fmt::Debug for SipCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipCall")
+            .field("dialog", &self.dialog.id().to_string())
+            .finish()
+    }
+}
+
+impl SipCall {
+    pub(crate) fn new(
+        dialog: InviteDialog,
+        local: LocalSdp,
+        negotiated: Negotiated,
+        states: mpsc::UnboundedReceiver<DialogState>,
+    ) -> Self {
+        Self {
+            dialog,
+            local,
+            negotiated,
+            states,
+            acked: false,
+            ended: false,
+        }
+    }
+
+    /// What was agreed with the caller.
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.negotiated
+    }
+
+    /// Sends 180 Ringing.
+    pub fn ring(&self) {
+        if let Err(e) = self.dialog.ringing(None, None) {
+            debug!(error = %e, "ringing not sent");
+        }
+    }
+
+    /// Answers with 200 OK and our SDP.
+    pub fn answer(&mut self) -> Result<(), rsipstack::Error> {
+        let body = self.local.answer(&self.negotiated);
+        self.dialog
+            .accept(Some(sdp_headers()), Some(body.into_bytes()))
+    }
+
+    /// Refuses the call before it is answered.
+    pub fn reject(&mut self, code: StatusCode) {
+        self.ended = true;
+        let _ = self.dialog.reject(Some(code), None);
+    }
+
+    /// Sends BYE (or, before answer, a 480) and marks the call ended.
+    pub async fn hang_up(&mut self, reason: EndReason) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let state = self.dialog.state();
+        if matches!(state, DialogState::Confirmed(..) | DialogState::WaitAck(..)) || self.acked {
+            let r = match reason {
+                EndReason::MaxDuration | EndReason::Shutdown | EndReason::RelayBye => {
+                    "Q.850;cause=16;text=\"Normal call clearing\""
+                }
+                _ => "Q.850;cause=41;text=\"Temporary failure\"",
+            };
+            if let Err(e) = self.dialog.bye_with_reason(r.to_string()).await {
+                debug!(error = %e, "BYE not sent");
+            }
+        } else {
+            let _ = self
+                .dialog
+                .reject(Some(StatusCode::TemporarilyUnavailable), None);
+        }
+    }
+
+    /// The next dialog event, turned into what the call needs to know. Requests that need an
+    /// answer are answered here. `None` once the dialog is gone.
+    pub async fn next_event(&mut self) -> Option<PhoneEvent> {
+        loop {
+            let state = self.states.recv().await?;
+            if let Some(ev) = self.on_dialog_state(state).await {
+                return Some(ev);
+            }
+        }
+    }
+
+    /// Handles one dialog state; returns an event for the call if there is one.
+    pub async fn on_dialog_state(&mut self, state: DialogState) -> Option<PhoneEvent> {
+        match state {
+            DialogState::Confirmed(..) => {
+                if self.acked {
+                    // The stack repeats Confirmed after each in-dialog request.
+                    None
+                } else {
+                    self.acked = true;
+                    Some(PhoneEvent::Acked)
+                }
+            }
+            DialogState::Updated(_, req, handle) => {
+                if req.method != Method::Invite {
+                    // UPDATE without a body (session refresh) or with an offer.
+                    if req.body.is_empty() {
+                        let _ = handle
+                            .respond(StatusCode::OK, Some(allow_headers()), None)
+                            .await;
+                        return None;
+                    }
+                }
+                if req.body.is_empty() {
+                    // An offer-less re-INVITE: our current SDP is the offer in the 200.
+                    let body = self.local.answer(&self.negotiated);
+                    let _ = handle
+                        .respond(StatusCode::OK, Some(sdp_headers()), Some(body.into_bytes()))
+                        .await;
+                    return None;
+                }
+                match sdp::negotiate(&req.body) {
+                    Ok(n) => {
+                        let body = self.local.answer(&n);
+                        let ev = PhoneEvent::MediaChanged {
+                            remote_rtp: n.remote_rtp,
+                            remote_rtcp: n.remote_rtcp,
+                            direction: n.direction,
+                        };
+                        self.negotiated = n;
+                        let _ = handle
+                            .respond(StatusCode::OK, Some(sdp_headers()), Some(body.into_bytes()))
+                            .await;
+                        Some(ev)
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "re-INVITE refused");
+                        let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                        None
+                    }
+                }
+            }
+            DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+                let _ = handle
+                    .respond(StatusCode::OK, Some(allow_headers()), None)
+                    .await;
+                None
+            }
+            DialogState::Refer(_, _, handle)
+            | DialogState::Message(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Publish(_, _, handle) => {
+                let _ = handle
+                    .respond(StatusCode::MethodNotAllowed, Some(allow_headers()), None)
+                    .await;
+                None
+            }
+            DialogState::Terminated(_, reason) => {
+                if self.ended {
+                    return Some(PhoneEvent::Ended(EndReason::RelayBye));
+                }
+                self.ended = true;
+                Some(PhoneEvent::Ended(match reason {
+                    TerminatedReason::UacBye => EndReason::CallerBye,
+                    TerminatedReason::UacCancel => EndReason::CallerCancel,
+                    TerminatedReason::Timeout => EndReason::AckTimeout,
+                    TerminatedReason::UasBye => EndReason::RelayBye,
+                    _ => EndReason::Other,
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn allow_headers() -> Vec<Header> {
+    vec![Header::Allow(ALLOW.into())]
+}
+
+fn sdp_headers() -> Vec<Header> {
+    vec![
+        Header::ContentType("application/sdp".into()),
+        Header::Allow(ALLOW.into()),
+    ]
+}

@@ -1,0 +1,434 @@
+//! The SIP endpoint: UDP and TCP listeners on one address, the loop over new server
+//! transactions, and the routing of dialog events to the call that owns each dialog.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
+use rsipstack::sip::{Header, Method, StatusCode, Transport};
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::TransportLayer;
+use rsipstack::EndpointBuilder;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::call::SipCall;
+use super::sdp::{self, LocalSdp, SdpError};
+use crate::config::SipConfig;
+use crate::media::ports::PortPool;
+use crate::media::rtp_leg::RtpLeg;
+
+/// Methods the relay accepts, for `Allow` headers.
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO";
+
+/// A new call handed to whoever runs calls (the bridge).
+#[derive(Debug)]
+pub struct IncomingCall {
+    /// The relay's id for this call.
+    pub id: String,
+    /// The caller (From URI).
+    pub from: String,
+    /// The dialled party (To URI).
+    pub to: String,
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    /// When the INVITE arrived.
+    pub started: SystemTime,
+    /// The call's dialog and SDP.
+    pub sip: SipCall,
+    /// The call's RTP socket, bound and pointed at the caller's offer.
+    pub rtp: RtpLeg,
+    /// Holds one of `sip.max_calls` until dropped.
+    pub slot: CallSlot,
+}
+
+/// Whoever takes new calls.
+pub trait CallHandler: Send + Sync + 'static {
+    /// Takes ownership of a new call; must return at once (spawn the call's task).
+    fn on_call(&self, call: IncomingCall);
+}
+
+/// One of the `sip.max_calls` places; freed when dropped.
+#[derive(Debug)]
+pub struct CallSlot {
+    active: Arc<AtomicUsize>,
+    changed: Arc<Notify>,
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
+}
+
+/// The running SIP endpoint.
+pub struct SipServer {
+    token: CancellationToken,
+    draining: Arc<AtomicBool>,
+    active: Arc<AtomicUsize>,
+    changed: Arc<Notify>,
+    local_addr: SocketAddr,
+}
+
+struct Shared {
+    cfg: SipConfig,
+    layer: Arc<DialogLayer>,
+    state_tx: rsipstack::dialog::dialog::DialogStateSender,
+    routes: DashMap<String, mpsc::UnboundedSender<DialogState>>,
+    ports: PortPool,
+    handler: Arc<dyn CallHandler>,
+    draining: Arc<AtomicBool>,
+    active: Arc<AtomicUsize>,
+    changed: Arc<Notify>,
+    advertised: IpAddr,
+    port: u16,
+}
+
+impl SipServer {
+    /// Binds UDP and TCP on `cfg.listen` and starts serving. Port 0 picks a free port (the
+    /// same for both transports).
+    pub async fn start(cfg: SipConfig, handler: Arc<dyn CallHandler>) -> anyhow::Result<Self> {
+        let token = CancellationToken::new();
+        let tl = TransportLayer::new(token.child_token());
+        let udp = UdpConnection::create_connection(cfg.listen, None, Some(token.child_token()))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on udp {}: {e}", cfg.listen))?;
+        let local_addr = udp
+            .get_addr()
+            .addr
+            .clone()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("udp listener has no socket address"))?;
+        let tcp = TcpListenerConnection::new(local_addr, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on tcp {local_addr}: {e}"))?;
+        tl.add_transport(udp.into());
+        tl.add_transport(tcp.into());
+        // A trunk's TCP connection may be quiet for a whole long call: never close it for idleness.
+        tl.set_stream_idle_timeout(Duration::ZERO);
+
+        let endpoint = EndpointBuilder::new()
+            .with_transport_layer(tl)
+            .with_cancel_token(token.clone())
+            .with_user_agent(concat!("voxrelay/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let incoming = endpoint.incoming_transactions()?;
+        let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let (state_tx, state_rx) = layer.new_dialog_state_channel();
+        let draining = Arc::new(AtomicBool::new(false));
+        let active = Arc::new(AtomicUsize::new(0));
+        let changed = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            advertised: cfg.advertised_ip(),
+            port: local_addr.port(),
+            ports: PortPool::new(cfg.rtp_ports[0], cfg.rtp_ports[1]),
+            cfg,
+            layer,
+            state_tx,
+            routes: DashMap::new(),
+            handler,
+            draining: draining.clone(),
+            active: active.clone(),
+            changed: changed.clone(),
+        });
+
+        let inner = endpoint.inner.clone();
+        tokio::spawn(async move { inner.serve().await });
+        tokio::spawn(route_dialog_states(shared.clone(), state_rx));
+        tokio::spawn(serve_transactions(shared, incoming, token.clone()));
+        info!(udp = %local_addr, tcp = %local_addr, "SIP listening");
+        Ok(Self {
+            token,
+            draining,
+            active,
+            changed,
+            local_addr,
+        })
+    }
+
+    /// The bound SIP address (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// From now on new INVITEs get 503.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether the server refuses new calls.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Live calls.
+    pub fn active_calls(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Returns once no call is live.
+    pub async fn wait_until_idle(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops the endpoint (listeners and transactions).
+    pub fn stop(&self) {
+        self.token.cancel();
+    }
+}
+
+impl Drop for SipServer {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+async fn route_dialog_states(shared: Arc<Shared>, mut rx: DialogStateReceiver) {
+    while let Some(state) = rx.recv().await {
+        let id = match &state {
+            DialogState::Calling(id)
+            | DialogState::Trying(id)
+            | DialogState::Early(id, _)
+            | DialogState::WaitAck(id, _)
+            | DialogState::Confirmed(id, _)
+            | DialogState::Updated(id, _, _)
+            | DialogState::Publish(id, _, _)
+            | DialogState::Notify(id, _, _)
+            | DialogState::Refer(id, _, _)
+            | DialogState::Message(id, _, _)
+            | DialogState::Info(id, _, _)
+            | DialogState::Options(id, _, _)
+            | DialogState::Terminated(id, _) => id.clone(),
+        };
+        let key = id.to_string();
+        let terminated = matches!(state, DialogState::Terminated(..));
+        if let Some(tx) = shared.routes.get(&key).map(|r| r.value().clone()) {
+            let _ = tx.send(state);
+        }
+        if terminated {
+            shared.routes.remove(&key);
+            shared.layer.remove_dialog(&id);
+        }
+    }
+}
+
+async fn serve_transactions(
+    shared: Arc<Shared>,
+    mut incoming: rsipstack::transaction::TransactionReceiver,
+    token: CancellationToken,
+) {
+    loop {
+        let tx = tokio::select! {
+            _ = token.cancelled() => break,
+            tx = incoming.recv() => match tx { Some(tx) => tx, None => break },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle_transaction(shared, tx).await {
+                debug!(error = %e, "transaction failed");
+            }
+        });
+    }
+}
+
+async fn handle_transaction(shared: Arc<Shared>, mut tx: Transaction) -> anyhow::Result<()> {
+    let has_to_tag = tx
+        .original
+        .to_header()
+        .ok()
+        .and_then(|t| t.tag().ok().flatten())
+        .is_some();
+    if has_to_tag {
+        return match shared.layer.match_dialog(&tx) {
+            Some(mut d) => {
+                d.handle(&mut tx).await?;
+                Ok(())
+            }
+            None => Ok(tx.reply(StatusCode::CallTransactionDoesNotExist).await?),
+        };
+    }
+    match tx.original.method {
+        Method::Invite => handle_invite(shared, tx).await,
+        Method::Options => {
+            let headers = vec![
+                Header::Allow(ALLOW.into()),
+                Header::Accept("application/sdp".into()),
+            ];
+            Ok(tx.reply_with(StatusCode::OK, headers, None).await?)
+        }
+        Method::Bye | Method::Info | Method::Update | Method::PRack => {
+            Ok(tx.reply(StatusCode::CallTransactionDoesNotExist).await?)
+        }
+        Method::Ack | Method::Cancel => Ok(()),
+        _ => Ok(tx
+            .reply_with(
+                StatusCode::MethodNotAllowed,
+                vec![Header::Allow(ALLOW.into())],
+                None,
+            )
+            .await?),
+    }
+}
+
+async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) -> anyhow::Result<()> {
+    let retry_after = || {
+        vec![Header::RetryAfter(
+            shared.cfg.retry_after_seconds.to_string().into(),
+        )]
+    };
+    if shared.draining.load(Ordering::Acquire) {
+        return Ok(tx
+            .reply_with(StatusCode::ServiceUnavailable, retry_after(), None)
+            .await?);
+    }
+    let required = tx.original.headers.iter().find_map(|h| match h {
+        Header::Require(r) => Some(r.value().to_string()),
+        _ => None,
+    });
+    if let Some(req) = required {
+        // No extension is required-capable here (no 100rel, no session timers).
+        let headers = vec![Header::Unsupported(req.into())];
+        return Ok(tx
+            .reply_with(StatusCode::BadExtension, headers, None)
+            .await?);
+    }
+    // Take a call slot first, atomically, so a burst cannot overshoot max_calls.
+    let prev = shared.active.fetch_add(1, Ordering::AcqRel);
+    let slot = CallSlot {
+        active: shared.active.clone(),
+        changed: shared.changed.clone(),
+    };
+    if prev >= shared.cfg.max_calls {
+        drop(slot);
+        warn!(
+            max_calls = shared.cfg.max_calls,
+            "call refused: at max_calls"
+        );
+        return Ok(tx
+            .reply_with(StatusCode::ServiceUnavailable, retry_after(), None)
+            .await?);
+    }
+    let negotiated = match sdp::negotiate(&tx.original.body) {
+        Ok(n) => n,
+        Err(e @ (SdpError::NoCommonCodec | SdpError::NoAudio)) => {
+            info!(error = %e, "call refused: 488");
+            let headers = vec![Header::Warning(
+                "304 voxrelay \"Media type not available\"".into(),
+            )];
+            return Ok(tx
+                .reply_with(StatusCode::NotAcceptableHere, headers, None)
+                .await?);
+        }
+        Err(e) => {
+            info!(error = %e, "call refused: bad SDP");
+            return Ok(tx.reply(StatusCode::BadRequest).await?);
+        }
+    };
+    let rtp = match RtpLeg::bind(&shared.ports, shared.cfg.listen.ip()).await {
+        Ok(mut leg) => {
+            leg.set_remote(negotiated.remote_rtp, negotiated.remote_rtcp);
+            leg
+        }
+        Err(e) => {
+            warn!(error = %e, "call refused: no RTP port");
+            return Ok(tx
+                .reply_with(StatusCode::ServiceUnavailable, retry_after(), None)
+                .await?);
+        }
+    };
+
+    let transport = tx
+        .connection
+        .as_ref()
+        .map(|c| c.transport())
+        .unwrap_or(Transport::Udp);
+    let contact = contact_uri(shared.advertised, shared.port, transport)?;
+    let dialog = shared.layer.get_or_create_server_invite(
+        &tx,
+        shared.state_tx.clone(),
+        None,
+        Some(contact),
+    )?;
+    let id = dialog.id();
+    let (route_tx, route_rx) = mpsc::unbounded_channel();
+    shared.routes.insert(id.to_string(), route_tx);
+
+    tx.send_trying().await?;
+    // rsipstack 0.7.14 would give a 487 another To-tag than the 180: pin the dialog's tag.
+    if let Ok(to) = tx.original.to_header().and_then(|t| t.typed()) {
+        let to = to.with_tag(id.local_tag.clone().into());
+        tx.original.headers.unique_push(to.into());
+    }
+    {
+        let mut d = dialog.clone();
+        tokio::spawn(async move {
+            if let Err(e) = d.handle(&mut tx).await {
+                debug!(error = %e, "INVITE transaction ended with an error");
+            }
+        });
+    }
+
+    let from = tx_uri(&dialog.initial_request(), true);
+    let to = tx_uri(&dialog.initial_request(), false);
+    let local = LocalSdp::new(
+        shared.advertised,
+        rtp.local_port(),
+        rand::random::<u32>() as u64,
+    );
+    let sip = SipCall::new(dialog, local, negotiated, route_rx);
+    shared.handler.on_call(IncomingCall {
+        id: id.call_id.clone(),
+        from,
+        to,
+        transport: if transport == Transport::Tcp {
+            "tcp"
+        } else {
+            "udp"
+        },
+        started: SystemTime::now(),
+        sip,
+        rtp,
+        slot,
+    });
+    Ok(())
+}
+
+fn tx_uri(req: &rsipstack::sip::Request, from: bool) -> String {
+    let h = if from {
+        req.from_header().map(|h| h.value().to_string())
+    } else {
+        req.to_header().map(|h| h.value().to_string())
+    };
+    h.unwrap_or_default()
+}
+
+fn contact_uri(ip: IpAddr, port: u16, transport: Transport) -> anyhow::Result<rsipstack::sip::Uri> {
+    let host = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    let t = if transport == Transport::Tcp {
+        ";transport=tcp"
+    } else {
+        ""
+    };
+    rsipstack::sip::Uri::try_from(format!("sip:voxrelay@{host}:{port}{t}").as_str())
+        .map_err(|e| anyhow::anyhow!("bad contact URI: {e}"))
+}
