@@ -234,3 +234,58 @@ fn sigterm_refuses_new_calls_then_ends_live_ones_with_bye() {
         .iter()
         .any(|v| msg(v) == "call ended" && v["reason"] == "shutdown"));
 }
+
+#[test]
+fn a_reinvite_with_a_new_address_moves_the_media() {
+    let relay = Relay::start(&[]);
+    let mut uac = Uac::new(relay.sip);
+    assert_eq!(uac.invite().status(), 200);
+    uac.ack();
+    let first = uac
+        .recv_rtp(Duration::from_secs(2))
+        .expect("RTP to the first address");
+    let ok = uac.reinvite_new_address();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.body.contains("a=sendrecv"));
+    assert!(ok.body.contains("o=voxrelay "), "{}", ok.body);
+    let moved = uac
+        .recv_rtp(Duration::from_secs(2))
+        .expect("RTP to the new address");
+    assert_eq!(moved.4, first.4, "same stream, same SSRC");
+    relay.wait_for(|v| msg(v) == "call media changed", Duration::from_secs(5));
+    assert_eq!(uac.bye().status(), 200);
+}
+
+#[test]
+fn external_ip_goes_into_sdp_and_contact() {
+    let relay = Relay::start(&[("VOXRELAY__SIP__EXTERNAL_IP", "192.0.2.33")]);
+    let mut uac = Uac::new(relay.sip);
+    let ok = uac.invite();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.body.contains("c=IN IP4 192.0.2.33"), "{}", ok.body);
+    assert!(
+        ok.header("contact").unwrap().contains("192.0.2.33"),
+        "{:?}",
+        ok.header("contact")
+    );
+    uac.ack();
+    assert_eq!(uac.bye().status(), 200);
+}
+
+#[test]
+fn rtcp_sender_reports_describe_the_relays_stream() {
+    let relay = Relay::start(&[]);
+    let mut uac = Uac::new(relay.sip);
+    assert_eq!(uac.invite().status(), 200);
+    uac.ack();
+    let rtp = uac.recv_rtp(Duration::from_secs(2)).expect("RTP");
+    // Reports come every 5 s; the first one right after the answer.
+    let sr = uac
+        .recv_rtcp(Duration::from_secs(7))
+        .expect("an RTCP sender report");
+    assert_eq!(sr[0] >> 6, 2, "RTCP version 2");
+    assert_eq!(sr[1], 200, "packet type SR");
+    let ssrc = u32::from_be_bytes([sr[4], sr[5], sr[6], sr[7]]);
+    assert_eq!(ssrc, rtp.4, "the SR names the RTP stream's SSRC");
+    assert_eq!(uac.bye().status(), 200);
+}

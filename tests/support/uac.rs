@@ -80,6 +80,10 @@ pub struct Uac {
     branch: u32,
     /// The relay's RTP address from its SDP answer.
     pub relay_rtp: Option<SocketAddr>,
+    /// The RTCP socket, named in the offer with `a=rtcp`.
+    pub rtcp: UdpSocket,
+    /// Extra SDP lines of the offer; `o=` version of the next offer.
+    sdp_version: u32,
 }
 
 impl Uac {
@@ -87,6 +91,7 @@ impl Uac {
     pub fn new(relay: SocketAddr) -> Uac {
         let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
         let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rtcp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let n = format!(
             "{}-{}",
             std::process::id(),
@@ -102,6 +107,8 @@ impl Uac {
             cseq: 0,
             branch: 0,
             relay_rtp: None,
+            rtcp,
+            sdp_version: 1,
         }
     }
 
@@ -140,15 +147,45 @@ impl Uac {
         )
     }
 
-    /// An SDP offer for PCMU and telephone-event from this caller's RTP socket.
-    pub fn offer(&self) -> String {
+    /// An SDP offer for PCMU and telephone-event from this caller's RTP and RTCP sockets.
+    pub fn offer(&mut self) -> String {
         let a = self.rtp.local_addr().unwrap();
+        let c = self.rtcp.local_addr().unwrap();
+        self.sdp_version += 1;
         format!(
-            "v=0\r\no=uac 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            "v=0\r\no=uac 1 {} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
              m=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
-             a=ptime:20\r\na=sendrecv\r\n",
-            a.port()
+             a=rtcp:{}\r\na=ptime:20\r\na=sendrecv\r\n",
+            self.sdp_version,
+            a.port(),
+            c.port()
         )
+    }
+
+    /// Moves this caller's media to new sockets and offers them in a re-INVITE; returns the
+    /// final response (ACKed).
+    pub fn reinvite_new_address(&mut self) -> Msg {
+        self.rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let offer = self.offer();
+        let req = self.request("INVITE", &offer);
+        self.send_raw(req.as_bytes());
+        loop {
+            let m = self
+                .recv(Duration::from_secs(10))
+                .expect("a response to the re-INVITE");
+            if m.status() >= 200 && m.header("cseq").is_some_and(|c| c.ends_with("INVITE")) {
+                self.ack();
+                return m;
+            }
+        }
+    }
+
+    /// The next RTCP datagram the relay sends.
+    pub fn recv_rtcp(&self, timeout: Duration) -> Option<Vec<u8>> {
+        self.rtcp.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = self.rtcp.recv_from(&mut buf).ok()?;
+        Some(buf[..n].to_vec())
     }
 
     /// Sends raw bytes to the relay's SIP port.
