@@ -120,11 +120,12 @@ impl SipCall {
         }
     }
 
-    /// Answers with 200 OK and our SDP.
-    pub fn answer(&mut self) -> Result<(), rsipstack::Error> {
+    /// Answers with 200 OK and our SDP; the error says why the stack refused.
+    pub fn answer(&mut self) -> Result<(), String> {
         let body = self.local.answer(&self.negotiated);
         self.dialog
             .accept(Some(sdp_headers()), Some(body.into_bytes()))
+            .map_err(|e| e.to_string())
     }
 
     /// Refuses the call before it is answered.

@@ -297,7 +297,7 @@ fn parse_stats(path: &Path) -> (u64, u64) {
         return (0, 0);
     };
     let cols: Vec<&str> = header.split(';').collect();
-    let Some(last) = lines.filter(|l| !l.trim().is_empty()).last() else {
+    let Some(last) = lines.rfind(|l| !l.trim().is_empty()) else {
         return (0, 0);
     };
     let vals: Vec<&str> = last.split(';').collect();
