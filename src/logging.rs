@@ -1,6 +1,7 @@
 //! Logging with `tracing`: readable lines by default, one JSON object per line with
 //! `--log-format json`. `RUST_LOG` overrides the configured level. rsipstack logs every
-//! message at INFO, so it is held at WARN unless asked for.
+//! message at INFO and every malformed datagram at WARN, so it is held at ERROR unless asked
+//! for: a flood of garbage must not become a flood of log lines.
 
 use tracing_subscriber::EnvFilter;
 
@@ -9,7 +10,7 @@ use crate::config::LogFormat;
 /// Installs the global subscriber (once; later calls do nothing).
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("rsipstack=warn,webrtc=warn,{level}")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("rsipstack=error,webrtc=warn,{level}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
