@@ -146,6 +146,9 @@ async fn run_inner(mut call: IncomingCall, settings: Arc<BridgeSettings>, stop: 
         }
     };
     let c = call.rtp.counters;
+    // Free the call's slot and ports before saying it ended, so whoever reads the log line
+    // can count on both.
+    drop(call);
     info!(
         reason = reason.as_str(),
         seconds = answered.elapsed().as_secs_f32(),

@@ -17,6 +17,16 @@ use serde_json::Value;
 
 /// Each relay in a test run gets its own RTP range, so parallel tests never share a port.
 static NEXT_RTP_BASE: AtomicU16 = AtomicU16::new(21000);
+/// SIPp's SIP and media ports come from below the relays' RTP ranges and below the kernel's
+/// ephemeral range (where the relays' own SIP ports are), offset by process so that test
+/// binaries running at the same time do not meet.
+static NEXT_SIPP_PORT: AtomicU16 = AtomicU16::new(0);
+
+fn sipp_ports() -> (u16, u16) {
+    let base = 10000 + (std::process::id() % 40) as u16 * 250;
+    let n = NEXT_SIPP_PORT.fetch_add(6, Ordering::SeqCst) % 240;
+    (base + n, base + n + 2)
+}
 
 /// A free UDP port on loopback (the socket is closed again; fine for tests).
 pub fn free_udp_port() -> u16 {
@@ -25,6 +35,14 @@ pub fn free_udp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The binary under test: `VOXRELAY_BIN` when set (to test a release or installed build),
+/// else the one cargo built for this test run.
+pub fn relay_binary() -> PathBuf {
+    std::env::var_os("VOXRELAY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_voxrelay")))
 }
 
 /// A running relay process, killed when dropped.
@@ -46,7 +64,7 @@ impl Relay {
         let rtp = format!("[{}, {}]", base, base + 399);
         let db = format!("sqlite://{}", dir.path().join("v.db").display());
         let admin = format!("127.0.0.1:{}", free_udp_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxrelay"));
+        let mut cmd = Command::new(relay_binary());
         cmd.arg("--log-format")
             .arg("json")
             .arg("serve")
@@ -241,8 +259,8 @@ pub struct SippRun {
 pub fn sipp(relay: &Relay, scenario_name: &str, args: &[&str]) -> SippRun {
     let dir = tempfile::tempdir().unwrap();
     let stats = dir.path().join("stats.csv");
-    let port = free_udp_port().to_string();
-    let media = (20000 + (free_udp_port() % 20000) / 2 * 2).to_string();
+    let (port, media) = sipp_ports();
+    let (port, media) = (port.to_string(), (media / 2 * 2).to_string());
     let mut cmd = Command::new("sipp");
     cmd.arg(relay.sip.to_string())
         .arg("-sf")
