@@ -6,3 +6,6 @@ pub mod g711;
 pub mod opus_codec;
 pub mod codec;
 pub mod jitter;
+pub mod pacer;
+pub mod dtmf;
+pub mod recording;
