@@ -34,11 +34,20 @@ fn a_press_makes_the_documented_packets() {
     let pkts: Vec<_> = dtmf_packets('#', 100, 10).unwrap().collect();
     assert_eq!(pkts.len(), 5 + 3);
     assert!(pkts[0].marker && pkts[1..].iter().all(|p| !p.marker));
-    let evs: Vec<_> = pkts.iter().map(|p| TelephoneEvent::parse(&p.payload).unwrap()).collect();
+    let evs: Vec<_> = pkts
+        .iter()
+        .map(|p| TelephoneEvent::parse(&p.payload).unwrap())
+        .collect();
     assert!(evs.iter().all(|e| e.event == 11 && e.volume == 10));
-    assert_eq!(evs.iter().map(|e| e.duration).collect::<Vec<_>>(), [160, 320, 480, 640, 800, 800, 800, 800]);
+    assert_eq!(
+        evs.iter().map(|e| e.duration).collect::<Vec<_>>(),
+        [160, 320, 480, 640, 800, 800, 800, 800]
+    );
     assert_eq!(evs.iter().filter(|e| e.end).count(), 3);
-    assert_eq!(pkts.iter().map(|p| p.at_ms).collect::<Vec<_>>(), [0, 20, 40, 60, 80, 100, 120, 140]);
+    assert_eq!(
+        pkts.iter().map(|p| p.at_ms).collect::<Vec<_>>(),
+        [0, 20, 40, 60, 80, 100, 120, 140]
+    );
     assert!(dtmf_packets('x', 100, 10).is_none());
 }
 
@@ -53,7 +62,12 @@ fn each_press_gives_exactly_one_key_with_its_duration() {
 #[test]
 fn duplicated_packets_do_not_repeat_a_key() {
     let got = send("159", 160, |_, _| 3);
-    assert_eq!(got.iter().map(|d| (d.key, d.duration_ms)).collect::<Vec<_>>(), [('1', 160), ('5', 160), ('9', 160)]);
+    assert_eq!(
+        got.iter()
+            .map(|d| (d.key, d.duration_ms))
+            .collect::<Vec<_>>(),
+        [('1', 160), ('5', 160), ('9', 160)]
+    );
 }
 
 #[test]
@@ -66,7 +80,13 @@ fn losing_some_packets_loses_no_key() {
 
 #[test]
 fn losing_all_end_packets_still_gives_the_key_once() {
-    let got = send("77", 100, |_, p| if TelephoneEvent::parse(p).unwrap().end { 0 } else { 1 });
+    let got = send("77", 100, |_, p| {
+        if TelephoneEvent::parse(p).unwrap().end {
+            0
+        } else {
+            1
+        }
+    });
     assert_eq!(got.iter().map(|d| d.key).collect::<String>(), "77");
     // the last update before key-up carried the full duration
     assert!(got.iter().all(|d| d.duration_ms == 100));

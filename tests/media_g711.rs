@@ -15,12 +15,21 @@ use std::process::Command;
 use voxrelay::media::g711::{alaw_decode, alaw_encode, ulaw_decode, ulaw_encode, Law};
 
 fn sox(args: &[&str]) {
-    let out = Command::new("sox").args(args).output().expect("sox is installed (Debian package `sox`)");
-    assert!(out.status.success(), "sox {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sox")
+        .args(args)
+        .output()
+        .expect("sox is installed (Debian package `sox`)");
+    assert!(
+        out.status.success(),
+        "sox {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn ramp(dir: &Path) -> String {
-    let bytes: Vec<u8> = (i16::MIN..=i16::MAX).flat_map(|v| v.to_le_bytes()).collect();
+    let bytes: Vec<u8> = (i16::MIN..=i16::MAX)
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let p = dir.join("ramp.s16");
     std::fs::write(&p, bytes).unwrap();
     p.to_str().unwrap().to_owned()
@@ -31,7 +40,25 @@ fn encode_check(encoding: &str, ours: fn(i16) -> u8) {
     let input = ramp(dir.path());
     let out = dir.path().join("out.raw");
     // sox -D -t raw -r 8000 -e signed -b 16 -c 1 ramp.s16 -t raw -e mu-law out.raw
-    sox(&["-D", "-t", "raw", "-r", "8000", "-e", "signed", "-b", "16", "-c", "1", &input, "-t", "raw", "-e", encoding, out.to_str().unwrap()]);
+    sox(&[
+        "-D",
+        "-t",
+        "raw",
+        "-r",
+        "8000",
+        "-e",
+        "signed",
+        "-b",
+        "16",
+        "-c",
+        "1",
+        &input,
+        "-t",
+        "raw",
+        "-e",
+        encoding,
+        out.to_str().unwrap(),
+    ]);
     let want = std::fs::read(&out).unwrap();
     assert_eq!(want.len(), 65_536);
     let mismatches: Vec<(i16, u8, u8)> = (i16::MIN..=i16::MAX)
@@ -39,7 +66,12 @@ fn encode_check(encoding: &str, ours: fn(i16) -> u8) {
         .filter(|(x, &w)| ours(*x) != w)
         .map(|(x, &w)| (x, ours(x), w))
         .collect();
-    assert!(mismatches.is_empty(), "{} of 65536 differ, first {:?}", mismatches.len(), &mismatches[..mismatches.len().min(5)]);
+    assert!(
+        mismatches.is_empty(),
+        "{} of 65536 differ, first {:?}",
+        mismatches.len(),
+        &mismatches[..mismatches.len().min(5)]
+    );
 }
 
 fn decode_check(encoding: &str, ours: fn(u8) -> i16) {
@@ -48,8 +80,32 @@ fn decode_check(encoding: &str, ours: fn(u8) -> i16) {
     std::fs::write(&input, (0..=255u8).collect::<Vec<_>>()).unwrap();
     let out = dir.path().join("out.s16");
     // sox -D -t raw -r 8000 -e mu-law -b 8 -c 1 codes.raw -t raw -e signed -b 16 out.s16
-    sox(&["-D", "-t", "raw", "-r", "8000", "-e", encoding, "-b", "8", "-c", "1", input.to_str().unwrap(), "-t", "raw", "-e", "signed", "-b", "16", out.to_str().unwrap()]);
-    let want: Vec<i16> = std::fs::read(&out).unwrap().chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
+    sox(&[
+        "-D",
+        "-t",
+        "raw",
+        "-r",
+        "8000",
+        "-e",
+        encoding,
+        "-b",
+        "8",
+        "-c",
+        "1",
+        input.to_str().unwrap(),
+        "-t",
+        "raw",
+        "-e",
+        "signed",
+        "-b",
+        "16",
+        out.to_str().unwrap(),
+    ]);
+    let want: Vec<i16> = std::fs::read(&out)
+        .unwrap()
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
     assert_eq!(want.len(), 256);
     for b in 0..=255u8 {
         assert_eq!(ours(b), want[b as usize], "{encoding} code {b:#04x}");

@@ -8,18 +8,42 @@ use std::time::Duration;
 use voxrelay::media::recording::{repair_dir, repair_wav, Recorder};
 
 fn sox_samples(path: &Path) -> u64 {
-    let out = Command::new("sox").arg("--i").arg("-s").arg(path).output().expect("sox is installed (Debian package `sox`)");
-    assert!(out.status.success(), "sox rejects {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    let out = Command::new("sox")
+        .arg("--i")
+        .arg("-s")
+        .arg(path)
+        .output()
+        .expect("sox is installed (Debian package `sox`)");
+    assert!(
+        out.status.success(),
+        "sox rejects {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn samples(path: &Path) -> Vec<[i16; 2]> {
     let bytes = std::fs::read(path).unwrap();
-    bytes[44..].chunks_exact(4).map(|c| [i16::from_le_bytes([c[0], c[1]]), i16::from_le_bytes([c[2], c[3]])]).collect()
+    bytes[44..]
+        .chunks_exact(4)
+        .map(|c| {
+            [
+                i16::from_le_bytes([c[0], c[1]]),
+                i16::from_le_bytes([c[2], c[3]]),
+            ]
+        })
+        .collect()
 }
 
 fn sine(start: usize, n: usize, hz: f64) -> Vec<i16> {
-    (start..start + n).map(|i| ((i as f64 * hz * std::f64::consts::TAU / 8000.0).sin() * 8000.0) as i16).collect()
+    (start..start + n)
+        .map(|i| ((i as f64 * hz * std::f64::consts::TAU / 8000.0).sin() * 8000.0) as i16)
+        .collect()
 }
 
 #[test]
@@ -53,16 +77,23 @@ fn a_side_that_pauses_resumes_at_its_time() {
     let path = dir.path().join("pause.wav");
     let mut rec = Recorder::create(&path).unwrap();
     for k in 0..200u64 {
-        rec.caller(Duration::from_millis(k * 20), &[100; 160]).unwrap();
+        rec.caller(Duration::from_millis(k * 20), &[100; 160])
+            .unwrap();
         // the agent talks 0.4-1 s and 3-4 s
         if (20..50).contains(&k) || (150..200).contains(&k) {
-            rec.agent(Duration::from_millis(k * 20), &[200; 160]).unwrap();
+            rec.agent(Duration::from_millis(k * 20), &[200; 160])
+                .unwrap();
         }
     }
     rec.finish().unwrap();
     let s = samples(&path);
     assert_eq!(s.len(), 32_000);
-    let right = |from_ms: usize, to_ms: usize| s[from_ms * 8..to_ms * 8].iter().map(|x| x[1]).collect::<Vec<_>>();
+    let right = |from_ms: usize, to_ms: usize| {
+        s[from_ms * 8..to_ms * 8]
+            .iter()
+            .map(|x| x[1])
+            .collect::<Vec<_>>()
+    };
     assert!(right(0, 400).iter().all(|&v| v == 0));
     assert!(right(400, 1000).iter().all(|&v| v == 200));
     assert!(right(1000, 3000).iter().all(|&v| v == 0));
@@ -76,15 +107,23 @@ fn a_crash_leaves_a_file_that_repair_makes_valid() {
     let path = dir.path().join("crash.wav");
     let mut rec = Recorder::create(&path).unwrap();
     for k in 0..180u64 {
-        rec.caller(Duration::from_millis(k * 20), &sine(k as usize * 160, 160, 300.0)).unwrap();
+        rec.caller(
+            Duration::from_millis(k * 20),
+            &sine(k as usize * 160, 160, 300.0),
+        )
+        .unwrap();
     }
     // the process dies: no finish(); the last write was torn mid-sample
     drop(rec);
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     std::io::Write::write_all(&mut f, &[1, 2, 3]).unwrap();
     drop(f);
     let len = std::fs::metadata(&path).unwrap().len();
-    let stale = u32::from_le_bytes(std::fs::read(&path).unwrap()[40..44].try_into().unwrap()) as u64;
+    let stale =
+        u32::from_le_bytes(std::fs::read(&path).unwrap()[40..44].try_into().unwrap()) as u64;
     assert!(stale < len - 44 - 3, "the header is behind the data");
 
     assert_eq!(repair_dir(dir.path()).unwrap(), vec![path.clone()]);

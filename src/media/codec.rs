@@ -43,9 +43,9 @@ impl Codec {
     /// payload of this codec.
     pub fn payload_samples(self, payload: &[u8]) -> Option<usize> {
         match self {
-            Codec::Pcmu | Codec::Pcma => {
-                (!payload.is_empty() && payload.len() <= self.max_payload()).then_some(payload.len())
-            }
+            Codec::Pcmu | Codec::Pcma => (!payload.is_empty()
+                && payload.len() <= self.max_payload())
+            .then_some(payload.len()),
             Codec::Opus => opus_codec::packet_samples(payload),
         }
     }
@@ -89,7 +89,10 @@ pub struct G711Decoder {
 impl G711Decoder {
     /// A decoder for `law`.
     pub const fn new(law: Law) -> Self {
-        Self { law, plc: FadingRepeat::new() }
+        Self {
+            law,
+            plc: FadingRepeat::new(),
+        }
     }
 }
 
@@ -204,7 +207,9 @@ mod tests {
     fn g711_decoder_conceals_after_good_audio() {
         let mut d = Decoder::new(Codec::Pcmu).unwrap();
         let mut enc = [0u8; 160];
-        let pcm: Vec<i16> = (0..160).map(|i| ((i as f32 * 0.3).sin() * 9000.0) as i16).collect();
+        let pcm: Vec<i16> = (0..160)
+            .map(|i| ((i as f32 * 0.3).sin() * 9000.0) as i16)
+            .collect();
         Law::Mu.encode(&pcm, &mut enc);
         let mut out = [0i16; 160];
         assert_eq!(d.decode(&enc, &mut out), Some(160));

@@ -56,14 +56,26 @@ pub struct TelephoneEvent {
 impl TelephoneEvent {
     /// Reads a payload; `None` if shorter than 4 bytes.
     pub fn parse(payload: &[u8]) -> Option<Self> {
-        let [event, flags, d0, d1, ..] = *payload else { return None };
-        Some(Self { event, end: flags & 0x80 != 0, volume: flags & 0x3F, duration: u16::from_be_bytes([d0, d1]) })
+        let [event, flags, d0, d1, ..] = *payload else {
+            return None;
+        };
+        Some(Self {
+            event,
+            end: flags & 0x80 != 0,
+            volume: flags & 0x3F,
+            duration: u16::from_be_bytes([d0, d1]),
+        })
     }
 
     /// The 4-byte payload.
     pub fn to_bytes(self) -> [u8; 4] {
         let [d0, d1] = self.duration.to_be_bytes();
-        [self.event, (self.end as u8) << 7 | (self.volume & 0x3F), d0, d1]
+        [
+            self.event,
+            (self.end as u8) << 7 | (self.volume & 0x3F),
+            d0,
+            d1,
+        ]
     }
 }
 
@@ -141,7 +153,14 @@ impl DtmfReceiver {
                 finished = cur.digit();
             }
         }
-        let cur = Current { ts, event: ev.event, duration: ev.duration, volume: ev.volume, ended: ev.end, last_us: now_us };
+        let cur = Current {
+            ts,
+            event: ev.event,
+            duration: ev.duration,
+            volume: ev.volume,
+            ended: ev.end,
+            last_us: now_us,
+        };
         self.current = Some(cur);
         if ev.end {
             match finished {
@@ -168,7 +187,9 @@ impl DtmfReceiver {
 
     /// The key held down right now, if an event is in progress.
     pub fn pressed(&self) -> Option<char> {
-        self.current.filter(|c| !c.ended).and_then(|c| event_key(c.event))
+        self.current
+            .filter(|c| !c.ended)
+            .and_then(|c| event_key(c.event))
     }
 }
 
@@ -189,7 +210,11 @@ pub struct DtmfPacket {
 /// key-up the end packet three times, 20 ms apart (RFC 4733 2.5.1). `volume` is in -dBm0
 /// (10 is usual). `None` for an unknown key. The next event's key-down must come after the
 /// last of these.
-pub fn dtmf_packets(key: char, duration_ms: u32, volume: u8) -> Option<impl Iterator<Item = DtmfPacket>> {
+pub fn dtmf_packets(
+    key: char,
+    duration_ms: u32,
+    volume: u8,
+) -> Option<impl Iterator<Item = DtmfPacket>> {
     let event = key_event(key)?;
     let total_ms = duration_ms.clamp(40, 8000);
     let total = (total_ms * DTMF_CLOCK_RATE / 1000) as u16;
@@ -202,7 +227,17 @@ pub fn dtmf_packets(key: char, duration_ms: u32, volume: u8) -> Option<impl Iter
         } else {
             (((k + 1) * 160).min(total as u32) as u16, k * 20)
         };
-        DtmfPacket { payload: TelephoneEvent { event, end, volume, duration }.to_bytes(), marker: k == 0, at_ms }
+        DtmfPacket {
+            payload: TelephoneEvent {
+                event,
+                end,
+                volume,
+                duration,
+            }
+            .to_bytes(),
+            marker: k == 0,
+            at_ms,
+        }
     }))
 }
 
@@ -222,7 +257,12 @@ mod tests {
 
     #[test]
     fn payload_round_trip() {
-        let ev = TelephoneEvent { event: 11, end: true, volume: 10, duration: 800 };
+        let ev = TelephoneEvent {
+            event: 11,
+            end: true,
+            volume: 10,
+            duration: 800,
+        };
         assert_eq!(ev.to_bytes(), [11, 0x8A, 0x03, 0x20]);
         assert_eq!(TelephoneEvent::parse(&ev.to_bytes()), Some(ev));
         assert_eq!(TelephoneEvent::parse(&[1, 2, 3]), None);
@@ -231,7 +271,15 @@ mod tests {
     #[test]
     fn lost_end_packets_still_report_the_key() {
         let mut r = DtmfReceiver::new();
-        let p = |d: u16, end: bool| TelephoneEvent { event: 5, end, volume: 10, duration: d }.to_bytes();
+        let p = |d: u16, end: bool| {
+            TelephoneEvent {
+                event: 5,
+                end,
+                volume: 10,
+                duration: d,
+            }
+            .to_bytes()
+        };
         assert_eq!(r.push(Duration::ZERO, 100, &p(160, false)), None);
         assert_eq!(r.pressed(), Some('5'));
         assert_eq!(r.push(Duration::from_millis(20), 100, &p(320, false)), None);
@@ -245,13 +293,25 @@ mod tests {
     #[test]
     fn a_new_key_reports_the_one_whose_end_was_lost() {
         let mut r = DtmfReceiver::new();
-        let p = |e: u8, d: u16, end: bool| TelephoneEvent { event: e, end, volume: 10, duration: d }.to_bytes();
+        let p = |e: u8, d: u16, end: bool| {
+            TelephoneEvent {
+                event: e,
+                end,
+                volume: 10,
+                duration: d,
+            }
+            .to_bytes()
+        };
         r.push(Duration::ZERO, 100, &p(1, 400, false));
-        let d = r.push(Duration::from_millis(200), 2000, &p(2, 160, false)).unwrap();
+        let d = r
+            .push(Duration::from_millis(200), 2000, &p(2, 160, false))
+            .unwrap();
         assert_eq!((d.key, d.duration_ms), ('1', 50));
         // and both at once: the older comes now, the newer on poll
         r.push(Duration::from_millis(300), 4000, &p(3, 160, false));
-        let d = r.push(Duration::from_millis(400), 6000, &p(4, 800, true)).unwrap();
+        let d = r
+            .push(Duration::from_millis(400), 6000, &p(4, 800, true))
+            .unwrap();
         assert_eq!(d.key, '3');
         assert_eq!(r.poll(Duration::from_millis(400)).unwrap().key, '4');
     }
@@ -259,7 +319,15 @@ mod tests {
     #[test]
     fn stragglers_of_an_older_event_are_ignored() {
         let mut r = DtmfReceiver::new();
-        let p = |e: u8, d: u16, end: bool| TelephoneEvent { event: e, end, volume: 10, duration: d }.to_bytes();
+        let p = |e: u8, d: u16, end: bool| {
+            TelephoneEvent {
+                event: e,
+                end,
+                volume: 10,
+                duration: d,
+            }
+            .to_bytes()
+        };
         assert!(r.push(Duration::ZERO, 100, &p(1, 800, true)).is_some());
         assert!(r.push(Duration::ZERO, 2000, &p(2, 800, true)).is_some());
         assert_eq!(r.push(Duration::ZERO, 100, &p(1, 800, true)), None);

@@ -41,7 +41,10 @@ impl Default for Framer {
 impl Framer {
     /// An empty framer.
     pub const fn new() -> Self {
-        Self { partial: SILENCE, len: 0 }
+        Self {
+            partial: SILENCE,
+            len: 0,
+        }
     }
 
     /// Feeds `samples`; calls `emit` once for every frame completed. Returns the number of

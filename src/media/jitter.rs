@@ -71,7 +71,11 @@ pub struct JitterConfig {
 impl JitterConfig {
     /// The defaults for `codec`: depth 20..=80 ms.
     pub const fn new(codec: Codec) -> Self {
-        Self { codec, min_depth_ms: 20, max_depth_ms: 80 }
+        Self {
+            codec,
+            min_depth_ms: 20,
+            max_depth_ms: 80,
+        }
     }
 }
 
@@ -148,7 +152,12 @@ struct Slot {
     samples: u16,
 }
 
-const EMPTY_SLOT: Slot = Slot { ext: EMPTY, arrival_us: 0, len: 0, samples: 0 };
+const EMPTY_SLOT: Slot = Slot {
+    ext: EMPTY,
+    arrival_us: 0,
+    len: 0,
+    samples: 0,
+};
 
 #[derive(Debug, Clone, Copy)]
 struct Probe {
@@ -256,7 +265,10 @@ impl JitterBuffer {
             compress_due: false,
             win_min: usize::MAX,
             win_pops: 0,
-            stats: JitterStats { target_ms: config.min_depth_ms.max(FRAME_MS), ..JitterStats::default() },
+            stats: JitterStats {
+                target_ms: config.min_depth_ms.max(FRAME_MS),
+                ..JitterStats::default()
+            },
         }
     }
 
@@ -324,7 +336,15 @@ impl JitterBuffer {
     }
 
     /// A packet far from the numbering: a restart if the one before was its predecessor.
-    fn probation(&mut self, ssrc: u32, seq: u16, ts: u32, payload: &[u8], samples: usize, arrival_us: u64) -> Push {
+    fn probation(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        payload: &[u8],
+        samples: usize,
+        arrival_us: u64,
+    ) -> Push {
         match self.probe {
             Some(p) if p.ssrc == ssrc && p.seq.wrapping_add(1) == seq => {
                 self.probe = None;
@@ -337,7 +357,14 @@ impl JitterBuffer {
             }
             _ => {
                 self.probe_data[..payload.len()].copy_from_slice(payload);
-                self.probe = Some(Probe { ssrc, seq, ts, len: payload.len(), samples, arrival_us });
+                self.probe = Some(Probe {
+                    ssrc,
+                    seq,
+                    ts,
+                    len: payload.len(),
+                    samples,
+                    arrival_us,
+                });
                 Push::Probation
             }
         }
@@ -350,16 +377,25 @@ impl JitterBuffer {
         self.ssrc = ssrc;
         self.max_raw_seq = seq.wrapping_sub(1);
         // a virtual packet just before the new first one sits at the old stream's end
-        self.max_raw_ts = ts.wrapping_sub((self.last_samples as u64 * self.ticks_per_sample) as u32);
+        self.max_raw_ts =
+            ts.wrapping_sub((self.last_samples as u64 * self.ticks_per_sample) as u32);
         self.prev_transit = None;
         self.reset_at = Some(self.max_ext + 1);
         self.probe = None;
     }
 
-    fn insert_unwrapped(&mut self, seq: u16, ts: u32, payload: &[u8], samples: usize, arrival_us: u64) -> Push {
+    fn insert_unwrapped(
+        &mut self,
+        seq: u16,
+        ts: u32,
+        payload: &[u8],
+        samples: usize,
+        arrival_us: u64,
+    ) -> Push {
         let d = seq.wrapping_sub(self.max_raw_seq) as i16 as i64;
         let ext = (self.max_ext as i64 + d) as u64;
-        let ext_ts = (self.max_ext_ts as i64 + ts.wrapping_sub(self.max_raw_ts) as i32 as i64) as u64;
+        let ext_ts =
+            (self.max_ext_ts as i64 + ts.wrapping_sub(self.max_raw_ts) as i32 as i64) as u64;
         if d > 0 {
             self.max_raw_seq = seq;
             self.max_ext = ext;
@@ -372,7 +408,8 @@ impl JitterBuffer {
 
     /// RFC 3550 A.8: J += (|D| - J) / 16, in timestamp units, kept scaled by 16.
     fn update_jitter(&mut self, arrival_us: u64, ext_ts: u64) {
-        let arrival_ticks = (arrival_us as u128 * self.codec.clock_rate() as u128 / 1_000_000) as i64;
+        let arrival_ticks =
+            (arrival_us as u128 * self.codec.clock_rate() as u128 / 1_000_000) as i64;
         let transit = arrival_ticks - ext_ts as i64;
         if let Some(prev) = self.prev_transit {
             let d = (transit - prev).abs();
@@ -383,7 +420,8 @@ impl JitterBuffer {
         }
         self.prev_transit = Some(transit);
         let jitter_samples = (self.jitter16 >> 4) as usize / self.ticks_per_sample as usize;
-        self.target_samples = (FRAME_SAMPLES + 3 * jitter_samples).clamp(self.min_samples, self.max_samples);
+        self.target_samples =
+            (FRAME_SAMPLES + 3 * jitter_samples).clamp(self.min_samples, self.max_samples);
     }
 
     fn insert(&mut self, ext: u64, payload: &[u8], samples: usize, arrival_us: u64) -> Push {
@@ -427,7 +465,12 @@ impl JitterBuffer {
         }
         let off = i * self.max_payload;
         self.data[off..off + payload.len()].copy_from_slice(payload);
-        self.slots[i] = Slot { ext, arrival_us, len: payload.len() as u16, samples: samples as u16 };
+        self.slots[i] = Slot {
+            ext,
+            arrival_us,
+            len: payload.len() as u16,
+            samples: samples as u16,
+        };
         self.held += 1;
         self.held_samples += samples;
         Push::Accepted
@@ -466,11 +509,19 @@ impl JitterBuffer {
     }
 
     fn lowest_held(&self) -> Option<u64> {
-        self.slots.iter().filter(|s| s.ext != EMPTY).map(|s| s.ext).min()
+        self.slots
+            .iter()
+            .filter(|s| s.ext != EMPTY)
+            .map(|s| s.ext)
+            .min()
     }
 
     fn highest_held(&self) -> Option<u64> {
-        self.slots.iter().filter(|s| s.ext != EMPTY).map(|s| s.ext).max()
+        self.slots
+            .iter()
+            .filter(|s| s.ext != EMPTY)
+            .map(|s| s.ext)
+            .max()
     }
 
     fn slot_of(&self, ext: u64) -> Option<usize> {
@@ -488,7 +539,12 @@ impl JitterBuffer {
 
     /// Produces the next 20 ms frame into `out`, decoding with `dec` (the call's decoder for
     /// this stream). Call once per 20 ms tick.
-    pub fn pop<D: PayloadDecoder>(&mut self, now: Duration, dec: &mut D, out: &mut Frame) -> Playout {
+    pub fn pop<D: PayloadDecoder>(
+        &mut self,
+        now: Duration,
+        dec: &mut D,
+        out: &mut Frame,
+    ) -> Playout {
         let now_us = now.as_micros() as u64;
         if self.state == State::Buffering && !self.try_start(now_us) {
             out.fill(0);
@@ -509,7 +565,8 @@ impl JitterBuffer {
                 let (a, b) = self.stage.split_at(FRAME_SAMPLES);
                 for (i, o) in out.iter_mut().enumerate() {
                     let w = i as i32;
-                    *o = ((a[i] as i32 * (FRAME_SAMPLES as i32 - w) + b[i] as i32 * w) / FRAME_SAMPLES as i32) as i16;
+                    *o = ((a[i] as i32 * (FRAME_SAMPLES as i32 - w) + b[i] as i32 * w)
+                        / FRAME_SAMPLES as i32) as i16;
                 }
                 self.consume(2 * FRAME_SAMPLES);
                 self.stats.compressed += 1;
@@ -550,7 +607,13 @@ impl JitterBuffer {
         if self.held == 0 {
             return false;
         }
-        let oldest = self.slots.iter().filter(|s| s.ext != EMPTY).map(|s| s.arrival_us).min().unwrap_or(now_us);
+        let oldest = self
+            .slots
+            .iter()
+            .filter(|s| s.ext != EMPTY)
+            .map(|s| s.arrival_us)
+            .min()
+            .unwrap_or(now_us);
         let target_us = self.target_samples as u64 * 1_000_000 / SAMPLE_RATE as u64;
         if self.held_samples < self.target_samples && now_us.saturating_sub(oldest) < target_us {
             return false;
@@ -644,16 +707,23 @@ impl JitterBuffer {
                     self.advance_to(n + 1);
                     continue;
                 }
-                if self.level() < self.target_samples && self.credit + FRAME_SAMPLES <= self.target_samples {
-                    // below target: wait a frame in case it was only reordered
+                let fec = self
+                    .slot_of(n + 1)
+                    .filter(|&j| self.codec.can_recover_from(self.payload(j)));
+                if fec.is_none()
+                    && self.level() < self.target_samples
+                    && self.credit + FRAME_SAMPLES <= self.target_samples
+                {
+                    // below target: wait a frame in case it was only reordered (not when the
+                    // next packet can rebuild it: FEC is nearly as good as the packet)
                     self.conceal(dec, FRAME_SAMPLES, kind);
                     self.credit += FRAME_SAMPLES;
                     continue;
                 }
                 self.advance_to(n + 1);
                 let samples = self.last_samples;
-                let recovered = match self.slot_of(n + 1) {
-                    Some(j) if self.codec.can_recover_from(self.payload(j)) => {
+                let recovered = match fec {
+                    Some(j) => {
                         let off = j * self.max_payload;
                         let len = self.slots[j].len as usize;
                         let dst = &mut self.stage[self.stage_len..self.stage_len + samples];
@@ -714,5 +784,111 @@ fn fade_out(s: &mut [i16]) {
     let n = s.len() as i32;
     for (i, v) in s.iter_mut().enumerate() {
         *v = (*v as i32 * (n - 1 - i as i32) / n) as i16;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::codec::G711Decoder;
+    use crate::media::g711::Law;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn setup() -> (JitterBuffer, G711Decoder, Frame) {
+        (
+            JitterBuffer::new(JitterConfig::new(Codec::Pcmu)),
+            G711Decoder::new(Law::Mu),
+            [0; FRAME_SAMPLES],
+        )
+    }
+
+    #[test]
+    fn silence_before_anything_arrives() {
+        let (mut jb, mut dec, mut out) = setup();
+        out.fill(5);
+        assert_eq!(jb.pop(ms(0), &mut dec, &mut out), Playout::Silence);
+        assert!(out.iter().all(|&s| s == 0));
+        assert_eq!(jb.stats().target_ms, 20);
+    }
+
+    #[test]
+    fn plays_a_packet_once_the_target_is_held() {
+        let (mut jb, mut dec, mut out) = setup();
+        assert_eq!(jb.push(ms(1), 1, 10, 0, &[0x80; 160]), Push::Accepted);
+        assert_eq!(jb.level_ms(), 20);
+        assert_eq!(jb.pop(ms(2), &mut dec, &mut out), Playout::Audio);
+        assert!(out[DECLICK..].iter().all(|&s| s == 32124));
+        assert_eq!(jb.stats().played, 1);
+    }
+
+    #[test]
+    fn classifies_duplicates_and_late_packets() {
+        let (mut jb, mut dec, mut out) = setup();
+        jb.push(ms(0), 1, 10, 0, &[0xFF; 160]);
+        assert_eq!(jb.push(ms(1), 1, 10, 0, &[0xFF; 160]), Push::Duplicate);
+        jb.pop(ms(1), &mut dec, &mut out); // plays 10
+        jb.push(ms(40), 1, 12, 320, &[0xFF; 160]);
+        jb.pop(ms(41), &mut dec, &mut out); // 11 missing, 12 held: lost
+        assert_eq!(jb.stats().lost, 1);
+        assert_eq!(jb.push(ms(41), 1, 11, 160, &[0xFF; 160]), Push::Late);
+        assert_eq!(jb.push(ms(42), 1, 11, 160, &[0xFF; 160]), Push::Duplicate);
+        assert_eq!(jb.push(ms(43), 1, 10, 0, &[0xFF; 160]), Push::Duplicate);
+        let s = jb.stats();
+        assert_eq!((s.late, s.duplicates), (1, 3));
+    }
+
+    #[test]
+    fn rejects_invalid_payloads() {
+        let (mut jb, _, _) = setup();
+        assert_eq!(jb.push(ms(0), 1, 1, 0, &[]), Push::Invalid);
+        assert_eq!(jb.push(ms(0), 1, 1, 0, &[0; 2000]), Push::Invalid);
+        let mut opus = JitterBuffer::new(JitterConfig::new(Codec::Opus));
+        // a TOC byte of code 3 with a frame count of zero is not a valid Opus packet
+        assert_eq!(opus.push(ms(0), 1, 1, 0, &[0x03, 0x00]), Push::Invalid);
+        assert_eq!(jb.stats().invalid, 2);
+    }
+
+    #[test]
+    fn a_new_ssrc_restarts_at_once() {
+        let (mut jb, _, _) = setup();
+        jb.push(ms(0), 1, 100, 0, &[0xFF; 160]);
+        assert_eq!(jb.push(ms(20), 2, 9000, 777, &[0xFF; 160]), Push::Restarted);
+        assert_eq!(
+            jb.level_ms(),
+            40,
+            "both held, the new one right after the old"
+        );
+        assert_eq!(jb.stats().restarts, 1);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let (mut jb, mut dec, mut out) = setup();
+        for (i, seq) in [65534u16, 65535, 0, 1].into_iter().enumerate() {
+            jb.push(ms(i as u64 * 20), 1, seq, i as u32 * 160, &[0xFF; 160]);
+            jb.pop(ms(i as u64 * 20 + 1), &mut dec, &mut out);
+        }
+        let s = jb.stats();
+        assert_eq!((s.played, s.lost, s.late, s.restarts), (4, 0, 0, 0));
+    }
+
+    #[test]
+    fn jitter_follows_rfc3550() {
+        let (mut jb, _, _) = setup();
+        // every packet 10 ms later than the one before it should be: |D| = 80 ticks each time
+        for i in 0..200u32 {
+            let at = ms(i as u64 * 20 + if i % 2 == 0 { 0 } else { 10 });
+            jb.push(at, 1, i as u16, i * 160, &[0xFF; 160]);
+        }
+        // J converges to |D| = 80 ticks = 10 ms; the target follows (20 + 3 * 10, capped)
+        assert!(
+            (jb.jitter_ticks() as i32 - 80).abs() <= 2,
+            "{}",
+            jb.jitter_ticks()
+        );
+        assert!((49..=50).contains(&jb.stats().target_ms));
     }
 }

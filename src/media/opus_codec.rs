@@ -44,7 +44,12 @@ pub struct OpusConfig {
 
 impl Default for OpusConfig {
     fn default() -> Self {
-        Self { complexity: 5, bitrate_bps: 24_000, fec: true, expected_loss_pct: 10 }
+        Self {
+            complexity: 5,
+            bitrate_bps: 24_000,
+            fec: true,
+            expected_loss_pct: 10,
+        }
     }
 }
 
@@ -108,7 +113,9 @@ impl std::fmt::Debug for OpusDecoder {
 impl OpusDecoder {
     /// Opens a decoder at 8 kHz mono.
     pub fn new() -> Result<Self, OpusError> {
-        Ok(Self { inner: opus::Decoder::new(SAMPLE_RATE, Channels::Mono)? })
+        Ok(Self {
+            inner: opus::Decoder::new(SAMPLE_RATE, Channels::Mono)?,
+        })
     }
 
     /// Decodes `packet` into `out` (at least [`MAX_PACKET_SAMPLES`] long for any packet, or
@@ -154,13 +161,21 @@ pub fn packet_samples(packet: &[u8]) -> Option<usize> {
 pub fn packet_has_fec(packet: &[u8]) -> bool {
     // RFC 6716 4.2.3 / libopus opus_packet_has_lbrr: SILK or hybrid mode, the LBRR flag is
     // the bit after the VAD flags of the first frame.
-    let Some(&toc) = packet.first() else { return false };
+    let Some(&toc) = packet.first() else {
+        return false;
+    };
     if toc & 0x80 != 0 {
         return false; // CELT only: no LBRR
     }
-    let Ok(parsed) = opus::packet::parse(packet) else { return false };
-    let Some(first) = parsed.frames.first() else { return false };
-    let Some(&b0) = first.first() else { return false };
+    let Ok(parsed) = opus::packet::parse(packet) else {
+        return false;
+    };
+    let Some(first) = parsed.frames.first() else {
+        return false;
+    };
+    let Some(&b0) = first.first() else {
+        return false;
+    };
     let silk_frames = match (toc >> 3) & 0x3 {
         // SILK 10/20/40/60 ms per Opus frame: 40 and 60 ms hold 2 and 3 SILK frames
         2 if toc & 0x80 == 0 => 2,
@@ -182,7 +197,9 @@ mod tests {
 
     fn tone(n: usize, start: usize) -> Vec<i16> {
         (start..start + n)
-            .map(|i| ((i as f32 * 2.0 * std::f32::consts::PI * 440.0 / 8000.0).sin() * 10000.0) as i16)
+            .map(|i| {
+                ((i as f32 * 2.0 * std::f32::consts::PI * 440.0 / 8000.0).sin() * 10000.0) as i16
+            })
             .collect()
     }
 
@@ -224,7 +241,9 @@ mod tests {
             decoded.extend_from_slice(&out[..m]);
         }
         // energy survives (the codec delay shifts the waveform, so compare levels)
-        let rms = |s: &[i16]| (s.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / s.len() as f64).sqrt();
+        let rms = |s: &[i16]| {
+            (s.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / s.len() as f64).sqrt()
+        };
         let (a, b) = (rms(&sig[1600..]), rms(&decoded[1600..]));
         assert!((b / a - 1.0).abs() < 0.2, "{a} {b}");
     }
@@ -234,17 +253,25 @@ mod tests {
         // what OpenAI sends: fullband stereo Opus, 960 ticks per packet
         let mut enc = opus::Encoder::new(48_000, Channels::Stereo, Application::Voip).unwrap();
         let mut dec = OpusDecoder::new().unwrap();
-        let pcm48: Vec<i16> = (0..960 * 2).map(|i| ((i / 2) as f32 * 0.06).sin() as i16 * 5000).collect();
+        let pcm48: Vec<i16> = (0..960 * 2)
+            .map(|i| ((i / 2) as f32 * 0.06).sin() as i16 * 5000)
+            .collect();
         let mut pkt = [0u8; MAX_OPUS_PACKET];
         let n = enc.encode(&pcm48, &mut pkt).unwrap();
-        assert_eq!(opus::packet::get_nb_samples(&pkt[..n], OPUS_CLOCK_RATE).unwrap(), 960);
+        assert_eq!(
+            opus::packet::get_nb_samples(&pkt[..n], OPUS_CLOCK_RATE).unwrap(),
+            960
+        );
         let mut out = [0i16; MAX_PACKET_SAMPLES];
         assert_eq!(dec.decode(&pkt[..n], &mut out).unwrap(), 160);
     }
 
     #[test]
     fn fec_recovers_a_lost_frame_better_than_concealment() {
-        let cfg = OpusConfig { expected_loss_pct: 20, ..OpusConfig::default() };
+        let cfg = OpusConfig {
+            expected_loss_pct: 20,
+            ..OpusConfig::default()
+        };
         let mut enc = OpusEncoder::new(&cfg).unwrap();
         const LOST: usize = 24; // mid-syllable: VAD active, so packet 25 carries LBRR
         let sig = voiced(160 * 40);
@@ -254,7 +281,10 @@ mod tests {
             let n = enc.encode(&frame(f), &mut buf).unwrap();
             pkts.push(buf[..n].to_vec());
         }
-        assert!(packet_has_fec(&pkts[LOST + 1]), "FEC is on: voiced packets carry LBRR");
+        assert!(
+            packet_has_fec(&pkts[LOST + 1]),
+            "FEC is on: voiced packets carry LBRR"
+        );
         // reference decode without loss, then decode losing one packet with FEC / PLC
         let run = |mode: u8| {
             let mut dec = OpusDecoder::new().unwrap();
@@ -276,14 +306,25 @@ mod tests {
         };
         let (clean, fec, plc) = (run(0), run(1), run(2));
         let err = |x: &Frame| -> f64 {
-            x.iter().zip(&clean[LOST]).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum()
+            x.iter()
+                .zip(&clean[LOST])
+                .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                .sum()
         };
-        assert!(err(&fec[LOST]) * 2.0 < err(&plc[LOST]), "fec {} plc {}", err(&fec[LOST]), err(&plc[LOST]));
+        assert!(
+            err(&fec[LOST]) * 2.0 < err(&plc[LOST]),
+            "fec {} plc {}",
+            err(&fec[LOST]),
+            err(&plc[LOST])
+        );
     }
 
     #[test]
     fn no_fec_flag_without_fec() {
-        let cfg = OpusConfig { fec: false, ..OpusConfig::default() };
+        let cfg = OpusConfig {
+            fec: false,
+            ..OpusConfig::default()
+        };
         let mut enc = OpusEncoder::new(&cfg).unwrap();
         let mut buf = [0u8; MAX_OPUS_PACKET];
         let sig = tone(160 * 10, 0);

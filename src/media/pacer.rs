@@ -60,7 +60,14 @@ pub struct Pacer<T: Copy> {
 impl<T: Copy> Pacer<T> {
     /// An empty pacer; `blank` only fills the unused slots.
     pub fn new(blank: T) -> Self {
-        Self { ring: [blank; CAPACITY], head: 0, len: 0, next_due: 0, idle: true, stats: PacerStats::default() }
+        Self {
+            ring: [blank; CAPACITY],
+            head: 0,
+            len: 0,
+            next_due: 0,
+            idle: true,
+            stats: PacerStats::default(),
+        }
     }
 
     /// Queues a frame. Gives it back if 60 ms are already held (try again after the next

@@ -29,7 +29,10 @@ pub struct RecordingConfig {
 
 impl Default for RecordingConfig {
     fn default() -> Self {
-        Self { enabled: false, dir: PathBuf::from("recordings") }
+        Self {
+            enabled: false,
+            dir: PathBuf::from("recordings"),
+        }
     }
 }
 
@@ -80,7 +83,12 @@ impl Recorder {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
         file.write_all(&header(0))?;
         Ok(Self {
             file,
@@ -155,7 +163,9 @@ impl Recorder {
         self.write_header()?;
         self.file.sync_data()?;
         let frames = self.data_bytes / BLOCK_ALIGN as u64;
-        Ok(Duration::from_micros(frames * 1_000_000 / SAMPLE_RATE as u64))
+        Ok(Duration::from_micros(
+            frames * 1_000_000 / SAMPLE_RATE as u64,
+        ))
     }
 
     /// Writes samples `[base, upto)` to the file and frees their ring cells.
@@ -219,11 +229,18 @@ pub fn repair_wav(path: &Path) -> io::Result<bool> {
     let len = file.metadata()?.len();
     let mut h = [0u8; 44];
     if len < HEADER {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "shorter than a WAV header"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "shorter than a WAV header",
+        ));
     }
     file.read_exact(&mut h)?;
-    if &h[0..4] != b"RIFF" || &h[8..12] != b"WAVE" || &h[12..16] != b"fmt " || &h[36..40] != b"data" {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a canonical PCM WAV"));
+    if &h[0..4] != b"RIFF" || &h[8..12] != b"WAVE" || &h[12..16] != b"fmt " || &h[36..40] != b"data"
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a canonical PCM WAV",
+        ));
     }
     let align = u16::from_le_bytes([h[32], h[33]]).max(1) as u64;
     let data = (len - HEADER) / align * align;
@@ -259,7 +276,11 @@ pub fn repair_dir(dir: &Path) -> io::Result<Vec<PathBuf>> {
     };
     for entry in entries {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) && matches!(repair_wav(&path), Ok(true)) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+            && matches!(repair_wav(&path), Ok(true))
+        {
             fixed.push(path);
         }
     }
@@ -272,7 +293,15 @@ mod tests {
 
     fn read_samples(path: &Path) -> Vec<[i16; 2]> {
         let bytes = std::fs::read(path).unwrap();
-        bytes[44..].chunks_exact(4).map(|c| [i16::from_le_bytes([c[0], c[1]]), i16::from_le_bytes([c[2], c[3]])]).collect()
+        bytes[44..]
+            .chunks_exact(4)
+            .map(|c| {
+                [
+                    i16::from_le_bytes([c[0], c[1]]),
+                    i16::from_le_bytes([c[2], c[3]]),
+                ]
+            })
+            .collect()
     }
 
     #[test]
@@ -287,10 +316,12 @@ mod tests {
         let mut r = Recorder::create(&path).unwrap();
         // caller speaks for 1 s from 0; agent answers for 0.5 s from 1.5 s
         for k in 0..50u64 {
-            r.caller(Duration::from_millis(k * 20), &[1000; 160]).unwrap();
+            r.caller(Duration::from_millis(k * 20), &[1000; 160])
+                .unwrap();
         }
         for k in 0..25u64 {
-            r.agent(Duration::from_millis(1500 + k * 20), &[-2000; 160]).unwrap();
+            r.agent(Duration::from_millis(1500 + k * 20), &[-2000; 160])
+                .unwrap();
         }
         assert_eq!(r.finish().unwrap(), Duration::from_secs(2));
         let s = read_samples(&path);

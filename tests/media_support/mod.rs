@@ -37,7 +37,8 @@ pub struct Tracer {
 
 impl PayloadDecoder for Tracer {
     fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Option<usize> {
-        self.decoded.push(u32::from_le_bytes(payload[..4].try_into().unwrap()));
+        self.decoded
+            .push(u32::from_le_bytes(payload[..4].try_into().unwrap()));
         out.fill(1000);
         Some(out.len())
     }
@@ -119,7 +120,8 @@ impl Run {
 pub fn play(packets: &[Sent], phase_us: u64, until_us: u64) -> Run {
     let mut arrivals = packets.to_vec();
     arrivals.sort_by_key(|p| p.arrival_us);
-    let sent_at: std::collections::HashMap<u32, u64> = packets.iter().map(|p| (p.id, p.sent_us)).collect();
+    let sent_at: std::collections::HashMap<u32, u64> =
+        packets.iter().map(|p| (p.id, p.sent_us)).collect();
     let mut jb = JitterBuffer::new(JitterConfig::new(Codec::Pcmu));
     let mut dec = Tracer::default();
     let mut out: Frame = [0; FRAME_SAMPLES];
@@ -133,7 +135,13 @@ pub fn play(packets: &[Sent], phase_us: u64, until_us: u64) -> Run {
         while next < arrivals.len() && arrivals[next].arrival_us <= t {
             let p = arrivals[next];
             payload[..4].copy_from_slice(&p.id.to_le_bytes());
-            jb.push(Duration::from_micros(p.arrival_us), p.ssrc, p.seq, p.ts, &payload);
+            jb.push(
+                Duration::from_micros(p.arrival_us),
+                p.ssrc,
+                p.seq,
+                p.ts,
+                &payload,
+            );
             next += 1;
         }
         max_level_ms = max_level_ms.max(jb.level_ms());
@@ -158,6 +166,10 @@ pub fn play(packets: &[Sent], phase_us: u64, until_us: u64) -> Run {
 /// Signal to noise ratio in dB of `test` against `reference`.
 pub fn snr_db(reference: &[f64], test: &[f64]) -> f64 {
     let sig: f64 = reference.iter().map(|x| x * x).sum();
-    let noise: f64 = reference.iter().zip(test).map(|(a, b)| (a - b) * (a - b)).sum();
+    let noise: f64 = reference
+        .iter()
+        .zip(test)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum();
     10.0 * (sig / noise.max(1e-9)).log10()
 }
