@@ -86,7 +86,7 @@ impl Upsampler6 {
             let pos6 = j as i64;
             let mut acc = 0.0;
             for (k, &x) in self.hist.iter().enumerate() {
-                let d = (k as i64 * 6) - (pos6 + (Self::HALF as i64 - 0) * 6) + c as i64;
+                let d = (k as i64 * 6) - (pos6 + Self::HALF as i64 * 6) + c as i64;
                 if d >= 0 && (d as usize) < self.taps.len() {
                     acc += x * self.taps[d as usize];
                 }
@@ -274,8 +274,9 @@ fn solve3(mut m: [[f64; 3]; 3], mut v: [f64; 3]) -> [f64; 3] {
         for r in 0..3 {
             if r != col {
                 let f = m[r][col] / m[col][col];
-                for c in 0..3 {
-                    m[r][c] -= f * m[col][c];
+                let pivot_row = m[col];
+                for (x, p) in m[r].iter_mut().zip(pivot_row) {
+                    *x -= f * p;
                 }
                 v[r] -= f * v[col];
             }

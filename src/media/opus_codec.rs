@@ -23,8 +23,10 @@ pub const MAX_PACKET_SAMPLES: usize = 960;
 #[error("opus: {0}")]
 pub struct OpusError(#[from] opus::Error);
 
-/// Encoder settings. The defaults are what a call uses unless configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Encoder settings (a `media.opus`-style config section; every key optional). The
+/// defaults are what a call uses unless configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
 pub struct OpusConfig {
     /// libopus complexity 0..=10. 5 keeps encoding near 68 µs per frame on the reference
     /// machine while sounding as good as 10 for narrowband speech.
