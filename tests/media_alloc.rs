@@ -122,7 +122,6 @@ fn steady_state_media_path_does_not_allocate() {
         allocs, 0,
         "{allocs} heap allocations in 3000 frames of steady state"
     );
-    let _ = body;
     assert!(jb_in.stats().lost > 100 && jb_out.stats().lost > 100);
     rec.finish().unwrap();
 }
