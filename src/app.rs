@@ -8,6 +8,8 @@ use tracing::{info, warn};
 
 use crate::bridge::{Bridge, BridgeSettings};
 use crate::config::Config;
+use crate::sip::server::SipSettings;
+use crate::sip::trunks::{Routes, Trunks};
 use crate::sip::SipServer;
 
 /// How long calls get to send their BYE once told to hang up at shutdown.
@@ -40,7 +42,14 @@ impl Relay {
             answer_delay: Duration::from_millis(cfg.bridge.answer_delay_ms),
         };
         let bridge = Arc::new(Bridge::new(settings, hangup_all.clone()));
-        let sip = SipServer::start(cfg.sip.clone(), bridge).await?;
+        let trunks = Trunks::new(&cfg.trunks, |k| std::env::var(k).ok())?;
+        let settings = SipSettings {
+            sip: cfg.sip.clone(),
+            trunks,
+            routes: Routes::new(&cfg.routes),
+            default_agent: cfg.agents.default.clone(),
+        };
+        let sip = SipServer::start(settings, bridge).await?;
         info!(sip = %sip.local_addr(), agent = %cfg.agents.default, "voxrelay ready");
         Ok(Self {
             sip,

@@ -12,6 +12,8 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::booking::BookingConfig;
+use crate::sip::limits::LimitsConfig;
+use crate::sip::trunks::{TrunkConfig, UnknownSource};
 
 /// The config file read when `--config` is not given and the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/voxrelay.toml";
@@ -64,6 +66,10 @@ pub struct Config {
     pub sim: SimSection,
     /// Logging.
     pub log: LogConfig,
+    /// SIP trunks: who may call, and registrations. None: any source may call.
+    pub trunks: Vec<TrunkConfig>,
+    /// Dialled number -> agent; `*` for every other number. Empty: `agents.default` answers.
+    pub routes: std::collections::BTreeMap<String, String>,
 }
 
 /// `[sip]`
@@ -82,6 +88,11 @@ pub struct SipConfig {
     pub retry_after_seconds: u32,
     /// Seconds without any RTP from the caller after which the call is ended (0: never).
     pub rtp_timeout_seconds: u64,
+    /// With trunks configured, what a request from any other address gets: `reject` (403)
+    /// or `ignore` (no answer at all, dropped before parsing).
+    pub unknown_source: UnknownSource,
+    /// Per-source rate limits.
+    pub limits: LimitsConfig,
 }
 
 impl Default for SipConfig {
@@ -93,6 +104,8 @@ impl Default for SipConfig {
             max_calls: 500,
             retry_after_seconds: 5,
             rtp_timeout_seconds: 60,
+            unknown_source: UnknownSource::Reject,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -283,9 +296,11 @@ impl Config {
             }
             None => {}
         }
+        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
         let overrides: Vec<(String, String)> = env
-            .into_iter()
+            .iter()
             .filter(|(k, _)| k.starts_with("VOXRELAY__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         // The overrides become one more TOML layer, so tests can pass an environment without
         // mutating the process's own.
@@ -295,6 +310,8 @@ impl Config {
             .extract()
             .map_err(|e| ConfigError::Parse(describe(&fig, e)))?;
         cfg.validate()?;
+        crate::sip::trunks::Trunks::new(&cfg.trunks, |k| env.get(k).cloned())
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
         Ok(cfg)
     }
 
@@ -536,6 +553,25 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!c.to_redacted_toml().contains("hunter2"));
         assert!(c.to_redacted_toml().contains("[redacted]"));
+    }
+
+    #[test]
+    fn trunks_and_routes_parse() {
+        let c = load_str(
+            "[[trunks]]\nname = \"main\"\naddresses = [\"203.0.113.0/24\"]\n[routes]\n\"+15551230000\" = \"receptionist\"\n\"*\" = \"echo\"\n",
+            &[("VOXRELAY__SIP__UNKNOWN_SOURCE", "ignore")],
+        )
+        .unwrap();
+        assert_eq!(c.trunks[0].name, "main");
+        assert_eq!(c.routes["*"], "echo");
+        assert_eq!(c.sip.unknown_source, UnknownSource::Ignore);
+        let e = load_str(
+            "[[trunks]]\nname = \"t\"\naddresses = [\"300.1.1.1/8\"]\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("trunks"), "{e}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ async fn run_inner(mut call: IncomingCall, settings: Arc<BridgeSettings>, stop: 
     let neg = call.sip.negotiated().clone();
     info!(
         from = %call.from, to = %call.to, transport = call.transport,
+        trunk = call.trunk.as_deref().unwrap_or("-"), agent = %call.agent,
         codec = neg.codec.name(), dtmf_pt = ?neg.dtmf_payload_type,
         "call started"
     );

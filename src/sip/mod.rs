@@ -1,8 +1,13 @@
-//! SIP call control on rsipstack: the endpoint, the calls' dialogs and SDP for the phone leg.
+//! SIP call control on rsipstack: the endpoint, the calls' dialogs, SDP for the phone leg,
+//! trunks (who may call), digest authentication, rate limits and registration.
 
 pub mod call;
+pub mod digest;
+pub mod limits;
+pub mod register;
 pub mod sdp;
 pub mod server;
+pub mod trunks;
 
 pub use call::{EndReason, PhoneEvent, SipCall};
 pub use server::{CallHandler, IncomingCall, SipServer};

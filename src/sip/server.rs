@@ -21,7 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::call::SipCall;
+use super::digest;
+use super::limits::{Kind, RateLimiter};
 use super::sdp::{self, LocalSdp, SdpError};
+use super::trunks::{Routes, SourceVerdict, Trunks, UnknownSource};
 use crate::config::SipConfig;
 use crate::media::ports::PortPool;
 use crate::media::rtp_leg::RtpLeg;
@@ -40,6 +43,10 @@ pub struct IncomingCall {
     pub to: String,
     /// `udp` or `tcp`.
     pub transport: &'static str,
+    /// The trunk the call came from, if trunks are configured.
+    pub trunk: Option<String>,
+    /// The agent that answers (from the routes, or `agents.default`).
+    pub agent: String,
     /// When the INVITE arrived.
     pub started: SystemTime,
     /// The call's dialog and SDP.
@@ -77,13 +84,59 @@ pub struct SipServer {
     active: Arc<AtomicUsize>,
     changed: Arc<Notify>,
     local_addr: SocketAddr,
+    registrations: super::register::RegistrationStates,
+}
+
+/// What the SIP server needs besides the `[sip]` section.
+#[derive(Debug, Clone)]
+pub struct SipSettings {
+    /// `[sip]`.
+    pub sip: SipConfig,
+    /// Who may call.
+    pub trunks: Trunks,
+    /// Dialled number -> agent.
+    pub routes: Routes,
+    /// The agent when no route is configured.
+    pub default_agent: String,
+}
+
+/// The checks made on every datagram or connection before it is parsed.
+struct Gate {
+    trunks: Trunks,
+    unknown: UnknownSource,
+    /// Registrars and proxies written as IP literals: their answers must pass in `ignore` mode.
+    also_allowed: Vec<IpAddr>,
+    limiter: std::sync::Mutex<RateLimiter>,
+}
+
+impl Gate {
+    fn allow_packet(&self, ip: IpAddr) -> bool {
+        match self.trunks.classify(ip) {
+            SourceVerdict::Trunk(_) => true,
+            _ if self.also_allowed.contains(&ip) => true,
+            SourceVerdict::Unknown if self.unknown == UnknownSource::Ignore => false,
+            _ => self.rate_ok(ip, Kind::Packet),
+        }
+    }
+
+    fn rate_ok(&self, ip: IpAddr, kind: Kind) -> bool {
+        match self.limiter.lock() {
+            Ok(mut l) => l.allow(ip, kind, std::time::Instant::now()),
+            Err(_) => true,
+        }
+    }
 }
 
 struct Shared {
     cfg: SipConfig,
+    gate: Arc<Gate>,
+    routes: Routes,
+    default_agent: String,
+    /// Signs digest nonces; new for every process.
+    nonce_secret: String,
     layer: Arc<DialogLayer>,
     state_tx: rsipstack::dialog::dialog::DialogStateSender,
-    routes: DashMap<String, mpsc::UnboundedSender<DialogState>>,
+    dialogs: DashMap<String, mpsc::UnboundedSender<DialogState>>,
     ports: PortPool,
     handler: Arc<dyn CallHandler>,
     draining: Arc<AtomicBool>,
@@ -96,9 +149,35 @@ struct Shared {
 impl SipServer {
     /// Binds UDP and TCP on `cfg.listen` and starts serving. Port 0 picks a free port (the
     /// same for both transports).
-    pub async fn start(cfg: SipConfig, handler: Arc<dyn CallHandler>) -> anyhow::Result<Self> {
+    pub async fn start(
+        settings: SipSettings,
+        handler: Arc<dyn CallHandler>,
+    ) -> anyhow::Result<Self> {
+        let SipSettings {
+            sip: cfg,
+            trunks,
+            routes,
+            default_agent,
+        } = settings;
         let token = CancellationToken::new();
         let tl = TransportLayer::new(token.child_token());
+        let also_allowed = trunks
+            .all()
+            .iter()
+            .flat_map(|t| [t.cfg.registrar.as_deref(), t.cfg.outbound_proxy.as_deref()])
+            .flatten()
+            .filter_map(host_ip)
+            .collect();
+        let gate = Arc::new(Gate {
+            trunks,
+            unknown: cfg.unknown_source,
+            also_allowed,
+            limiter: std::sync::Mutex::new(RateLimiter::new(cfg.limits.clone())),
+        });
+        {
+            let gate = gate.clone();
+            tl.set_whitelist(move |ip: IpAddr| std::future::ready(gate.allow_packet(ip)));
+        }
         let udp = UdpConnection::create_connection(cfg.listen, None, Some(token.child_token()))
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on udp {}: {e}", cfg.listen))?;
@@ -132,9 +211,13 @@ impl SipServer {
             port: local_addr.port(),
             ports: PortPool::new(cfg.rtp_ports[0], cfg.rtp_ports[1]),
             cfg,
+            gate,
+            routes,
+            default_agent,
+            nonce_secret: format!("{:032x}", rand::random::<u128>()),
             layer,
             state_tx,
-            routes: DashMap::new(),
+            dialogs: DashMap::new(),
             handler,
             draining: draining.clone(),
             active: active.clone(),
@@ -143,6 +226,16 @@ impl SipServer {
 
         let inner = endpoint.inner.clone();
         tokio::spawn(async move { inner.serve().await });
+        let contact_host = match shared.advertised {
+            IpAddr::V4(v4) => format!("{v4}:{}", local_addr.port()),
+            IpAddr::V6(v6) => format!("[{v6}]:{}", local_addr.port()),
+        };
+        let registrations = super::register::start(
+            endpoint.inner.clone(),
+            &shared.gate.trunks,
+            contact_host,
+            token.child_token(),
+        );
         tokio::spawn(route_dialog_states(shared.clone(), state_rx));
         tokio::spawn(serve_transactions(shared, incoming, token.clone()));
         info!(udp = %local_addr, tcp = %local_addr, "SIP listening");
@@ -152,6 +245,7 @@ impl SipServer {
             active,
             changed,
             local_addr,
+            registrations,
         })
     }
 
@@ -173,6 +267,11 @@ impl SipServer {
     /// Live calls.
     pub fn active_calls(&self) -> usize {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// Each registering trunk's state.
+    pub fn registrations(&self) -> &super::register::RegistrationStates {
+        &self.registrations
     }
 
     /// Returns once no call is live.
@@ -219,11 +318,11 @@ async fn route_dialog_states(shared: Arc<Shared>, mut rx: DialogStateReceiver) {
         };
         let key = id.to_string();
         let terminated = matches!(state, DialogState::Terminated(..));
-        if let Some(tx) = shared.routes.get(&key).map(|r| r.value().clone()) {
+        if let Some(tx) = shared.dialogs.get(&key).map(|r| r.value().clone()) {
             let _ = tx.send(state);
         }
         if terminated {
-            shared.routes.remove(&key);
+            shared.dialogs.remove(&key);
             shared.layer.remove_dialog(&id);
         }
     }
@@ -264,8 +363,38 @@ async fn handle_transaction(shared: Arc<Shared>, mut tx: Transaction) -> anyhow:
             None => Ok(tx.reply(StatusCode::CallTransactionDoesNotExist).await?),
         };
     }
+    // Who is this? Trunks only, when trunks are configured.
+    let src = source_ip(&tx.original);
+    let trunk = match src.map(|ip| shared.gate.trunks.classify(ip)) {
+        Some(SourceVerdict::Trunk(t)) => Some(t.clone()),
+        Some(SourceVerdict::Open) => None,
+        Some(SourceVerdict::Unknown) | None => {
+            if shared.gate.unknown == UnknownSource::Ignore || tx.original.method == Method::Ack {
+                return Ok(());
+            }
+            info!(source = ?src, method = %tx.original.method, "request refused: not from a trunk");
+            return Ok(tx.reply(StatusCode::Forbidden).await?);
+        }
+    };
+    let kind = match tx.original.method {
+        Method::Invite => Some(Kind::Invite),
+        Method::Register => Some(Kind::Register),
+        Method::Options => Some(Kind::Options),
+        _ => None,
+    };
+    if let (Some(kind), Some(ip)) = (kind, src) {
+        if !shared.gate.rate_ok(ip, kind) {
+            debug!(source = %ip, ?kind, "over the rate limit");
+            let headers = vec![Header::RetryAfter(
+                shared.cfg.retry_after_seconds.to_string().into(),
+            )];
+            return Ok(tx
+                .reply_with(StatusCode::ServiceUnavailable, headers, None)
+                .await?);
+        }
+    }
     match tx.original.method {
-        Method::Invite => handle_invite(shared, tx).await,
+        Method::Invite => handle_invite(shared, tx, trunk).await,
         Method::Options => {
             let headers = vec![
                 Header::Allow(ALLOW.into()),
@@ -287,7 +416,11 @@ async fn handle_transaction(shared: Arc<Shared>, mut tx: Transaction) -> anyhow:
     }
 }
 
-async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) -> anyhow::Result<()> {
+async fn handle_invite(
+    shared: Arc<Shared>,
+    mut tx: Transaction,
+    trunk: Option<super::trunks::Trunk>,
+) -> anyhow::Result<()> {
     let retry_after = || {
         vec![Header::RetryAfter(
             shared.cfg.retry_after_seconds.to_string().into(),
@@ -309,6 +442,26 @@ async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) -> anyhow::Resu
             .reply_with(StatusCode::BadExtension, headers, None)
             .await?);
     }
+    if let Some(t) = trunk.as_ref().filter(|t| t.cfg.inbound_auth) {
+        if let Err(e) = check_digest(&shared, &tx.original, t) {
+            info!(trunk = %t.cfg.name, reason = %e, "INVITE challenged");
+            let now = unix_now();
+            let header =
+                Header::WwwAuthenticate(digest::challenge(REALM, now, &shared.nonce_secret).into());
+            return Ok(tx
+                .reply_with(StatusCode::Unauthorized, vec![header], None)
+                .await?);
+        }
+    }
+    let dialled = dialled_number(&tx.original);
+    let Some(agent) = shared
+        .routes
+        .agent_for(&dialled, &shared.default_agent)
+        .map(str::to_string)
+    else {
+        info!(dialled = %dialled, "call refused: no route for the number");
+        return Ok(tx.reply(StatusCode::NotFound).await?);
+    };
     // Take a call slot first, atomically, so a burst cannot overshoot max_calls.
     let prev = shared.active.fetch_add(1, Ordering::AcqRel);
     let slot = CallSlot {
@@ -368,7 +521,7 @@ async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) -> anyhow::Resu
     )?;
     let id = dialog.id();
     let (route_tx, route_rx) = mpsc::unbounded_channel();
-    shared.routes.insert(id.to_string(), route_tx);
+    shared.dialogs.insert(id.to_string(), route_tx);
 
     tx.send_trying().await?;
     // rsipstack 0.7.14 would give a 487 another To-tag than the 180: pin the dialog's tag.
@@ -402,12 +555,103 @@ async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) -> anyhow::Resu
         } else {
             "udp"
         },
+        trunk: trunk.map(|t| t.cfg.name),
+        agent,
         started: SystemTime::now(),
         sip,
         rtp,
         slot,
     });
     Ok(())
+}
+
+/// The realm of our digest challenges.
+const REALM: &str = "voxrelay";
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn check_digest(
+    shared: &Shared,
+    req: &rsipstack::sip::Request,
+    trunk: &super::trunks::Trunk,
+) -> Result<(), digest::AuthError> {
+    let auth = req
+        .headers
+        .iter()
+        .find_map(|h| match h {
+            Header::Authorization(a) => Some(a.value().to_string()),
+            _ => None,
+        })
+        .ok_or(digest::AuthError::Malformed)?;
+    let user = trunk.cfg.username.as_deref().unwrap_or_default();
+    let pass = trunk
+        .password
+        .as_ref()
+        .map(|p| p.expose())
+        .unwrap_or_default();
+    digest::verify(
+        &auth,
+        "INVITE",
+        user,
+        pass,
+        REALM,
+        unix_now(),
+        &shared.nonce_secret,
+    )
+}
+
+/// The source address of a request: the top Via's `received`, else its sent-by host (the
+/// transport adds `received` whenever the two differ).
+fn source_ip(req: &rsipstack::sip::Request) -> Option<IpAddr> {
+    let via = req.via_header().ok()?.value().to_string();
+    let mut parts = via.split(';');
+    let sent_by = parts.next()?.split_whitespace().last()?;
+    for p in parts {
+        if let Some(r) = p.trim().strip_prefix("received=") {
+            return r.trim_matches(|c| c == '[' || c == ']').parse().ok();
+        }
+    }
+    host_ip(sent_by)
+}
+
+/// The IP of `host`, `host:port`, `[v6]:port` or a `sip:` URI, when it is a literal.
+fn host_ip(s: &str) -> Option<IpAddr> {
+    let s = s
+        .trim()
+        .trim_start_matches("sips:")
+        .trim_start_matches("sip:");
+    let s = s.split(['@']).next_back()?.split(';').next()?;
+    if let Some(v6) = s.strip_prefix('[') {
+        return v6.split(']').next()?.parse().ok();
+    }
+    s.split(':').next()?.parse().ok()
+}
+
+/// The dialled number: the Request-URI's user part, else the To URI's.
+fn dialled_number(req: &rsipstack::sip::Request) -> String {
+    let user_of = |uri: &str| {
+        let u = uri.trim().trim_start_matches('<');
+        let u = u
+            .trim_start_matches("sips:")
+            .trim_start_matches("sip:")
+            .trim_start_matches("tel:");
+        u.split(['@', ';', '>']).next().unwrap_or("").to_string()
+    };
+    let ruri = req.uri.to_string();
+    if ruri.contains('@') || ruri.starts_with("tel:") {
+        return user_of(&ruri);
+    }
+    let to = req
+        .to_header()
+        .map(|h| h.value().to_string())
+        .unwrap_or_default();
+    let to = to.split('<').nth(1).unwrap_or(&to).to_string();
+    user_of(&to)
 }
 
 fn tx_uri(req: &rsipstack::sip::Request, from: bool) -> String {
