@@ -28,11 +28,18 @@ fn main() {
         println!("booking bench: run with `cargo bench --bench booking`");
         return;
     }
-    let samples: usize = std::env::var("VOXRELAY_BENCH_SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let backends = std::env::var("VOXRELAY_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let samples: usize = std::env::var("VOXRELAY_BENCH_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let backends =
+        std::env::var("VOXRELAY_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!("booking tools, {SEEDED} bookings in the table, {samples} samples each, one caller at a time");
-    println!("{:<10} {:<36} {:>9} {:>9} {:>9}", "backend", "operation", "p50 ms", "p99 ms", "mean ms");
+    println!(
+        "{:<10} {:<36} {:>9} {:>9} {:>9}",
+        "backend", "operation", "p50 ms", "p99 ms", "mean ms"
+    );
     if backends.contains("sqlite") {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
@@ -140,5 +147,10 @@ fn report(backend: &str, op: &str, d: &mut [StdDuration]) {
     let ms = |x: StdDuration| x.as_secs_f64() * 1e3;
     let pct = |p: f64| ms(d[((d.len() as f64 * p).ceil() as usize).clamp(1, d.len()) - 1]);
     let mean = d.iter().map(|x| ms(*x)).sum::<f64>() / d.len() as f64;
-    println!("{backend:<10} {op:<36} {:>9.3} {:>9.3} {:>9.3}", pct(0.50), pct(0.99), mean);
+    println!(
+        "{backend:<10} {op:<36} {:>9.3} {:>9.3} {:>9.3}",
+        pct(0.50),
+        pct(0.99),
+        mean
+    );
 }

@@ -10,6 +10,7 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 use voxrelay::booking::{BookingConfig, FixedClock, Status, Store, Tools};
@@ -18,7 +19,11 @@ use voxrelay::booking::{BookingConfig, FixedClock, Status, Store, Tools};
 const CHILD_ENV: &str = "VOXRELAY_TEST_DURABILITY_CHILD_URL";
 
 fn tools_config(url: &str) -> BookingConfig {
-    BookingConfig { database_url: url.into(), time_zone: "UTC".into(), ..BookingConfig::default() }
+    BookingConfig {
+        database_url: url.into(),
+        time_zone: "UTC".into(),
+        ..BookingConfig::default()
+    }
 }
 
 fn clock() -> Arc<FixedClock> {
@@ -29,7 +34,9 @@ fn clock() -> Arc<FixedClock> {
 /// The child half of the durability tests; does nothing unless a parent test started it.
 #[test]
 fn durability_child() {
-    let Ok(url) = std::env::var(CHILD_ENV) else { return };
+    let Ok(url) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = Store::open(&url, 2).await.expect("child: open store");
@@ -50,23 +57,33 @@ fn durability_child() {
 fn book_in_child_then_kill(url: &str) -> String {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args(["durability_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "durability_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, url)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Lines are read on their own thread so a child that hangs fails the test instead.
     let stdout = child.stdout.take().unwrap();
-    let mut code = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some(c) = line.strip_prefix("BOOKED ") {
-            code = Some(c.trim().to_string());
-            // `Child::kill` is SIGKILL on Unix: no destructor, no checkpoint, no flush.
-            child.kill().unwrap();
-            break;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // libtest prints "test durability_child ... " before the child's own output.
+            if let Some((_, c)) = line.split_once("BOOKED ") {
+                let _ = tx.send(c.trim().to_string());
+                return;
+            }
         }
-    }
+    });
+    let code = rx.recv_timeout(Duration::from_secs(120)).ok();
+    // `Child::kill` is SIGKILL on Unix: no destructor, no checkpoint, no flush. Sent at once
+    // when the line arrives (and on a timeout, so no child outlives the test).
+    let _ = child.kill();
     let status = child.wait().unwrap();
     let Some(code) = code else {
         let mut err = String::new();
@@ -74,19 +91,29 @@ fn book_in_child_then_kill(url: &str) -> String {
         panic!("child exited ({status}) without booking:\n{err}");
     };
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(9), "the child was killed by SIGKILL, not ended some other way");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the child was killed by SIGKILL, not ended some other way"
+    );
     code
 }
 
 async fn assert_booking_survived(url: &str, code: &str) {
     let store = Store::open(url, 2).await.unwrap();
-    let b = store.booking_by_code(code).await.unwrap().expect("the confirmed booking is in the database after a restart");
+    let b = store
+        .booking_by_code(code)
+        .await
+        .unwrap()
+        .expect("the confirmed booking is in the database after a restart");
     assert_eq!(b.status, Status::Active);
     assert_eq!(b.patient_name, "Ada Lovelace");
     assert_eq!(b.phone, "+12015550123");
     // And the restarted relay's tools see it.
     let tools = Tools::new(store, &tools_config(url), clock()).unwrap();
-    let found = tools.call("find_bookings", r#"{"phone":"2015550123"}"#).await;
+    let found = tools
+        .call("find_bookings", r#"{"phone":"2015550123"}"#)
+        .await;
     assert_eq!(found["bookings"][0]["booking_id"], code, "{found}");
 }
 
@@ -103,8 +130,13 @@ async fn sqlite_booking_survives_kill_9() {
     .unwrap();
     // The killed process never checkpointed: the booking is in the write-ahead log, which the
     // next open replays.
-    let wal = std::fs::metadata(dir.path().join("relay.db-wal")).map(|m| m.len()).unwrap_or(0);
-    assert!(wal > 0, "expected the booking to be in the WAL file after kill -9");
+    let wal = std::fs::metadata(dir.path().join("relay.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(
+        wal > 0,
+        "expected the booking to be in the WAL file after kill -9"
+    );
     assert_booking_survived(&url, &code).await;
 }
 

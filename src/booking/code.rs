@@ -56,7 +56,9 @@ mod tests {
         assert_eq!(normalize(" kth-472 ").as_deref(), Some("KTH472"));
         assert_eq!(spoken("KTH472"), "K T H 4 7 2");
         assert_eq!(normalize("K T H 4 7 2").as_deref(), Some("KTH472"));
-        for bad in ["", "KTH47", "KTH4720", "OIL472", "KTH012", "123KTH", "ＫTH472"] {
+        for bad in [
+            "", "KTH47", "KTH4720", "OIL472", "KTH012", "123KTH", "ＫTH472",
+        ] {
             assert_eq!(normalize(bad), None, "{bad}");
         }
     }

@@ -13,7 +13,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(key: &str, message: impl Into<String>) -> Self {
-        Self { key: format!("booking.{key}"), message: message.into() }
+        Self {
+            key: format!("booking.{key}"),
+            message: message.into(),
+        }
     }
 }
 

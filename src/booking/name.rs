@@ -11,7 +11,11 @@ pub fn clean(input: &str) -> Result<String, String> {
         .map(|c| if c.is_whitespace() { ' ' } else { c })
         .filter(|c| !c.is_control() && !is_invisible(*c))
         .collect();
-    let name = visible.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
+    let name = visible
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     if name.is_empty() {
         return Err("The patient's name is missing; please ask for it.".into());
     }
@@ -39,7 +43,10 @@ mod tests {
     #[test]
     fn names_are_cleaned_and_bounded() {
         assert_eq!(clean("  Ada \t Lovelace\n").unwrap(), "Ada Lovelace");
-        assert_eq!(clean("Ada\u{0}\u{7}\u{1b}[31m Love\u{202E}lace").unwrap(), "Ada[31m Lovelace");
+        assert_eq!(
+            clean("Ada\u{0}\u{7}\u{1b}[31m Love\u{202E}lace").unwrap(),
+            "Ada[31m Lovelace"
+        );
         assert_eq!(clean("Zoë Ångström").unwrap(), "Zoë Ångström");
         assert!(clean("").is_err());
         assert!(clean(" \u{0}\u{200B} ").is_err());

@@ -113,14 +113,23 @@ impl Schedule {
         let tz: Tz = config.time_zone.parse().map_err(|_| {
             ConfigError::new(
                 "time_zone",
-                format!("unknown time zone {:?} (use an IANA name such as Europe/Berlin)", config.time_zone),
+                format!(
+                    "unknown time zone {:?} (use an IANA name such as Europe/Berlin)",
+                    config.time_zone
+                ),
             )
         })?;
         if config.slot_minutes == 0 || config.slot_minutes > 24 * 60 {
-            return Err(ConfigError::new("slot_minutes", "must be between 1 and 1440"));
+            return Err(ConfigError::new(
+                "slot_minutes",
+                "must be between 1 and 1440",
+            ));
         }
         if config.max_days_ahead == 0 || config.max_days_ahead > 3660 {
-            return Err(ConfigError::new("max_days_ahead", "must be between 1 and 3660"));
+            return Err(ConfigError::new(
+                "max_days_ahead",
+                "must be between 1 and 3660",
+            ));
         }
         super::phone::parse_region(&config.default_region)
             .map_err(|m| ConfigError::new("default_region", m))?;
@@ -201,7 +210,12 @@ impl Schedule {
     }
 
     /// Checks that an appointment may start at `date` `time`, apart from whether it is taken.
-    pub fn check_slot(&self, date: NaiveDate, time: NaiveTime, now: DateTime<Utc>) -> Result<(), SlotError> {
+    pub fn check_slot(
+        &self,
+        date: NaiveDate,
+        time: NaiveTime,
+        now: DateTime<Utc>,
+    ) -> Result<(), SlotError> {
         let today = self.today(now);
         let in_past = || SlotError::InPast { date, time, today };
         if date < today {
@@ -216,9 +230,15 @@ impl Schedule {
             return Err(SlotError::Closed { date });
         }
         let t = minutes_of(time);
-        let within = open.iter().any(|&(a, b)| t >= a && t + self.slot_minutes <= b);
+        let within = open
+            .iter()
+            .any(|&(a, b)| t >= a && t + self.slot_minutes <= b);
         if !within {
-            return Err(SlotError::OutsideHours { date, time, open: open.to_vec() });
+            return Err(SlotError::OutsideHours {
+                date,
+                time,
+                open: open.to_vec(),
+            });
         }
         let slots = self.slots_on(date);
         if !slots.contains(&time) {
@@ -226,7 +246,10 @@ impl Schedule {
             nearest.sort_by_key(|s| (minutes_of(*s).abs_diff(t), *s));
             nearest.truncate(2);
             nearest.sort();
-            return Err(SlotError::OffGrid { minutes: self.slot_minutes, nearest });
+            return Err(SlotError::OffGrid {
+                minutes: self.slot_minutes,
+                nearest,
+            });
         }
         match self.instant(date, time) {
             Some(at) if at > now => Ok(()),
@@ -261,7 +284,12 @@ impl Schedule {
     }
 
     /// The slots on `date` that start after `now` and are not in `taken`.
-    pub fn free_slots(&self, date: NaiveDate, now: DateTime<Utc>, taken: &HashSet<NaiveTime>) -> Vec<NaiveTime> {
+    pub fn free_slots(
+        &self,
+        date: NaiveDate,
+        now: DateTime<Utc>,
+        taken: &HashSet<NaiveTime>,
+    ) -> Vec<NaiveTime> {
         self.slots_on(date)
             .into_iter()
             .filter(|t| !taken.contains(t))
@@ -296,7 +324,13 @@ fn parse_range(s: &str) -> Result<(u32, u32), String> {
 /// Parses a strict `HH:MM` (24-hour clock, two digits each).
 pub fn parse_hhmm(s: &str) -> Option<NaiveTime> {
     let b = s.as_bytes();
-    if b.len() != 5 || b[2] != b':' || !b.iter().enumerate().all(|(i, c)| i == 2 || c.is_ascii_digit()) {
+    if b.len() != 5
+        || b[2] != b':'
+        || !b
+            .iter()
+            .enumerate()
+            .all(|(i, c)| i == 2 || c.is_ascii_digit())
+    {
         return None;
     }
     let h = u32::from(b[0] - b'0') * 10 + u32::from(b[1] - b'0');
@@ -315,12 +349,24 @@ pub fn speak_time(t: NaiveTime) -> String {
 }
 
 fn speak_times(ts: &[NaiveTime]) -> String {
-    ts.iter().map(|t| speak_time(*t)).collect::<Vec<_>>().join(" and ")
+    ts.iter()
+        .map(|t| speak_time(*t))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 fn speak_ranges(rs: &[(u32, u32)]) -> String {
-    let at = |m: u32| if m >= 24 * 60 { "midnight".to_string() } else { speak_time(time_of(m)) };
-    rs.iter().map(|(a, b)| format!("from {} to {}", at(*a), at(*b))).collect::<Vec<_>>().join(" and ")
+    let at = |m: u32| {
+        if m >= 24 * 60 {
+            "midnight".to_string()
+        } else {
+            speak_time(time_of(m))
+        }
+    };
+    rs.iter()
+        .map(|(a, b)| format!("from {} to {}", at(*a), at(*b)))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 #[cfg(test)]
@@ -337,7 +383,10 @@ mod tests {
         s.parse().unwrap()
     }
     fn clinic() -> Schedule {
-        let mut c = BookingConfig { time_zone: "Europe/Berlin".into(), ..BookingConfig::default() };
+        let mut c = BookingConfig {
+            time_zone: "Europe/Berlin".into(),
+            ..BookingConfig::default()
+        };
         c.closed_dates = vec![d("2026-12-24")];
         Schedule::from_config(&c).unwrap()
     }
@@ -360,19 +409,49 @@ mod tests {
         let now = at("2026-11-24T08:10:00Z");
         assert_eq!(s.today(now), d("2026-11-24"));
         assert!(s.check_slot(d("2026-11-24"), t("09:30"), now).is_ok());
-        assert!(matches!(s.check_slot(d("2026-11-24"), t("09:00"), now), Err(SlotError::InPast { .. })));
-        assert!(matches!(s.check_slot(d("2026-11-23"), t("10:00"), now), Err(SlotError::InPast { .. })));
-        assert!(matches!(s.check_slot(d("2026-11-28"), t("10:00"), now), Err(SlotError::Closed { .. })));
-        assert!(matches!(s.check_slot(d("2026-12-24"), t("10:00"), now), Err(SlotError::Closed { .. })));
-        assert!(matches!(s.check_slot(d("2026-11-25"), t("12:00"), now), Err(SlotError::OutsideHours { .. })));
-        assert!(matches!(s.check_slot(d("2026-11-25"), t("16:45"), now), Err(SlotError::OutsideHours { .. })));
+        assert!(matches!(
+            s.check_slot(d("2026-11-24"), t("09:00"), now),
+            Err(SlotError::InPast { .. })
+        ));
+        assert!(matches!(
+            s.check_slot(d("2026-11-23"), t("10:00"), now),
+            Err(SlotError::InPast { .. })
+        ));
+        assert!(matches!(
+            s.check_slot(d("2026-11-28"), t("10:00"), now),
+            Err(SlotError::Closed { .. })
+        ));
+        assert!(matches!(
+            s.check_slot(d("2026-12-24"), t("10:00"), now),
+            Err(SlotError::Closed { .. })
+        ));
+        assert!(matches!(
+            s.check_slot(d("2026-11-25"), t("12:00"), now),
+            Err(SlotError::OutsideHours { .. })
+        ));
+        assert!(matches!(
+            s.check_slot(d("2026-11-25"), t("16:45"), now),
+            Err(SlotError::OutsideHours { .. })
+        ));
         assert_eq!(
             s.check_slot(d("2026-11-25"), t("10:10"), now),
-            Err(SlotError::OffGrid { minutes: 30, nearest: vec![t("10:00"), t("10:30")] })
+            Err(SlotError::OffGrid {
+                minutes: 30,
+                nearest: vec![t("10:00"), t("10:30")]
+            })
         );
-        assert!(s.check_slot(d("2027-02-22"), t("10:00"), now).is_ok(), "90 days ahead");
-        assert!(matches!(s.check_slot(d("2027-02-23"), t("10:00"), now), Err(SlotError::TooFarAhead { .. })));
-        let msg = s.check_slot(d("2026-11-25"), t("12:00"), now).unwrap_err().to_string();
+        assert!(
+            s.check_slot(d("2027-02-22"), t("10:00"), now).is_ok(),
+            "90 days ahead"
+        );
+        assert!(matches!(
+            s.check_slot(d("2027-02-23"), t("10:00"), now),
+            Err(SlotError::TooFarAhead { .. })
+        ));
+        let msg = s
+            .check_slot(d("2026-11-25"), t("12:00"), now)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             msg,
             "12:00 is outside opening hours on Wednesday 25 November 2026; that day the clinic is open from 09:00 to 12:00 and from 13:00 to 17:00."
@@ -385,20 +464,41 @@ mod tests {
         // 23:30 UTC on the 24th is already the 25th in Berlin.
         let now = at("2026-11-24T23:30:00Z");
         assert_eq!(s.today(now), d("2026-11-25"));
-        assert!(matches!(s.check_slot(d("2026-11-24"), t("16:30"), now), Err(SlotError::InPast { .. })));
+        assert!(matches!(
+            s.check_slot(d("2026-11-24"), t("16:30"), now),
+            Err(SlotError::InPast { .. })
+        ));
     }
 
     #[test]
     fn ranges_are_bounded() {
         let s = clinic();
         let now = at("2026-11-24T08:10:00Z");
-        assert_eq!(s.check_range(d("2026-11-24"), d("2026-12-24"), now), Ok((d("2026-11-24"), d("2026-12-24"))));
-        assert_eq!(s.check_range(d("2026-11-24"), d("2026-12-25"), now), Err(RangeError::TooLong { days: 32 }));
-        assert!(matches!(s.check_range(d("2026-11-25"), d("2026-11-24"), now), Err(RangeError::Backwards { .. })));
-        assert!(matches!(s.check_range(d("2026-11-23"), d("2026-11-25"), now), Err(RangeError::InPast { .. })));
+        assert_eq!(
+            s.check_range(d("2026-11-24"), d("2026-12-24"), now),
+            Ok((d("2026-11-24"), d("2026-12-24")))
+        );
+        assert_eq!(
+            s.check_range(d("2026-11-24"), d("2026-12-25"), now),
+            Err(RangeError::TooLong { days: 32 })
+        );
+        assert!(matches!(
+            s.check_range(d("2026-11-25"), d("2026-11-24"), now),
+            Err(RangeError::Backwards { .. })
+        ));
+        assert!(matches!(
+            s.check_range(d("2026-11-23"), d("2026-11-25"), now),
+            Err(RangeError::InPast { .. })
+        ));
         // Cut at the horizon rather than refused.
-        assert_eq!(s.check_range(d("2027-02-10"), d("2027-03-01"), now), Ok((d("2027-02-10"), d("2027-02-22"))));
-        assert!(matches!(s.check_range(d("2027-03-01"), d("2027-03-02"), now), Err(RangeError::TooFarAhead { .. })));
+        assert_eq!(
+            s.check_range(d("2027-02-10"), d("2027-03-01"), now),
+            Ok((d("2027-02-10"), d("2027-02-22")))
+        );
+        assert!(matches!(
+            s.check_range(d("2027-03-01"), d("2027-03-02"), now),
+            Err(RangeError::TooFarAhead { .. })
+        ));
     }
 
     #[test]
@@ -414,7 +514,10 @@ mod tests {
 
     #[test]
     fn daylight_saving_gap_has_no_slots() {
-        let mut c = BookingConfig { time_zone: "Europe/Berlin".into(), ..BookingConfig::default() };
+        let mut c = BookingConfig {
+            time_zone: "Europe/Berlin".into(),
+            ..BookingConfig::default()
+        };
         c.hours = crate::booking::WeeklyHours::every_day(&["00:00-24:00"]);
         let s = Schedule::from_config(&c).unwrap();
         // 29 March 2026: clocks jump from 02:00 to 03:00.
@@ -432,12 +535,24 @@ mod tests {
             f(&mut c);
             Schedule::from_config(&c).unwrap_err().key
         };
-        assert_eq!(bad(&|c| c.time_zone = "Mars/Olympus".into()), "booking.time_zone");
+        assert_eq!(
+            bad(&|c| c.time_zone = "Mars/Olympus".into()),
+            "booking.time_zone"
+        );
         assert_eq!(bad(&|c| c.slot_minutes = 0), "booking.slot_minutes");
         assert_eq!(bad(&|c| c.max_days_ahead = 0), "booking.max_days_ahead");
-        assert_eq!(bad(&|c| c.default_region = "Narnia".into()), "booking.default_region");
-        assert_eq!(bad(&|c| c.hours.tuesday = vec!["9-5".into()]), "booking.hours.tuesday");
-        assert_eq!(bad(&|c| c.hours.friday = vec!["17:00-09:00".into()]), "booking.hours.friday");
+        assert_eq!(
+            bad(&|c| c.default_region = "Narnia".into()),
+            "booking.default_region"
+        );
+        assert_eq!(
+            bad(&|c| c.hours.tuesday = vec!["9-5".into()]),
+            "booking.hours.tuesday"
+        );
+        assert_eq!(
+            bad(&|c| c.hours.friday = vec!["17:00-09:00".into()]),
+            "booking.hours.friday"
+        );
         assert_eq!(
             bad(&|c| c.hours.sunday = vec!["09:00-12:00".into(), "11:00-13:00".into()]),
             "booking.hours.sunday"

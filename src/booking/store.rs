@@ -10,7 +10,9 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::code;
 use super::error::{InsertError, StoreError};
@@ -99,7 +101,11 @@ impl From<BookingRow> for Booking {
             phone: r.phone,
             date: r.slot_date,
             time: r.slot_time,
-            status: if r.status == "active" { Status::Active } else { Status::Cancelled },
+            status: if r.status == "active" {
+                Status::Active
+            } else {
+                Status::Cancelled
+            },
             created_at: r.created_at,
             cancelled_at: r.cancelled_at,
         }
@@ -258,8 +264,12 @@ impl Store {
         match &self.pool {
             Pool::Sqlite(p) => {
                 let mut conn = p.acquire().await?;
-                let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
-                let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await?;
+                let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                    .fetch_one(&mut *conn)
+                    .await?;
                 Ok(Some((mode, sync)))
             }
             Pool::Postgres(_) => Ok(None),
@@ -269,7 +279,11 @@ impl Store {
     /// Inserts a booking with a fresh confirmation code. The unique index on active slots
     /// decides between racing callers: exactly one insert per slot succeeds, the others get
     /// [`InsertError::SlotTaken`].
-    pub async fn insert_booking(&self, new: &NewBooking, now: DateTime<Utc>) -> Result<Booking, InsertError> {
+    pub async fn insert_booking(
+        &self,
+        new: &NewBooking,
+        now: DateTime<Utc>,
+    ) -> Result<Booking, InsertError> {
         let sql = format!(
             "INSERT INTO bookings (code, patient_name, phone, slot_date, slot_time, status, created_at) \
              VALUES ($1, $2, $3, $4, $5, 'active', $6) RETURNING {BOOKING_COLUMNS}"
@@ -300,7 +314,11 @@ impl Store {
     }
 
     /// Cancels the active booking with `code`; `None` when there is no active one.
-    pub async fn cancel_booking(&self, code: &str, now: DateTime<Utc>) -> Result<Option<Booking>, StoreError> {
+    pub async fn cancel_booking(
+        &self,
+        code: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Booking>, StoreError> {
         let sql = format!(
             "UPDATE bookings SET status = 'cancelled', cancelled_at = $1 \
              WHERE code = $2 AND status = 'active' RETURNING {BOOKING_COLUMNS}"
@@ -317,17 +335,24 @@ impl Store {
     }
 
     /// The active booking holding a slot, if any.
-    pub async fn active_booking_at(&self, date: NaiveDate, time: NaiveTime) -> Result<Option<Booking>, StoreError> {
+    pub async fn active_booking_at(
+        &self,
+        date: NaiveDate,
+        time: NaiveTime,
+    ) -> Result<Option<Booking>, StoreError> {
         let sql = format!(
             "SELECT {BOOKING_COLUMNS} FROM bookings WHERE slot_date = $1 AND slot_time = $2 AND status = 'active'"
         );
-        let row =
-            on_pool!(self, p => sqlx::query_as::<_, BookingRow>(&sql).bind(date).bind(time).fetch_optional(p).await)?;
+        let row = on_pool!(self, p => sqlx::query_as::<_, BookingRow>(&sql).bind(date).bind(time).fetch_optional(p).await)?;
         Ok(row.map(Into::into))
     }
 
     /// The slots held by active bookings from `start` to `end`, both included.
-    pub async fn taken_slots(&self, start: NaiveDate, end: NaiveDate) -> Result<Vec<(NaiveDate, NaiveTime)>, StoreError> {
+    pub async fn taken_slots(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, NaiveTime)>, StoreError> {
         let sql = "SELECT slot_date, slot_time FROM bookings \
                    WHERE status = 'active' AND slot_date >= $1 AND slot_date <= $2";
         let rows = on_pool!(self, p => sqlx::query_as::<_, (NaiveDate, NaiveTime)>(sql)
@@ -340,13 +365,19 @@ impl Store {
 
     /// Every booking on `date`, active and cancelled, by time (for `GET /api/bookings?date=`).
     pub async fn bookings_on(&self, date: NaiveDate) -> Result<Vec<Booking>, StoreError> {
-        let sql = format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE slot_date = $1 ORDER BY slot_time, id");
+        let sql = format!(
+            "SELECT {BOOKING_COLUMNS} FROM bookings WHERE slot_date = $1 ORDER BY slot_time, id"
+        );
         let rows = on_pool!(self, p => sqlx::query_as::<_, BookingRow>(&sql).bind(date).fetch_all(p).await)?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// The active bookings of `phone` (E.164) on or after `from`, soonest first.
-    pub async fn active_bookings_for_phone(&self, phone: &str, from: NaiveDate) -> Result<Vec<Booking>, StoreError> {
+    pub async fn active_bookings_for_phone(
+        &self,
+        phone: &str,
+        from: NaiveDate,
+    ) -> Result<Vec<Booking>, StoreError> {
         let sql = format!(
             "SELECT {BOOKING_COLUMNS} FROM bookings WHERE phone = $1 AND slot_date >= $2 AND status = 'active' \
              ORDER BY slot_date, slot_time"
@@ -424,7 +455,10 @@ impl Store {
 
     /// The most recent call records, newest first, at most `limit`.
     pub async fn list_calls(&self, limit: u32) -> Result<Vec<CallRecord>, StoreError> {
-        let sql = format!("SELECT {} FROM calls ORDER BY started_at DESC, id LIMIT $1", self.call_columns());
+        let sql = format!(
+            "SELECT {} FROM calls ORDER BY started_at DESC, id LIMIT $1",
+            self.call_columns()
+        );
         let rows = on_pool!(self, p => sqlx::query_as::<_, CallRow>(&sql).bind(i64::from(limit)).fetch_all(p).await)?;
         rows.into_iter().map(CallRecord::try_from).collect()
     }

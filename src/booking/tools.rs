@@ -19,7 +19,12 @@ use super::store::{Booking, NewBooking, Status, Store};
 use super::{code, name, phone, BookingConfig};
 
 /// The tool names, as the model sees them.
-pub const TOOL_NAMES: [&str; 4] = ["check_availability", "create_booking", "cancel_booking", "find_bookings"];
+pub const TOOL_NAMES: [&str; 4] = [
+    "check_availability",
+    "create_booking",
+    "cancel_booking",
+    "find_bookings",
+];
 
 /// Longest argument text read; a model's real arguments are a few hundred bytes.
 const MAX_ARGUMENTS_BYTES: usize = 16 * 1024;
@@ -40,7 +45,10 @@ struct Refusal {
 
 impl Refusal {
     fn say(message: impl Into<String>) -> Self {
-        Self { message: message.into(), extra: None }
+        Self {
+            message: message.into(),
+            extra: None,
+        }
     }
 
     fn into_json(self) -> Value {
@@ -72,11 +80,20 @@ pub struct Tools {
 
 impl Tools {
     /// Tools over `store` with the rules of `config`, telling the time by `clock`.
-    pub fn new(store: Store, config: &BookingConfig, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
+    pub fn new(
+        store: Store,
+        config: &BookingConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ConfigError> {
         let schedule = Schedule::from_config(config)?;
-        let region =
-            phone::parse_region(&config.default_region).map_err(|m| ConfigError::new("default_region", m))?;
-        Ok(Self { store, schedule, region, clock })
+        let region = phone::parse_region(&config.default_region)
+            .map_err(|m| ConfigError::new("default_region", m))?;
+        Ok(Self {
+            store,
+            schedule,
+            region,
+            clock,
+        })
     }
 
     /// The store the tools use (the admin API reads bookings and calls through it).
@@ -92,9 +109,7 @@ impl Tools {
     /// The `tools` entries of a Realtime session: one
     /// `{"type":"function","name",…,"description",…,"parameters":{JSON Schema}}` per tool.
     pub fn definitions() -> Vec<Value> {
-        let date = |what: &str| {
-            json!({"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "description": format!("{what}, as YYYY-MM-DD.")})
-        };
+        let date = |what: &str| json!({"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "description": format!("{what}, as YYYY-MM-DD.")});
         let phone = json!({"type": "string", "minLength": 3, "maxLength": 40,
             "description": "The caller's phone number with all digits, with country code if they gave one, e.g. +1 201 555 0123."});
         vec![
@@ -182,7 +197,10 @@ impl Tools {
         let now = self.clock.now();
         let start = self.date_arg(args, "start_date", now)?;
         let end = self.date_arg(args, "end_date", now)?;
-        let (from, to) = self.schedule.check_range(start, end, now).map_err(|e| self.with_today(e, now))?;
+        let (from, to) = self
+            .schedule
+            .check_range(start, end, now)
+            .map_err(|e| self.with_today(e, now))?;
         let taken = self.taken_by_day(from, to).await?;
         let empty = HashSet::new();
         let mut days = Vec::new();
@@ -190,7 +208,9 @@ impl Tools {
         let mut d = from;
         while d <= to {
             if !self.schedule.opening(d).is_empty() {
-                let free = self.schedule.free_slots(d, now, taken.get(&d).unwrap_or(&empty));
+                let free = self
+                    .schedule
+                    .free_slots(d, now, taken.get(&d).unwrap_or(&empty));
                 total += free.len();
                 days.push(json!({
                     "date": d.to_string(),
@@ -201,12 +221,23 @@ impl Tools {
             d += Duration::days(1);
         }
         let mut message = if total == 0 {
-            format!("There are no free appointments from {} to {}.", speak_date(from), speak_date(to))
+            format!(
+                "There are no free appointments from {} to {}.",
+                speak_date(from),
+                speak_date(to)
+            )
         } else {
-            format!("{total} free appointment times from {} to {}.", speak_date(from), speak_date(to))
+            format!(
+                "{total} free appointment times from {} to {}.",
+                speak_date(from),
+                speak_date(to)
+            )
         };
         if to < end {
-            message.push_str(&format!(" Appointments can only be booked up to {}.", speak_date(to)));
+            message.push_str(&format!(
+                " Appointments can only be booked up to {}.",
+                speak_date(to)
+            ));
         }
         Ok(json!({
             "today": self.schedule.today(now).to_string(),
@@ -222,34 +253,57 @@ impl Tools {
 
     async fn create_booking(&self, args: &Map<String, Value>) -> Result<Value, Refusal> {
         let now = self.clock.now();
-        let patient_name = name::clean(&string_arg(args, "patient_name", "the patient's name")?).map_err(Refusal::say)?;
-        let phone = phone::normalize(&string_arg(args, "phone", "the phone number")?, self.region).map_err(Refusal::say)?;
+        let patient_name = name::clean(&string_arg(args, "patient_name", "the patient's name")?)
+            .map_err(Refusal::say)?;
+        let phone = phone::normalize(&string_arg(args, "phone", "the phone number")?, self.region)
+            .map_err(Refusal::say)?;
         let date = self.date_arg(args, "date", now)?;
         let time = time_arg(args, "time")?;
-        self.schedule.check_slot(date, time, now).map_err(|e| self.with_today(e, now))?;
-        let new = NewBooking { patient_name, phone, date, time };
+        self.schedule
+            .check_slot(date, time, now)
+            .map_err(|e| self.with_today(e, now))?;
+        let new = NewBooking {
+            patient_name,
+            phone,
+            date,
+            time,
+        };
         match self.store.insert_booking(&new, now).await {
             Ok(b) => Ok(booked_json(&b, false)),
             Err(InsertError::SlotTaken) => {
                 // The same caller asking again for the slot they already hold (a retried
                 // call) gets their booking back, not a refusal.
                 if let Some(b) = self.store.active_booking_at(date, time).await? {
-                    if b.phone == new.phone && b.patient_name.eq_ignore_ascii_case(&new.patient_name) {
+                    if b.phone == new.phone
+                        && b.patient_name.eq_ignore_ascii_case(&new.patient_name)
+                    {
                         return Ok(booked_json(&b, true));
                     }
                 }
                 let nearest = self.nearest_free(date, time, now).await?;
-                let mut message = format!("{} at {} is already taken.", speak_date(date), speak_time(time));
+                let mut message = format!(
+                    "{} at {} is already taken.",
+                    speak_date(date),
+                    speak_time(time)
+                );
                 if nearest.is_empty() {
-                    message.push_str(" There are no free times close to it; please try another week.");
+                    message
+                        .push_str(" There are no free times close to it; please try another week.");
                 } else {
-                    let said: Vec<String> =
-                        nearest.iter().map(|(d, t)| format!("{} at {}", speak_date(*d), speak_time(*t))).collect();
+                    let said: Vec<String> = nearest
+                        .iter()
+                        .map(|(d, t)| format!("{} at {}", speak_date(*d), speak_time(*t)))
+                        .collect();
                     message.push_str(&format!(" The nearest free times are {}.", said.join("; ")));
                 }
-                let list: Vec<Value> =
-                    nearest.iter().map(|(d, t)| json!({"date": d.to_string(), "time": speak_time(*t)})).collect();
-                Err(Refusal { message, extra: Some(("nearest_free", Value::Array(list))) })
+                let list: Vec<Value> = nearest
+                    .iter()
+                    .map(|(d, t)| json!({"date": d.to_string(), "time": speak_time(*t)}))
+                    .collect();
+                Err(Refusal {
+                    message,
+                    extra: Some(("nearest_free", Value::Array(list))),
+                })
             }
             Err(InsertError::Store(e)) => Err(e.into()),
         }
@@ -265,12 +319,22 @@ impl Tools {
             )));
         };
         let Some(existing) = self.store.booking_by_code(&code).await? else {
-            return Err(Refusal::say(format!("There is no booking with the id {}.", code::spoken(&code))));
+            return Err(Refusal::say(format!(
+                "There is no booking with the id {}.",
+                code::spoken(&code)
+            )));
         };
         if existing.status == Status::Cancelled {
-            return Err(Refusal::say(format!("Booking {} was already cancelled.", code::spoken(&code))));
+            return Err(Refusal::say(format!(
+                "Booking {} was already cancelled.",
+                code::spoken(&code)
+            )));
         }
-        if self.schedule.instant(existing.date, existing.time).is_none_or(|at| at <= now) {
+        if self
+            .schedule
+            .instant(existing.date, existing.time)
+            .is_none_or(|at| at <= now)
+        {
             return Err(Refusal::say(format!(
                 "Booking {} was for {} at {}, which has already passed.",
                 code::spoken(&code),
@@ -280,7 +344,10 @@ impl Tools {
         }
         let Some(b) = self.store.cancel_booking(&code, now).await? else {
             // Cancelled by someone else between the two statements.
-            return Err(Refusal::say(format!("Booking {} was already cancelled.", code::spoken(&code))));
+            return Err(Refusal::say(format!(
+                "Booking {} was already cancelled.",
+                code::spoken(&code)
+            )));
         };
         Ok(json!({
             "cancelled": true,
@@ -294,12 +361,17 @@ impl Tools {
 
     async fn find_bookings(&self, args: &Map<String, Value>) -> Result<Value, Refusal> {
         let now = self.clock.now();
-        let phone = phone::normalize(&string_arg(args, "phone", "the phone number")?, self.region).map_err(Refusal::say)?;
+        let phone = phone::normalize(&string_arg(args, "phone", "the phone number")?, self.region)
+            .map_err(Refusal::say)?;
         let today = self.schedule.today(now);
         let found = self.store.active_bookings_for_phone(&phone, today).await?;
         let upcoming: Vec<&Booking> = found
             .iter()
-            .filter(|b| self.schedule.instant(b.date, b.time).is_some_and(|at| at > now))
+            .filter(|b| {
+                self.schedule
+                    .instant(b.date, b.time)
+                    .is_some_and(|at| at > now)
+            })
             .collect();
         let message = match upcoming.len() {
             0 => format!("There are no upcoming appointments for {phone}."),
@@ -353,7 +425,10 @@ impl Tools {
         let mut free = Vec::new();
         let mut d = from;
         while d <= to {
-            for t in self.schedule.free_slots(d, now, taken.get(&d).unwrap_or(&empty)) {
+            for t in self
+                .schedule
+                .free_slots(d, now, taken.get(&d).unwrap_or(&empty))
+            {
                 free.push((d, t));
             }
             d += Duration::days(1);
@@ -364,7 +439,12 @@ impl Tools {
         Ok(free)
     }
 
-    fn date_arg(&self, args: &Map<String, Value>, key: &str, now: DateTime<Utc>) -> Result<NaiveDate, Refusal> {
+    fn date_arg(
+        &self,
+        args: &Map<String, Value>,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<NaiveDate, Refusal> {
         let s = string_arg(args, key, key)?;
         NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| {
             let today = self.schedule.today(now);
@@ -378,7 +458,10 @@ impl Tools {
 
     /// A schedule refusal, with today's date attached so the model can correct itself.
     fn with_today(&self, e: impl std::fmt::Display, now: DateTime<Utc>) -> Refusal {
-        Refusal { message: e.to_string(), extra: Some(("today", Value::String(self.schedule.today(now).to_string()))) }
+        Refusal {
+            message: e.to_string(),
+            extra: Some(("today", Value::String(self.schedule.today(now).to_string()))),
+        }
     }
 }
 
@@ -424,17 +507,25 @@ fn parse_arguments(text: &str) -> Result<Map<String, Value>, Refusal> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(Refusal::say("The tool arguments must be a JSON object.")),
-        Err(_) => Err(Refusal::say("The tool arguments are not valid JSON; please call the tool again.")),
+        Err(_) => Err(Refusal::say(
+            "The tool arguments are not valid JSON; please call the tool again.",
+        )),
     }
 }
 
 /// A required text argument; numbers are taken as their digits (a phone number sent as one).
 fn string_arg(args: &Map<String, Value>, key: &str, what: &str) -> Result<String, Refusal> {
     match args.get(key) {
-        None | Some(Value::Null) => Err(Refusal::say(format!("The argument {key}{} is missing.", gloss(key, what)))),
+        None | Some(Value::Null) => Err(Refusal::say(format!(
+            "The argument {key}{} is missing.",
+            gloss(key, what)
+        ))),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Number(n)) => Ok(n.to_string()),
-        Some(_) => Err(Refusal::say(format!("The argument {key}{} must be text.", gloss(key, what)))),
+        Some(_) => Err(Refusal::say(format!(
+            "The argument {key}{} must be text.",
+            gloss(key, what)
+        ))),
     }
 }
 
@@ -450,8 +541,15 @@ fn gloss(key: &str, what: &str) -> String {
 fn time_arg(args: &Map<String, Value>, key: &str) -> Result<NaiveTime, Refusal> {
     let s = string_arg(args, key, "the start time")?;
     let t = s.trim();
-    let padded = if t.len() == 4 { format!("0{t}") } else { t.to_string() };
-    let hhmm = padded.strip_suffix(":00").filter(|p| p.len() == 5).unwrap_or(&padded);
+    let padded = if t.len() == 4 {
+        format!("0{t}")
+    } else {
+        t.to_string()
+    };
+    let hhmm = padded
+        .strip_suffix(":00")
+        .filter(|p| p.len() == 5)
+        .unwrap_or(&padded);
     parse_hhmm(hhmm).ok_or_else(|| {
         Refusal::say(format!(
             "{key} {:?} is not a time in the form HH:MM on the 24-hour clock, like 09:30 or 14:00.",

@@ -59,7 +59,11 @@ pub fn shared() -> Arc<PgServer> {
 pub fn bindir() -> PathBuf {
     if let Some(dir) = std::env::var_os("VOXRELAY_PG_BINDIR") {
         let dir = PathBuf::from(dir);
-        assert!(dir.join("initdb").exists(), "VOXRELAY_PG_BINDIR={} has no initdb", dir.display());
+        assert!(
+            dir.join("initdb").exists(),
+            "VOXRELAY_PG_BINDIR={} has no initdb",
+            dir.display()
+        );
         return dir;
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -67,7 +71,13 @@ pub fn bindir() -> PathBuf {
         .flatten()
         .flatten()
         .filter_map(|e| {
-            let version = e.file_name().to_str()?.split('.').next()?.parse::<u32>().ok()?;
+            let version = e
+                .file_name()
+                .to_str()?
+                .split('.')
+                .next()?
+                .parse::<u32>()
+                .ok()?;
             let bin = e.path().join("bin");
             (bin.join("initdb").exists() && bin.join("pg_ctl").exists()).then_some((version, bin))
         })
@@ -92,10 +102,21 @@ impl PgServer {
     /// Initialises a cluster in a temporary folder and starts it on a free loopback port.
     pub fn start_with(opts: PgOptions) -> Self {
         let bindir = bindir();
-        let run_as = if is_root() { Some("postgres".to_string()) } else { None };
-        let dir = tempfile::Builder::new().prefix("voxrelay-pg-").tempdir().expect("temporary folder");
+        let run_as = if is_root() {
+            Some("postgres".to_string())
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("voxrelay-pg-")
+            .tempdir()
+            .expect("temporary folder");
         if let Some(user) = &run_as {
-            let out = Command::new("chown").arg(user).arg(dir.path()).output().expect("run chown");
+            let out = Command::new("chown")
+                .arg(user)
+                .arg(dir.path())
+                .output()
+                .expect("run chown");
             assert!(
                 out.status.success(),
                 "chown {user} {}: {} (is Debian's postgresql package installed? it creates the postgres user)",
@@ -118,7 +139,12 @@ impl PgServer {
                 "--no-sync",
             ],
         );
-        assert!(out.status.success(), "initdb failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         // A port free a moment ago may be taken by the time the server binds it: try a few.
         let log = dir.path().join("server.log");
@@ -133,10 +159,28 @@ impl PgServer {
             let out = run(
                 &run_as,
                 &bindir.join("pg_ctl"),
-                &["-D", path_str(&data), "-l", path_str(&log), "-o", &server_opts, "-w", "-t", "60", "start"],
+                &[
+                    "-D",
+                    path_str(&data),
+                    "-l",
+                    path_str(&log),
+                    "-o",
+                    &server_opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
             );
             if out.status.success() {
-                return Self { bindir, data, port, run_as, _dir: dir, next_db: AtomicU32::new(0) };
+                return Self {
+                    bindir,
+                    data,
+                    port,
+                    run_as,
+                    _dir: dir,
+                    next_db: AtomicU32::new(0),
+                };
             }
             last_err = format!(
                 "{}{}\n{}",
@@ -161,9 +205,18 @@ impl PgServer {
     /// Creates a new empty database and returns its URL.
     pub async fn create_database(&self) -> String {
         use sqlx::Connection;
-        let name = format!("test_{}_{}", std::process::id(), self.next_db.fetch_add(1, Ordering::Relaxed));
-        let mut conn = sqlx::PgConnection::connect(&self.url("postgres")).await.expect("connect to test PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+        let name = format!(
+            "test_{}_{}",
+            std::process::id(),
+            self.next_db.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut conn = sqlx::PgConnection::connect(&self.url("postgres"))
+            .await
+            .expect("connect to test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
         conn.close().await.ok();
         self.url(&name)
     }
@@ -174,7 +227,16 @@ impl Drop for PgServer {
         let out = run(
             &self.run_as,
             &self.bindir.join("pg_ctl"),
-            &["-D", path_str(&self.data), "-m", "immediate", "-w", "-t", "30", "stop"],
+            &[
+                "-D",
+                path_str(&self.data),
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "30",
+                "stop",
+            ],
         );
         if !out.status.success() {
             eprintln!("pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
@@ -193,19 +255,27 @@ fn run(run_as: &Option<String>, program: &Path, args: &[&str]) -> Output {
     };
     // The server's own locale and time zone settings, not the test machine's.
     cmd.args(args).env("LC_ALL", "C").env("TZ", "UTC");
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
 }
 
 fn is_root() -> bool {
     // The effective uid, from /proc (no libc binding needed): "Uid: real effective saved fs".
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind a loopback port").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
 }
 
 fn path_str(p: &Path) -> &str {
