@@ -29,17 +29,11 @@ pub struct PgServer {
     next_db: AtomicU32,
 }
 
-/// Options for [`PgServer::start_with`].
-#[derive(Debug, Clone, Copy)]
+/// Options for [`PgServer::start_with`]; the default is for tests (fsync off).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct PgOptions {
     /// Flush to disk on commit (`fsync`). Off makes tests quicker; benchmarks keep it on.
     pub fsync: bool,
-}
-
-impl Default for PgOptions {
-    fn default() -> Self {
-        Self { fsync: false }
-    }
 }
 
 static SHARED: Mutex<Weak<PgServer>> = Mutex::new(Weak::new());
