@@ -791,3 +791,32 @@ async fn unsupported_urls_are_refused_with_the_key_and_no_password() {
     assert!(err.starts_with("booking.database_url"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn in_memory_sqlite_keeps_one_database() {
+    // Each connection to :memory: would be its own empty database; the store keeps to one.
+    let url = "sqlite::memory:";
+    let store = Store::open(url, 8).await.unwrap();
+    let clock = Arc::new(FixedClock::new(NOW.parse::<DateTime<Utc>>().unwrap()));
+    let tools = Tools::new(store, &config(url), clock).unwrap();
+    let mut ids = Vec::new();
+    for tm in ["09:00", "09:30", "10:00"] {
+        let out = tools
+            .call(
+                "create_booking",
+                &book("Ada", "2015550123", "2026-11-25", tm),
+            )
+            .await;
+        ids.push(out["booking_id"].clone());
+    }
+    let found = tools
+        .call("find_bookings", r#"{"phone":"2015550123"}"#)
+        .await;
+    let got: Vec<Value> = found["bookings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["booking_id"].clone())
+        .collect();
+    assert_eq!(got, ids);
+}

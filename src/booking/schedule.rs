@@ -290,10 +290,13 @@ impl Schedule {
         now: DateTime<Utc>,
         taken: &HashSet<NaiveTime>,
     ) -> Vec<NaiveTime> {
+        // Slots of days after today are all ahead: only today and earlier need the time-zone
+        // arithmetic.
+        let may_have_passed = date <= self.today(now);
         self.slots_on(date)
             .into_iter()
             .filter(|t| !taken.contains(t))
-            .filter(|t| self.instant(date, *t).is_some_and(|at| at > now))
+            .filter(|t| !may_have_passed || self.instant(date, *t).is_some_and(|at| at > now))
             .collect()
     }
 }

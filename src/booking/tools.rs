@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
+use futures::FutureExt;
 use phonenumber::country::Id as Region;
 use serde_json::{json, Map, Value};
 
@@ -176,21 +177,29 @@ impl Tools {
     /// the function call's output. Never fails: problems come back as
     /// `{"error": true, "message": "…"}`.
     pub async fn call(&self, name: &str, arguments_json: &str) -> Value {
-        let result = match parse_arguments(arguments_json) {
-            Err(r) => Err(r),
-            Ok(args) => match name {
-                "check_availability" => self.check_availability(&args).await,
-                "create_booking" => self.create_booking(&args).await,
-                "cancel_booking" => self.cancel_booking(&args).await,
-                "find_bookings" => self.find_bookings(&args).await,
-                other => Err(Refusal::say(format!(
-                    "There is no tool called {:?}; the booking tools are {}.",
-                    truncate(other, 60),
-                    TOOL_NAMES.join(", ")
-                ))),
-            },
-        };
+        // A bug here must not end the caller's call: a panic becomes one more spoken error.
+        let run = std::panic::AssertUnwindSafe(self.dispatch(name, arguments_json)).catch_unwind();
+        let result = run.await.unwrap_or_else(|_| {
+            tracing::error!(tool = %truncate(name, 60), "booking tool panicked");
+            Err(Refusal::say(DATABASE_TROUBLE))
+        });
+        tracing::debug!(tool = %truncate(name, 60), ok = result.is_ok(), "booking tool called");
         result.unwrap_or_else(Refusal::into_json)
+    }
+
+    async fn dispatch(&self, name: &str, arguments_json: &str) -> Result<Value, Refusal> {
+        let args = parse_arguments(arguments_json)?;
+        match name {
+            "check_availability" => self.check_availability(&args).await,
+            "create_booking" => self.create_booking(&args).await,
+            "cancel_booking" => self.cancel_booking(&args).await,
+            "find_bookings" => self.find_bookings(&args).await,
+            other => Err(Refusal::say(format!(
+                "There is no tool called {:?}; the booking tools are {}.",
+                truncate(other, 60),
+                TOOL_NAMES.join(", ")
+            ))),
+        }
     }
 
     async fn check_availability(&self, args: &Map<String, Value>) -> Result<Value, Refusal> {
