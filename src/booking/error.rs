@@ -43,6 +43,9 @@ pub enum StoreError {
     /// A stored JSON column does not parse (written by something else).
     #[error("stored JSON does not parse: {0}")]
     Json(#[from] serde_json::Error),
+    /// A stored value does not parse (written by something else).
+    #[error("stored value does not parse: {0}")]
+    Corrupt(String),
     /// No free confirmation code was found after several tries (the code space is nearly full).
     #[error("could not find an unused confirmation code")]
     CodesExhausted,

@@ -348,7 +348,7 @@ pub fn speak_date(d: NaiveDate) -> String {
 
 /// A time as a caller hears it: "09:30".
 pub fn speak_time(t: NaiveTime) -> String {
-    t.format("%H:%M").to_string()
+    format!("{:02}:{:02}", t.hour(), t.minute())
 }
 
 fn speak_times(ts: &[NaiveTime]) -> String {

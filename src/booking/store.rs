@@ -353,14 +353,30 @@ impl Store {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<Vec<(NaiveDate, NaiveTime)>, StoreError> {
-        let sql = "SELECT slot_date, slot_time FROM bookings \
-                   WHERE status = 'active' AND slot_date >= $1 AND slot_date <= $2";
-        let rows = on_pool!(self, p => sqlx::query_as::<_, (NaiveDate, NaiveTime)>(sql)
+        // One row per day with the day's times joined: a week of a busy schedule is a
+        // thousand slots, and SQLite hands rows over one at a time from its worker thread.
+        let agg = match self.pool {
+            Pool::Sqlite(_) => "group_concat(slot_time, ',')",
+            Pool::Postgres(_) => "string_agg(slot_time::text, ',')",
+        };
+        let sql = format!(
+            "SELECT slot_date, {agg} FROM bookings \
+             WHERE status = 'active' AND slot_date >= $1 AND slot_date <= $2 GROUP BY slot_date"
+        );
+        let rows = on_pool!(self, p => sqlx::query_as::<_, (NaiveDate, String)>(&sql)
             .bind(start)
             .bind(end)
             .fetch_all(p)
             .await)?;
-        Ok(rows)
+        let mut out = Vec::new();
+        for (date, times) in rows {
+            for t in times.split(',') {
+                let time = NaiveTime::parse_from_str(t, "%H:%M:%S%.f")
+                    .map_err(|_| StoreError::Corrupt(format!("slot_time {t:?} on {date}")))?;
+                out.push((date, time));
+            }
+        }
+        Ok(out)
     }
 
     /// Every booking on `date`, active and cancelled, by time (for `GET /api/bookings?date=`).
