@@ -115,7 +115,7 @@ on_both_backends!(
     same_caller_asking_again_gets_the_same_booking,
     availability_leaves_out_taken_and_past_slots,
     cancel_refusals,
-    fifty_concurrent_bookings_of_one_slot_make_one,
+    fifty_concurrent_bookings_of_one_slot_from_two_relays_make_one,
     database_fault_is_a_spoken_error,
     bookings_of_a_day_for_the_admin_api,
     call_records_round_trip,
@@ -575,12 +575,19 @@ async fn cancel_refusals(b: Backend) {
     assert_eq!(b.status, Status::Active);
 }
 
-async fn fifty_concurrent_bookings_of_one_slot_make_one(b: Backend) {
+async fn fifty_concurrent_bookings_of_one_slot_from_two_relays_make_one(b: Backend) {
     let e = env(b).await;
     let barrier = Arc::new(Barrier::new(50));
     let mut tasks = Vec::new();
+    // Two relays: the second has its own connection pool to the same database.
+    let other = Store::open(&e.url, 8).await.unwrap();
+    let other = Tools::new(other, &config(&e.url), e.clock.clone()).unwrap();
     for i in 0..50 {
-        let tools = e.tools.clone();
+        let tools = if i % 2 == 0 {
+            e.tools.clone()
+        } else {
+            other.clone()
+        };
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
@@ -819,4 +826,29 @@ async fn in_memory_sqlite_keeps_one_database() {
         .map(|b| b["booking_id"].clone())
         .collect();
     assert_eq!(got, ids);
+}
+
+#[test]
+fn missing_postgres_binaries_fail_with_a_clear_message() {
+    use support::postgres::find_bindir;
+    let empty = tempfile::tempdir().unwrap();
+    let err = find_bindir(None, empty.path()).unwrap_err();
+    assert!(
+        err.contains("PostgreSQL server binaries not found")
+            && err.contains("apt-get install postgresql"),
+        "{err}"
+    );
+    let err = find_bindir(Some(empty.path().to_path_buf()), empty.path()).unwrap_err();
+    assert!(err.contains("VOXRELAY_PG_BINDIR"), "{err}");
+    // A folder laid out like Debian's is found, the newest version first.
+    for v in ["13", "15"] {
+        let bin = empty.path().join(v).join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("initdb"), "").unwrap();
+        std::fs::write(bin.join("pg_ctl"), "").unwrap();
+    }
+    assert_eq!(
+        find_bindir(None, empty.path()).unwrap(),
+        empty.path().join("15/bin")
+    );
 }

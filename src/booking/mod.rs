@@ -6,6 +6,8 @@
 //! [`Store::insert_call`], [`Store::get_call`] and [`Store::list_calls`]; the admin API lists a
 //! day's bookings with [`Store::bookings_on`].
 
+#![warn(missing_docs)]
+
 pub mod clock;
 pub mod code;
 pub mod config;

@@ -51,16 +51,27 @@ pub fn shared() -> Arc<PgServer> {
 
 /// Where the PostgreSQL server binaries are, or a panic that says how to get them.
 pub fn bindir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("VOXRELAY_PG_BINDIR") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.join("initdb").exists(),
-            "VOXRELAY_PG_BINDIR={} has no initdb",
-            dir.display()
-        );
-        return dir;
+    find_bindir(
+        std::env::var_os("VOXRELAY_PG_BINDIR").map(PathBuf::from),
+        Path::new("/usr/lib/postgresql"),
+    )
+    .unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// The folder with `initdb` and `pg_ctl`: `explicit` when given, else the newest
+/// `<root>/<version>/bin`. The error says what is missing and how to install it.
+pub fn find_bindir(explicit: Option<PathBuf>, root: &Path) -> Result<PathBuf, String> {
+    if let Some(dir) = explicit {
+        return if dir.join("initdb").exists() && dir.join("pg_ctl").exists() {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "VOXRELAY_PG_BINDIR={} has no initdb and pg_ctl",
+                dir.display()
+            ))
+        };
     }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
         .into_iter()
         .flatten()
         .flatten()
@@ -77,14 +88,14 @@ pub fn bindir() -> PathBuf {
         })
         .collect();
     found.sort();
-    match found.pop() {
-        Some((_, bin)) => bin,
-        None => panic!(
+    found.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        format!(
             "PostgreSQL server binaries not found: these tests start their own PostgreSQL and need \
              initdb and pg_ctl from Debian's `postgresql` package (apt-get install postgresql), \
-             under /usr/lib/postgresql/<version>/bin, or a folder named by VOXRELAY_PG_BINDIR"
-        ),
-    }
+             under {}/<version>/bin, or a folder named by VOXRELAY_PG_BINDIR",
+            root.display()
+        )
+    })
 }
 
 impl PgServer {
