@@ -15,6 +15,8 @@
 //! sunday = []
 //! ```
 
+use std::fmt;
+
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +25,9 @@ use serde::{Deserialize, Serialize};
 /// Every field has a default, so an empty `[booking]` section (or none at all) gives a clinic
 /// open Monday to Friday, 09:00–12:00 and 13:00–17:00 UTC, with 30-minute appointments
 /// bookable up to 90 days ahead.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` and [`BookingConfig::redacted`] hide a password in `database_url`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BookingConfig {
     /// `sqlite://voxrelay.db` (the default; the file is created when missing) or
@@ -129,10 +133,87 @@ impl WeeklyHours {
     }
 }
 
+impl fmt::Debug for BookingConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BookingConfig")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("max_connections", &self.max_connections)
+            .field("time_zone", &self.time_zone)
+            .field("slot_minutes", &self.slot_minutes)
+            .field("hours", &self.hours)
+            .field("closed_dates", &self.closed_dates)
+            .field("max_days_ahead", &self.max_days_ahead)
+            .field("default_region", &self.default_region)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user-info part replaced by `***`
+/// (`postgres://relay:***@db.example/clinic`); URLs without one are returned as they are.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    // The user-info ends at the last '@' before the path.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{}://{user}:***{}", &url[..scheme_end], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 impl BookingConfig {
+    /// A copy fit for printing (`check-config`): the database password replaced by `***`.
+    pub fn redacted(&self) -> Self {
+        Self {
+            database_url: redact_url(&self.database_url),
+            ..self.clone()
+        }
+    }
+
     /// Checks every schedule rule and the phone region; the error names the bad key
     /// (`booking.hours.monday`, …). The database URL is checked when the store opens.
     pub fn validate(&self) -> Result<(), crate::booking::ConfigError> {
         crate::booking::Schedule::from_config(self).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_stay_out_of_debug_and_printing() {
+        let c = BookingConfig {
+            database_url: "postgres://relay:s3cret@db.example:5432/clinic".into(),
+            ..Default::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret")
+                && shown.contains("postgres://relay:***@db.example:5432/clinic"),
+            "{shown}"
+        );
+        assert_eq!(
+            c.redacted().database_url,
+            "postgres://relay:***@db.example:5432/clinic"
+        );
+        assert_eq!(redact_url("sqlite://voxrelay.db"), "sqlite://voxrelay.db");
+        assert_eq!(
+            redact_url("postgres://relay@db/clinic"),
+            "postgres://relay@db/clinic"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@db/x"),
+            "postgres://u:***@db/x"
+        );
+        assert_eq!(
+            redact_url("sqlite://dir@x/file.db"),
+            "sqlite://dir@x/file.db"
+        );
     }
 }

@@ -228,7 +228,7 @@ impl Store {
         } else {
             return Err(StoreError::BadUrl(format!(
                 "unsupported database URL {:?}: use sqlite://FILE or postgres://…",
-                redact_url(url)
+                super::config::redact_url(url)
             )));
         };
         Ok(Self { pool })
@@ -497,16 +497,4 @@ impl Store {
 fn is_slot_violation(e: &dyn sqlx::error::DatabaseError) -> bool {
     // PostgreSQL names the index; SQLite names the columns in its message.
     e.constraint() == Some("bookings_active_slot") || e.message().contains("slot_date")
-}
-
-/// The URL without its password, for error messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{}:***{}", &url[..s], user, &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }
