@@ -437,19 +437,28 @@ async fn same_caller_asking_again_gets_the_same_booking(b: Backend) {
         .tools
         .call(
             "create_booking",
-            &book("Ada Lovelace", "2015550123", "2026-11-27", "14:00"),
+            &book("Åsa Öberg", "2015550123", "2026-11-27", "14:00"),
         )
         .await;
     let again = e
         .tools
         .call(
             "create_booking",
-            &book("ada lovelace", "+12015550123", "2026-11-27", "14:00"),
+            &book("åsa öberg", "+12015550123", "2026-11-27", "14:00"),
         )
         .await;
     assert_eq!(again["booked"], true, "{again}");
     assert_eq!(again["already_booked"], true);
     assert_eq!(again["booking_id"], first["booking_id"]);
+    // Someone else on the same phone (a parent booking for a child) does not get that slot.
+    let other = e
+        .tools
+        .call(
+            "create_booking",
+            &book("Ola Öberg", "2015550123", "2026-11-27", "14:00"),
+        )
+        .await;
+    assert!(spoken_error(&other).contains("already taken"));
     assert_eq!(
         e.tools
             .store()

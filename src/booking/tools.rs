@@ -284,7 +284,7 @@ impl Tools {
                 // call) gets their booking back, not a refusal.
                 if let Some(b) = self.store.active_booking_at(date, time).await? {
                     if b.phone == new.phone
-                        && b.patient_name.eq_ignore_ascii_case(&new.patient_name)
+                        && b.patient_name.to_lowercase() == new.patient_name.to_lowercase()
                     {
                         return Ok(booked_json(&b, true));
                     }
