@@ -1,4 +1,26 @@
-//! Appointment booking: schedule rules, the store and the agent's tools.
+//! Appointment booking: schedule rules, the store (SQLite or PostgreSQL) and the agent's tools.
+//!
+//! Wiring: open a [`Store`] from [`BookingConfig::database_url`], build [`Tools`] over it with
+//! the config and a [`Clock`], send [`Tools::definitions`] in the Realtime session's `tools`,
+//! and answer each function call with [`Tools::call`]. Call records go through
+//! [`Store::insert_call`], [`Store::get_call`] and [`Store::list_calls`]; the admin API lists a
+//! day's bookings with [`Store::bookings_on`].
 
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod code;
 pub mod config;
-pub use config::BookingConfig;
+pub mod error;
+pub mod name;
+pub mod phone;
+pub mod schedule;
+pub mod store;
+pub mod tools;
+
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use config::{BookingConfig, WeeklyHours};
+pub use error::{ConfigError, InsertError, StoreError};
+pub use schedule::Schedule;
+pub use store::{Backend, Booking, CallRecord, NewBooking, Status, Store};
+pub use tools::{Tools, TOOL_NAMES};

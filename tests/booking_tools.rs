@@ -1,0 +1,863 @@
+//! The booking tools against a real database: every test runs on SQLite (a file, WAL) and on
+//! a PostgreSQL server the test run starts itself.
+
+mod support;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde_json::{json, Value};
+use tokio::sync::Barrier;
+use voxrelay::booking::{
+    Backend, BookingConfig, CallRecord, FixedClock, Status, Store, Tools, TOOL_NAMES,
+};
+
+/// Tuesday 24 November 2026, 09:10 in Berlin.
+const NOW: &str = "2026-11-24T08:10:00Z";
+
+struct Env {
+    tools: Tools,
+    clock: Arc<FixedClock>,
+    url: String,
+    _pg: Option<Arc<support::postgres::PgServer>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn config(url: &str) -> BookingConfig {
+    BookingConfig {
+        database_url: url.to_string(),
+        time_zone: "Europe/Berlin".into(),
+        closed_dates: vec!["2026-12-24".parse().unwrap()],
+        default_region: "US".into(),
+        ..BookingConfig::default()
+    }
+}
+
+async fn env(backend: Backend) -> Env {
+    let (url, pg, dir) = match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("bookings.db").display());
+            (url, None, Some(dir))
+        }
+        Backend::Postgres => {
+            let pg = support::postgres::shared();
+            let url = pg.create_database().await;
+            (url, Some(pg), None)
+        }
+    };
+    let store = Store::open(&url, 8).await.expect("open store");
+    assert_eq!(store.backend(), backend);
+    let clock = Arc::new(FixedClock::new(NOW.parse::<DateTime<Utc>>().unwrap()));
+    let tools = Tools::new(store, &config(&url), clock.clone()).unwrap();
+    Env {
+        tools,
+        clock,
+        url,
+        _pg: pg,
+        _dir: dir,
+    }
+}
+
+fn args(v: Value) -> String {
+    v.to_string()
+}
+
+fn book(name: &str, phone: &str, date: &str, time: &str) -> String {
+    args(json!({"patient_name": name, "phone": phone, "date": date, "time": time}))
+}
+
+/// Asserts an error the model can read aloud and returns its message.
+#[track_caller]
+fn spoken_error(v: &Value) -> String {
+    assert_eq!(v["error"], json!(true), "expected an error, got {v}");
+    let msg = v["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no message in {v}"))
+        .to_string();
+    assert!(
+        msg.len() > 10 && msg.ends_with('.'),
+        "not a sentence: {msg:?}"
+    );
+    msg
+}
+
+fn date(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(voxrelay::booking::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(voxrelay::booking::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    book_find_and_cancel,
+    bad_arguments_come_back_as_spoken_errors,
+    names_are_cleaned_and_phones_normalised,
+    taken_slot_offers_the_nearest_free_ones,
+    same_caller_asking_again_gets_the_same_booking,
+    availability_leaves_out_taken_and_past_slots,
+    cancel_refusals,
+    fifty_concurrent_bookings_of_one_slot_from_two_relays_make_one,
+    database_fault_is_a_spoken_error,
+    bookings_of_a_day_for_the_admin_api,
+    call_records_round_trip,
+    reopening_keeps_everything,
+);
+
+#[test]
+fn the_four_tools_have_function_schemas() {
+    let defs = Tools::definitions();
+    let names: Vec<&str> = defs.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, TOOL_NAMES);
+    for d in &defs {
+        assert_eq!(d["type"], "function");
+        assert!(d["description"].as_str().is_some_and(|s| !s.is_empty()));
+        let p = &d["parameters"];
+        assert_eq!(p["type"], "object");
+        assert_eq!(p["additionalProperties"], false);
+        let props = p["properties"].as_object().unwrap();
+        for r in p["required"].as_array().unwrap() {
+            let prop = &props[r.as_str().unwrap()];
+            assert_eq!(prop["type"], "string", "{r} in {}", d["name"]);
+            assert!(prop["description"].is_string());
+        }
+    }
+    let req = |i: usize| defs[i]["parameters"]["required"].clone();
+    assert_eq!(req(0), json!(["start_date", "end_date"]));
+    assert_eq!(req(1), json!(["patient_name", "phone", "date", "time"]));
+    assert_eq!(req(2), json!(["booking_id"]));
+    assert_eq!(req(3), json!(["phone"]));
+}
+
+async fn book_find_and_cancel(b: Backend) {
+    let e = env(b).await;
+    let out = e
+        .tools
+        .call(
+            "create_booking",
+            &book("Ada Lovelace", "(201) 555-0123", "2026-11-25", "10:30"),
+        )
+        .await;
+    assert_eq!(out["booked"], true, "{out}");
+    let id = out["booking_id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 6);
+    assert_eq!(out["confirmation_code"], id.as_str());
+    assert_eq!(
+        out["confirmation_code_spoken"]
+            .as_str()
+            .unwrap()
+            .replace(' ', ""),
+        id
+    );
+    assert_eq!(out["phone"], "+12015550123");
+    assert_eq!(out["date"], "2026-11-25");
+    assert_eq!(out["time"], "10:30");
+    assert!(out["message"]
+        .as_str()
+        .unwrap()
+        .contains("Wednesday 25 November 2026 at 10:30"));
+
+    // Found by the same number said another way.
+    let found = e
+        .tools
+        .call("find_bookings", &args(json!({"phone": "+1 201 555 0123"})))
+        .await;
+    assert_eq!(found["bookings"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["bookings"][0]["booking_id"], id.as_str());
+    assert_eq!(found["bookings"][0]["time"], "10:30");
+
+    // Cancelled by the code as the model may have heard it.
+    let spaced = id
+        .chars()
+        .map(|c| c.to_ascii_lowercase().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cancelled = e
+        .tools
+        .call("cancel_booking", &args(json!({"booking_id": spaced})))
+        .await;
+    assert_eq!(cancelled["cancelled"], true, "{cancelled}");
+    assert_eq!(cancelled["booking_id"], id.as_str());
+    let found = e
+        .tools
+        .call("find_bookings", &args(json!({"phone": "2015550123"})))
+        .await;
+    assert!(found["bookings"].as_array().unwrap().is_empty());
+    assert!(found["message"]
+        .as_str()
+        .unwrap()
+        .contains("no upcoming appointments"));
+
+    // The slot is free again and can be booked by someone else.
+    let again = e
+        .tools
+        .call(
+            "create_booking",
+            &book("Grace Hopper", "201-555-0188", "2026-11-25", "10:30"),
+        )
+        .await;
+    assert_eq!(again["booked"], true, "{again}");
+    assert_ne!(again["booking_id"], id.as_str());
+}
+
+async fn bad_arguments_come_back_as_spoken_errors(b: Backend) {
+    let e = env(b).await;
+    let t = &e.tools;
+    let ok = |d: &str, tm: &str| book("Ada Lovelace", "2015550123", d, tm);
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("create_booking", "{not json".into(), "not valid JSON"),
+        ("create_booking", "[1,2]".into(), "JSON object"),
+        ("create_booking", "".into(), "patient_name"),
+        ("book_table", "{}".into(), "no tool called"),
+        (
+            "create_booking",
+            args(json!({"patient_name": "Ada", "phone": "2015550123", "date": "2026-11-25"})),
+            "time",
+        ),
+        (
+            "create_booking",
+            args(
+                json!({"patient_name": ["Ada"], "phone": "2015550123", "date": "2026-11-25", "time": "10:00"}),
+            ),
+            "must be text",
+        ),
+        ("create_booking", ok("2026-11-23", "10:00"), "in the past"),
+        ("create_booking", ok("2026-11-24", "09:00"), "in the past"),
+        (
+            "create_booking",
+            ok("2026-11-28", "10:00"),
+            "closed on Saturday",
+        ),
+        (
+            "create_booking",
+            ok("2026-12-24", "10:00"),
+            "closed on Thursday 24 December",
+        ),
+        (
+            "create_booking",
+            ok("2026-11-25", "12:30"),
+            "outside opening hours",
+        ),
+        (
+            "create_booking",
+            ok("2026-11-25", "07:00"),
+            "outside opening hours",
+        ),
+        (
+            "create_booking",
+            ok("2026-11-25", "10:15"),
+            "every 30 minutes",
+        ),
+        ("create_booking", ok("2027-06-01", "10:00"), "too far ahead"),
+        ("create_booking", ok("25/11/2026", "10:00"), "YYYY-MM-DD"),
+        ("create_booking", ok("2026-02-30", "10:00"), "YYYY-MM-DD"),
+        ("create_booking", ok("2026-11-25", "half past ten"), "HH:MM"),
+        ("create_booking", ok("2026-11-25", "25:00"), "HH:MM"),
+        (
+            "create_booking",
+            book("Ada", "12", "2026-11-25", "10:00"),
+            "phone number",
+        ),
+        (
+            "create_booking",
+            book("Ada", "call me", "2026-11-25", "10:00"),
+            "phone number",
+        ),
+        (
+            "create_booking",
+            book("", "2015550123", "2026-11-25", "10:00"),
+            "name is missing",
+        ),
+        (
+            "create_booking",
+            book("\u{0}\u{7} \t", "2015550123", "2026-11-25", "10:00"),
+            "name is missing",
+        ),
+        (
+            "create_booking",
+            book(&"x".repeat(101), "2015550123", "2026-11-25", "10:00"),
+            "at most 100",
+        ),
+        (
+            "check_availability",
+            args(json!({"start_date": "2026-11-24", "end_date": "2026-12-25"})),
+            "at most 31 days",
+        ),
+        (
+            "check_availability",
+            args(json!({"start_date": "2026-11-20", "end_date": "2026-11-26"})),
+            "in the past",
+        ),
+        (
+            "check_availability",
+            args(json!({"start_date": "2026-11-26", "end_date": "2026-11-25"})),
+            "before the start date",
+        ),
+        (
+            "check_availability",
+            args(json!({"start_date": "2026-11-26"})),
+            "end_date",
+        ),
+        (
+            "cancel_booking",
+            args(json!({"booking_id": "hello"})),
+            "not a booking id",
+        ),
+        ("cancel_booking", args(json!({})), "booking_id"),
+        (
+            "find_bookings",
+            args(json!({"phone": "+999 1"})),
+            "phone number",
+        ),
+        ("find_bookings", "x".repeat(20_000), "too long"),
+    ];
+    for (tool, arguments, expect) in cases {
+        let out = t.call(tool, &arguments).await;
+        let msg = spoken_error(&out);
+        assert!(
+            msg.contains(expect),
+            "{tool} {arguments:.80}: {msg:?} lacks {expect:?}"
+        );
+    }
+    // Schedule refusals say what today is, so the model can correct a wrong year.
+    let out = t.call("create_booking", &ok("2025-11-25", "10:00")).await;
+    assert_eq!(out["today"], "2026-11-24");
+    // Nothing was booked along the way.
+    assert!(t
+        .store()
+        .bookings_on(date("2026-11-25"))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn names_are_cleaned_and_phones_normalised(b: Backend) {
+    let e = env(b).await;
+    let out = e
+        .tools
+        .call(
+            "create_booking",
+            &book(
+                "  Zoë\u{0}  \u{202E}Ångström\u{1b}\n",
+                "+44 20 7946 0018",
+                "2026-11-26",
+                "13:00",
+            ),
+        )
+        .await;
+    assert_eq!(out["booked"], true, "{out}");
+    let stored = e
+        .tools
+        .store()
+        .bookings_on(date("2026-11-26"))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].patient_name, "Zoë Ångström");
+    assert_eq!(stored[0].phone, "+442079460018");
+    assert_eq!(stored[0].time.to_string(), "13:00:00");
+    // A phone number sent as a JSON number is read as its digits.
+    let out = e
+        .tools
+        .call(
+            "create_booking",
+            &book("Ada", "201.555.0147", "2026-11-26", "13:30"),
+        )
+        .await;
+    assert_eq!(out["phone"], "+12015550147", "{out}");
+    let found = e
+        .tools
+        .call("find_bookings", r#"{"phone": 2015550147}"#)
+        .await;
+    assert_eq!(found["phone"], "+12015550147", "{found}");
+    assert_eq!(found["bookings"][0]["booking_id"], out["booking_id"]);
+    // Without a country code a number is taken as the default region's (US here).
+    let msg = spoken_error(
+        &e.tools
+            .call("find_bookings", r#"{"phone": 442079460018}"#)
+            .await,
+    );
+    assert!(msg.contains("phone number"), "{msg}");
+}
+
+async fn taken_slot_offers_the_nearest_free_ones(b: Backend) {
+    let e = env(b).await;
+    for (i, tm) in ["10:00", "10:30", "11:00"].iter().enumerate() {
+        let out = e
+            .tools
+            .call(
+                "create_booking",
+                &book("Patient", &format!("201555010{i}"), "2026-11-25", tm),
+            )
+            .await;
+        assert_eq!(out["booked"], true, "{out}");
+    }
+    let out = e
+        .tools
+        .call(
+            "create_booking",
+            &book("Late Comer", "2015550199", "2026-11-25", "10:30"),
+        )
+        .await;
+    let msg = spoken_error(&out);
+    assert!(msg.contains("already taken"), "{msg}");
+    assert_eq!(
+        out["nearest_free"],
+        json!([
+            {"date": "2026-11-25", "time": "09:00"},
+            {"date": "2026-11-25", "time": "09:30"},
+            {"date": "2026-11-25", "time": "11:30"},
+        ]),
+        "{out}"
+    );
+    assert!(msg.contains("Wednesday 25 November 2026 at 09:30"), "{msg}");
+}
+
+async fn same_caller_asking_again_gets_the_same_booking(b: Backend) {
+    let e = env(b).await;
+    let first = e
+        .tools
+        .call(
+            "create_booking",
+            &book("Åsa Öberg", "2015550123", "2026-11-27", "14:00"),
+        )
+        .await;
+    let again = e
+        .tools
+        .call(
+            "create_booking",
+            &book("åsa öberg", "+12015550123", "2026-11-27", "14:00"),
+        )
+        .await;
+    assert_eq!(again["booked"], true, "{again}");
+    assert_eq!(again["already_booked"], true);
+    assert_eq!(again["booking_id"], first["booking_id"]);
+    // Someone else on the same phone (a parent booking for a child) does not get that slot.
+    let other = e
+        .tools
+        .call(
+            "create_booking",
+            &book("Ola Öberg", "2015550123", "2026-11-27", "14:00"),
+        )
+        .await;
+    assert!(spoken_error(&other).contains("already taken"));
+    assert_eq!(
+        e.tools
+            .store()
+            .bookings_on(date("2026-11-27"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn availability_leaves_out_taken_and_past_slots(b: Backend) {
+    let e = env(b).await;
+    let out = e
+        .tools
+        .call(
+            "create_booking",
+            &book("Ada", "2015550123", "2026-11-24", "09:30"),
+        )
+        .await;
+    assert_eq!(out["booked"], true, "{out}");
+    let out = e
+        .tools
+        .call(
+            "check_availability",
+            &args(json!({"start_date": "2026-11-24", "end_date": "2026-11-30"})),
+        )
+        .await;
+    assert!(out["error"].is_null(), "{out}");
+    assert_eq!(out["today"], "2026-11-24");
+    assert_eq!(out["time_zone"], "Europe/Berlin");
+    let days = out["days"].as_array().unwrap();
+    // Tue to Fri, and Mon 30; the weekend is closed and not listed.
+    let listed: Vec<&str> = days.iter().map(|d| d["date"].as_str().unwrap()).collect();
+    assert_eq!(
+        listed,
+        [
+            "2026-11-24",
+            "2026-11-25",
+            "2026-11-26",
+            "2026-11-27",
+            "2026-11-30"
+        ]
+    );
+    let today: Vec<&str> = days[0]["free"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    // 09:00 has passed (it is 09:10) and 09:30 is taken.
+    assert_eq!(today.first(), Some(&"10:00"));
+    assert_eq!(today.len(), 12);
+    assert_eq!(days[1]["free"].as_array().unwrap().len(), 14);
+    assert_eq!(out["free_count"], 12 + 14 * 4);
+
+    // An hour later 10:00 has gone too.
+    e.clock.advance(Duration::hours(1));
+    let out = e
+        .tools
+        .call(
+            "check_availability",
+            &args(json!({"start_date": "2026-11-24", "end_date": "2026-11-24"})),
+        )
+        .await;
+    assert_eq!(out["days"][0]["free"][0], "10:30");
+
+    // Asking past the horizon gives what can be booked and says so.
+    let out = e
+        .tools
+        .call(
+            "check_availability",
+            &args(json!({"start_date": "2027-02-15", "end_date": "2027-03-01"})),
+        )
+        .await;
+    assert_eq!(out["end_date"], "2027-02-22", "{out}");
+    assert!(out["message"]
+        .as_str()
+        .unwrap()
+        .contains("only be booked up to"));
+}
+
+async fn cancel_refusals(b: Backend) {
+    let e = env(b).await;
+    let msg = spoken_error(
+        &e.tools
+            .call("cancel_booking", r#"{"booking_id":"KTH472"}"#)
+            .await,
+    );
+    assert!(msg.contains("no booking with the id K T H 4 7 2"), "{msg}");
+    let out = e
+        .tools
+        .call(
+            "create_booking",
+            &book("Ada", "2015550123", "2026-11-24", "11:00"),
+        )
+        .await;
+    let id = out["booking_id"].as_str().unwrap().to_string();
+    let cancel = args(json!({"booking_id": id}));
+    assert_eq!(
+        e.tools.call("cancel_booking", &cancel).await["cancelled"],
+        true
+    );
+    let msg = spoken_error(&e.tools.call("cancel_booking", &cancel).await);
+    assert!(msg.contains("already cancelled"), "{msg}");
+
+    let out = e
+        .tools
+        .call(
+            "create_booking",
+            &book("Ada", "2015550123", "2026-11-24", "11:30"),
+        )
+        .await;
+    let id = out["booking_id"].as_str().unwrap().to_string();
+    e.clock.advance(Duration::hours(3)); // 12:10 in Berlin: the appointment is over
+    let msg = spoken_error(
+        &e.tools
+            .call("cancel_booking", &args(json!({"booking_id": id})))
+            .await,
+    );
+    assert!(msg.contains("already passed"), "{msg}");
+    let b = e.tools.store().booking_by_code(&id).await.unwrap().unwrap();
+    assert_eq!(b.status, Status::Active);
+}
+
+async fn fifty_concurrent_bookings_of_one_slot_from_two_relays_make_one(b: Backend) {
+    let e = env(b).await;
+    let barrier = Arc::new(Barrier::new(50));
+    let mut tasks = Vec::new();
+    // Two relays: the second has its own connection pool to the same database.
+    let other = Store::open(&e.url, 8).await.unwrap();
+    let other = Tools::new(other, &config(&e.url), e.clock.clone()).unwrap();
+    for i in 0..50 {
+        let tools = if i % 2 == 0 {
+            e.tools.clone()
+        } else {
+            other.clone()
+        };
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            tools
+                .call(
+                    "create_booking",
+                    &book(
+                        &format!("Caller {i}"),
+                        &format!("20155501{i:02}"),
+                        "2026-11-25",
+                        "15:00",
+                    ),
+                )
+                .await
+        }));
+    }
+    let mut booked = 0;
+    let mut taken = 0;
+    for t in tasks {
+        let out = t.await.unwrap();
+        if out["booked"] == true {
+            booked += 1;
+        } else {
+            let msg = spoken_error(&out);
+            assert!(msg.contains("already taken"), "{msg}");
+            taken += 1;
+        }
+    }
+    assert_eq!((booked, taken), (1, 49));
+    let rows = e
+        .tools
+        .store()
+        .bookings_on(date("2026-11-25"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].status, Status::Active);
+}
+
+async fn database_fault_is_a_spoken_error(b: Backend) {
+    let e = env(b).await;
+    e.tools.store().close().await;
+    for (tool, a) in [
+        (
+            "create_booking",
+            book("Ada", "2015550123", "2026-11-25", "10:00"),
+        ),
+        (
+            "check_availability",
+            args(json!({"start_date": "2026-11-25", "end_date": "2026-11-26"})),
+        ),
+        ("cancel_booking", args(json!({"booking_id": "KTH472"}))),
+        ("find_bookings", args(json!({"phone": "2015550123"}))),
+    ] {
+        let msg = spoken_error(&e.tools.call(tool, &a).await);
+        assert!(msg.contains("not answering"), "{tool}: {msg}");
+    }
+}
+
+async fn bookings_of_a_day_for_the_admin_api(b: Backend) {
+    let e = env(b).await;
+    for (tm, phone) in [
+        ("16:00", "2015550101"),
+        ("09:30", "2015550102"),
+        ("13:00", "2015550103"),
+    ] {
+        let out = e
+            .tools
+            .call("create_booking", &book("P", phone, "2026-11-30", tm))
+            .await;
+        assert_eq!(out["booked"], true, "{out}");
+    }
+    let id = e
+        .tools
+        .call(
+            "create_booking",
+            &book("Q", "2015550104", "2026-12-01", "09:00"),
+        )
+        .await["booking_id"]
+        .clone();
+    let cancel_me = e
+        .tools
+        .store()
+        .bookings_on(date("2026-11-30"))
+        .await
+        .unwrap()[1]
+        .code
+        .clone();
+    e.tools
+        .call("cancel_booking", &args(json!({"booking_id": cancel_me})))
+        .await;
+
+    let day = e
+        .tools
+        .store()
+        .bookings_on(date("2026-11-30"))
+        .await
+        .unwrap();
+    let times: Vec<String> = day
+        .iter()
+        .map(|b| b.time.format("%H:%M").to_string())
+        .collect();
+    assert_eq!(times, ["09:30", "13:00", "16:00"]);
+    assert_eq!(day[1].status, Status::Cancelled);
+    assert!(day[1].cancelled_at.is_some());
+    assert_eq!(day.iter().filter(|b| b.status == Status::Active).count(), 2);
+    let json = serde_json::to_value(&day[0]).unwrap();
+    assert_eq!(json["status"], "active");
+    assert_eq!(json["date"], "2026-11-30");
+    let next = e
+        .tools
+        .store()
+        .bookings_on(date("2026-12-01"))
+        .await
+        .unwrap();
+    assert_eq!(json!(next[0].code), id);
+    assert!(e
+        .tools
+        .store()
+        .bookings_on(date("2026-12-02"))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn call_records_round_trip(b: Backend) {
+    let e = env(b).await;
+    let store = e.tools.store();
+    let t0: DateTime<Utc> = NOW.parse().unwrap();
+    let rec = |id: &str, start: DateTime<Utc>| CallRecord {
+        id: id.into(),
+        caller: "+12015550123".into(),
+        callee: "+15551230000".into(),
+        agent: "receptionist".into(),
+        started_at: start,
+        answered_at: Some(start + Duration::milliseconds(1500)),
+        ended_at: Some(start + Duration::seconds(95)),
+        outcome: "caller_hangup".into(),
+        transcript: json!([{"role": "assistant", "text": "Good morning, ünïcode clinic."}, {"role": "user", "text": "I'd like an appointment."}]),
+        tool_calls: json!([{"name": "check_availability", "arguments": {"start_date": "2026-11-25"}, "output": {"free_count": 3}}]),
+    };
+    let a = rec("call-a", t0);
+    let b2 = rec("call-b", t0 + Duration::minutes(5));
+    let mut c = rec("call-c", t0 - Duration::minutes(5));
+    c.answered_at = None;
+    c.ended_at = None;
+    c.outcome = "rejected".into();
+    c.transcript = json!([]);
+    for r in [&a, &b2, &c] {
+        store.insert_call(r).await.unwrap();
+    }
+    assert_eq!(store.get_call("call-a").await.unwrap().as_ref(), Some(&a));
+    assert_eq!(store.get_call("call-c").await.unwrap().as_ref(), Some(&c));
+    assert_eq!(store.get_call("nope").await.unwrap(), None);
+    let ids: Vec<String> = store
+        .list_calls(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["call-b", "call-a", "call-c"]);
+    assert_eq!(store.list_calls(1).await.unwrap().len(), 1);
+    // Writing a record again replaces it.
+    let mut a2 = a.clone();
+    a2.outcome = "completed".into();
+    store.insert_call(&a2).await.unwrap();
+    assert_eq!(
+        store.get_call("call-a").await.unwrap().unwrap().outcome,
+        "completed"
+    );
+    assert_eq!(store.list_calls(10).await.unwrap().len(), 3);
+}
+
+async fn reopening_keeps_everything(b: Backend) {
+    let e = env(b).await;
+    let out = e
+        .tools
+        .call(
+            "create_booking",
+            &book("Ada", "2015550123", "2026-11-25", "09:00"),
+        )
+        .await;
+    let id = out["booking_id"].as_str().unwrap().to_string();
+    e.tools.store().close().await;
+    // A second start runs the migrations again: nothing to do, nothing lost.
+    let store = Store::open(&e.url, 2).await.unwrap();
+    let found = store
+        .booking_by_code(&id)
+        .await
+        .unwrap()
+        .expect("booking after reopen");
+    assert_eq!(found.patient_name, "Ada");
+    if b == Backend::Sqlite {
+        assert_eq!(
+            store.sqlite_durability().await.unwrap(),
+            Some(("wal".to_string(), 2))
+        );
+    }
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused_with_the_key_and_no_password() {
+    let err = Store::open("mysql://root:hunter2@localhost/db", 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("booking.database_url"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_keeps_one_database() {
+    // Each connection to :memory: would be its own empty database; the store keeps to one.
+    let url = "sqlite::memory:";
+    let store = Store::open(url, 8).await.unwrap();
+    let clock = Arc::new(FixedClock::new(NOW.parse::<DateTime<Utc>>().unwrap()));
+    let tools = Tools::new(store, &config(url), clock).unwrap();
+    let mut ids = Vec::new();
+    for tm in ["09:00", "09:30", "10:00"] {
+        let out = tools
+            .call(
+                "create_booking",
+                &book("Ada", "2015550123", "2026-11-25", tm),
+            )
+            .await;
+        ids.push(out["booking_id"].clone());
+    }
+    let found = tools
+        .call("find_bookings", r#"{"phone":"2015550123"}"#)
+        .await;
+    let got: Vec<Value> = found["bookings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["booking_id"].clone())
+        .collect();
+    assert_eq!(got, ids);
+}
+
+#[test]
+fn missing_postgres_binaries_fail_with_a_clear_message() {
+    use support::postgres::find_bindir;
+    let empty = tempfile::tempdir().unwrap();
+    let err = find_bindir(None, empty.path()).unwrap_err();
+    assert!(
+        err.contains("PostgreSQL server binaries not found")
+            && err.contains("apt-get install postgresql"),
+        "{err}"
+    );
+    let err = find_bindir(Some(empty.path().to_path_buf()), empty.path()).unwrap_err();
+    assert!(err.contains("VOXRELAY_PG_BINDIR"), "{err}");
+    // A folder laid out like Debian's is found, the newest version first.
+    for v in ["13", "15"] {
+        let bin = empty.path().join(v).join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("initdb"), "").unwrap();
+        std::fs::write(bin.join("pg_ctl"), "").unwrap();
+    }
+    assert_eq!(
+        find_bindir(None, empty.path()).unwrap(),
+        empty.path().join("15/bin")
+    );
+}
