@@ -408,8 +408,9 @@ impl JitterBuffer {
 
     /// RFC 3550 A.8: J += (|D| - J) / 16, in timestamp units, kept scaled by 16.
     fn update_jitter(&mut self, arrival_us: u64, ext_ts: u64) {
+        // u64 holds µs × 48 kHz for over four days: far beyond any call
         let arrival_ticks =
-            (arrival_us as u128 * self.codec.clock_rate() as u128 / 1_000_000) as i64;
+            (arrival_us.saturating_mul(self.codec.clock_rate() as u64) / 1_000_000) as i64;
         let transit = arrival_ticks - ext_ts as i64;
         if let Some(prev) = self.prev_transit {
             let d = (transit - prev).abs();
