@@ -192,6 +192,7 @@ pub struct JitterBuffer {
     // sequence and timestamp unwrapping
     started: bool,
     ssrc: u32,
+    prev_ssrc: Option<u32>,
     max_raw_seq: u16,
     max_ext: u64,
     max_raw_ts: u32,
@@ -242,6 +243,7 @@ impl JitterBuffer {
             held_samples: 0,
             started: false,
             ssrc: 0,
+            prev_ssrc: None,
             max_raw_seq: 0,
             max_ext: SEQ_ORIGIN,
             max_raw_ts: 0,
@@ -322,6 +324,12 @@ impl JitterBuffer {
             self.max_raw_seq = seq;
             self.max_raw_ts = ts;
         } else if ssrc != self.ssrc {
+            if self.prev_ssrc == Some(ssrc) {
+                // a straggler of the stream that was replaced
+                self.stats.late += 1;
+                return Push::Late;
+            }
+            self.prev_ssrc = Some(self.ssrc);
             self.restart(ssrc, seq, ts);
             self.insert_unwrapped(seq, ts, payload, samples, arrival_us);
             return Push::Restarted;
