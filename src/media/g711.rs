@@ -158,7 +158,7 @@ pub const fn ulaw_compand(v: i32) -> u8 {
     let mag = (mag + 33) as u32;
     let mag = if mag > 0x1FFF { 0x1FFF } else { mag };
     let bits = 32 - mag.leading_zeros();
-    let seg = if bits > 6 { bits - 6 } else { 0 };
+    let seg = bits.saturating_sub(6);
     let code = (seg << 4) | ((mag >> (seg + 1)) & 0xF);
     (code as u8) ^ mask
 }
@@ -169,7 +169,7 @@ pub const fn alaw_compand(v: i32) -> u8 {
     let (mag, mask) = if v >= 0 { (v, 0xD5) } else { (-v - 1, 0x55) };
     let mag = mag as u32;
     let bits = 32 - mag.leading_zeros();
-    let seg = if bits > 5 { bits - 5 } else { 0 };
+    let seg = bits.saturating_sub(5);
     let mant = if seg < 2 { mag >> 1 } else { mag >> seg } & 0xF;
     (((seg << 4) | mant) as u8) ^ mask
 }
