@@ -23,9 +23,11 @@
 //! - Loss: a packet missing when its turn comes while later ones are held is lost. With
 //!   Opus and a next packet carrying FEC, the frame is rebuilt from that copy; otherwise
 //!   the decoder conceals (Opus PLC, or G.711's fading pitch repeat). If the buffer is
-//!   below its target the tick first waits one frame (concealing) in case the packet was
-//!   only reordered. After 60 ms with nothing at all to play, the talkspurt is over: it
-//!   fades to silence and buffers again.
+//!   below its target and no FEC can rebuild the packet, the tick first waits one frame
+//!   (concealing) in case it was only reordered. After 60 ms with nothing at all to play,
+//!   the talkspurt is over: it fades to silence and buffers again. Packets of any duration
+//!   (10, 30, 40 ms G.711; any Opus frame size) are decoded whole and played out in 20 ms
+//!   frames.
 //! - A sender restarting its sequence numbers (a new SSRC at once, or the same SSRC after
 //!   two consecutive packets far from the old numbering, as RFC 3550 A.1 does) is spliced
 //!   on after the old stream, so what the buffer holds still plays.
