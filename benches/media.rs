@@ -110,6 +110,19 @@ fn stages(c: &mut Criterion) {
             black_box(enc.encode(black_box(&frames[i]), &mut pkt).unwrap());
         })
     });
+    // the same without FEC and at libopus's own bitrate choice: what FEC costs
+    let mut plain = OpusEncoder::new(&OpusConfig {
+        fec: false,
+        expected_loss_pct: 0,
+        ..OpusConfig::default()
+    })
+    .unwrap();
+    g.bench_function("opus_encode_8k_c5_no_fec", |b| {
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            black_box(plain.encode(black_box(&frames[i]), &mut pkt).unwrap());
+        })
+    });
     let own: Vec<Vec<u8>> = {
         let mut enc = OpusEncoder::new(&OpusConfig::default()).unwrap();
         frames

@@ -199,9 +199,14 @@ fn sequence_restart_new_ssrc_with_reordering_across() {
         p.ssrc = 0xBEEF;
         p.seq = p.seq.wrapping_sub(30_000);
     }
+    // the old stream's last packet arrives after the new stream's first two
+    pkts[399].arrival_us += 45_000;
     let run = play(&pkts, 5_000, 21 * SECOND);
-    assert_eq!(run.stats.restarts, 1);
-    assert_eq!(run.decoded, (0..1000).collect::<Vec<_>>());
+    eprintln!("{:?}", run.stats);
+    assert_eq!(run.stats.restarts, 1, "the straggler does not switch back");
+    assert_eq!(run.stats.late, 1);
+    assert!(is_increasing(&run.decoded));
+    assert_eq!(run.decoded.len(), 999);
 }
 
 #[test]
@@ -484,4 +489,57 @@ fn opus_recovers_lost_packets_from_fec() {
     assert!(border <= own, "click at a frame border ({border} > {own})");
     // (that an FEC rebuild is closer to the lost frame than concealment is tested in
     // opus_codec's unit tests, where the frames line up)
+}
+
+/// Packets of `ptime_ms` (10, 30, 40 ms G.711) played out in 20 ms frames.
+fn other_ptime(ptime_ms: u64) -> JitterStats {
+    let samples = (ptime_ms * 8) as usize;
+    let mut jb = JitterBuffer::new(JitterConfig::new(Codec::Pcmu));
+    let mut dec = media_support::Tracer::default();
+    let mut out: Frame = [0; FRAME_SAMPLES];
+    let mut payload = vec![0xFFu8; samples];
+    let n = 60_000 / ptime_ms; // one minute
+    let mut rng = Rng(17);
+    let mut arrivals: Vec<(u64, u32)> = (0..n as u32)
+        .map(|k| {
+            (
+                k as u64 * ptime_ms * 1000 + 20_000 + (rng.unit() * 3000.0) as u64,
+                k,
+            )
+        })
+        .collect();
+    arrivals.sort();
+    let mut next = 0;
+    for tick in 0..3100u64 {
+        let t = tick * 20_000 + 1_000;
+        while next < arrivals.len() && arrivals[next].0 <= t {
+            let (at, k) = arrivals[next];
+            payload[..4].copy_from_slice(&k.to_le_bytes());
+            jb.push(
+                Duration::from_micros(at),
+                1,
+                k as u16,
+                k * samples as u32,
+                &payload,
+            );
+            next += 1;
+        }
+        jb.pop(Duration::from_micros(t), &mut dec, &mut out);
+    }
+    assert!(dec.decoded.windows(2).all(|w| w[0] < w[1]));
+    jb.stats()
+}
+
+#[test]
+fn packets_of_10_30_and_40_ms_play_out_in_20_ms_frames() {
+    for ptime in [10, 30, 40] {
+        let s = other_ptime(ptime);
+        eprintln!("{ptime} ms: {s:?}");
+        let n = 60_000 / ptime;
+        assert_eq!(s.played + s.dropped, n, "{ptime} ms: {s:?}");
+        assert_eq!(s.lost, 0, "{ptime} ms: {s:?}");
+        // a few concealments while the depth settles, plus the fade-out at the end
+        assert!(s.concealed_frames <= 10, "{ptime} ms: {s:?}");
+        assert!(s.compressed <= 5, "{ptime} ms: {s:?}");
+    }
 }

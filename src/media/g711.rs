@@ -1,10 +1,11 @@
 //! G.711 µ-law (PCMU) and A-law (PCMA), the phone leg's codecs, and their loss concealment.
 //!
 //! The project keeps its own tables rather than a crate: they are tiny, fixed by ITU-T G.711,
-//! and written out here so a reader can check them against the standard. Encoding rounds the
-//! 16-bit input to the nearest 14-bit (µ-law) or 13-bit (A-law) value before companding, the
-//! same as sox does, and is tested bit-exact against sox over all 65,536 inputs
-//! (`tests/media_g711.rs`).
+//! and written out here so a reader can check them against the standard (the decode tables
+//! literally; the encode tables are built at compile time from the companding rule, also
+//! here). Encoding rounds the 16-bit input to the nearest 14-bit (µ-law) or 13-bit (A-law)
+//! value before companding, the same as sox does, and is tested bit-exact against sox over
+//! all 65,536 inputs (`tests/media_g711.rs`).
 
 /// Which G.711 companding law a payload uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,15 +103,7 @@ pub static ALAW_TO_LINEAR: [i16; 256] = [
 /// Encodes one 16-bit sample to µ-law.
 #[inline]
 pub fn ulaw_encode(x: i16) -> u8 {
-    // Round to 14 bits (sox rounds, the Sun code truncates), then compand with the 33 bias.
-    let v = ((x as i32 + 2) >> 2).min(8191);
-    let (mag, mask) = if v < 0 { (-v, 0x7F) } else { (v, 0xFF) };
-    // 8159 + 33 = 8192 would land in a ninth segment; clamping to 0x1FFF gives the same
-    // (largest) code.
-    let mag = (mag.min(8159) + 33).min(0x1FFF) as u32;
-    let seg = (32 - mag.leading_zeros()).saturating_sub(6);
-    let code = (seg << 4) | ((mag >> (seg + 1)) & 0xF);
-    (code as u8) ^ mask
+    ULAW_ENCODE[(((x as i32 + 2) >> 2).min(8191) + 8192) as usize]
 }
 
 /// Decodes one µ-law byte.
@@ -122,19 +115,63 @@ pub fn ulaw_decode(b: u8) -> i16 {
 /// Encodes one 16-bit sample to A-law.
 #[inline]
 pub fn alaw_encode(x: i16) -> u8 {
-    let v = ((x as i32 + 4) >> 3).min(4095);
-    // A-law is symmetric around -0.5: negative values lose one before companding.
-    let (mag, mask) = if v >= 0 { (v, 0xD5) } else { (-v - 1, 0x55) };
-    let mag = mag as u32;
-    let seg = (32 - mag.leading_zeros()).saturating_sub(5);
-    let mant = if seg < 2 { mag >> 1 } else { mag >> seg } & 0xF;
-    (((seg << 4) | mant) as u8) ^ mask
+    ALAW_ENCODE[(((x as i32 + 4) >> 3).min(4095) + 4096) as usize]
 }
 
 /// Decodes one A-law byte.
 #[inline]
 pub fn alaw_decode(b: u8) -> i16 {
     ALAW_TO_LINEAR[b as usize]
+}
+
+/// µ-law code of every 14-bit value (index = value + 8192), built at compile time from
+/// [`ulaw_compand`]: one load per sample on the hot path instead of the segment search.
+static ULAW_ENCODE: [u8; 16384] = {
+    let mut t = [0u8; 16384];
+    let mut i = 0;
+    while i < 16384 {
+        t[i] = ulaw_compand(i as i32 - 8192);
+        i += 1;
+    }
+    t
+};
+
+/// A-law code of every 13-bit value (index = value + 4096), built at compile time from
+/// [`alaw_compand`].
+static ALAW_ENCODE: [u8; 8192] = {
+    let mut t = [0u8; 8192];
+    let mut i = 0;
+    while i < 8192 {
+        t[i] = alaw_compand(i as i32 - 4096);
+        i += 1;
+    }
+    t
+};
+
+/// G.711 µ-law companding of a 14-bit value (-8192..=8191): bias 33, segment from the
+/// magnitude's bit length, four mantissa bits, all bits inverted.
+pub const fn ulaw_compand(v: i32) -> u8 {
+    let (mag, mask) = if v < 0 { (-v, 0x7F) } else { (v, 0xFF) };
+    // 8159 + 33 = 8192 would land in a ninth segment; clamping to 0x1FFF gives the same
+    // (largest) code
+    let mag = if mag > 8159 { 8159 } else { mag };
+    let mag = (mag + 33) as u32;
+    let mag = if mag > 0x1FFF { 0x1FFF } else { mag };
+    let bits = 32 - mag.leading_zeros();
+    let seg = bits.saturating_sub(6);
+    let code = (seg << 4) | ((mag >> (seg + 1)) & 0xF);
+    (code as u8) ^ mask
+}
+
+/// G.711 A-law companding of a 13-bit value (-4096..=4095): symmetric around -0.5, segment
+/// from the bit length, four mantissa bits, even bits inverted.
+pub const fn alaw_compand(v: i32) -> u8 {
+    let (mag, mask) = if v >= 0 { (v, 0xD5) } else { (-v - 1, 0x55) };
+    let mag = mag as u32;
+    let bits = 32 - mag.leading_zeros();
+    let seg = bits.saturating_sub(5);
+    let mant = if seg < 2 { mag >> 1 } else { mag >> seg } & 0xF;
+    (((seg << 4) | mant) as u8) ^ mask
 }
 
 fn ulaw_encode_slice(pcm: &[i16], out: &mut [u8]) {

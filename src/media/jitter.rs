@@ -23,9 +23,11 @@
 //! - Loss: a packet missing when its turn comes while later ones are held is lost. With
 //!   Opus and a next packet carrying FEC, the frame is rebuilt from that copy; otherwise
 //!   the decoder conceals (Opus PLC, or G.711's fading pitch repeat). If the buffer is
-//!   below its target the tick first waits one frame (concealing) in case the packet was
-//!   only reordered. After 60 ms with nothing at all to play, the talkspurt is over: it
-//!   fades to silence and buffers again.
+//!   below its target and no FEC can rebuild the packet, the tick first waits one frame
+//!   (concealing) in case it was only reordered. After 60 ms with nothing at all to play,
+//!   the talkspurt is over: it fades to silence and buffers again. Packets of any duration
+//!   (10, 30, 40 ms G.711; any Opus frame size) are decoded whole and played out in 20 ms
+//!   frames.
 //! - A sender restarting its sequence numbers (a new SSRC at once, or the same SSRC after
 //!   two consecutive packets far from the old numbering, as RFC 3550 A.1 does) is spliced
 //!   on after the old stream, so what the buffer holds still plays.
@@ -192,6 +194,7 @@ pub struct JitterBuffer {
     // sequence and timestamp unwrapping
     started: bool,
     ssrc: u32,
+    prev_ssrc: Option<u32>,
     max_raw_seq: u16,
     max_ext: u64,
     max_raw_ts: u32,
@@ -242,6 +245,7 @@ impl JitterBuffer {
             held_samples: 0,
             started: false,
             ssrc: 0,
+            prev_ssrc: None,
             max_raw_seq: 0,
             max_ext: SEQ_ORIGIN,
             max_raw_ts: 0,
@@ -322,6 +326,12 @@ impl JitterBuffer {
             self.max_raw_seq = seq;
             self.max_raw_ts = ts;
         } else if ssrc != self.ssrc {
+            if self.prev_ssrc == Some(ssrc) {
+                // a straggler of the stream that was replaced
+                self.stats.late += 1;
+                return Push::Late;
+            }
+            self.prev_ssrc = Some(self.ssrc);
             self.restart(ssrc, seq, ts);
             self.insert_unwrapped(seq, ts, payload, samples, arrival_us);
             return Push::Restarted;
@@ -408,8 +418,9 @@ impl JitterBuffer {
 
     /// RFC 3550 A.8: J += (|D| - J) / 16, in timestamp units, kept scaled by 16.
     fn update_jitter(&mut self, arrival_us: u64, ext_ts: u64) {
+        // u64 holds µs × 48 kHz for over four days: far beyond any call
         let arrival_ticks =
-            (arrival_us as u128 * self.codec.clock_rate() as u128 / 1_000_000) as i64;
+            (arrival_us.saturating_mul(self.codec.clock_rate() as u64) / 1_000_000) as i64;
         let transit = arrival_ticks - ext_ts as i64;
         if let Some(prev) = self.prev_transit {
             let d = (transit - prev).abs();
