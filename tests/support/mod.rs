@@ -258,24 +258,33 @@ pub struct SippRun {
 
 /// Runs SIPp against the relay with a scenario and extra arguments; bounded by `-timeout`.
 pub fn sipp(relay: &Relay, scenario_name: &str, args: &[&str]) -> SippRun {
+    sipp_from(
+        "127.0.0.1",
+        &relay.sip.to_string(),
+        sipp_ports().0,
+        scenario_name,
+        args,
+    )
+}
+
+/// Runs SIPp from `local_ip`:`port` towards `target` (or as a server when the scenario
+/// starts by receiving).
+pub fn sipp_from(
+    local_ip: &str,
+    target: &str,
+    port: u16,
+    scenario_name: &str,
+    args: &[&str],
+) -> SippRun {
     let dir = tempfile::tempdir().unwrap();
     let stats = dir.path().join("stats.csv");
-    let (port, media) = sipp_ports();
-    let (port, media) = (port.to_string(), (media / 2 * 2).to_string());
+    let media = (sipp_ports().1 / 2 * 2).to_string();
+    let port = port.to_string();
     let mut cmd = Command::new("sipp");
-    cmd.arg(relay.sip.to_string())
+    cmd.arg(target)
         .arg("-sf")
         .arg(scenario(scenario_name))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &media,
-        ])
+        .args(["-i", local_ip, "-p", &port, "-mi", local_ip, "-mp", &media])
         .args([
             "-s",
             "reception",
@@ -286,7 +295,7 @@ pub fn sipp(relay: &Relay, scenario_name: &str, args: &[&str]) -> SippRun {
         ])
         .args(["-trace_stat", "-stf"])
         .arg(&stats)
-        .args(["-fd", "1"])
+        .args(["-fd", "1", "-trace_err"])
         .args(args)
         .current_dir(dir.path())
         .stdin(Stdio::null());
@@ -305,6 +314,11 @@ pub fn sipp(relay: &Relay, scenario_name: &str, args: &[&str]) -> SippRun {
         successful,
         failed,
     }
+}
+
+/// A SIP port for a SIPp that the relay must reach (a registrar, say).
+pub fn sipp_port() -> u16 {
+    sipp_ports().0
 }
 
 fn parse_stats(path: &Path) -> (u64, u64) {

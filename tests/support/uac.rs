@@ -82,14 +82,21 @@ pub struct Uac {
     pub relay_rtp: Option<SocketAddr>,
     /// The RTCP socket, named in the offer with `a=rtcp`.
     pub rtcp: UdpSocket,
-    /// Extra SDP lines of the offer; `o=` version of the next offer.
+    /// `o=` version of the next offer.
     sdp_version: u32,
+    /// The user part of the Request-URI and To: the dialled number.
+    pub dial: String,
 }
 
 impl Uac {
     /// A caller for the relay at `relay`.
     pub fn new(relay: SocketAddr) -> Uac {
-        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::new_from("127.0.0.1", relay)
+    }
+
+    /// A caller whose sockets are bound to `local_ip` (another loopback address, say).
+    pub fn new_from(local_ip: &str, relay: SocketAddr) -> Uac {
+        let sip = UdpSocket::bind((local_ip, 0)).unwrap();
         let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let rtcp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let n = format!(
@@ -109,6 +116,7 @@ impl Uac {
             relay_rtp: None,
             rtcp,
             sdp_version: 1,
+            dial: "echo".into(),
         }
     }
 
@@ -134,11 +142,12 @@ impl Uac {
             "Content-Type: application/sdp\r\n".into()
         };
         format!(
-            "{method} sip:echo@{r} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{c}-{b};rport\r\n\
-             From: <sip:uac@{l}>;tag={ft}\r\nTo: <sip:echo@{r}>{to_tag}\r\nCall-ID: {c}\r\n\
+            "{method} sip:{d}@{r} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{c}-{b};rport\r\n\
+             From: <sip:uac@{l}>;tag={ft}\r\nTo: <sip:{d}@{r}>{to_tag}\r\nCall-ID: {c}\r\n\
              CSeq: {cs} {method}\r\nContact: <sip:uac@{l}>\r\nMax-Forwards: 70\r\n{ct}\
              Content-Length: {len}\r\n\r\n{body}",
             r = self.relay,
+            d = self.dial,
             c = self.call_id,
             b = self.branch,
             ft = self.from_tag,
