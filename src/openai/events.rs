@@ -584,7 +584,10 @@ pub enum ServerEvent {
         item_id: String,
     },
     /// An item joined the conversation (beta: `conversation.item.created`).
-    #[serde(rename = "conversation.item.added", alias = "conversation.item.created")]
+    #[serde(
+        rename = "conversation.item.added",
+        alias = "conversation.item.created"
+    )]
     ConversationItemAdded {
         event_id: String,
         #[serde(default)]
@@ -641,10 +644,16 @@ pub enum ServerEvent {
     },
     /// A response started.
     #[serde(rename = "response.created")]
-    ResponseCreated { event_id: String, response: Response },
+    ResponseCreated {
+        event_id: String,
+        response: Response,
+    },
     /// A response ended (completed, cancelled, failed or incomplete).
     #[serde(rename = "response.done")]
-    ResponseDone { event_id: String, response: Response },
+    ResponseDone {
+        event_id: String,
+        response: Response,
+    },
     /// Rate limits after a response started.
     #[serde(rename = "rate_limits.updated")]
     RateLimitsUpdated {
@@ -776,13 +785,22 @@ pub enum ServerEvent {
     },
     /// WebRTC only: the model's audio started flowing.
     #[serde(rename = "output_audio_buffer.started")]
-    OutputAudioBufferStarted { event_id: String, response_id: String },
+    OutputAudioBufferStarted {
+        event_id: String,
+        response_id: String,
+    },
     /// WebRTC only: the model's audio has all been played out.
     #[serde(rename = "output_audio_buffer.stopped")]
-    OutputAudioBufferStopped { event_id: String, response_id: String },
+    OutputAudioBufferStopped {
+        event_id: String,
+        response_id: String,
+    },
     /// WebRTC only: the model's audio was cut (barge-in or `output_audio_buffer.clear`).
     #[serde(rename = "output_audio_buffer.cleared")]
-    OutputAudioBufferCleared { event_id: String, response_id: String },
+    OutputAudioBufferCleared {
+        event_id: String,
+        response_id: String,
+    },
     /// Anything else, kept as given.
     #[serde(untagged)]
     Unknown(Value),
@@ -865,18 +883,59 @@ impl ServerEvent {
         parse_tagged(text)
     }
 
-    /// The event's `type` as it would be written.
-    pub fn kind(&self) -> String {
+    /// The event's `type` (GA name).
+    pub fn kind(&self) -> &str {
         match self {
-            ServerEvent::Unknown(v) => v
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            other => serde_json::to_value(other)
-                .ok()
-                .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or_default(),
+            ServerEvent::Error { .. } => "error",
+            ServerEvent::SessionCreated { .. } => "session.created",
+            ServerEvent::SessionUpdated { .. } => "session.updated",
+            ServerEvent::SpeechStarted { .. } => "input_audio_buffer.speech_started",
+            ServerEvent::SpeechStopped { .. } => "input_audio_buffer.speech_stopped",
+            ServerEvent::InputAudioBufferCommitted { .. } => "input_audio_buffer.committed",
+            ServerEvent::InputAudioBufferCleared { .. } => "input_audio_buffer.cleared",
+            ServerEvent::InputAudioBufferTimeoutTriggered { .. } => {
+                "input_audio_buffer.timeout_triggered"
+            }
+            ServerEvent::ConversationItemAdded { .. } => "conversation.item.added",
+            ServerEvent::ConversationItemDone { .. } => "conversation.item.done",
+            ServerEvent::ConversationItemTruncated { .. } => "conversation.item.truncated",
+            ServerEvent::ConversationItemDeleted { .. } => "conversation.item.deleted",
+            ServerEvent::InputTranscriptionDelta { .. } => {
+                "conversation.item.input_audio_transcription.delta"
+            }
+            ServerEvent::InputTranscriptionCompleted { .. } => {
+                "conversation.item.input_audio_transcription.completed"
+            }
+            ServerEvent::InputTranscriptionFailed { .. } => {
+                "conversation.item.input_audio_transcription.failed"
+            }
+            ServerEvent::ResponseCreated { .. } => "response.created",
+            ServerEvent::ResponseDone { .. } => "response.done",
+            ServerEvent::RateLimitsUpdated { .. } => "rate_limits.updated",
+            ServerEvent::OutputItemAdded { .. } => "response.output_item.added",
+            ServerEvent::OutputItemDone { .. } => "response.output_item.done",
+            ServerEvent::ContentPartAdded { .. } => "response.content_part.added",
+            ServerEvent::ContentPartDone { .. } => "response.content_part.done",
+            ServerEvent::OutputAudioTranscriptDelta { .. } => {
+                "response.output_audio_transcript.delta"
+            }
+            ServerEvent::OutputAudioTranscriptDone { .. } => {
+                "response.output_audio_transcript.done"
+            }
+            ServerEvent::OutputAudioDelta { .. } => "response.output_audio.delta",
+            ServerEvent::OutputAudioDone { .. } => "response.output_audio.done",
+            ServerEvent::OutputTextDelta { .. } => "response.output_text.delta",
+            ServerEvent::OutputTextDone { .. } => "response.output_text.done",
+            ServerEvent::FunctionCallArgumentsDelta { .. } => {
+                "response.function_call_arguments.delta"
+            }
+            ServerEvent::FunctionCallArgumentsDone { .. } => {
+                "response.function_call_arguments.done"
+            }
+            ServerEvent::OutputAudioBufferStarted { .. } => "output_audio_buffer.started",
+            ServerEvent::OutputAudioBufferStopped { .. } => "output_audio_buffer.stopped",
+            ServerEvent::OutputAudioBufferCleared { .. } => "output_audio_buffer.cleared",
+            ServerEvent::Unknown(v) => v.get("type").and_then(Value::as_str).unwrap_or(""),
         }
     }
 
@@ -923,7 +982,8 @@ mod tests {
     fn unknown_and_malformed_events_keep_raw_json() {
         let ev = ServerEvent::parse(r#"{"type":"brand.new","x":1}"#).unwrap();
         assert_eq!(ev, ServerEvent::Unknown(json!({"type":"brand.new","x":1})));
-        let ev = ClientEvent::parse(r#"{"type":"conversation.item.truncate","item_id":3}"#).unwrap();
+        let ev =
+            ClientEvent::parse(r#"{"type":"conversation.item.truncate","item_id":3}"#).unwrap();
         assert!(ev.is_malformed());
         assert!(ClientEvent::parse("[1]").is_err());
         assert!(ClientEvent::parse("{}").is_err());
@@ -936,7 +996,9 @@ mod tests {
             r#"{"type":"response.audio_transcript.delta","event_id":"e","response_id":"r","item_id":"i","output_index":0,"content_index":0,"delta":"he"}"#,
         )
         .unwrap();
-        assert!(matches!(ev, ServerEvent::OutputAudioTranscriptDelta { ref delta, .. } if delta == "he"));
+        assert!(
+            matches!(ev, ServerEvent::OutputAudioTranscriptDelta { ref delta, .. } if delta == "he")
+        );
         assert_eq!(ev.kind(), "response.output_audio_transcript.delta");
         let ev = ServerEvent::parse(
             r#"{"type":"conversation.item.created","event_id":"e","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"1"}]}}"#,
