@@ -1,4 +1,2 @@
 //! The command line.
-pub fn main() -> i32 {
-    0
-}
+pub fn main() -> i32 { 0 }

@@ -12,8 +12,6 @@ pub struct BookingConfig {
 
 impl Default for BookingConfig {
     fn default() -> Self {
-        Self {
-            database_url: "sqlite://voxrelay.db".into(),
-        }
+        Self { database_url: "sqlite://voxrelay.db".into() }
     }
 }
