@@ -874,93 +874,19 @@ impl Engine {
     }
 
     fn validate(&self, s: &Session) -> Result<(), (&'static str, String, Option<String>)> {
-        let invalid =
-            |param: &str, message: String| Err(("invalid_value", message, Some(param.to_string())));
-        match s.kind.as_deref() {
-            None => {
-                return Err((
-                    "missing_required_parameter",
-                    "Missing required parameter: 'session.type'.".into(),
-                    Some("session.type".into()),
-                ))
-            }
-            Some("realtime") => {}
-            Some(other) => {
-                return invalid(
-                    "session.type",
-                    format!("Invalid value: '{other}'. Supported values are: 'realtime'."),
-                )
-            }
-        }
-        if let Some(m) = &s.output_modalities {
-            if !(m == &["audio"] || m == &["text"]) {
-                return invalid(
-                    "session.output_modalities",
-                    "Invalid 'output_modalities': use [\"audio\"] or [\"text\"].".into(),
-                );
-            }
-        }
-        if let Some(audio) = &s.audio {
-            let formats = [
-                (
-                    "session.audio.input.format",
-                    audio.input.as_ref().and_then(|i| i.format.as_ref()),
-                ),
-                (
-                    "session.audio.output.format",
-                    audio.output.as_ref().and_then(|o| o.format.as_ref()),
-                ),
-            ];
-            for (param, f) in formats {
-                let Some(f) = f else { continue };
-                match (f.kind.as_str(), f.rate) {
-                    ("audio/pcm", None | Some(24_000)) | ("audio/pcmu" | "audio/pcma", None | Some(8_000)) => {}
-                    ("audio/pcm", Some(r)) => {
-                        return invalid(
-                            &format!("{param}.rate"),
-                            format!("Invalid 'rate': {r}. Supported values are: 24000."),
-                        )
-                    }
-                    (other, _) => {
-                        return invalid(
-                            &format!("{param}.type"),
-                            format!("Invalid value: '{other}'. Supported values are: 'audio/pcm', 'audio/pcmu', and 'audio/pcma'."),
-                        )
-                    }
-                }
-            }
-            if let Some(Some(td)) = audio.input.as_ref().and_then(|i| i.turn_detection.as_ref()) {
-                if td.kind != "server_vad" && td.kind != "semantic_vad" {
-                    return invalid(
-                        "session.audio.input.turn_detection.type",
-                        format!("Invalid value: '{}'. Supported values are: 'server_vad' and 'semantic_vad'.", td.kind),
-                    );
-                }
-                if td.threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
-                    return invalid(
-                        "session.audio.input.turn_detection.threshold",
-                        "Invalid 'threshold': must be between 0 and 1.".into(),
-                    );
-                }
-            }
-            let new_voice = audio.output.as_ref().and_then(|o| o.voice.as_deref());
-            let old_voice = self.session["audio"]["output"]["voice"].as_str();
-            if self.voice_locked && new_voice.is_some() && new_voice != old_voice {
-                return Err((
-                    "cannot_update_voice",
-                    "Cannot update a conversation's voice if assistant audio is present.".into(),
-                    Some("session.audio.output.voice".into()),
-                ));
-            }
-        }
-        for (i, t) in s.tools.iter().flatten().enumerate() {
-            if t.kind == "function" && t.name.as_deref().is_none_or(str::is_empty) {
-                return Err((
-                    "missing_required_parameter",
-                    format!("Missing required parameter: 'session.tools[{i}].name'."),
-                    Some(format!("session.tools[{i}].name")),
-                ));
-            }
+        check_session(s)?;
+        let new_voice = s
+            .audio
+            .as_ref()
+            .and_then(|a| a.output.as_ref())
+            .and_then(|o| o.voice.as_deref());
+        let old_voice = self.session["audio"]["output"]["voice"].as_str();
+        if self.voice_locked && new_voice.is_some() && new_voice != old_voice {
+            return Err((
+                "cannot_update_voice",
+                "Cannot update a conversation's voice if assistant audio is present.".into(),
+                Some("session.audio.output.voice".into()),
+            ));
         }
         Ok(())
     }
@@ -1764,6 +1690,91 @@ fn encode_out(format: Format, samples: &[i16], out: &mut Vec<u8>) {
             }));
         }
     }
+}
+
+/// Checks a session object as the service does: `session.type` required, known audio formats,
+/// turn detection, tool names. Errors are (code, message, param).
+pub fn check_session(s: &Session) -> Result<(), (&'static str, String, Option<String>)> {
+    let invalid =
+        |param: &str, message: String| Err(("invalid_value", message, Some(param.to_string())));
+    match s.kind.as_deref() {
+        None => {
+            return Err((
+                "missing_required_parameter",
+                "Missing required parameter: 'session.type'.".into(),
+                Some("session.type".into()),
+            ))
+        }
+        Some("realtime") => {}
+        Some(other) => {
+            return invalid(
+                "session.type",
+                format!("Invalid value: '{other}'. Supported values are: 'realtime'."),
+            )
+        }
+    }
+    if let Some(m) = &s.output_modalities {
+        if !(m == &["audio"] || m == &["text"]) {
+            return invalid(
+                "session.output_modalities",
+                "Invalid 'output_modalities': use [\"audio\"] or [\"text\"].".into(),
+            );
+        }
+    }
+    if let Some(audio) = &s.audio {
+        let formats = [
+            (
+                "session.audio.input.format",
+                audio.input.as_ref().and_then(|i| i.format.as_ref()),
+            ),
+            (
+                "session.audio.output.format",
+                audio.output.as_ref().and_then(|o| o.format.as_ref()),
+            ),
+        ];
+        for (param, f) in formats {
+            let Some(f) = f else { continue };
+            match (f.kind.as_str(), f.rate) {
+                ("audio/pcm", None | Some(24_000)) | ("audio/pcmu" | "audio/pcma", None | Some(8_000)) => {}
+                ("audio/pcm", Some(r)) => {
+                    return invalid(
+                        &format!("{param}.rate"),
+                        format!("Invalid 'rate': {r}. Supported values are: 24000."),
+                    )
+                }
+                (other, _) => {
+                    return invalid(
+                        &format!("{param}.type"),
+                        format!("Invalid value: '{other}'. Supported values are: 'audio/pcm', 'audio/pcmu', and 'audio/pcma'."),
+                    )
+                }
+            }
+        }
+        if let Some(Some(td)) = audio.input.as_ref().and_then(|i| i.turn_detection.as_ref()) {
+            if td.kind != "server_vad" && td.kind != "semantic_vad" {
+                return invalid(
+                    "session.audio.input.turn_detection.type",
+                    format!("Invalid value: '{}'. Supported values are: 'server_vad' and 'semantic_vad'.", td.kind),
+                );
+            }
+            if td.threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
+                return invalid(
+                    "session.audio.input.turn_detection.threshold",
+                    "Invalid 'threshold': must be between 0 and 1.".into(),
+                );
+            }
+        }
+    }
+    for (i, t) in s.tools.iter().flatten().enumerate() {
+        if t.kind == "function" && t.name.as_deref().is_none_or(str::is_empty) {
+            return Err((
+                "missing_required_parameter",
+                format!("Missing required parameter: 'session.tools[{i}].name'."),
+                Some(format!("session.tools[{i}].name")),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// JSON merge: objects merge key by key, anything else replaces.

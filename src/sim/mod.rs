@@ -12,3 +12,11 @@ pub mod record;
 pub mod scenario;
 pub mod vad;
 pub mod voice;
+
+mod http;
+mod rtc;
+pub mod sdp;
+mod server;
+mod ws;
+
+pub use server::{run, SimConfig, SimHandle, Simulator};
