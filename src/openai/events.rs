@@ -447,6 +447,8 @@ pub struct RateLimit {
 }
 
 /// Events the client sends.
+// One event is built per message and matched at once; boxing the session would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 #[allow(missing_docs)] // fields are the protocol's, named as in the API reference
@@ -537,6 +539,7 @@ pub enum ClientEvent {
 }
 
 /// Events the server sends.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 #[allow(missing_docs)] // fields are the protocol's, named as in the API reference

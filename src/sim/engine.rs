@@ -44,6 +44,8 @@ pub enum Transport {
 }
 
 /// What the engine asks its transport to do.
+// Outputs are drained as soon as they are made; most of them are events anyway.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Output {
     /// Send this event.
