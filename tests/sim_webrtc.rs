@@ -21,11 +21,12 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
-    RTCSessionDescription, SettingEngineBuilder,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 struct Offerer {
     gathered: mpsc::Sender<()>,
+    states: mpsc::Sender<RTCPeerConnectionState>,
     /// (payload type, max abs sample of the decoded packet)
     rtp: mpsc::Sender<(u8, i16)>,
 }
@@ -38,6 +39,10 @@ impl PeerConnectionEventHandler for Offerer {
         }
     }
 
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.states.try_send(state);
+    }
+
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let tx = self.rtp.clone();
         tokio::spawn(async move {
@@ -45,7 +50,14 @@ impl PeerConnectionEventHandler for Offerer {
             let mut pcm = vec![0i16; 5_760];
             while let Some(ev) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(p) = ev {
-                    let n = dec.decode(&p.payload, &mut pcm, false).unwrap_or(0);
+                    let n = if p.header.payload_type == 0 {
+                        for (i, b) in p.payload.iter().take(pcm.len()).enumerate() {
+                            pcm[i] = voxrelay::sim::g711::ulaw_decode(*b);
+                        }
+                        p.payload.len().min(pcm.len())
+                    } else {
+                        dec.decode(&p.payload, &mut pcm, false).unwrap_or(0)
+                    };
                     let peak = pcm[..n]
                         .iter()
                         .map(|s| s.saturating_abs())
@@ -110,6 +122,7 @@ async fn a_webrtc_call_opens_the_channel_and_carries_audio_both_ways() {
     let ek = minted["value"].as_str().unwrap().to_string();
 
     let (gathered_tx, mut gathered_rx) = mpsc::channel(1);
+    let (states_tx, _states_rx) = mpsc::channel(64);
     let (rtp_tx, mut rtp_rx) = mpsc::channel(4_096);
     let mut media = MediaEngine::default();
     media.register_default_codecs().unwrap();
@@ -122,6 +135,7 @@ async fn a_webrtc_call_opens_the_channel_and_carries_audio_both_ways() {
         )
         .with_handler(Arc::new(Offerer {
             gathered: gathered_tx,
+            states: states_tx,
             rtp: rtp_tx,
         }))
         .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
@@ -318,5 +332,260 @@ async fn a_webrtc_call_opens_the_channel_and_carries_audio_both_ways() {
         .unwrap();
     assert_eq!(log["closed"], "hangup");
     pc.close().await.unwrap();
+    sim.shutdown().await;
+}
+
+/// A minimal offerer for the fault and G.711 cases: one audio codec, the `oai-events` channel.
+struct Peer {
+    pc: Box<dyn PeerConnection>,
+    dc: Arc<dyn webrtc::data_channel::DataChannel>,
+    events: mpsc::Receiver<Value>,
+    opened: mpsc::Receiver<()>,
+    closed: mpsc::Receiver<()>,
+    states: mpsc::Receiver<RTCPeerConnectionState>,
+    rtp: mpsc::Receiver<(u8, i16)>,
+    answer: String,
+}
+
+async fn offer_to(base: &str, pcmu_only: bool, multipart_session: Option<Value>) -> Peer {
+    let (gathered_tx, mut gathered_rx) = mpsc::channel(1);
+    let (states_tx, states) = mpsc::channel(64);
+    let (rtp_tx, rtp) = mpsc::channel(4_096);
+    let mut media = MediaEngine::default();
+    if pcmu_only {
+        media
+            .register_codec(
+                rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type:
+                            rtc::peer_connection::configuration::media_engine::MIME_TYPE_PCMU
+                                .to_owned(),
+                        clock_rate: 8_000,
+                        channels: 0,
+                        sdp_fmtp_line: String::new(),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: 0,
+                },
+                RtpCodecKind::Audio,
+            )
+            .unwrap();
+    } else {
+        media.register_default_codecs().unwrap();
+    }
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(media)
+        .with_setting_engine(
+            SettingEngineBuilder::new()
+                .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                .with_ice_timeouts(
+                    Some(Duration::from_secs(1)),
+                    Some(Duration::from_secs(2)),
+                    Some(Duration::from_millis(500)),
+                )
+                .build(),
+        )
+        .with_handler(Arc::new(Offerer {
+            gathered: gathered_tx,
+            states: states_tx,
+            rtp: rtp_tx,
+        }))
+        .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+        .build()
+        .await
+        .unwrap();
+    pc.add_transceiver_from_kind(RtpCodecKind::Audio, None)
+        .await
+        .unwrap();
+    let dc = pc.create_data_channel("oai-events", None).await.unwrap();
+    let (ev_tx, events) = mpsc::channel::<Value>(4_096);
+    let (open_tx, opened) = mpsc::channel::<()>(1);
+    let (closed_tx, closed) = mpsc::channel::<()>(1);
+    {
+        let dc = dc.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = dc.poll().await {
+                match ev {
+                    DataChannelEvent::OnOpen => {
+                        let _ = open_tx.try_send(());
+                    }
+                    DataChannelEvent::OnMessage(m) => {
+                        if let Ok(v) = serde_json::from_slice::<Value>(&m.data) {
+                            let _ = ev_tx.send(v).await;
+                        }
+                    }
+                    DataChannelEvent::OnClose => {
+                        let _ = closed_tx.try_send(());
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let offer = pc.create_offer(None).await.unwrap();
+    pc.set_local_description(offer).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), gathered_rx.recv())
+        .await
+        .unwrap();
+    let offer = pc.local_description().await.unwrap().sdp;
+    let http = reqwest::Client::new();
+    let req = http
+        .post(format!("{base}/v1/realtime/calls"))
+        .bearer_auth("sk-test");
+    let req = match multipart_session {
+        Some(session) => req.multipart(
+            reqwest::multipart::Form::new()
+                .part(
+                    "sdp",
+                    reqwest::multipart::Part::text(offer)
+                        .mime_str("application/sdp")
+                        .unwrap(),
+                )
+                .part(
+                    "session",
+                    reqwest::multipart::Part::text(session.to_string())
+                        .mime_str("application/json")
+                        .unwrap(),
+                ),
+        ),
+        None => req.header("content-type", "application/sdp").body(offer),
+    };
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let answer = resp.text().await.unwrap();
+    pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap())
+        .await
+        .unwrap();
+    Peer {
+        pc: Box::new(pc),
+        dc,
+        events,
+        opened,
+        closed,
+        states,
+        rtp,
+        answer,
+    }
+}
+
+async fn sim_with(
+    scenario_toml: Option<&str>,
+) -> (voxrelay::sim::SimHandle, Option<tempfile::TempDir>) {
+    let (scenario, dir) = match scenario_toml {
+        Some(text) => {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("scenario.toml");
+            std::fs::write(&path, text).unwrap();
+            (path.display().to_string(), Some(dir))
+        }
+        None => ("booking".to_string(), None),
+    };
+    let sim = Simulator::start(SimConfig {
+        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        scenario,
+        api_key: None,
+    })
+    .await
+    .unwrap();
+    (sim, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_g711_only_offer_with_a_multipart_session_gets_pcmu_audio() {
+    let (sim, _dir) = sim_with(None).await;
+    let mut peer = offer_to(
+        &sim.base_url(),
+        true,
+        Some(json!({"type": "realtime", "instructions": "from the multipart part"})),
+    )
+    .await;
+    let m_audio = peer
+        .answer
+        .lines()
+        .find(|l| l.starts_with("m=audio"))
+        .unwrap()
+        .to_string();
+    assert!(m_audio.split(' ').skip(3).any(|pt| pt == "0"), "{m_audio}");
+    tokio::time::timeout(Duration::from_secs(10), peer.opened.recv())
+        .await
+        .expect("channel opens");
+    let created = recv_event(&mut peer.events, "session.created").await;
+    assert_eq!(
+        created["session"]["instructions"],
+        "from the multipart part"
+    );
+    peer.dc
+        .send_text(&json!({"type": "response.create"}).to_string())
+        .await
+        .unwrap();
+    let mut loud = 0;
+    for _ in 0..50 {
+        let (pt, peak) = tokio::time::timeout(Duration::from_secs(5), peer.rtp.recv())
+            .await
+            .expect("PCMU audio arrives")
+            .unwrap();
+        assert_eq!(pt, 0);
+        if peak > 3_000 {
+            loud += 1;
+        }
+    }
+    assert!(loud > 10, "{loud} loud PCMU packets of 50");
+    peer.pc.close().await.unwrap();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_closes_when_the_scenario_says() {
+    let (sim, _dir) = sim_with(Some(
+        "name = \"closes\"\n[[steps]]\nsay = { text = \"hi\" }\n[faults]\nclose_after_ms = 300\n",
+    ))
+    .await;
+    let mut peer = offer_to(&sim.base_url(), false, Some(json!({"type": "realtime"}))).await;
+    tokio::time::timeout(Duration::from_secs(10), peer.opened.recv())
+        .await
+        .expect("channel opens");
+    let created = recv_event(&mut peer.events, "session.created").await;
+    tokio::time::timeout(Duration::from_secs(10), peer.closed.recv())
+        .await
+        .expect("the simulator closes the channel");
+    let id = created["session"]["id"].as_str().unwrap();
+    let log: Value = reqwest::get(format!("{}/sim/sessions/{id}", sim.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(log["closed"], "fault: channel closed");
+    peer.pc.close().await.unwrap();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_never_completes_when_the_scenario_says() {
+    let (sim, _dir) = sim_with(Some(
+        "name = \"ice\"\n[[steps]]\nsay = { text = \"hi\" }\n[faults]\nice_never_completes = true\n",
+    ))
+    .await;
+    let mut peer = offer_to(&sim.base_url(), false, None).await;
+    // the answer still looks right
+    assert!(peer.answer.contains("a=setup:active") && peer.answer.contains("typ host"));
+    // a client's connect deadline (3 s here) passes without ICE connecting
+    let connected = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(s) = peer.states.recv().await {
+            if s == RTCPeerConnectionState::Connected {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(!matches!(connected, Ok(true)), "ICE must not complete");
+    assert!(
+        matches!(connected, Err(_)),
+        "the state stream stays open while ICE keeps trying"
+    );
+    assert!(peer.opened.try_recv().is_err(), "the channel never opened");
+    peer.pc.close().await.unwrap();
     sim.shutdown().await;
 }
