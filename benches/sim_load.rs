@@ -104,6 +104,8 @@ fn caller_frame(i: u64) -> Vec<i16> {
 struct Counters {
     received: AtomicU64,
     connected: AtomicU64,
+    /// Milliseconds from building the peer connection to the channel opening.
+    connect_ms: std::sync::Mutex<Vec<f64>>,
 }
 
 async fn load(args: &[String]) -> anyhow::Result<()> {
@@ -121,6 +123,7 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
     let counters = Arc::new(Counters {
         received: AtomicU64::new(0),
         connected: AtomicU64::new(0),
+        connect_ms: std::sync::Mutex::new(Vec::new()),
     });
     let stop = tokio_util::sync::CancellationToken::new();
     // Opus packets made once and replayed, so the load generator spends little CPU
@@ -176,6 +179,15 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     let cpu_pct = (cpu1 - cpu0) / wall * 100.0;
+    let mut connect_ms = counters.connect_ms.lock().map(|v| v.clone()).unwrap_or_default();
+    connect_ms.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| {
+        connect_ms
+            .get(((connect_ms.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+            .round()
+    };
     // echo returns the 1 s turn plus its 300 ms prefix each 3 s: about 22 frames/s of 50
     let rx_per_session = (rx1 - rx0) as f64 / wall / connected.max(1) as f64;
     println!(
@@ -188,6 +200,8 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
             "sim_rss_mib": rss / 1024,
             "model_audio_frames_per_session_per_second": (rx_per_session * 10.0).round() / 10.0,
             "sim_cpu_seconds_before_load": idle_cpu,
+            "connect_ms_p50": pick(0.5),
+            "connect_ms_p95": pick(0.95),
         })
     );
     Ok(())
@@ -225,6 +239,7 @@ async fn rtc_session(
     stop: &tokio_util::sync::CancellationToken,
     packets: Arc<Vec<bytes::Bytes>>,
 ) -> anyhow::Result<()> {
+    let began = Instant::now();
     let (gathered_tx, mut gathered_rx) = tokio::sync::mpsc::channel(1);
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
@@ -295,6 +310,9 @@ async fn rtc_session(
     }
     dc.send_text(&json!({"type": "session.update", "session": {"type": "realtime"}}).to_string())
         .await?;
+    if let Ok(mut v) = counters.connect_ms.lock() {
+        v.push(began.elapsed().as_secs_f64() * 1000.0);
+    }
     counters.connected.fetch_add(1, Ordering::Relaxed);
     let dc2 = dc.clone();
     let drain = tokio::spawn(async move { while dc2.poll().await.is_some() {} });

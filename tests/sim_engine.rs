@@ -687,3 +687,53 @@ fn client_events_round_trip_through_the_typed_parser() {
     };
     assert_eq!(error.event_id.as_deref(), Some("e1"));
 }
+
+#[test]
+fn idle_timeout_prompts_the_caller_after_silence() {
+    let mut s = Sim::new("booking", Transport::WebRtc);
+    s.configure(json!({"audio": {"input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 3000}}}}));
+    s.send(json!({"type": "response.create"}));
+    // the greeting (4.2 s) ends; the idle timer runs from its end
+    s.run_until(Duration::from_secs(6));
+    let greeting_end = s.now;
+    s.take();
+    s.speak(1_000, 20.0); // a quiet line, no speech, until 7.0 s
+    assert!(!s
+        .kinds()
+        .contains(&"input_audio_buffer.timeout_triggered".to_string()));
+    s.run_until(greeting_end + Duration::from_secs(8));
+    let kinds = s.kinds();
+    let t = position(&kinds, "input_audio_buffer.timeout_triggered");
+    assert!(t < position(&kinds, "response.created"), "{kinds:?}");
+    assert!(s.events().iter().any(|e| matches!(e, ServerEvent::OutputAudioTranscriptDone { transcript, .. } if transcript == "Are you still there?")));
+}
+
+#[test]
+fn text_only_sessions_get_text_events_and_no_audio() {
+    let mut s = Sim::new("booking", Transport::WebRtc);
+    s.configure(json!({"output_modalities": ["text"]}));
+    s.take();
+    s.send(json!({"type": "response.create"}));
+    s.run_until(Duration::from_secs(1));
+    let kinds = s.kinds();
+    assert!(
+        kinds.contains(&"response.output_text.done".to_string()),
+        "{kinds:?}"
+    );
+    assert!(!kinds.iter().any(|k| k.contains("audio")), "{kinds:?}");
+    assert!(!s.out.iter().any(|o| matches!(o, Output::Audio(_))));
+}
+
+#[test]
+fn the_voice_cannot_change_after_the_model_has_spoken() {
+    let mut s = Sim::new("booking", Transport::WebRtc);
+    s.configure(json!({"audio": {"output": {"voice": "cedar"}}}));
+    s.send(json!({"type": "response.create"}));
+    s.run_until(Duration::from_secs(6));
+    s.take();
+    s.send(json!({"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": "marin"}}}}));
+    assert_eq!(s.errors(), vec!["cannot_update_voice"]);
+    s.take();
+    s.send(json!({"type": "session.update", "session": {"type": "realtime", "instructions": "still fine"}}));
+    assert_eq!(s.kinds(), vec!["session.updated"]);
+}

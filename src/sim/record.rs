@@ -7,8 +7,9 @@ use std::sync::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 
-/// Event types kept per session before only the counter grows.
-const MAX_EVENT_NAMES: usize = 10_000;
+/// Event types kept in order per session; past this only the per-type counts grow, so that a
+/// long session's record stays small.
+const MAX_EVENT_NAMES: usize = 2_000;
 
 /// A tool output the client sent.
 #[derive(Debug, Clone, Serialize)]
@@ -59,10 +60,12 @@ pub struct SessionLog {
     pub audio_sent_seconds: f64,
     /// Types of the client events received, in order.
     pub events_received: Vec<String>,
-    /// Types of the server events sent, in order (the first 10 000).
+    /// Types of the server events sent, in order (the first 2 000).
     pub events_sent: Vec<String>,
     /// Count of server events sent.
     pub events_sent_count: u64,
+    /// Count of server events sent, by type.
+    pub events_sent_by_type: std::collections::BTreeMap<String, u64>,
     /// Error events sent, as sent.
     pub errors_sent: Vec<Value>,
     /// Why the session ended, once it has.
@@ -123,6 +126,12 @@ impl SessionRecord {
     pub fn sent(&self, kind: &str) {
         self.with(|l| {
             l.events_sent_count += 1;
+            match l.events_sent_by_type.get_mut(kind) {
+                Some(n) => *n += 1,
+                None => {
+                    l.events_sent_by_type.insert(kind.to_string(), 1);
+                }
+            }
             if l.events_sent.len() < MAX_EVENT_NAMES {
                 l.events_sent.push(kind.to_string());
             }
