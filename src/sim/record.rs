@@ -58,9 +58,11 @@ pub struct SessionLog {
     pub audio_received_seconds: f64,
     /// Seconds of model audio sent.
     pub audio_sent_seconds: f64,
-    /// Types of the client events received, in order.
+    /// Types of the client events received, in order (the first 2 000; appends only counted).
     pub events_received: Vec<String>,
-    /// Types of the server events sent, in order (the first 2 000).
+    /// Count of `input_audio_buffer.append` events received.
+    pub appends_received: u64,
+    /// Types of the server events sent, in order (the first 2 000; audio deltas only counted).
     pub events_sent: Vec<String>,
     /// Count of server events sent.
     pub events_sent_count: u64,
@@ -132,7 +134,7 @@ impl SessionRecord {
                     l.events_sent_by_type.insert(kind.to_string(), 1);
                 }
             }
-            if l.events_sent.len() < MAX_EVENT_NAMES {
+            if l.events_sent.len() < MAX_EVENT_NAMES && kind != "response.output_audio.delta" {
                 l.events_sent.push(kind.to_string());
             }
         });
@@ -141,7 +143,9 @@ impl SessionRecord {
     /// Notes a received event.
     pub fn received(&self, kind: &str) {
         self.with(|l| {
-            if l.events_received.len() < MAX_EVENT_NAMES {
+            if kind == "input_audio_buffer.append" {
+                l.appends_received += 1;
+            } else if l.events_received.len() < MAX_EVENT_NAMES {
                 l.events_received.push(kind.to_string());
             }
         });

@@ -277,6 +277,8 @@ pub(crate) async fn accept(
             .map_err(internal)?;
     }
     let settings = SettingEngineBuilder::new()
+        // OpenAI is the DTLS client: its answers say `setup:active`
+        .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Client)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
         .build();

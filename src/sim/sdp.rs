@@ -1,5 +1,5 @@
 //! Shapes the WebRTC answer like OpenAI's (extra `ufrag` candidate attribute, PCMU 0 and PCMA 8
-//! listed beside Opus, `setup:active`) and reads what the simulator needs from an offer.
+//! listed beside Opus) and reads what the simulator needs from an offer.
 
 /// The payload type the offer gives `opus/48000/2`, if any.
 pub fn offered_opus_pt(offer: &str) -> Option<u8> {
@@ -21,8 +21,9 @@ pub fn ice_ufrag(sdp: &str) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Rewrites an answer the way OpenAI's look: candidates carry ` ufrag <ufrag>`, the audio
-/// m-line lists PCMU (0) and PCMA (8) after the offered codecs, and the DTLS role is `active`.
+/// Rewrites an answer the way OpenAI's look: candidates carry ` ufrag <ufrag>` and the audio
+/// m-line lists PCMU (0) and PCMA (8) after the offered codecs. (The DTLS role, `active`, is
+/// set on the peer connection, not here: rewriting it would break the handshake.)
 pub fn shape_answer(answer: &str) -> String {
     let ufrag = ice_ufrag(answer).unwrap_or("").to_string();
     let mut out = String::with_capacity(answer.len() + 256);
@@ -44,12 +45,6 @@ pub fn shape_answer(answer: &str) -> String {
                 pending_rtpmaps = true;
                 out.push_str(&parts.join(" "));
                 out.push_str("\r\n");
-                continue;
-            }
-        }
-        if let Some(rest) = line.strip_prefix("a=setup:") {
-            if rest != "active" {
-                out.push_str("a=setup:active\r\n");
                 continue;
             }
         }
@@ -176,7 +171,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    const ANSWER: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=setup:passive\r\na=mid:0\r\na=ice-ufrag:abcd\r\na=ice-pwd:xyz\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\na=sendrecv\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=sctp-port:5000\r\n";
+    const ANSWER: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=setup:active\r\na=mid:0\r\na=ice-ufrag:abcd\r\na=ice-pwd:xyz\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\na=sendrecv\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=sctp-port:5000\r\n";
 
     #[test]
     fn answers_are_shaped_like_openais() {
@@ -184,7 +179,6 @@ mod tests {
         assert!(a.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111 0 8\r\n"), "{a}");
         assert!(a.contains("a=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"), "{a}");
         assert!(a.contains("typ host ufrag abcd\r\n"));
-        assert!(a.contains("a=setup:active\r\n") && !a.contains("passive"));
         assert_eq!(offered_opus_pt(ANSWER), Some(111));
         assert!(redirect_candidates(&a, "127.0.0.1", 9).contains(" 127.0.0.1 9 typ host"));
     }
