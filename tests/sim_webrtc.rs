@@ -582,7 +582,7 @@ async fn ice_never_completes_when_the_scenario_says() {
     .await;
     assert!(!matches!(connected, Ok(true)), "ICE must not complete");
     assert!(
-        matches!(connected, Err(_)),
+        connected.is_err(),
         "the state stream stays open while ICE keeps trying"
     );
     assert!(peer.opened.try_recv().is_err(), "the channel never opened");

@@ -432,6 +432,9 @@ async fn websocket(
         ));
     };
     Ok(ws
+        // tungstenite's 128 KiB default buffers would dominate a session's memory
+        .read_buffer_size(32 * 1024)
+        .write_buffer_size(32 * 1024)
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .protocols(["realtime"])
