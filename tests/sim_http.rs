@@ -277,6 +277,60 @@ async fn mint_faults_answer_429_then_recover() {
     assert!(r.unwrap_err().is_timeout());
     sim.shutdown().await;
 
+    let sim = start("config/scenarios/fault-calls-4xx.toml", None).await;
+    let calls = format!("{}/v1/realtime/calls", sim.base_url());
+    let r = http
+        .post(&calls)
+        .bearer_auth("sk-x")
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["type"], "invalid_request_error");
+    sim.shutdown().await;
+
+    let sim = start("config/scenarios/fault-calls-slow.toml", None).await;
+    let calls = format!("{}/v1/realtime/calls", sim.base_url());
+    let r = http
+        .post(&calls)
+        .bearer_auth("sk-x")
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n")
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(
+        r.unwrap_err().is_timeout(),
+        "the answer is slower than the client's deadline"
+    );
+    sim.shutdown().await;
+
+    let sim = start("config/scenarios/fault-mint-500.toml", None).await;
+    let url = format!("{}/v1/realtime/client_secrets", sim.base_url());
+    assert_eq!(
+        http.post(&url)
+            .bearer_auth("sk-x")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        500
+    );
+    assert_eq!(
+        http.post(&url)
+            .bearer_auth("sk-x")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        500,
+        "every time"
+    );
+    sim.shutdown().await;
+
     let sim = start("config/scenarios/fault-calls-5xx.toml", None).await;
     let calls = format!("{}/v1/realtime/calls", sim.base_url());
     let r = http

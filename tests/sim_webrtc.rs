@@ -302,6 +302,7 @@ async fn a_webrtc_call_opens_the_channel_and_carries_audio_both_ways() {
         .await
         .unwrap();
     assert_eq!(log["transport"], "webrtc");
+    assert_eq!(log["call_id"], call_id.as_str());
     assert!(
         log["audio_received_seconds"].as_f64().unwrap() >= 0.4,
         "{log}"

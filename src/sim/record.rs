@@ -40,6 +40,8 @@ pub struct SessionLog {
     pub id: String,
     /// `webrtc` or `websocket`.
     pub transport: String,
+    /// The WebRTC call id (`rtc_…`, the last segment of `Location`), if any.
+    pub call_id: Option<String>,
     /// The scenario's name.
     pub scenario: String,
     /// The effective session config.

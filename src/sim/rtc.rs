@@ -345,9 +345,12 @@ pub(crate) async fn accept(
         "webrtc",
         &state.scenario.name,
     ));
-    if let Some(s) = &session {
-        record.with(|l| l.session_updates.push(s.clone()));
-    }
+    record.with(|l| {
+        l.call_id = Some(call_id.clone());
+        if let Some(s) = &session {
+            l.session_updates.push(s.clone());
+        }
+    });
     state.add_record(&session_id, record.clone());
 
     if state.scenario.faults.ice_never_completes {
