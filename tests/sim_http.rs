@@ -492,3 +492,15 @@ async fn the_session_expires_with_an_error_event_then_closes() {
     assert!(end.is_ok(), "the socket closes after session_expired");
     sim.shutdown().await;
 }
+
+#[test]
+fn the_config_debug_output_hides_the_key() {
+    let cfg = SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        scenario: "echo".into(),
+        api_key: Some("sk-very-secret-123".into()),
+    };
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("sk-very-secret-123"), "{shown}");
+    assert!(shown.contains("redacted") && shown.contains("echo"));
+}
