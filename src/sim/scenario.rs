@@ -387,14 +387,21 @@ pub fn fill_template(text: &str, last_output: Option<&str>) -> String {
         let value = if key == "output" {
             last_output.unwrap_or("").to_string()
         } else {
-            let mut v = json.as_ref();
-            for part in key.trim_start_matches("output.").split('.') {
-                v = v.and_then(|v| match part.parse::<usize>() {
-                    Ok(i) => v.get(i),
-                    Err(_) => v.get(part),
+            // `a.b|c` tries each path in turn: tool outputs name things differently
+            let found = key
+                .trim_start_matches("output.")
+                .split('|')
+                .find_map(|path| {
+                    let mut v = json.as_ref();
+                    for part in path.trim().split('.') {
+                        v = v.and_then(|v| match part.parse::<usize>() {
+                            Ok(i) => v.get(i),
+                            Err(_) => v.get(part),
+                        });
+                    }
+                    v
                 });
-            }
-            match v {
+            match found {
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => other.to_string(),
                 None => "unknown".to_string(),
@@ -446,6 +453,10 @@ mod tests {
             "Ref B-7 at 10:00."
         );
         assert_eq!(fill_template("Ref {output.nope}", Some(out)), "Ref unknown");
+        assert_eq!(
+            fill_template("Ref {output.id|booking_id}", Some(out)),
+            "Ref B-7"
+        );
         assert_eq!(fill_template("plain", None), "plain");
         assert_eq!(fill_template("open {output", None), "open {output");
     }
