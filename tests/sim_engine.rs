@@ -737,3 +737,38 @@ fn the_voice_cannot_change_after_the_model_has_spoken() {
     s.send(json!({"type": "session.update", "session": {"type": "realtime", "instructions": "still fine"}}));
     assert_eq!(s.kinds(), vec!["session.updated"]);
 }
+
+#[test]
+fn websocket_pcma_echo_comes_back_as_audible_a_law() {
+    let mut s = Sim::new("echo", Transport::WebSocket);
+    s.configure(json!({"audio": {"input": {"format": {"type": "audio/pcma"}}, "output": {"format": {"type": "audio/pcma"}}}}));
+    s.take();
+    let tone: Vec<u8> = (0..800)
+        .map(|n| voxrelay::sim::g711::alaw_encode(((n as f32 * 0.4).sin() * 9_000.0) as i16))
+        .collect();
+    let quiet = vec![voxrelay::sim::g711::alaw_encode(0); 800];
+    for i in 0..13 {
+        let chunk = if i < 6 { &tone } else { &quiet };
+        let audio = base64::engine::general_purpose::STANDARD.encode(chunk);
+        s.run_until(s.now + Duration::from_millis(100));
+        s.send(json!({"type": "input_audio_buffer.append", "audio": audio}));
+    }
+    s.run_until(s.now + Duration::from_secs(3));
+    let echoed: Vec<i16> = s
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::OutputAudioDelta { delta, .. } => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(delta)
+                    .unwrap(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .map(voxrelay::sim::g711::alaw_decode)
+        .collect();
+    let loud = echoed.iter().filter(|v| v.unsigned_abs() > 4_000).count();
+    // the 600 ms tone comes back: thousands of loud samples at 8 kHz
+    assert!(loud > 1_500, "{loud} loud samples of {}", echoed.len());
+}
