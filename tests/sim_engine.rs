@@ -772,3 +772,64 @@ fn websocket_pcma_echo_comes_back_as_audible_a_law() {
     // the 600 ms tone comes back: thousands of loud samples at 8 kHz
     assert!(loud > 1_500, "{loud} loud samples of {}", echoed.len());
 }
+
+#[test]
+fn thousands_of_random_events_never_panic_the_engine() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let kinds: Vec<&str> = voxrelay::openai::events::CLIENT_EVENT_TYPES
+        .iter()
+        .copied()
+        .chain(["", "error", "session.created", "x.y"])
+        .collect();
+    let values = [
+        json!(null),
+        json!(1),
+        json!(-5),
+        json!("text"),
+        json!("AAAA"),
+        json!([1, "a"]),
+        json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": "2"}]}),
+        json!({"type": "function_call_output", "call_id": "call_x", "output": "{}"}),
+        json!({"type": "realtime", "audio": {"input": {"turn_detection": null}}}),
+        json!({"type": "realtime", "output_modalities": ["text"]}),
+        json!({"type": "bogus"}),
+    ];
+    let fields = [
+        "session",
+        "audio",
+        "item",
+        "item_id",
+        "content_index",
+        "audio_end_ms",
+        "response",
+        "event_id",
+        "response_id",
+    ];
+    let mut s = Sim::new("booking", Transport::WebSocket);
+    for _ in 0..3_000 {
+        let mut ev = serde_json::Map::new();
+        ev.insert(
+            "type".into(),
+            json!(kinds[rng.random_range(0..kinds.len())]),
+        );
+        for _ in 0..rng.random_range(0..4) {
+            ev.insert(
+                fields[rng.random_range(0..fields.len())].into(),
+                values[rng.random_range(0..values.len())].clone(),
+            );
+        }
+        s.send(Value::Object(ev));
+        if rng.random_bool(0.1) {
+            let next = s.now + Duration::from_millis(rng.random_range(0..500));
+            s.run_until(next);
+        }
+        s.take();
+    }
+    s.configure(json!({"audio": {"input": {"turn_detection": {"type": "server_vad"}}}, "output_modalities": ["audio"]}));
+    assert!(
+        s.kinds().contains(&"session.updated".to_string()),
+        "{:?}",
+        s.kinds()
+    );
+}
