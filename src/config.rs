@@ -471,13 +471,13 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let c = load_str("", &[]).unwrap();
-        assert_eq!(c.sip.listen, "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(c.sip.listen, "127.0.0.1:5060".parse::<SocketAddr>().unwrap());
         assert_eq!(c.sip.rtp_ports, [20000, 20999]);
         assert_eq!(c.sip.max_calls, 500);
         assert_eq!(c.openai.base_url, "https://api.openai.com");
         assert_eq!(c.openai.model, "gpt-realtime");
         assert_eq!(c.openai.transport, RealtimeTransport::Webrtc);
-        assert_eq!(c.admin.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.admin.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
         assert_eq!(c.booking.database_url, "sqlite://voxrelay.db");
         assert_eq!(c.agents.default, "receptionist");
         assert_eq!(c.bridge.max_call_seconds, 1800);
