@@ -81,7 +81,11 @@ pub fn main() -> i32 {
             api_key,
         } => {
             crate::logging::init(log_override.unwrap_or(LogFormat::Text), "info");
-            run_async(crate::sim_cli::run(listen, scenario, api_key))
+            run_async(crate::sim::run(crate::sim::SimConfig {
+                listen,
+                scenario,
+                api_key,
+            }))
         }
     }
 }

@@ -362,6 +362,12 @@ impl Config {
                 reason: "must be at least 1",
             });
         }
+        if let Err(e) = self.booking.validate() {
+            return Err(ConfigError::Parse(format!(
+                "invalid config: {}: {}",
+                e.key, e.message
+            )));
+        }
         if self.agents.default.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "agents.default",
@@ -374,7 +380,9 @@ impl Config {
 
     /// The effective configuration as TOML, secrets redacted (for `check-config`).
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+        let mut shown = self.clone();
+        shown.booking = self.booking.redacted();
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
 }
 
@@ -471,13 +479,19 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let c = load_str("", &[]).unwrap();
-        assert_eq!(c.sip.listen, "127.0.0.1:5060".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            c.sip.listen,
+            "127.0.0.1:5060".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(c.sip.rtp_ports, [20000, 20999]);
         assert_eq!(c.sip.max_calls, 500);
         assert_eq!(c.openai.base_url, "https://api.openai.com");
         assert_eq!(c.openai.model, "gpt-realtime");
         assert_eq!(c.openai.transport, RealtimeTransport::Webrtc);
-        assert_eq!(c.admin.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            c.admin.listen,
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(c.booking.database_url, "sqlite://voxrelay.db");
         assert_eq!(c.agents.default, "receptionist");
         assert_eq!(c.bridge.max_call_seconds, 1800);
@@ -572,6 +586,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("trunks"), "{e}");
+    }
+
+    #[test]
+    fn booking_rules_are_checked_and_database_passwords_hidden() {
+        let e = load_str("[booking]\nslot_minutes = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("booking.slot_minutes"), "{e}");
+        let c = load_str(
+            "[booking]\ndatabase_url = \"postgres://u:hunter2@db/v\"\n",
+            &[],
+        )
+        .unwrap();
+        assert!(!c.to_redacted_toml().contains("hunter2"));
     }
 
     #[test]

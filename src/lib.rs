@@ -14,5 +14,4 @@ pub mod logging;
 pub mod media;
 pub mod openai;
 pub mod sim;
-mod sim_cli;
 pub mod sip;
