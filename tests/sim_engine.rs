@@ -534,7 +534,7 @@ fn websocket_pcmu_audio_goes_both_ways_and_echo_plays_the_turn_back() {
     s.take();
     // 600 ms of a loud tone then 700 ms of near silence, as 8 kHz µ-law in 100 ms appends
     let tone: Vec<u8> = (0..800)
-        .map(|n| voxrelay::sim::g711::ulaw_encode(((n as f32 * 0.4).sin() * 9_000.0) as i16))
+        .map(|n| voxrelay::media::g711::ulaw_encode(((n as f32 * 0.4).sin() * 9_000.0) as i16))
         .collect();
     let quiet = vec![0xFFu8; 800];
     for i in 0..13 {
@@ -744,9 +744,9 @@ fn websocket_pcma_echo_comes_back_as_audible_a_law() {
     s.configure(json!({"audio": {"input": {"format": {"type": "audio/pcma"}}, "output": {"format": {"type": "audio/pcma"}}}}));
     s.take();
     let tone: Vec<u8> = (0..800)
-        .map(|n| voxrelay::sim::g711::alaw_encode(((n as f32 * 0.4).sin() * 9_000.0) as i16))
+        .map(|n| voxrelay::media::g711::alaw_encode(((n as f32 * 0.4).sin() * 9_000.0) as i16))
         .collect();
-    let quiet = vec![voxrelay::sim::g711::alaw_encode(0); 800];
+    let quiet = vec![voxrelay::media::g711::alaw_encode(0); 800];
     for i in 0..13 {
         let chunk = if i < 6 { &tone } else { &quiet };
         let audio = base64::engine::general_purpose::STANDARD.encode(chunk);
@@ -766,7 +766,7 @@ fn websocket_pcma_echo_comes_back_as_audible_a_law() {
             _ => None,
         })
         .flatten()
-        .map(voxrelay::sim::g711::alaw_decode)
+        .map(voxrelay::media::g711::alaw_decode)
         .collect();
     let loud = echoed.iter().filter(|v| v.unsigned_abs() > 4_000).count();
     // the 600 ms tone comes back: thousands of loud samples at 8 kHz

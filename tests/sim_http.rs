@@ -373,7 +373,7 @@ async fn a_websocket_session_speaks_and_is_recorded() {
     assert!(!seen.iter().any(|t| t.starts_with("output_audio_buffer")));
     // a spoken turn: 600 ms of tone and 800 ms of silence as µ-law
     let tone: Vec<u8> = (0..4_800)
-        .map(|n| voxrelay::sim::g711::ulaw_encode(((n as f32 * 0.4).sin() * 9_000.0) as i16))
+        .map(|n| voxrelay::media::g711::ulaw_encode(((n as f32 * 0.4).sin() * 9_000.0) as i16))
         .collect();
     let quiet = vec![0xFFu8; 6_400];
     use base64::Engine as _;

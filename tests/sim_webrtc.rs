@@ -52,7 +52,7 @@ impl PeerConnectionEventHandler for Offerer {
                 if let TrackRemoteEvent::OnRtpPacket(p) = ev {
                     let n = if p.header.payload_type == 0 {
                         for (i, b) in p.payload.iter().take(pcm.len()).enumerate() {
-                            pcm[i] = voxrelay::sim::g711::ulaw_decode(*b);
+                            pcm[i] = voxrelay::media::g711::ulaw_decode(*b);
                         }
                         p.payload.len().min(pcm.len())
                     } else {

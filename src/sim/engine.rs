@@ -10,11 +10,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use super::g711;
 use super::record::{SessionRecord, ToolCall, ToolOutput};
 use super::scenario::{fill_template, Call, Mode, Prompt, Scenario};
 use super::vad::{EnergyVad, VadEvent, VadSettings};
 use super::voice::{self, FRAME};
+use crate::media::g711;
 use crate::openai::events::{
     ClientEvent, ContentPart, ErrorBody, Item, RateLimit, Response, ResponsePart, ServerEvent,
     Session, StatusDetails,

@@ -41,11 +41,10 @@
 //! # Parts
 //! `engine` (the simulated model of one session, IO-free, fake-clock tested), `scenario` (what
 //! it says and which faults it injects; format in `config/scenarios/README.md`), `vad` (an
-//! energy detector standing in for server VAD), `voice` (the prompt recordings), `record` (what
+//! energy detector standing in for server VAD), `voice` (the prompt recordings; G.711 from `media::g711`), `record` (what
 //! each session saw), `sdp` (answer shaping, multipart), and the transports `http`, `ws`, `rtc`.
 
 pub mod engine;
-pub mod g711;
 pub mod record;
 pub mod scenario;
 pub mod sdp;

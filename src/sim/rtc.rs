@@ -29,11 +29,11 @@ use webrtc::peer_connection::{
 };
 
 use super::engine::{CloseReason, Engine, EngineConfig, Output, Transport};
-use super::g711;
 use super::http::ApiError;
 use super::record::SessionRecord;
 use super::server::{random_id, unix_now, State};
 use super::voice::{self, FRAME};
+use crate::media::g711;
 
 /// How long the data channel may take to open before the call is given up.
 const OPEN_DEADLINE: Duration = Duration::from_secs(30);

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::g711;
+use crate::media::g711;
 
 /// Samples per second of the simulator's internal audio.
 pub const RATE: u32 = 24_000;
