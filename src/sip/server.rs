@@ -356,6 +356,13 @@ async fn handle_transaction(shared: Arc<Shared>, mut tx: Transaction) -> anyhow:
         .is_some();
     if has_to_tag {
         return match shared.layer.match_dialog(&tx) {
+            Some(rsipstack::dialog::dialog::Dialog::Invite(d))
+                if tx.original.method == Method::Invite && !d.state().is_confirmed() =>
+            {
+                // A re-INVITE that overtakes the ACK of our 200: rsipstack 0.7.14 would take it
+                // for the first INVITE and never answer. RFC 3261 14.1: 491, the caller retries.
+                Ok(tx.reply(StatusCode::RequestPending).await?)
+            }
             Some(mut d) => {
                 d.handle(&mut tx).await?;
                 Ok(())

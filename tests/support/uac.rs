@@ -175,17 +175,25 @@ impl Uac {
     /// final response (ACKed).
     pub fn reinvite_new_address(&mut self) -> Msg {
         self.rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let offer = self.offer();
-        let req = self.request("INVITE", &offer);
-        self.send_raw(req.as_bytes());
         loop {
-            let m = self
-                .recv(Duration::from_secs(10))
-                .expect("a response to the re-INVITE");
-            if m.status() >= 200 && m.header("cseq").is_some_and(|c| c.ends_with("INVITE")) {
-                self.ack();
+            let offer = self.offer();
+            let req = self.request("INVITE", &offer);
+            self.send_raw(req.as_bytes());
+            let m = loop {
+                let m = self
+                    .recv(Duration::from_secs(10))
+                    .expect("a response to the re-INVITE");
+                if m.status() >= 200 && m.header("cseq").is_some_and(|c| c.ends_with("INVITE")) {
+                    break m;
+                }
+            };
+            self.ack();
+            if m.status() != 491 {
                 return m;
             }
+            // 491 Request Pending: the re-INVITE overtook our ACK; retry later (RFC 3261
+            // 14.1 asks 2.1-4 s of the Call-ID's owner).
+            std::thread::sleep(Duration::from_millis(2100));
         }
     }
 
