@@ -1,1 +1,3 @@
-//! openai
+//! The OpenAI Realtime leg: keys, transports, typed events, session config.
+
+pub mod events;

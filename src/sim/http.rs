@@ -1,0 +1,467 @@
+//! The simulator's HTTP surface: `client_secrets`, `/calls`, hangup, the WebSocket upgrade and
+//! `/sim/sessions`, with OpenAI's bearer auth and error shape.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::engine::{check_session, merge};
+use super::scenario::HttpFault;
+use super::sdp;
+use super::server::{random_id, Endpoint, Minted, State};
+use crate::openai::events::Session;
+
+/// Largest request body (an SDP offer with a session is a few KiB).
+const MAX_BODY: usize = 256 * 1024;
+/// Largest WebSocket message (an append of 15 MiB plus framing gets an error event, not a drop).
+pub(crate) const MAX_WS_MESSAGE: usize = 32 * 1024 * 1024;
+
+/// An error answered in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {message}")]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    fn bad_request(code: &'static str, message: impl Into<String>, param: Option<&str>) -> Self {
+        Self {
+            param: param.map(str::to_string),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some(code),
+                message,
+            )
+        }
+    }
+
+    fn from_status(status: u16) -> Self {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        match status.as_u16() {
+            429 => Self::new(
+                status,
+                "requests",
+                Some("rate_limit_exceeded"),
+                "Rate limit reached for requests. Please try again in 20ms.",
+            ),
+            401 => Self::new(
+                status,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+                "Incorrect API key provided.",
+            ),
+            403 => Self::new(
+                status,
+                "invalid_request_error",
+                Some("unsupported_country_region_territory"),
+                "Country, region, or territory not supported.",
+            ),
+            s if s >= 500 => Self::new(
+                status,
+                "server_error",
+                None,
+                "The server had an error while processing your request. Sorry about that!",
+            ),
+            _ => Self::new(
+                status,
+                "invalid_request_error",
+                None,
+                "Simulated request failure.",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}});
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut()
+                .insert("retry-after-ms", HeaderValue::from_static("20"));
+            resp.headers_mut().insert(
+                "x-ratelimit-remaining-requests",
+                HeaderValue::from_static("0"),
+            );
+        }
+        resp
+    }
+}
+
+/// What a valid key allows.
+pub(crate) enum Caller {
+    /// A server key (`sk-…` or the configured one).
+    Server,
+    /// An ephemeral key, with the session it was minted for.
+    Ephemeral(Value),
+}
+
+/// Checks `Authorization: Bearer …` (or, for browsers' WebSockets, the
+/// `openai-insecure-api-key.` subprotocol).
+pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let from_protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|p| p.trim().strip_prefix("openai-insecure-api-key."))
+        });
+    let Some(key) = from_header.or(from_protocol).filter(|k| !k.is_empty()) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            None,
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        ));
+    };
+    if key.starts_with("ek_") {
+        let minted = state.keys.get(key).map(|m| m.clone());
+        return match minted {
+            Some(m) if m.expires_at > state.key_now() => Ok(Caller::Ephemeral(m.session)),
+            Some(_) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+                "The ephemeral key has expired.",
+            )),
+            None => Err(unknown_key()),
+        };
+    }
+    let server_ok = match &state.api_key {
+        Some(expected) => constant_time_eq(expected.as_bytes(), key.as_bytes()),
+        None => key.starts_with("sk-"),
+    };
+    if server_ok {
+        Ok(Caller::Server)
+    } else {
+        Err(unknown_key())
+    }
+}
+
+fn unknown_key() -> ApiError {
+    // never echo the key back
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        Some("invalid_api_key"),
+        "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+    )
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The simulator's routes.
+pub(crate) fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/v1/realtime/client_secrets", post(mint))
+        .route("/v1/realtime/calls", post(calls))
+        .route("/v1/realtime/calls/{id}/hangup", post(hangup))
+        .route("/v1/realtime", get(websocket))
+        .route("/sim/sessions", get(list_sessions))
+        .route("/sim/sessions/{id}", get(one_session))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Applies a scenario's HTTP fault: an error answer, a hang, or a delay before going on.
+async fn apply_fault(state: &State, which: Endpoint) -> Result<(), ApiError> {
+    let Some(HttpFault {
+        status,
+        hang,
+        delay_ms,
+        ..
+    }) = state.fault_for(which)
+    else {
+        return Ok(());
+    };
+    if hang {
+        // never answer, but let the server shut down
+        state.shutdown.cancelled().await;
+        return Err(ApiError::from_status(503));
+    }
+    if let Some(ms) = delay_ms {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            _ = state.shutdown.cancelled() => return Err(ApiError::from_status(503)),
+        }
+    }
+    match status {
+        Some(s) => Err(ApiError::from_status(s)),
+        None => Ok(()),
+    }
+}
+
+fn parse_session(value: &Value, param_prefix: &str) -> Result<Value, ApiError> {
+    let session: Session = serde_json::from_value(value.clone()).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_value",
+            format!("Invalid '{param_prefix}': {e}"),
+            Some(param_prefix),
+        )
+    })?;
+    check_session(&session).map_err(|(code, message, param)| {
+        let mut e = ApiError::bad_request(code, message, None);
+        e.param = param;
+        e
+    })?;
+    Ok(value.clone())
+}
+
+async fn mint(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    match authorize(&state, &headers)? {
+        Caller::Server => {}
+        Caller::Ephemeral(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+                "Ephemeral keys cannot mint keys; use a server key.",
+            ))
+        }
+    }
+    apply_fault(&state, Endpoint::Mint).await?;
+    let req: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("We could not parse the JSON body of your request: {e}"),
+                None,
+            )
+        })?
+    };
+    let ttl = match req.pointer("/expires_after/seconds") {
+        None => 600,
+        Some(v) => match v.as_i64() {
+            Some(s) if (10..=7200).contains(&s) => s,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_value",
+                    "Invalid 'expires_after.seconds': must be an integer between 10 and 7200.",
+                    Some("expires_after.seconds"),
+                ))
+            }
+        },
+    };
+    let session = match req.get("session") {
+        Some(s) => parse_session(s, "session")?,
+        None => json!({"type": "realtime"}),
+    };
+    let value = random_id("ek", 32);
+    let expires_at = state.key_now() + ttl;
+    let mut shown = json!({
+        "type": "realtime", "object": "realtime.session", "id": random_id("sess", 20),
+        "model": "gpt-realtime", "output_modalities": ["audio"], "expires_at": 0,
+        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500, "create_response": true, "interrupt_response": true}},
+                  "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin", "speed": 1.0}},
+        "tools": [], "tool_choice": "auto", "max_output_tokens": "inf"
+    });
+    merge(&mut shown, &session);
+    state.keys.insert(
+        value.clone(),
+        Minted {
+            expires_at,
+            session: session.clone(),
+        },
+    );
+    Ok(Json(
+        json!({"value": value, "expires_at": expires_at, "session": shown}),
+    ))
+}
+
+async fn calls(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &headers)?;
+    apply_fault(&state, Endpoint::Calls).await?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut session = match caller {
+        Caller::Ephemeral(s) => Some(s),
+        Caller::Server => None,
+    };
+    let offer = if content_type.starts_with("application/sdp") {
+        String::from_utf8(body.to_vec()).map_err(|_| {
+            ApiError::bad_request("invalid_value", "The SDP offer is not UTF-8.", Some("sdp"))
+        })?
+    } else if content_type.starts_with("multipart/form-data") {
+        let parts = sdp::parse_multipart(&content_type, &body).ok_or_else(|| {
+            ApiError::bad_request("invalid_value", "Could not parse the multipart body.", None)
+        })?;
+        let mut offer = None;
+        for part in parts {
+            match part.name.as_str() {
+                "sdp" => offer = String::from_utf8(part.body.to_vec()).ok(),
+                "session" => {
+                    let v: Value = serde_json::from_slice(part.body).map_err(|e| {
+                        ApiError::bad_request(
+                            "invalid_json",
+                            format!("Invalid 'session' part: {e}"),
+                            Some("session"),
+                        )
+                    })?;
+                    let v = parse_session(&v, "session")?;
+                    match &mut session {
+                        Some(base) => merge(base, &v),
+                        None => session = Some(v),
+                    }
+                }
+                _ => {}
+            }
+        }
+        offer.ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_required_parameter",
+                "Missing required parameter: 'sdp'.",
+                Some("sdp"),
+            )
+        })?
+    } else {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            "Content-Type must be application/sdp or multipart/form-data.",
+            None,
+        ));
+    };
+    if !offer.trim_start().starts_with("v=0") || !offer.contains("m=") {
+        return Err(ApiError::bad_request(
+            "invalid_offer",
+            "The SDP offer is not a valid session description.",
+            Some("sdp"),
+        ));
+    }
+    let (call_id, answer) = super::rtc::accept(state.clone(), &offer, session).await?;
+    let mut resp = (StatusCode::CREATED, answer).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/realtime/calls/{call_id}")) {
+        h.insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+async fn hangup(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    let tx = state.calls.get(&id).map(|t| t.clone());
+    match tx {
+        Some(tx) => {
+            let _ = tx.send(super::rtc::RtcInput::Hangup).await;
+            Ok(StatusCode::OK)
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("call_not_found"),
+            format!("No call with id '{id}'."),
+        )),
+    }
+}
+
+async fn websocket(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &headers)?;
+    let initial = match caller {
+        Caller::Ephemeral(s) => Some(s),
+        Caller::Server => None,
+    };
+    let Some(model) = query.get("model").cloned() else {
+        return Err(ApiError::bad_request(
+            "missing_required_parameter",
+            "Missing required parameter: 'model'.",
+            Some("model"),
+        ));
+    };
+    Ok(ws
+        .max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .protocols(["realtime"])
+        .on_upgrade(move |socket| super::ws::serve(state, socket, model, initial)))
+}
+
+async fn list_sessions(AxState(state): AxState<Arc<State>>) -> Json<Value> {
+    let sessions: Vec<Value> = state
+        .record_ids()
+        .iter()
+        .filter_map(|id| state.records.get(id).map(|r| r.clone()))
+        .map(|r| serde_json::to_value(r.snapshot()).unwrap_or(Value::Null))
+        .collect();
+    Json(json!({"object": "list", "data": sessions}))
+}
+
+async fn one_session(
+    AxState(state): AxState<Arc<State>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = state.records.get(&id).map(|r| r.clone());
+    match record {
+        Some(r) => Ok(Json(
+            serde_json::to_value(r.snapshot()).unwrap_or(Value::Null),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("session_not_found"),
+            format!("No session with id '{id}'."),
+        )),
+    }
+}

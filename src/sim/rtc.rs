@@ -1,0 +1,607 @@
+//! The WebRTC answerer: answers an offer like OpenAI does, then one task per call owns the
+//! session's engine, reading the `oai-events` channel and the caller's RTP (Opus, or G.711 when
+//! only that was offered) and sending events and model audio paced in real time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU,
+};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+};
+
+use super::engine::{CloseReason, Engine, EngineConfig, Output, Transport};
+use super::g711;
+use super::http::ApiError;
+use super::record::SessionRecord;
+use super::server::{random_id, unix_now, State};
+use super::voice::{self, FRAME};
+
+/// How long the data channel may take to open before the call is given up.
+const OPEN_DEADLINE: Duration = Duration::from_secs(30);
+/// A peer connection disconnected this long ends the session.
+const DISCONNECTED_LIMIT: Duration = Duration::from_secs(5);
+/// An ICE-never-completes answer's black hole stays bound this long at most.
+const BLACK_HOLE_LIFETIME: Duration = Duration::from_secs(120);
+
+/// What reaches a call's task.
+// Audio frames travel by value so that no packet allocates.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum RtcInput {
+    /// The client's data channel opened.
+    DcOpen(Arc<dyn DataChannel>),
+    /// A text message on it.
+    DcMessage(String),
+    /// It closed.
+    DcClosed,
+    /// 20 ms (or less) of caller audio at 24 kHz.
+    Audio([i16; FRAME], usize),
+    /// The peer connection's state changed.
+    PcState(RTCPeerConnectionState),
+    /// `POST …/hangup` or the simulator stopping.
+    Hangup,
+}
+
+impl std::fmt::Debug for RtcInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RtcInput::DcOpen(_) => f.write_str("DcOpen"),
+            RtcInput::DcMessage(m) => write!(f, "DcMessage({} bytes)", m.len()),
+            RtcInput::DcClosed => f.write_str("DcClosed"),
+            RtcInput::Audio(_, n) => write!(f, "Audio({n})"),
+            RtcInput::PcState(s) => write!(f, "PcState({s})"),
+            RtcInput::Hangup => f.write_str("Hangup"),
+        }
+    }
+}
+
+/// The codec the call's audio uses, both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    Opus(u8),
+    Pcmu,
+    Pcma,
+}
+
+impl Codec {
+    fn from_offer(offer: &str) -> Option<Codec> {
+        if let Some(pt) = super::sdp::offered_opus_pt(offer) {
+            return Some(Codec::Opus(pt));
+        }
+        let audio_line = offer.lines().find(|l| l.starts_with("m=audio"))?;
+        let pts: Vec<&str> = audio_line.split(' ').skip(3).map(str::trim).collect();
+        if pts.contains(&"0") {
+            Some(Codec::Pcmu)
+        } else if pts.contains(&"8") {
+            Some(Codec::Pcma)
+        } else {
+            None
+        }
+    }
+
+    fn pt(self) -> u8 {
+        match self {
+            Codec::Opus(pt) => pt,
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+        }
+    }
+
+    fn rtp_codec(self) -> RTCRtpCodec {
+        match self {
+            Codec::Opus(_) => RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            Codec::Pcmu | Codec::Pcma => RTCRtpCodec {
+                mime_type: if self == Codec::Pcmu {
+                    MIME_TYPE_PCMU
+                } else {
+                    MIME_TYPE_PCMA
+                }
+                .to_owned(),
+                clock_rate: 8_000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+        }
+    }
+
+    /// RTP clock ticks per 20 ms.
+    fn ticks(self) -> u32 {
+        match self {
+            Codec::Opus(_) => 960,
+            _ => 160,
+        }
+    }
+}
+
+struct Handler {
+    tx: mpsc::Sender<RtcInput>,
+    gathered: mpsc::Sender<()>,
+    codec: Codec,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.try_send(());
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.try_send(RtcInput::PcState(state));
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let tx = self.tx.clone();
+        // runs on the connection's driver: hand the channel to a task, never block here
+        tokio::spawn(async move {
+            while let Some(ev) = dc.poll().await {
+                let input = match ev {
+                    DataChannelEvent::OnOpen => RtcInput::DcOpen(dc.clone()),
+                    DataChannelEvent::OnMessage(msg) => {
+                        RtcInput::DcMessage(String::from_utf8_lossy(&msg.data).into_owned())
+                    }
+                    DataChannelEvent::OnClose => {
+                        let _ = tx.send(RtcInput::DcClosed).await;
+                        break;
+                    }
+                    _ => continue,
+                };
+                if tx.send(input).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let tx = self.tx.clone();
+        let codec = self.codec;
+        tokio::spawn(async move {
+            let mut decoder = match codec {
+                Codec::Opus(_) => opus::Decoder::new(voice::RATE, opus::Channels::Mono).ok(),
+                _ => None,
+            };
+            // one buffer per call, reused: up to 120 ms of decoded audio
+            let mut pcm = vec![0i16; voice::RATE as usize * 120 / 1000];
+            let mut narrow = Vec::with_capacity(960);
+            let mut wide = Vec::with_capacity(2_880);
+            while let Some(ev) = track.poll().await {
+                let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
+                    continue;
+                };
+                let samples: &[i16] = match codec {
+                    Codec::Opus(pt) if pkt.header.payload_type == pt => {
+                        let Some(dec) = decoder.as_mut() else {
+                            continue;
+                        };
+                        match dec.decode(&pkt.payload, &mut pcm, false) {
+                            Ok(n) => &pcm[..n],
+                            Err(_) => continue, // a corrupt packet is skipped, not fatal
+                        }
+                    }
+                    Codec::Pcmu | Codec::Pcma if pkt.header.payload_type == codec.pt() => {
+                        narrow.clear();
+                        narrow.extend(pkt.payload.iter().map(|&b| {
+                            if codec == Codec::Pcmu {
+                                g711::ulaw_decode(b)
+                            } else {
+                                g711::alaw_decode(b)
+                            }
+                        }));
+                        wide.clear();
+                        voice::upsample_8k_to_24k_into(&narrow, &mut wide);
+                        &wide
+                    }
+                    _ => continue,
+                };
+                for chunk in samples.chunks(FRAME) {
+                    let mut frame = [0i16; FRAME];
+                    frame[..chunk.len()].copy_from_slice(chunk);
+                    if tx.send(RtcInput::Audio(frame, chunk.len())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn offer_error(message: impl Into<String>) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        Some("invalid_offer"),
+        message,
+    );
+    e.param = Some("sdp".into());
+    e
+}
+
+/// Answers an offer: returns the call id and the answer SDP, and starts the call's task.
+pub(crate) async fn accept(
+    state: Arc<State>,
+    offer: &str,
+    session: Option<Value>,
+) -> Result<(String, String), ApiError> {
+    let codec = Codec::from_offer(offer)
+        .ok_or_else(|| offer_error("The offer has no audio m-line with Opus, PCMU or PCMA."))?;
+    let internal = |e: webrtc::error::Error| {
+        tracing::warn!(error = %e, "simulator peer connection failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            None,
+            "The server had an error while processing your request.",
+        )
+    };
+    let mut media = MediaEngine::default();
+    let mut codecs = vec![(Codec::Pcmu, 0u8), (Codec::Pcma, 8u8)];
+    if let Codec::Opus(pt) = codec {
+        codecs.insert(0, (codec, pt));
+    }
+    for (c, pt) in codecs {
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: c.rtp_codec(),
+                    payload_type: pt,
+                },
+                RtpCodecKind::Audio,
+            )
+            .map_err(internal)?;
+    }
+    let settings = SettingEngineBuilder::new()
+        // OpenAI is the DTLS client: its answers say `setup:active`
+        .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Client)
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
+        .build();
+    let (tx, rx) = mpsc::channel(256);
+    let (gathered_tx, mut gathered_rx) = mpsc::channel(1);
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(media)
+        .with_setting_engine(settings)
+        .with_handler(Arc::new(Handler {
+            tx: tx.clone(),
+            gathered: gathered_tx,
+            codec,
+        }))
+        .with_udp_addrs(vec![format!("{}:0", state.media_ip)])
+        .build()
+        .await
+        .map_err(internal)?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let ssrc: u32 = rand::random();
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "oai-sim".to_string(),
+        "oai-sim-audio".to_string(),
+        "model audio".to_string(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec.rtp_codec(),
+            ..Default::default()
+        }],
+    )));
+    let answer = async {
+        pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(internal)?;
+        let offer = RTCSessionDescription::offer(offer.to_string())
+            .map_err(|e| offer_error(format!("Invalid SDP offer: {e}")))?;
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| offer_error(format!("The SDP offer was rejected: {e}")))?;
+        let answer = pc.create_answer(None).await.map_err(internal)?;
+        pc.set_local_description(answer).await.map_err(internal)?;
+        let _ = tokio::time::timeout(Duration::from_secs(5), gathered_rx.recv()).await;
+        let local = pc
+            .local_description()
+            .await
+            .ok_or_else(|| internal(webrtc::error::Error::Other("no local description".into())))?;
+        Ok::<String, ApiError>(super::sdp::shape_answer(&local.sdp))
+    }
+    .await;
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = pc.close().await;
+            return Err(e);
+        }
+    };
+    let call_id = random_id("rtc", 24);
+    let session_id = random_id("sess", 20);
+    let record = Arc::new(SessionRecord::new(
+        &session_id,
+        "webrtc",
+        &state.scenario.name,
+    ));
+    if let Some(s) = &session {
+        record.with(|l| l.session_updates.push(s.clone()));
+    }
+    state.add_record(&session_id, record.clone());
+
+    if state.scenario.faults.ice_never_completes {
+        // a well-formed answer whose candidate is a socket nobody reads
+        let _ = pc.close().await;
+        let hole = tokio::net::UdpSocket::bind((state.media_ip, 0))
+            .await
+            .map_err(|e| internal(webrtc::error::Error::Other(e.to_string())))?;
+        let port = hole.local_addr().map(|a| a.port()).unwrap_or(9);
+        let shutdown = state.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(BLACK_HOLE_LIFETIME) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            drop(hole);
+        });
+        record.with(|l| l.closed = Some("fault: ICE never completes".into()));
+        let answer = super::sdp::redirect_candidates(&answer, &state.media_ip.to_string(), port);
+        return Ok((call_id, answer));
+    }
+
+    state.calls.insert(call_id.clone(), tx);
+    let call = Call {
+        state: state.clone(),
+        call_id: call_id.clone(),
+        session_id,
+        pc,
+        track,
+        ssrc,
+        codec,
+        session,
+        record,
+    };
+    tokio::spawn(call.run(rx));
+    Ok((call_id, answer))
+}
+
+struct Call {
+    state: Arc<State>,
+    call_id: String,
+    session_id: String,
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    codec: Codec,
+    session: Option<Value>,
+    record: Arc<SessionRecord>,
+}
+
+/// Turns model audio frames into RTP packets: one encoder and one buffer per call.
+struct Sender {
+    codec: Codec,
+    encoder: Option<opus::Encoder>,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    talking: bool,
+    buf: Vec<u8>,
+    pcm: [i16; FRAME],
+    narrow: Vec<i16>,
+}
+
+impl Sender {
+    fn new(codec: Codec, ssrc: u32) -> Self {
+        let encoder = match codec {
+            Codec::Opus(_) => {
+                opus::Encoder::new(voice::RATE, opus::Channels::Mono, opus::Application::Voip).ok()
+            }
+            _ => None,
+        };
+        Self {
+            codec,
+            encoder,
+            seq: rand::random(),
+            ts: rand::random(),
+            ssrc,
+            talking: false,
+            buf: vec![0u8; 1_500],
+            pcm: [0; FRAME],
+            narrow: Vec::with_capacity(FRAME / 3),
+        }
+    }
+
+    fn packet(&mut self, samples: &[i16]) -> Option<rtc::rtp::Packet> {
+        self.pcm.fill(0);
+        self.pcm[..samples.len()].copy_from_slice(samples);
+        let len = match self.codec {
+            Codec::Opus(_) => self
+                .encoder
+                .as_mut()?
+                .encode(&self.pcm, &mut self.buf)
+                .ok()?,
+            Codec::Pcmu | Codec::Pcma => {
+                self.narrow.clear();
+                voice::downsample_24k_to_8k_into(&self.pcm, &mut self.narrow);
+                for (i, &s) in self.narrow.iter().enumerate() {
+                    self.buf[i] = if self.codec == Codec::Pcmu {
+                        g711::ulaw_encode(s)
+                    } else {
+                        g711::alaw_encode(s)
+                    };
+                }
+                self.narrow.len()
+            }
+        };
+        let header = rtc::rtp::Header {
+            version: 2,
+            marker: !self.talking,
+            payload_type: self.codec.pt(),
+            sequence_number: self.seq,
+            timestamp: self.ts,
+            ssrc: self.ssrc,
+            ..Default::default()
+        };
+        self.talking = true;
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(self.codec.ticks());
+        Some(rtc::rtp::Packet {
+            header,
+            payload: Bytes::copy_from_slice(&self.buf[..len]),
+        })
+    }
+
+    /// Audio stopped: time still runs, the next packet starts a talk spurt.
+    fn pause(&mut self) {
+        self.talking = false;
+    }
+}
+
+impl Call {
+    async fn run(self, mut rx: mpsc::Receiver<RtcInput>) {
+        let accepted = Instant::now();
+        let mut start = accepted;
+        let mut engine: Option<Engine> = None;
+        let mut dc: Option<Arc<dyn DataChannel>> = None;
+        let mut sender = Sender::new(self.codec, self.ssrc);
+        let mut disconnected_since: Option<Instant> = None;
+        let mut last_frame_at: Option<Instant> = None;
+        let why;
+        'call: loop {
+            if let Some(engine) = engine.as_mut() {
+                while let Some(out) = engine.poll_output() {
+                    match out {
+                        Output::Event(ev) => {
+                            if let Some(dc) = &dc {
+                                let _ = dc.send_text(&ev.to_json()).await;
+                            }
+                        }
+                        Output::Raw(text) => {
+                            if let Some(dc) = &dc {
+                                let _ = dc.send_text(&text).await;
+                            }
+                        }
+                        Output::Audio(frame) => {
+                            let now = Instant::now();
+                            if last_frame_at.is_some_and(|t| now - t > Duration::from_millis(60)) {
+                                sender.pause();
+                            }
+                            last_frame_at = Some(now);
+                            if let Some(pkt) = sender.packet(frame.samples()) {
+                                let _ = self.track.write_rtp(pkt).await;
+                            }
+                        }
+                        // frames leave as they fall due, so nothing is queued to drop
+                        Output::ClearAudio => sender.pause(),
+                        Output::Close(reason) => {
+                            why = match reason {
+                                CloseReason::Expired => "session_expired",
+                                CloseReason::Fault => "fault: channel closed",
+                            };
+                            if let Some(dc) = &dc {
+                                let _ = dc.close().await;
+                            }
+                            break 'call;
+                        }
+                    }
+                }
+            }
+            let mut deadline = match &engine {
+                Some(e) => e.poll_timeout().map(|d| start + d),
+                None => Some(accepted + OPEN_DEADLINE),
+            };
+            if let Some(since) = disconnected_since {
+                let limit = since + DISCONNECTED_LIMIT;
+                deadline = Some(deadline.map_or(limit, |d| d.min(limit)));
+            }
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(RtcInput::DcOpen(channel)) => {
+                        if dc.is_none() {
+                            dc = Some(channel);
+                            start = Instant::now();
+                            let mut e = Engine::new(
+                                EngineConfig {
+                                    session_id: self.session_id.clone(),
+                                    model: self.session.as_ref().and_then(|s| s.get("model")).and_then(Value::as_str).unwrap_or("gpt-realtime").to_string(),
+                                    transport: Transport::WebRtc,
+                                    scenario: self.state.scenario.clone(),
+                                    initial: self.session.clone(),
+                                    unix_now: unix_now(),
+                                },
+                                self.record.clone(),
+                            );
+                            e.open(Duration::ZERO);
+                            engine = Some(e);
+                        }
+                    }
+                    Some(RtcInput::DcMessage(text)) => {
+                        if let Some(e) = engine.as_mut() {
+                            e.handle_text(start.elapsed(), &text);
+                        }
+                    }
+                    Some(RtcInput::Audio(frame, n)) => {
+                        match engine.as_mut() {
+                            Some(e) => e.handle_audio(start.elapsed(), &frame[..n]),
+                            None => self.record.add_audio_in(n),
+                        }
+                    }
+                    Some(RtcInput::DcClosed) => { why = "data channel closed"; break }
+                    Some(RtcInput::PcState(s)) => match s {
+                        RTCPeerConnectionState::Failed => { why = "peer connection failed"; break }
+                        RTCPeerConnectionState::Closed => { why = "peer connection closed"; break }
+                        RTCPeerConnectionState::Disconnected => disconnected_since = Some(Instant::now()),
+                        RTCPeerConnectionState::Connected => disconnected_since = None,
+                        _ => {}
+                    },
+                    Some(RtcInput::Hangup) | None => { why = "hangup"; break }
+                },
+                _ = sleep => {
+                    let now = Instant::now();
+                    if disconnected_since.is_some_and(|t| now - t >= DISCONNECTED_LIMIT) {
+                        why = "peer connection disconnected over 5 s";
+                        break;
+                    }
+                    match engine.as_mut() {
+                        Some(e) => e.handle_timeout(start.elapsed()),
+                        None => { why = "data channel never opened"; break }
+                    }
+                }
+                _ = self.state.shutdown.cancelled() => { why = "simulator shut down"; break }
+            }
+        }
+        self.state.calls.remove(&self.call_id);
+        match engine.as_mut() {
+            Some(e) => e.closed_by_peer(why),
+            None => self.record.with(|l| l.closed = Some(why.to_string())),
+        }
+        let _ = self.pc.close().await;
+    }
+}
