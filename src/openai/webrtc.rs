@@ -57,6 +57,8 @@ const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 const GATHER_LIMIT: Duration = Duration::from_secs(2);
 /// How long `…/hangup` may take at the end of a call.
 const HANGUP_LIMIT: Duration = Duration::from_secs(2);
+/// How often the connection's driver is woken while the session is being set up.
+const NUDGE_INTERVAL: Duration = Duration::from_millis(5);
 /// Inputs buffered between the connection's tasks and the leg's owner.
 const INPUT_QUEUE: usize = 512;
 
@@ -187,6 +189,9 @@ pub struct WebRtcLeg {
     packet: [u8; MAX_OPUS_PACKET],
     pcm: [i16; MAX_PACKET_SAMPLES],
     turns: Turns,
+    /// Released `response.create` events not yet written (kept here so a cancelled `recv`
+    /// loses none).
+    outbox: VecDeque<ClientEvent>,
     pending: VecDeque<LegEvent>,
     session_id: Option<String>,
     call_id: String,
@@ -416,6 +421,7 @@ impl WebRtcLeg {
             packet: [0; MAX_OPUS_PACKET],
             pcm: [0; MAX_PACKET_SAMPLES],
             turns: Turns::new(),
+            outbox: VecDeque::new(),
             pending: VecDeque::new(),
             session_id: None,
             call_id,
@@ -451,13 +457,23 @@ impl WebRtcLeg {
             .map_err(|e| LegError::BadAnswer(format!("the SDP answer was not accepted: {e}")))?;
         let t2 = Instant::now();
         let mut stage = "ICE, DTLS and the data channel";
+        // webrtc 0.21.1's driver flushes writes only at the top of its loop, then sleeps until
+        // its next timer (~200 ms) even when reading a packet queued an answer (the DCEP
+        // open, SCTP replies): nudging it during set-up sends them at once
+        let low = self.dc.buffered_amount_low_threshold().await.unwrap_or(0);
+        let mut nudge = tokio::time::interval(NUDGE_INTERVAL);
+        nudge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let input = tokio::time::timeout_at(end, self.rx.recv())
-                .await
-                .map_err(|_| LegError::Timeout {
-                    stage,
-                    after: deadline,
-                })?;
+            let input = tokio::select! {
+                input = self.rx.recv() => input,
+                _ = nudge.tick() => {
+                    let _ = self.dc.set_buffered_amount_low_threshold(low).await;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(end) => {
+                    return Err(LegError::Timeout { stage, after: deadline })
+                }
+            };
             match input {
                 Some(Input::DcOpen) => {
                     self.times.channel_open = t2.elapsed();
@@ -512,9 +528,7 @@ impl WebRtcLeg {
             }
         };
         let (release, call) = self.turns.incoming(&ev);
-        if let Some(next) = release {
-            let _ = self.dc.send_text(&next.to_json()).await;
-        }
+        self.outbox.extend(release);
         match &ev {
             ServerEvent::SessionCreated { session, .. } => self.session_id = session.id.clone(),
             ServerEvent::Error { error, .. }
@@ -564,6 +578,49 @@ impl WebRtcLeg {
                 }
             }
             _ => self.bad_audio += 1,
+        }
+    }
+
+    /// Takes one input in; returns why the session ended, if it did.
+    async fn take_input(&mut self, input: Option<Input>) -> Option<EndReason> {
+        match input {
+            Some(Input::DcMessage(bytes)) => self.take_message(&bytes).await,
+            Some(Input::Rtp { pt, payload }) => self.take_rtp(pt, &payload),
+            Some(Input::DcClosed) => return Some(EndReason::ChannelClosed),
+            Some(Input::PcState(state)) => match state {
+                RTCPeerConnectionState::Failed => return Some(EndReason::PeerFailed),
+                RTCPeerConnectionState::Closed => return Some(EndReason::PeerClosed),
+                RTCPeerConnectionState::Disconnected => {
+                    self.disconnected_since.get_or_insert_with(Instant::now);
+                }
+                RTCPeerConnectionState::Connected => self.disconnected_since = None,
+                _ => {}
+            },
+            Some(Input::DcOpen) => {}
+            None => return Some(EndReason::PeerClosed),
+        }
+        None
+    }
+
+    /// Takes in what already arrived, so decisions see the latest turn state.
+    async fn drain_ready(&mut self) {
+        while self.ended.is_none() {
+            let Ok(input) = self.rx.try_recv() else { break };
+            if let Some(end) = self.take_input(Some(input)).await {
+                let ev = self.end(end);
+                self.pending.push_back(ev);
+            }
+        }
+    }
+
+    /// Writes released events; each leaves the box only once written.
+    async fn flush_outbox(&mut self) {
+        while let Some(ev) = self.outbox.front().cloned() {
+            if self.ended.is_some() || !(self.dc.send_text(&ev.to_json()).await.is_ok()) {
+                self.outbox.clear();
+                return;
+            }
+            self.outbox.pop_front();
         }
     }
 
@@ -683,6 +740,7 @@ impl RealtimeLeg for WebRtcLeg {
 
     async fn recv(&mut self) -> LegEvent {
         loop {
+            self.flush_outbox().await;
             if let Some(ev) = self.pending.pop_front() {
                 if let LegEvent::Ended(r) = &ev {
                     self.ended.get_or_insert(r.clone());
@@ -700,27 +758,15 @@ impl RealtimeLeg for WebRtcLeg {
                 },
                 None => self.rx.recv().await,
             };
-            match input {
-                Some(Input::DcMessage(bytes)) => self.take_message(&bytes).await,
-                Some(Input::Rtp { pt, payload }) => self.take_rtp(pt, &payload),
-                Some(Input::DcClosed) => return self.end(EndReason::ChannelClosed),
-                Some(Input::PcState(state)) => match state {
-                    RTCPeerConnectionState::Failed => return self.end(EndReason::PeerFailed),
-                    RTCPeerConnectionState::Closed => return self.end(EndReason::PeerClosed),
-                    RTCPeerConnectionState::Disconnected => {
-                        self.disconnected_since.get_or_insert_with(Instant::now);
-                    }
-                    RTCPeerConnectionState::Connected => self.disconnected_since = None,
-                    _ => {}
-                },
-                Some(Input::DcOpen) => {}
-                None => return self.end(EndReason::PeerClosed),
+            if let Some(end) = self.take_input(input).await {
+                return self.end(end);
             }
         }
     }
 
     async fn interrupt(&mut self, _unplayed_ms: u32) -> Result<(), LegError> {
         // the service knows what it played out: cancel, and clear its buffer
+        self.drain_ready().await;
         self.pending.retain(|e| !matches!(e, LegEvent::Audio(_)));
         if self.turns.response_active() {
             self.write_event(&ClientEvent::ResponseCancel {

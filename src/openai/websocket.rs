@@ -35,6 +35,9 @@ pub struct WebSocketLeg {
     ws: Socket,
     law: Law,
     turns: Turns,
+    /// Released `response.create` events not yet written (kept here so a cancelled `recv`
+    /// loses none).
+    outbox: VecDeque<ClientEvent>,
     pending: VecDeque<LegEvent>,
     session_id: Option<String>,
     ended: Option<EndReason>,
@@ -134,6 +137,7 @@ impl WebSocketLeg {
             ws,
             law,
             turns: Turns::new(),
+            outbox: VecDeque::new(),
             pending: VecDeque::new(),
             session_id: None,
             ended: None,
@@ -202,9 +206,7 @@ impl WebSocketLeg {
     /// Takes one server event in: tracks turns and audio, queues what the bridge gets.
     async fn take(&mut self, ev: ServerEvent) {
         let (release, call) = self.turns.incoming(&ev);
-        if let Some(next) = release {
-            let _ = self.write(next.to_json()).await;
-        }
+        self.outbox.extend(release);
         match ev {
             ServerEvent::OutputAudioDelta { item_id, delta, .. } => {
                 if self.audio_item.as_deref() != Some(item_id.as_str()) {
@@ -262,6 +264,17 @@ impl WebSocketLeg {
                     self.pending.push_back(LegEvent::ToolCall(call));
                 }
             }
+        }
+    }
+
+    /// Writes released events; each leaves the box only once written.
+    async fn flush_outbox(&mut self) {
+        while let Some(ev) = self.outbox.front().cloned() {
+            if self.ended.is_some() || !(self.write(ev.to_json()).await.is_ok()) {
+                self.outbox.clear();
+                return;
+            }
+            self.outbox.pop_front();
         }
     }
 
@@ -326,6 +339,7 @@ impl RealtimeLeg for WebSocketLeg {
 
     async fn recv(&mut self) -> LegEvent {
         loop {
+            self.flush_outbox().await;
             if let Some(ev) = self.pending.pop_front() {
                 match &ev {
                     LegEvent::Audio(_) => self.delivered_ms += FRAME_MS,
