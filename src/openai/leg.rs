@@ -122,7 +122,7 @@ pub enum LegError {
 
 /// A realtime session as the call bridge uses it: the same on WebRTC and WebSocket.
 #[async_trait::async_trait]
-pub trait RealtimeLeg: Send {
+pub trait RealtimeLeg: Send + std::fmt::Debug {
     /// Which audio `send_audio` takes without converting, and `recv` gives.
     fn audio_format(&self) -> LegAudioFormat;
 

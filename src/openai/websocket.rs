@@ -160,17 +160,20 @@ impl WebSocketLeg {
         })
         .await?;
         // wait for the update to take; what comes before it is kept for the bridge
+        let mut before = Vec::new();
         loop {
             match leg.recv().await {
-                LegEvent::Event(ServerEvent::SessionUpdated { session, .. }) => {
+                LegEvent::Event(ServerEvent::SessionUpdated { event_id, session }) => {
                     if leg.session_id.is_none() {
                         leg.session_id = session.id.clone();
                     }
-                    leg.pending
-                        .push_back(LegEvent::Event(ServerEvent::SessionUpdated {
-                            event_id: String::new(),
-                            session,
-                        }));
+                    before.push(LegEvent::Event(ServerEvent::SessionUpdated {
+                        event_id,
+                        session,
+                    }));
+                    for ev in before.into_iter().rev() {
+                        leg.pending.push_front(ev);
+                    }
                     return Ok(leg);
                 }
                 LegEvent::Event(ServerEvent::Error { error, .. }) => {
@@ -181,7 +184,7 @@ impl WebSocketLeg {
                     })
                 }
                 LegEvent::Ended(r) => return Err(LegError::Ended(r)),
-                other => leg.pending.push_back(other),
+                other => before.push(other),
             }
         }
     }
@@ -278,6 +281,57 @@ impl WebSocketLeg {
         }
     }
 
+    /// Takes one socket message in; returns why the session ended, if it did.
+    async fn take_message(&mut self, next: Option<Result<Message, WsError>>) -> Option<EndReason> {
+        let msg = match next {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => return Some(EndReason::Transport(e.to_string())),
+            None => {
+                return Some(EndReason::SocketClosed {
+                    code: 1006,
+                    reason: String::new(),
+                })
+            }
+        };
+        let text = match &msg {
+            Message::Text(t) => t.as_str(),
+            Message::Binary(b) => match std::str::from_utf8(b) {
+                Ok(t) => t,
+                Err(_) => {
+                    self.malformed += 1;
+                    return None;
+                }
+            },
+            Message::Close(frame) => {
+                let (code, reason) = frame
+                    .as_ref()
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
+                return Some(EndReason::SocketClosed { code, reason });
+            }
+            _ => return None,
+        };
+        match ServerEvent::parse(text) {
+            Ok(ev) => self.take(ev).await,
+            Err(_) => self.malformed += 1,
+        }
+        None
+    }
+
+    /// Takes in what already arrived, so decisions see the latest turn state.
+    async fn drain_ready(&mut self) {
+        use futures::FutureExt as _;
+        while self.ended.is_none() {
+            let Some(next) = self.ws.next().now_or_never() else {
+                break;
+            };
+            if let Some(end) = self.take_message(next).await {
+                let ev = self.end(end);
+                self.pending.push_back(ev);
+            }
+        }
+    }
+
     fn end(&mut self, reason: EndReason) -> LegEvent {
         let reason = if self.expired {
             EndReason::SessionExpired
@@ -353,42 +407,15 @@ impl RealtimeLeg for WebSocketLeg {
             if let Some(r) = &self.ended {
                 return LegEvent::Ended(r.clone());
             }
-            let msg = match self.ws.next().await {
-                Some(Ok(msg)) => msg,
-                Some(Err(e)) => return self.end(EndReason::Transport(e.to_string())),
-                None => {
-                    return self.end(EndReason::SocketClosed {
-                        code: 1006,
-                        reason: String::new(),
-                    })
-                }
-            };
-            let text = match &msg {
-                Message::Text(t) => t.as_str(),
-                Message::Binary(b) => match std::str::from_utf8(b) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        self.malformed += 1;
-                        continue;
-                    }
-                },
-                Message::Close(frame) => {
-                    let (code, reason) = frame
-                        .as_ref()
-                        .map(|f| (u16::from(f.code), f.reason.to_string()))
-                        .unwrap_or((1005, String::new()));
-                    return self.end(EndReason::SocketClosed { code, reason });
-                }
-                _ => continue,
-            };
-            match ServerEvent::parse(text) {
-                Ok(ev) => self.take(ev).await,
-                Err(_) => self.malformed += 1,
+            let next = self.ws.next().await;
+            if let Some(end) = self.take_message(next).await {
+                return self.end(end);
             }
         }
     }
 
     async fn interrupt(&mut self, unplayed_ms: u32) -> Result<(), LegError> {
+        self.drain_ready().await;
         // audio still queued here was never played either
         let queued = self
             .pending
