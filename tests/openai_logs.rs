@@ -11,7 +11,7 @@ use openai_support::{agent, kind, scenario, sim, until, Seen};
 use voxrelay::config::RealtimeTransport;
 use voxrelay::media::g711::Law;
 use voxrelay::openai::events::ClientEvent;
-use voxrelay::openai::{Connector, LegSettings, RealtimeLeg, Secret};
+use voxrelay::openai::{Connector, LegSettings, Secret};
 
 const SERVER_KEY: &str = "sk-very-secret-server-key-0123456789";
 
@@ -40,10 +40,10 @@ async fn no_key_reaches_the_log() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let mut shown = String::new();
-    let sim = sim("booking").await;
+    let service = sim("booking").await;
     for transport in [RealtimeTransport::Webrtc, RealtimeTransport::Websocket] {
         let conn = Connector::new(
-            &sim.base_url(),
+            &service.base_url(),
             Secret::new(SERVER_KEY),
             transport,
             LegSettings::default(),
@@ -64,7 +64,7 @@ async fn no_key_reaches_the_log() {
     }
     // failures log too: a refused key, and a mint that gives up
     let failing = sim(&scenario("fault-mint-500")).await;
-    for base in [format!("{}/nowhere", sim.base_url()), failing.base_url()] {
+    for base in [format!("{}/nowhere", service.base_url()), failing.base_url()] {
         let settings = LegSettings {
             mint_deadline_ms: 400,
             ..Default::default()
@@ -79,7 +79,7 @@ async fn no_key_reaches_the_log() {
         let err = conn.connect(&agent(), Law::Mu).await.unwrap_err();
         shown.push_str(&format!("{err} {err:?}"));
     }
-    let key = conn_key(&sim.base_url()).await;
+    let key = conn_key(&service.base_url()).await;
     shown.push_str(&format!("{key:?}"));
 
     let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
