@@ -63,7 +63,10 @@ fn usage() -> (f64, u64, usize) {
         .map(|(_, r)| r.split_whitespace().collect())
         .unwrap_or_default();
     let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     let rss = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
@@ -71,7 +74,9 @@ fn usage() -> (f64, u64, usize) {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
     (ticks / 100.0, rss, fds)
 }
 
@@ -134,8 +139,12 @@ async fn talk(leg: &mut dyn RealtimeLeg, frames: u64, stop: Option<&AtomicU64>) 
 
 async fn cycles(args: &[String]) -> anyhow::Result<()> {
     let conn = Arc::new(connector(args)?);
-    let n: u64 = arg(args, "--cycles").unwrap_or_else(|| "500".into()).parse()?;
-    let c: u64 = arg(args, "--concurrency").unwrap_or_else(|| "10".into()).parse()?;
+    let n: u64 = arg(args, "--cycles")
+        .unwrap_or_else(|| "500".into())
+        .parse()?;
+    let c: u64 = arg(args, "--concurrency")
+        .unwrap_or_else(|| "10".into())
+        .parse()?;
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let heard = Arc::new(AtomicU64::new(0));
@@ -147,11 +156,19 @@ async fn cycles(args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..c {
-        let (conn, done, failed, heard, next) =
-            (conn.clone(), done.clone(), failed.clone(), heard.clone(), next.clone());
+        let (conn, done, failed, heard, next) = (
+            conn.clone(),
+            done.clone(),
+            failed.clone(),
+            heard.clone(),
+            next.clone(),
+        );
         workers.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < n {
-                match conn.connect(&voxrelay::openai::AgentSpec::default(), Law::Mu).await {
+                match conn
+                    .connect(&voxrelay::openai::AgentSpec::default(), Law::Mu)
+                    .await
+                {
                     Ok(mut leg) => {
                         heard.fetch_add(talk(leg.as_mut(), 100, None).await, Ordering::Relaxed);
                         leg.close().await;
@@ -188,8 +205,12 @@ async fn cycles(args: &[String]) -> anyhow::Result<()> {
 
 async fn live(args: &[String]) -> anyhow::Result<()> {
     let conn = Arc::new(connector(args)?);
-    let n: usize = arg(args, "--sessions").unwrap_or_else(|| "50".into()).parse()?;
-    let secs: u64 = arg(args, "--seconds").unwrap_or_else(|| "10".into()).parse()?;
+    let n: usize = arg(args, "--sessions")
+        .unwrap_or_else(|| "50".into())
+        .parse()?;
+    let secs: u64 = arg(args, "--seconds")
+        .unwrap_or_else(|| "10".into())
+        .parse()?;
     let (_, rss0, fds0) = usage();
     let stop = Arc::new(AtomicU64::new(0));
     let open = Arc::new(AtomicU64::new(0));
@@ -198,7 +219,9 @@ async fn live(args: &[String]) -> anyhow::Result<()> {
     for _ in 0..n {
         let (conn, stop, open, heard) = (conn.clone(), stop.clone(), open.clone(), heard.clone());
         tasks.push(tokio::spawn(async move {
-            let Ok(mut leg) = conn.connect(&voxrelay::openai::AgentSpec::default(), Law::Mu).await
+            let Ok(mut leg) = conn
+                .connect(&voxrelay::openai::AgentSpec::default(), Law::Mu)
+                .await
             else {
                 return;
             };

@@ -179,7 +179,11 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     let cpu_pct = (cpu1 - cpu0) / wall * 100.0;
-    let mut connect_ms = counters.connect_ms.lock().map(|v| v.clone()).unwrap_or_default();
+    let mut connect_ms = counters
+        .connect_ms
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
     connect_ms.sort_by(|a, b| a.total_cmp(b));
     let pick = |q: f64| {
         connect_ms

@@ -28,7 +28,10 @@ async fn a_key_is_minted_with_the_agents_session_and_never_printed() {
         .unwrap();
     assert!(key.value.expose().starts_with("ek_"));
     assert!(key.expires_at > 0);
-    assert_eq!(key.session["instructions"], "You book appointments for the clinic.");
+    assert_eq!(
+        key.session["instructions"],
+        "You book appointments for the clinic."
+    );
     assert_eq!(key.session["audio"]["output"]["voice"], "marin");
     assert_eq!(key.session["tools"][0]["name"], "check_availability");
     assert!(!format!("{key:?}").contains(key.value.expose()));
@@ -58,7 +61,11 @@ async fn server_errors_end_at_the_deadline_after_several_attempts() {
     assert!(*attempts >= 2, "{err}");
     assert!(last.starts_with("500"), "{err}");
     assert!(err.is_transient());
-    assert!(started.elapsed() < Duration::from_millis(1_500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1_500),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -73,7 +80,11 @@ async fn a_hanging_service_ends_at_the_deadline() {
         matches!(&err, MintError::Deadline { last, .. } if last == "timed out"),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_millis(1_400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1_400),
+        "{:?}",
+        started.elapsed()
+    );
     sim.shutdown().await;
 }
 
@@ -127,5 +138,8 @@ async fn a_bad_session_is_rejected_without_retries() {
         .mint(&session)
         .await
         .unwrap_err();
-    assert!(matches!(&err, MintError::Rejected { status: 400, .. }), "{err}");
+    assert!(
+        matches!(&err, MintError::Rejected { status: 400, .. }),
+        "{err}"
+    );
 }

@@ -64,7 +64,10 @@ async fn no_key_reaches_the_log() {
     }
     // failures log too: a refused key, and a mint that gives up
     let failing = sim(&scenario("fault-mint-500")).await;
-    for base in [format!("{}/nowhere", service.base_url()), failing.base_url()] {
+    for base in [
+        format!("{}/nowhere", service.base_url()),
+        failing.base_url(),
+    ] {
         let settings = LegSettings {
             mint_deadline_ms: 400,
             ..Default::default()

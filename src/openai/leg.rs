@@ -38,6 +38,9 @@ pub enum AgentAudio {
 }
 
 /// What [`RealtimeLeg::recv`] gives.
+// Audio (the frequent variant) travels by value with no allocation; boxing the rare events
+// would allocate per event for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum LegEvent {
     /// A server event (an `Unknown` one keeps its raw JSON).

@@ -273,7 +273,7 @@ impl WebSocketLeg {
     /// Writes released events; each leaves the box only once written.
     async fn flush_outbox(&mut self) {
         while let Some(ev) = self.outbox.front().cloned() {
-            if self.ended.is_some() || !(self.write(ev.to_json()).await.is_ok()) {
+            if self.ended.is_some() || self.write(ev.to_json()).await.is_err() {
                 self.outbox.clear();
                 return;
             }

@@ -25,7 +25,10 @@ pub async fn sim(scenario: &str) -> SimHandle {
 
 /// A fault scenario file from `config/scenarios/`.
 pub fn scenario(name: &str) -> String {
-    format!("{}/config/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/config/scenarios/{name}.toml",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 /// The receptionist, as the bridge would describe it.
@@ -115,7 +118,10 @@ pub async fn until(
             return ev;
         }
         if let LegEvent::Ended(r) = &ev {
-            panic!("the session ended ({r}) before a match; saw {:?}", seen.kinds);
+            panic!(
+                "the session ended ({r}) before a match; saw {:?}",
+                seen.kinds
+            );
         }
     }
 }
