@@ -14,6 +14,10 @@ SIM=$!
 trap 'kill $SIM 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
 BASE="http://127.0.0.1:$PORT"
+if [ "$TRANSPORT" = webrtc ]; then
+  echo "# connect steps (webrtc, medians of 20)"
+  "$BIN" connect --base-url "$BASE" --count 20
+fi
 echo "# cycles ($TRANSPORT)"
 "$BIN" cycles --base-url "$BASE" --transport "$TRANSPORT" --cycles "${CYCLES:-500}" --concurrency "${CONCURRENCY:-20}"
 for n in 50 200; do

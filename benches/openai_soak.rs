@@ -9,6 +9,9 @@
 //! caller audio while receiving the agent's, close. Prints RSS and open fds after 100 cycles
 //! and after N, and the connect-time split (WebRTC).
 //!
+//! `openai_soak connect --base-url URL --count N` opens N WebRTC sessions one after another
+//! and prints the median of each set-up step (offer, answer, channel open, session.created).
+//!
 //! `openai_soak live --base-url URL --sessions N --seconds S [--transport …]` holds N sessions
 //! open with audio both ways and prints this process's CPU and RSS per live session.
 
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         }),
         Some("cycles") => rt.block_on(cycles(&args)),
         Some("live") => rt.block_on(live(&args)),
+        Some("connect") => rt.block_on(connect_times(&args)),
         _ => {
             eprintln!("usage: openai_soak sim|cycles|live …  (see bench/openai-soak.sh)");
             Ok(())
@@ -255,5 +259,36 @@ async fn live(args: &[String]) -> anyhow::Result<()> {
     for t in tasks {
         let _ = t.await;
     }
+    Ok(())
+}
+
+async fn connect_times(args: &[String]) -> anyhow::Result<()> {
+    let conn = connector(args)?;
+    let n: usize = arg(args, "--count").unwrap_or_else(|| "20".into()).parse()?;
+    let mut steps: [Vec<f64>; 4] = Default::default();
+    for _ in 0..n {
+        let mut leg = conn
+            .connect_webrtc(&voxrelay::openai::AgentSpec::default())
+            .await?;
+        let t = leg.connect_times();
+        for (v, d) in steps
+            .iter_mut()
+            .zip([t.offer, t.answer, t.channel_open, t.session_created])
+        {
+            v.push(d.as_secs_f64() * 1_000.0);
+        }
+        leg.close().await;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    println!(
+        "{{\"count\":{n},\"offer_ms\":{:.1},\"answer_ms\":{:.1},\"channel_open_ms\":{:.1},\"session_created_ms\":{:.1}}}",
+        median(&mut steps[0]),
+        median(&mut steps[1]),
+        median(&mut steps[2]),
+        median(&mut steps[3])
+    );
     Ok(())
 }
