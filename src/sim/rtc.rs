@@ -523,6 +523,14 @@ impl Call {
                                 CloseReason::Fault => "fault: channel closed",
                             };
                             if let Some(dc) = &dc {
+                                // let the last event (`session_expired`) leave before the
+                                // channel resets, or the client never sees why it closed
+                                let until = Instant::now() + Duration::from_millis(500);
+                                while dc.outstanding_bytes().await.unwrap_or(0) > 0
+                                    && Instant::now() < until
+                                {
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                }
                                 let _ = dc.close().await;
                             }
                             break 'call;

@@ -1,0 +1,62 @@
+//! Settings of the realtime leg that the `[openai]` config section does not hold yet.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which codec the WebRTC leg offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebRtcCodec {
+    /// Opus (the default, what OpenAI recommends).
+    #[default]
+    Opus,
+    /// G.711 µ-law only, so a PCMU caller needs no transcoding. Unverified against the real
+    /// service (reported unreliable in mid-2025), hence off by default.
+    Pcmu,
+}
+
+/// The leg's own settings: keys `openai.codec`, `openai.mint_deadline_ms`,
+/// `openai.connect_deadline_ms`, `openai.key_ttl_seconds`, `openai.webrtc_bind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LegSettings {
+    /// `openai.codec`: `opus` (default) or `pcmu`.
+    pub codec: WebRtcCodec,
+    /// `openai.mint_deadline_ms`: how long minting an ephemeral key may take, retries
+    /// included (default 3000).
+    pub mint_deadline_ms: u64,
+    /// `openai.connect_deadline_ms`: from posting the offer (or opening the WebSocket) until
+    /// the session is ready (default 10000).
+    pub connect_deadline_ms: u64,
+    /// `openai.key_ttl_seconds`: lifetime of each call's ephemeral key, 10..=7200 (default
+    /// 600; a running session outlives its key).
+    pub key_ttl_seconds: u32,
+    /// `openai.webrtc_bind`: the local UDP address WebRTC gathers from; unset means
+    /// `127.0.0.1:0` for a loopback `base_url` (the simulator), else `0.0.0.0:0`.
+    pub webrtc_bind: Option<String>,
+}
+
+impl Default for LegSettings {
+    fn default() -> Self {
+        Self {
+            codec: WebRtcCodec::Opus,
+            mint_deadline_ms: 3_000,
+            connect_deadline_ms: 10_000,
+            key_ttl_seconds: 600,
+            webrtc_bind: None,
+        }
+    }
+}
+
+impl LegSettings {
+    /// The mint deadline as a duration.
+    pub fn mint_deadline(&self) -> Duration {
+        Duration::from_millis(self.mint_deadline_ms)
+    }
+
+    /// The connect deadline as a duration.
+    pub fn connect_deadline(&self) -> Duration {
+        Duration::from_millis(self.connect_deadline_ms)
+    }
+}

@@ -1,0 +1,101 @@
+//! Opens one realtime leg per call on the configured transport.
+
+use crate::config::RealtimeTransport;
+use crate::media::g711::Law;
+
+use super::config::LegSettings;
+use super::keys::KeyMinter;
+use super::leg::{LegError, RealtimeLeg};
+use super::secret::Secret;
+use super::session::AgentSpec;
+use super::webrtc::{WebRtcLeg, WebRtcOptions};
+use super::websocket::WebSocketLeg;
+
+/// Opens realtime legs: one HTTP client, the server key, the transport and its settings.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    http: reqwest::Client,
+    minter: KeyMinter,
+    transport: RealtimeTransport,
+    settings: LegSettings,
+}
+
+impl Connector {
+    /// A connector for `base_url` (`openai.base_url`) with the server key (`OPENAI_API_KEY`).
+    pub fn new(
+        base_url: &str,
+        api_key: Secret,
+        transport: RealtimeTransport,
+        settings: LegSettings,
+    ) -> Result<Self, LegError> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .build()
+            .map_err(|e| LegError::Transport(e.to_string()))?;
+        let minter = KeyMinter::new(
+            http.clone(),
+            base_url,
+            api_key,
+            settings.mint_deadline(),
+            settings.key_ttl_seconds,
+        );
+        Ok(Self {
+            http,
+            minter,
+            transport,
+            settings,
+        })
+    }
+
+    /// The transport legs use.
+    pub fn transport(&self) -> RealtimeTransport {
+        self.transport
+    }
+
+    /// The key minter (also what `GET /api/session` hands browsers keys with).
+    pub fn minter(&self) -> &KeyMinter {
+        &self.minter
+    }
+
+    /// Opens a session for `agent`. `caller_law` is the phone leg's codec: the WebSocket
+    /// transport passes it through both ways.
+    pub async fn connect(
+        &self,
+        agent: &AgentSpec,
+        caller_law: Law,
+    ) -> Result<Box<dyn RealtimeLeg>, LegError> {
+        match self.transport {
+            RealtimeTransport::Webrtc => Ok(Box::new(self.connect_webrtc(agent).await?)),
+            RealtimeTransport::Websocket => Ok(Box::new(
+                WebSocketLeg::connect(
+                    self.minter.base_url(),
+                    self.minter.api_key(),
+                    agent,
+                    caller_law,
+                    self.settings.connect_deadline(),
+                )
+                .await?,
+            )),
+        }
+    }
+
+    /// Mints the call's ephemeral key with the agent's session, then opens the WebRTC leg.
+    pub async fn connect_webrtc(&self, agent: &AgentSpec) -> Result<WebRtcLeg, LegError> {
+        let key = self.minter.mint(&agent.session(None)).await?;
+        let mut opts = WebRtcOptions::new(
+            self.minter.base_url(),
+            self.settings.codec,
+            self.settings.connect_deadline(),
+        );
+        if let Some(bind) = &self.settings.webrtc_bind {
+            opts.bind = bind.clone();
+        }
+        WebRtcLeg::connect(
+            self.http.clone(),
+            &opts,
+            &key.value,
+            self.minter.api_key().clone(),
+        )
+        .await
+    }
+}

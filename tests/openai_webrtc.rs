@@ -1,0 +1,323 @@
+//! The WebRTC leg against the simulator on loopback: a whole spoken turn with barge-in and a
+//! function call, G.711-only offers, and every fault ending in a typed outcome.
+
+mod openai_support;
+
+use std::time::Duration;
+
+use openai_support::{agent, done_with, kind, record, scenario, sim, tone, until, Seen};
+use voxrelay::config::RealtimeTransport;
+use voxrelay::media::g711::Law;
+use voxrelay::openai::events::{ClientEvent, ServerEvent};
+use voxrelay::openai::{
+    AgentAudio, CallerAudio, Connector, EndReason, LegAudioFormat, LegError, LegEvent, LegSettings,
+    MintError, RealtimeLeg, Secret, WebRtcCodec,
+};
+
+fn connector(base: &str, settings: LegSettings) -> Connector {
+    Connector::new(
+        base,
+        Secret::new("sk-test"),
+        RealtimeTransport::Webrtc,
+        settings,
+    )
+    .unwrap()
+}
+
+fn create() -> ClientEvent {
+    ClientEvent::ResponseCreate {
+        event_id: None,
+        response: None,
+    }
+}
+
+/// Talks for `loud` frames then stays quiet for `quiet` frames, one frame every 20 ms (what
+/// the service sends meanwhile waits in the leg's queue).
+async fn talk(leg: &mut dyn RealtimeLeg, loud: u32, quiet: u32) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for i in 0..loud + quiet {
+        tick.tick().await;
+        let f = tone(i, i < loud);
+        leg.send_audio(CallerAudio::Pcm(&f)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_greets_hears_the_caller_and_runs_a_tool() {
+    let sim = sim("booking").await;
+    let conn = connector(&sim.base_url(), LegSettings::default());
+    let mut leg = conn
+        .connect_webrtc(&agent())
+        .await
+        .expect("the session opens");
+    assert!(leg.call_id().starts_with("rtc_"), "{}", leg.call_id());
+    assert_eq!(leg.audio_format(), LegAudioFormat::Pcm);
+    let session_id = leg.session_id().unwrap().to_string();
+    let leg: &mut dyn RealtimeLeg = &mut leg;
+    let mut seen = Seen::default();
+
+    // session.created carries the agent's config, minted with the key
+    let created = until(leg, 5, &mut seen, kind("session.created")).await;
+    let LegEvent::Event(ServerEvent::SessionCreated { session, .. }) = created else {
+        unreachable!()
+    };
+    assert_eq!(
+        session.instructions.as_deref(),
+        Some("You book appointments for the clinic.")
+    );
+
+    // the greeting: audible Opus, decoded to 8 kHz frames
+    leg.send(create()).await.unwrap();
+    until(leg, 5, &mut seen, kind("output_audio_buffer.started")).await;
+    while seen.frames < 40 {
+        until(leg, 5, &mut seen, |e| matches!(e, LegEvent::Audio(_))).await;
+    }
+    assert!(seen.loud_frames > 10, "the greeting is audible: {seen:?}");
+
+    // the caller talks over it: the service cancels, the bridge interrupts
+    talk(leg, 40, 40).await;
+    until(leg, 5, &mut seen, kind("input_audio_buffer.speech_started")).await;
+    leg.interrupt(120).await.unwrap();
+    // the spoken turn: committed, transcribed, then the model calls the tool
+    let call = until(leg, 10, &mut seen, |e| matches!(e, LegEvent::ToolCall(_))).await;
+    let LegEvent::ToolCall(call) = call else {
+        unreachable!()
+    };
+    assert_eq!(call.name, "check_availability");
+    let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
+    assert_eq!(args["start_date"], "2027-03-01");
+    for k in [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.completed",
+        "response.function_call_arguments.done",
+    ] {
+        assert!(
+            seen.kinds.iter().any(|s| s == k),
+            "no {k} in {:?}",
+            seen.kinds
+        );
+    }
+    assert!(
+        seen.kinds.iter().any(|k| k == "response.done"),
+        "the greeting was cancelled"
+    );
+
+    // the round trip: output, then the next response (held until the call's response.done)
+    leg.submit_tool_output(&call.call_id, r#"{"slots":["2027-03-02T10:00"]}"#.into())
+        .await
+        .unwrap();
+    let said = until(
+        leg,
+        10,
+        &mut seen,
+        kind("response.output_audio_transcript.done"),
+    )
+    .await;
+    let LegEvent::Event(ServerEvent::OutputAudioTranscriptDone { transcript, .. }) = said else {
+        unreachable!()
+    };
+    assert!(transcript.contains("Tuesday"), "{transcript}");
+    until(leg, 10, &mut seen, done_with("completed")).await;
+
+    let log = record(&sim, &session_id).await;
+    assert_eq!(log["transport"], "webrtc");
+    assert_eq!(log["tool_outputs"][0]["call_id"], call.call_id.as_str());
+    assert!(
+        log["audio_received_seconds"].as_f64().unwrap() >= 1.0,
+        "{log}"
+    );
+    assert!(log["errors_sent"].as_array().unwrap().is_empty(), "{log}");
+
+    leg.close().await;
+    assert_eq!(leg.recv().await, LegEvent::Ended(EndReason::Closed));
+    // the service heard the hangup
+    let mut closed = serde_json::Value::Null;
+    for _ in 0..100 {
+        closed = record(&sim, &session_id).await["closed"].clone();
+        if !closed.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(closed, "hangup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pcmu_offer_carries_g711_both_ways_untouched() {
+    let sim = sim("booking").await;
+    let settings = LegSettings {
+        codec: WebRtcCodec::Pcmu,
+        ..Default::default()
+    };
+    let mut leg = connector(&sim.base_url(), settings)
+        .connect_webrtc(&agent())
+        .await
+        .unwrap();
+    assert_eq!(leg.audio_format(), LegAudioFormat::G711(Law::Mu));
+    let session_id = leg.session_id().unwrap().to_string();
+    let leg: &mut dyn RealtimeLeg = &mut leg;
+    let mut seen = Seen::default();
+    leg.send(create()).await.unwrap();
+    let mut g711 = 0;
+    while g711 < 30 {
+        if let LegEvent::Audio(AgentAudio::G711(Law::Mu, _)) =
+            until(leg, 5, &mut seen, |e| matches!(e, LegEvent::Audio(_))).await
+        {
+            g711 += 1;
+        }
+    }
+    assert!(seen.loud_frames > 5, "{seen:?}");
+    let mut bytes = [0u8; 160];
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for i in 0..25 {
+        tick.tick().await;
+        Law::Mu.encode(&tone(i, true), &mut bytes);
+        leg.send_audio(CallerAudio::G711(Law::Mu, &bytes))
+            .await
+            .unwrap();
+    }
+    // the service decoded our µ-law: it counted half a second of caller audio
+    let mut heard = 0.0;
+    for _ in 0..100 {
+        heard = record(&sim, &session_id).await["audio_received_seconds"]
+            .as_f64()
+            .unwrap();
+        if heard >= 0.4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(heard >= 0.4, "{heard}");
+    leg.close().await;
+}
+
+async fn connect_err(scenario_name: &str, settings: LegSettings) -> LegError {
+    let sim = sim(&scenario(scenario_name)).await;
+    let err = connector(&sim.base_url(), settings)
+        .connect_webrtc(&agent())
+        .await
+        .expect_err("the session must not open");
+    sim.shutdown().await;
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_4xx_and_5xx_are_refusals_with_the_status() {
+    let err = connect_err("fault-calls-4xx", LegSettings::default()).await;
+    assert!(
+        matches!(err, LegError::Refused { status: 400, .. }),
+        "{err}"
+    );
+    let err = connect_err("fault-calls-5xx", LegSettings::default()).await;
+    assert!(
+        matches!(err, LegError::Refused { status: 503, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_times_out_at_the_connect_deadline() {
+    let settings = LegSettings {
+        connect_deadline_ms: 1_000,
+        ..Default::default()
+    };
+    let err = connect_err("fault-calls-slow", settings).await;
+    assert!(
+        matches!(
+            err,
+            LegError::Timeout {
+                stage: "the SDP answer",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_that_never_completes_times_out_naming_the_stage() {
+    let settings = LegSettings {
+        connect_deadline_ms: 1_500,
+        ..Default::default()
+    };
+    let err = connect_err("fault-ice-never", settings).await;
+    assert!(
+        matches!(
+            err,
+            LegError::Timeout {
+                stage: "ICE, DTLS and the data channel",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mint_failures_stop_the_connect() {
+    let settings = LegSettings {
+        mint_deadline_ms: 500,
+        ..Default::default()
+    };
+    let err = connect_err("fault-mint-500", settings).await;
+    assert!(
+        matches!(err, LegError::Mint(MintError::Deadline { .. })),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_closing_mid_call_ends_the_session() {
+    let sim = sim(&scenario("fault-channel-closes")).await;
+    let mut leg = connector(&sim.base_url(), LegSettings::default())
+        .connect_webrtc(&agent())
+        .await
+        .unwrap();
+    let mut seen = Seen::default();
+    let end = until(&mut leg, 10, &mut seen, |e| matches!(e, LegEvent::Ended(_))).await;
+    assert_eq!(end, LegEvent::Ended(EndReason::ChannelClosed));
+    assert!(matches!(
+        leg.send(create()).await,
+        Err(LegError::Ended(EndReason::ChannelClosed))
+    ));
+    leg.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expired_ends_the_session_as_expired() {
+    let sim = sim(&scenario("fault-session-expired")).await;
+    let mut leg = connector(&sim.base_url(), LegSettings::default())
+        .connect_webrtc(&agent())
+        .await
+        .unwrap();
+    let mut seen = Seen::default();
+    let err = until(&mut leg, 10, &mut seen, kind("error")).await;
+    assert!(
+        matches!(&err, LegEvent::Event(ServerEvent::Error { error, .. }) if error.code.as_deref() == Some("session_expired"))
+    );
+    assert_eq!(leg.recv().await, LegEvent::Ended(EndReason::SessionExpired));
+    assert_eq!(leg.recv().await, LegEvent::Ended(EndReason::SessionExpired));
+    leg.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_unknown_events_do_not_break_the_call() {
+    let sim = sim(&scenario("fault-bad-events")).await;
+    let mut leg = connector(&sim.base_url(), LegSettings::default())
+        .connect_webrtc(&agent())
+        .await
+        .unwrap();
+    let mut seen = Seen::default();
+    let unknown = until(&mut leg, 5, &mut seen, kind("response.brand_new_thing")).await;
+    assert!(
+        matches!(unknown, LegEvent::Event(ServerEvent::Unknown(v)) if v["detail"] == "unknown to every client")
+    );
+    until(&mut leg, 5, &mut seen, kind("error")).await;
+    // and the call goes on: a response still plays
+    leg.send(create()).await.unwrap();
+    until(&mut leg, 5, &mut seen, kind("output_audio_buffer.started")).await;
+    until(&mut leg, 5, &mut seen, |e| matches!(e, LegEvent::Audio(_))).await;
+    assert_eq!(leg.malformed_counts().0, 1, "the bad JSON was counted");
+    leg.close().await;
+}
