@@ -264,7 +264,9 @@ async fn live(args: &[String]) -> anyhow::Result<()> {
 
 async fn connect_times(args: &[String]) -> anyhow::Result<()> {
     let conn = connector(args)?;
-    let n: usize = arg(args, "--count").unwrap_or_else(|| "20".into()).parse()?;
+    let n: usize = arg(args, "--count")
+        .unwrap_or_else(|| "20".into())
+        .parse()?;
     let mut steps: [Vec<f64>; 4] = Default::default();
     for _ in 0..n {
         let mut leg = conn
