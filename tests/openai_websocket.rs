@@ -119,7 +119,16 @@ async fn g711_passes_through_and_barge_in_truncates_at_what_was_played() {
         log["audio_received_seconds"].as_f64().unwrap() >= 1.5,
         "{log}"
     );
-    assert!(log["errors_sent"].as_array().unwrap().is_empty(), "{log}");
+    // The service cancels the response itself on speech (interrupt_response), so our
+    // response.cancel may arrive after it and be answered `response_cancel_not_active`: a
+    // harmless race (the real service does the same). Nothing else may be an error.
+    let errors = log["errors_sent"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["code"] == "response_cancel_not_active"),
+        "{log}"
+    );
     leg.close().await;
     assert_eq!(leg.recv().await, LegEvent::Ended(EndReason::Closed));
 }
