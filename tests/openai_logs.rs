@@ -13,7 +13,7 @@ use voxrelay::media::g711::Law;
 use voxrelay::openai::events::ClientEvent;
 use voxrelay::openai::{Connector, LegSettings, Secret};
 
-const SERVER_KEY: &str = "sk-very-secret-server-key-0123456789";
+const SERVER_KEY: &str = "sk-log-secret-42";
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
