@@ -179,14 +179,7 @@ impl Uac {
             let offer = self.offer();
             let req = self.request("INVITE", &offer);
             self.send_raw(req.as_bytes());
-            let m = loop {
-                let m = self
-                    .recv(Duration::from_secs(10))
-                    .expect("a response to the re-INVITE");
-                if m.status() >= 200 && m.header("cseq").is_some_and(|c| c.ends_with("INVITE")) {
-                    break m;
-                }
-            };
+            let m = self.final_response("INVITE");
             self.ack();
             if m.status() != 491 {
                 return m;
@@ -236,17 +229,23 @@ impl Uac {
         let offer = self.offer();
         let req = self.request("INVITE", &offer);
         self.send_raw(req.as_bytes());
+        let m = self.final_response("INVITE");
+        if let Some(to) = m.header("to") {
+            if let Some(t) = to.split(";tag=").nth(1) {
+                self.to_tag = t.split(';').next().unwrap_or("").to_string();
+            }
+        }
+        self.relay_rtp = sdp_addr(&m.body);
+        m
+    }
+
+    /// The final response to our latest `method` request (provisionals and others skipped).
+    fn final_response(&self, method: &str) -> Msg {
         loop {
             let m = self
                 .recv(Duration::from_secs(10))
-                .expect("a response to INVITE");
-            if m.status() >= 200 {
-                if let Some(to) = m.header("to") {
-                    if let Some(t) = to.split(";tag=").nth(1) {
-                        self.to_tag = t.split(';').next().unwrap_or("").to_string();
-                    }
-                }
-                self.relay_rtp = sdp_addr(&m.body);
+                .unwrap_or_else(|| panic!("a response to {method}"));
+            if m.status() >= 200 && m.header("cseq").is_some_and(|c| c.ends_with(method)) {
                 return m;
             }
         }
@@ -262,14 +261,7 @@ impl Uac {
     pub fn bye(&mut self) -> Msg {
         let req = self.request("BYE", "");
         self.send_raw(req.as_bytes());
-        loop {
-            let m = self
-                .recv(Duration::from_secs(10))
-                .expect("a response to BYE");
-            if m.status() >= 200 && m.header("cseq").is_some_and(|c| c.ends_with("BYE")) {
-                return m;
-            }
-        }
+        self.final_response("BYE")
     }
 
     /// Answers a request from the relay with 200 OK.
