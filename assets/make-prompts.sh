@@ -16,3 +16,6 @@ say anything_else "Is there anything else I can help you with?"
 say goodbye "No problem. Goodbye."
 say echo_ready "Echo test. Speak, and I will repeat what you say."
 say still_there "Are you still there?"
+# The relay's own prompts, played to the caller without the model:
+say apology "I am sorry, our assistant is not available right now. Please call again later. Goodbye."
+say time_limit "We have reached the time limit for this call. Thank you for calling. Goodbye."

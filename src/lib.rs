@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod openai;
 pub mod sim;
 pub mod sip;

@@ -3,6 +3,9 @@
 
 pub mod call;
 pub mod echo;
+pub mod guardrail;
+pub mod phone_media;
+pub mod registry;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -27,3 +27,4 @@ pub mod recording;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtp_leg;
+pub mod wav;

@@ -4,32 +4,13 @@
 
 use std::sync::Arc;
 
-use crate::media::g711;
+use crate::media::wav;
+pub use crate::media::wav::WavError;
 
 /// Samples per second of the simulator's internal audio.
 pub const RATE: u32 = 24_000;
 /// Samples in one 20 ms frame at [`RATE`].
 pub const FRAME: usize = 480;
-
-/// An error reading a WAV file.
-#[derive(Debug, thiserror::Error)]
-pub enum WavError {
-    /// Not a RIFF/WAVE file or a chunk runs past the end.
-    #[error("not a WAV file: {0}")]
-    Malformed(&'static str),
-    /// A format the simulator does not read.
-    #[error("unsupported WAV format {format} at {rate} Hz, {channels} channel(s), {bits} bits (use 8 or 24 kHz mono PCM16, mu-law or A-law)")]
-    Unsupported {
-        /// WAVE format tag.
-        format: u16,
-        /// Sample rate.
-        rate: u32,
-        /// Channel count.
-        channels: u16,
-        /// Bits per sample.
-        bits: u16,
-    },
-}
 
 const BUILTIN: &[(&str, &[u8])] = &[
     (
@@ -72,65 +53,12 @@ pub fn builtin(name: &str) -> Option<Arc<[i16]>> {
 
 /// Reads a mono WAV (PCM16, µ-law or A-law; 8 or 24 kHz) into 24 kHz samples.
 pub fn read_wav(bytes: &[u8]) -> Result<Vec<i16>, WavError> {
-    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
-        return Err(WavError::Malformed("no RIFF/WAVE header"));
-    }
-    let mut pos = 12;
-    let mut fmt: Option<(u16, u16, u32, u16)> = None;
-    while pos + 8 <= bytes.len() {
-        let id = &bytes[pos..pos + 4];
-        let len = u32::from_le_bytes([
-            bytes[pos + 4],
-            bytes[pos + 5],
-            bytes[pos + 6],
-            bytes[pos + 7],
-        ]) as usize;
-        let body = bytes
-            .get(pos + 8..pos + 8 + len)
-            .ok_or(WavError::Malformed("chunk past the end"))?;
-        match id {
-            b"fmt " => {
-                if body.len() < 16 {
-                    return Err(WavError::Malformed("short fmt chunk"));
-                }
-                let format = u16::from_le_bytes([body[0], body[1]]);
-                let channels = u16::from_le_bytes([body[2], body[3]]);
-                let rate = u32::from_le_bytes([body[4], body[5], body[6], body[7]]);
-                let bits = u16::from_le_bytes([body[14], body[15]]);
-                fmt = Some((format, channels, rate, bits));
-            }
-            b"data" => {
-                let (format, channels, rate, bits) =
-                    fmt.ok_or(WavError::Malformed("data before fmt"))?;
-                let unsupported = WavError::Unsupported {
-                    format,
-                    rate,
-                    channels,
-                    bits,
-                };
-                if channels != 1 || (rate != 8_000 && rate != RATE) {
-                    return Err(unsupported);
-                }
-                let samples: Vec<i16> = match (format, bits) {
-                    (1, 16) => body
-                        .chunks_exact(2)
-                        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-                        .collect(),
-                    (7, 8) => body.iter().map(|&b| g711::ulaw_decode(b)).collect(),
-                    (6, 8) => body.iter().map(|&b| g711::alaw_decode(b)).collect(),
-                    _ => return Err(unsupported),
-                };
-                return Ok(if rate == 8_000 {
-                    upsample_8k_to_24k(&samples)
-                } else {
-                    samples
-                });
-            }
-            _ => {}
-        }
-        pos += 8 + len + (len & 1);
-    }
-    Err(WavError::Malformed("no data chunk"))
+    let (rate, samples) = wav::read_mono(bytes, &[8_000, RATE])?;
+    Ok(if rate == 8_000 {
+        upsample_8k_to_24k(&samples)
+    } else {
+        samples
+    })
 }
 
 /// 8 kHz → 24 kHz by linear interpolation (telephone-band audio; good enough for a simulator).

@@ -1,0 +1,276 @@
+//! The relay's Prometheus metrics: one registry, written to by the call tasks (atomics only,
+//! nothing allocated per packet) and rendered by `GET /metrics`.
+//!
+//! Names follow the Prometheus conventions: a `voxrelay_` prefix, base units (seconds),
+//! `_total` on counters (added by the encoder), and labels with few values (outcomes, causes,
+//! tool names, directions; never call ids or numbers).
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A label set with one label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// How the call ended.
+    pub outcome: String,
+}
+
+/// A label set with one label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    /// What failed.
+    pub cause: String,
+}
+
+/// A label set with one label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `to_agent` or `to_caller`.
+    pub direction: &'static str,
+}
+
+/// Tool label set.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    /// The tool.
+    pub tool: String,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
+/// Trunk label set.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrunkLabel {
+    /// The trunk's name.
+    pub trunk: String,
+}
+
+fn setup_hist() -> Histogram {
+    Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0])
+}
+
+fn frame_hist() -> Histogram {
+    // 5 µs .. 10 ms
+    Histogram::new([
+        0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
+        0.005, 0.01,
+    ])
+}
+
+fn residual_hist() -> Histogram {
+    Histogram::new([0.0, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.2, 0.5])
+}
+
+fn tool_hist() -> Histogram {
+    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.7, 1.0, 2.5, 5.0])
+}
+
+fn jitter_hist() -> Histogram {
+    Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1])
+}
+
+/// Every metric the relay exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Calls in progress.
+    pub calls_active: Gauge,
+    /// Calls ended, by outcome.
+    pub calls: Family<OutcomeLabel, Counter>,
+    /// INVITE to 200 OK.
+    pub call_setup_seconds: Histogram,
+    /// Time to process one 20 ms frame, per direction.
+    pub frame_seconds: Family<DirectionLabel, Histogram, fn() -> Histogram>,
+    /// Agent audio the caller still heard after the relay learnt of a barge-in.
+    pub barge_in_residual_seconds: Histogram,
+    /// Caller interarrival jitter, sampled every few seconds per call.
+    pub rtp_jitter_seconds: Histogram,
+    /// Caller RTP packets lost.
+    pub rtp_lost_packets: Counter,
+    /// Caller frames concealed.
+    pub concealed_frames: Counter,
+    /// Tool call latency, per tool and outcome.
+    pub tool_seconds: Family<ToolLabels, Histogram, fn() -> Histogram>,
+    /// Realtime sessions that failed, by cause.
+    pub realtime_failures: Family<CauseLabel, Counter>,
+    /// Bookings created by callers.
+    pub bookings_created: Counter,
+    /// Output guardrail trips.
+    pub guardrail_trips: Counter,
+    /// Registration state per trunk (1 registered, 0 not).
+    pub trunk_registered: Family<TrunkLabel, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric at zero, registered.
+    pub fn new() -> Self {
+        let mut m = Self {
+            registry: Registry::with_prefix("voxrelay"),
+            calls_active: Gauge::default(),
+            calls: Family::default(),
+            call_setup_seconds: setup_hist(),
+            frame_seconds: Family::new_with_constructor(frame_hist),
+            barge_in_residual_seconds: residual_hist(),
+            rtp_jitter_seconds: jitter_hist(),
+            rtp_lost_packets: Counter::default(),
+            concealed_frames: Counter::default(),
+            tool_seconds: Family::new_with_constructor(tool_hist),
+            realtime_failures: Family::default(),
+            bookings_created: Counter::default(),
+            guardrail_trips: Counter::default(),
+            trunk_registered: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register("calls_active", "Calls in progress", m.calls_active.clone());
+        r.register("calls", "Calls ended, by outcome", m.calls.clone());
+        r.register(
+            "call_setup_seconds",
+            "Time from INVITE to 200 OK, realtime session included",
+            m.call_setup_seconds.clone(),
+        );
+        r.register(
+            "frame_processing_seconds",
+            "Time to process one 20 ms audio frame, per direction",
+            m.frame_seconds.clone(),
+        );
+        r.register(
+            "barge_in_residual_seconds",
+            "Agent audio the caller still heard after the relay learnt of an interruption",
+            m.barge_in_residual_seconds.clone(),
+        );
+        r.register(
+            "rtp_jitter_seconds",
+            "Interarrival jitter of callers' RTP, sampled every 5 s per call",
+            m.rtp_jitter_seconds.clone(),
+        );
+        r.register(
+            "rtp_lost_packets",
+            "Callers' RTP packets lost in the network",
+            m.rtp_lost_packets.clone(),
+        );
+        r.register(
+            "concealed_frames",
+            "Frames of callers' audio concealed by the jitter buffer",
+            m.concealed_frames.clone(),
+        );
+        r.register(
+            "tool_call_seconds",
+            "Tool call latency, per tool and outcome",
+            m.tool_seconds.clone(),
+        );
+        r.register(
+            "realtime_failures",
+            "Realtime sessions that failed, by cause",
+            m.realtime_failures.clone(),
+        );
+        r.register(
+            "bookings_created",
+            "Bookings created by callers",
+            m.bookings_created.clone(),
+        );
+        r.register(
+            "guardrail_trips",
+            "Agent answers stopped by an output guardrail",
+            m.guardrail_trips.clone(),
+        );
+        r.register(
+            "trunk_registered",
+            "Registration state per trunk (1 registered)",
+            m.trunk_registered.clone(),
+        );
+        m
+    }
+
+    /// A shared instance.
+    pub fn shared() -> Arc<Self> {
+        Arc::new(Self::new())
+    }
+
+    /// Counts a call that ended.
+    pub fn call_ended(&self, outcome: &str) {
+        self.calls
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a realtime failure.
+    pub fn realtime_failed(&self, cause: &str) {
+        self.realtime_failures
+            .get_or_create(&CauseLabel {
+                cause: cause.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records a tool call.
+    pub fn tool(&self, tool: &str, ok: bool, seconds: f64) {
+        self.tool_seconds
+            .get_or_create(&ToolLabels {
+                tool: tool.to_string(),
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .observe(seconds);
+    }
+
+    /// Records the time one frame took in `direction` (`to_agent` or `to_caller`).
+    pub fn frame(&self, direction: &'static str, seconds: f64) {
+        self.frame_seconds
+            .get_or_create(&DirectionLabel { direction })
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition (OpenMetrics-compatible text).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_names_in_the_conventions() {
+        let m = Metrics::new();
+        m.call_ended("caller_bye");
+        m.tool("create_booking", true, 0.02);
+        m.frame("to_agent", 0.000_03);
+        m.bookings_created.inc();
+        let text = m.render();
+        assert!(
+            text.contains("voxrelay_calls_total{outcome=\"caller_bye\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "voxrelay_tool_call_seconds_count{tool=\"create_booking\",outcome=\"ok\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("voxrelay_bookings_created_total 1"), "{text}");
+        assert!(text.contains("# TYPE voxrelay_barge_in_residual_seconds histogram"));
+    }
+}
