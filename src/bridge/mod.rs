@@ -1,6 +1,7 @@
 //! The per-call task: joins a phone leg to an agent. Today the agent is the built-in `echo`
 //! line test; the OpenAI Realtime agent plugs in here.
 
+pub mod agent;
 pub mod call;
 pub mod echo;
 pub mod guardrail;
