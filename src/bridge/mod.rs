@@ -2,8 +2,10 @@
 //! line test; the OpenAI Realtime agent plugs in here.
 
 pub mod call;
+pub mod digits;
 pub mod echo;
 pub mod guardrail;
+pub mod moderation;
 pub mod phone_media;
 pub mod registry;
 
