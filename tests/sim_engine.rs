@@ -400,6 +400,17 @@ fn caller_turns_drive_the_booking_script_with_function_calls() {
 
 #[test]
 fn a_dtmf_text_item_picks_the_branch() {
+    dtmf_branch("2");
+}
+
+#[test]
+fn a_keypad_text_item_as_the_relay_sends_it_picks_the_branch() {
+    dtmf_branch("[keypad] 2");
+}
+
+/// Runs the booking script to its offer, then answers it with the user text `text`: the
+/// script must take the "2" branch (goodbye).
+fn dtmf_branch(text: &str) {
     let mut s = Sim::new("booking", Transport::WebRtc);
     s.configure(json!({}));
     s.send(json!({"type": "response.create"}));
@@ -417,14 +428,14 @@ fn a_dtmf_text_item_picks_the_branch() {
     s.send(json!({"type": "response.create"}));
     s.run_until(s.now + Duration::from_secs(8));
     s.take();
-    s.send(json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "2"}]}}));
+    s.send(json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}));
     s.send(json!({"type": "response.create"}));
     s.run_until(s.now + Duration::from_secs(5));
     assert!(s.events().iter().any(|e| matches!(e, ServerEvent::OutputAudioTranscriptDone { transcript, .. } if transcript == "No problem. Goodbye.")), "{:?}", s.kinds());
     assert!(!s
         .kinds()
         .contains(&"response.function_call_arguments.done".to_string()));
-    assert_eq!(s.record.snapshot().text_items, vec!["2"]);
+    assert_eq!(s.record.snapshot().text_items, vec![text]);
 }
 
 #[test]

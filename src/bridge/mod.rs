@@ -3,8 +3,10 @@
 
 pub mod agent;
 pub mod call;
+pub mod digits;
 pub mod echo;
 pub mod guardrail;
+pub mod moderation;
 pub mod phone_media;
 pub mod registry;
 

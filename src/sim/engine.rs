@@ -1017,10 +1017,14 @@ impl Engine {
     fn text_item(&mut self, text: &str) {
         let text = text.trim().to_string();
         self.record.with(|l| l.text_items.push(text.clone()));
+        // the relay sends keys as `[keypad] 2`; branches name the keys alone
+        let key = text
+            .strip_prefix("[keypad]")
+            .map_or(text.as_str(), str::trim_start);
         self.caller_input = true;
         if self.scenario.mode == Mode::Script {
             if let Some(step) = self.scenario.steps.get(self.cursor) {
-                if let Some(&to) = step.branches.get(&text) {
+                if let Some(&to) = step.branches.get(key) {
                     self.cursor = to;
                     // a branch taken by a text has consumed the caller's turn
                     self.caller_input = self.scenario.steps[to].after_caller;

@@ -1,5 +1,5 @@
-//! The simulator's HTTP surface: `client_secrets`, `/calls`, hangup, the WebSocket upgrade and
-//! `/sim/sessions`, with OpenAI's bearer auth and error shape.
+//! The simulator's HTTP surface: `client_secrets`, `/calls`, hangup, the WebSocket upgrade,
+//! `moderations` and `/sim/sessions`, with OpenAI's bearer auth and error shape.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -196,6 +196,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/v1/realtime/calls", post(calls))
         .route("/v1/realtime/calls/{id}/hangup", post(hangup))
         .route("/v1/realtime", get(websocket))
+        .route("/v1/moderations", post(moderations))
         .route("/sim/sessions", get(list_sessions))
         .route("/sim/sessions/{id}", get(one_session))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -311,6 +312,61 @@ async fn mint(
     Ok(Json(
         json!({"value": value, "expires_at": expires_at, "session": shown}),
     ))
+}
+
+async fn moderations(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if let Caller::Ephemeral(_) = authorize(&state, &headers)? {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            "Ephemeral keys are for the Realtime API only; use a server key.",
+        ));
+    }
+    let req: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("We could not parse the JSON body of your request: {e}"),
+            None,
+        )
+    })?;
+    let inputs: Vec<&str> = match req.get("input") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(Value::as_str)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_value",
+                    "Invalid 'input': the simulator takes a string or an array of strings.",
+                    Some("input"),
+                )
+            })?,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                "Invalid 'input': expected a string or an array of strings.",
+                Some("input"),
+            ))
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_required_parameter",
+                "Missing required parameter: 'input'.",
+                Some("input"),
+            ))
+        }
+    };
+    let model = req
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("omni-moderation-latest");
+    Ok(Json(super::moderation::answer(model, &inputs)))
 }
 
 async fn calls(

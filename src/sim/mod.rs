@@ -25,12 +25,13 @@
 //! | `POST /v1/realtime/client_secrets` | mints `ek_…` keys (TTL 10–7200 s, default 600) with the session they open |
 //! | `POST /v1/realtime/calls` | SDP offer as `application/sdp` or multipart (`sdp`, `session`) → 201, the answer, `Location: /v1/realtime/calls/rtc_…` |
 //! | `POST /v1/realtime/calls/{id}/hangup` | ends the call |
+//! | `POST /v1/moderations` | flags text holding a word of a fixed list as `harassment` (list in `config/scenarios/README.md`), in OpenAI's answer shape |
 //! | `GET /v1/realtime?model=…` | the WebSocket transport (`audio/pcm` 24 kHz, `audio/pcmu`, `audio/pcma`) |
 //! | `GET /sim/sessions`, `GET /sim/sessions/{id}` | what each session received and sent (no auth; for tests) |
 //!
 //! Every `/v1` endpoint needs `Authorization: Bearer` with the configured server key (or any
 //! `sk-…` key when none is configured) or an unexpired `ek_…` key it minted (`client_secrets`
-//! takes server keys only); otherwise 401 in OpenAI's error shape, never echoing the key.
+//! and `moderations` take server keys only); otherwise 401 in OpenAI's error shape, never echoing the key.
 //!
 //! # The answer
 //! Shaped like OpenAI's: BUNDLE, rtcp-mux, `setup:active` (the simulator is the DTLS client),
@@ -42,7 +43,7 @@
 //! `engine` (the simulated model of one session, IO-free, fake-clock tested), `scenario` (what
 //! it says and which faults it injects; format in `config/scenarios/README.md`), `vad` (an
 //! energy detector standing in for server VAD), `voice` (the prompt recordings; G.711 from `media::g711`), `record` (what
-//! each session saw), `sdp` (answer shaping, multipart), and the transports `http`, `ws`, `rtc`.
+//! each session saw), `sdp` (answer shaping, multipart), `moderation` (the stand-in classifier), and the transports `http`, `ws`, `rtc`.
 
 pub mod engine;
 pub mod record;
@@ -52,6 +53,7 @@ pub mod vad;
 pub mod voice;
 
 mod http;
+mod moderation;
 mod rtc;
 mod server;
 mod ws;
