@@ -6,8 +6,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::bridge::{Bridge, BridgeSettings};
+use crate::booking::{Store, SystemClock, Tools};
+use crate::bridge::agent::Agents;
+use crate::bridge::call_agent::AgentBook;
+use crate::bridge::moderation::Moderation;
+use crate::bridge::registry::Registry;
+use crate::bridge::{Bridge, BridgeSettings, LiveContext};
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::openai::{Connector, Secret};
+use crate::sim::{SimConfig, SimHandle, Simulator};
 use crate::sip::server::SipSettings;
 use crate::sip::trunks::{Routes, Trunks};
 use crate::sip::SipServer;
@@ -15,33 +23,161 @@ use crate::sip::SipServer;
 /// How long calls get to send their BYE once told to hang up at shutdown.
 const BYE_GRACE: Duration = Duration::from_secs(5);
 
+/// The default `openai.base_url`: with it and no `OPENAI_API_KEY` the simulator stands in.
+const OPENAI_BASE: &str = "https://api.openai.com";
+
 /// The running relay.
 pub struct Relay {
     /// The SIP endpoint.
     pub sip: SipServer,
+    /// Calls, live and recently ended.
+    pub registry: Registry,
+    /// The relay's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The booking store, when one is open.
+    pub store: Option<Store>,
+    /// The in-process realtime simulator (no `OPENAI_API_KEY`).
+    pub sim: Option<SimHandle>,
+    /// The realtime connector, when agents need one.
+    pub connector: Option<Connector>,
     hangup_all: CancellationToken,
     drain: Duration,
+}
+
+/// What answers calls: the realtime side, set up from the config.
+struct Realtime {
+    live: Option<Arc<LiveContext>>,
+    sim: Option<SimHandle>,
+    connector: Option<Connector>,
+}
+
+/// Every agent a call can reach: the default and every route's.
+fn agents_needed(cfg: &Config) -> Vec<String> {
+    let mut names: Vec<String> = std::iter::once(cfg.agents.default.clone())
+        .chain(cfg.routes.values().cloned())
+        .filter(|n| n != "echo")
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+async fn realtime(
+    cfg: &Config,
+    settings: &Arc<BridgeSettings>,
+    tools: Option<Tools>,
+    registry: &Registry,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Realtime> {
+    let needed = agents_needed(cfg);
+    if needed.is_empty() {
+        return Ok(Realtime {
+            live: None,
+            sim: None,
+            connector: None,
+        });
+    }
+    let agents = Agents::load(&cfg.agents.dir)
+        .map_err(|e| anyhow::anyhow!("agents ({}): {e}", cfg.agents.dir.display()))?;
+    for name in &needed {
+        if agents.get(name).is_none() {
+            anyhow::bail!(
+                "agent {name:?} (agents.default or a route) has no file {}/{name}.toml; the agents there are: {}",
+                cfg.agents.dir.display(),
+                agents.names().join(", ")
+            );
+        }
+    }
+    let key = std::env::var("OPENAI_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let base = cfg.openai.base_url.trim_end_matches('/');
+    let (base_url, key, sim) = match key {
+        Some(k) => (base.to_string(), k, None),
+        None if base == OPENAI_BASE => {
+            let local_key = format!("sk-local-{:032x}", rand::random::<u128>());
+            let sim = Simulator::start(SimConfig {
+                listen: "127.0.0.1:0".parse()?,
+                scenario: cfg.sim.scenario.clone(),
+                api_key: Some(local_key.clone()),
+            })
+            .await?;
+            warn!(
+                simulator = %sim.base_url(), scenario = %cfg.sim.scenario,
+                "no OPENAI_API_KEY: calls go to the offline realtime simulator started in this process"
+            );
+            (sim.base_url(), local_key, Some(sim))
+        }
+        None => anyhow::bail!(
+            "OPENAI_API_KEY is not set; it is needed for openai.base_url = {base:?} (leave base_url at its default to use the built-in simulator)"
+        ),
+    };
+    let connector = Connector::new(
+        &base_url,
+        Secret::new(key.clone()),
+        cfg.openai.transport,
+        cfg.openai.leg_settings(),
+    )?;
+    let book = AgentBook::new(&agents, &cfg.openai.model)?;
+    let moderation = cfg.openai.moderation.then(|| {
+        Arc::new(Moderation::new(
+            reqwest::Client::new(),
+            &base_url,
+            Secret::new(key),
+            Duration::from_secs(2),
+        ))
+    });
+    let live = LiveContext {
+        connector: connector.clone(),
+        agents: book,
+        tools,
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        settings: settings.clone(),
+        moderation,
+    };
+    Ok(Realtime {
+        live: Some(Arc::new(live)),
+        sim,
+        connector: Some(connector),
+    })
 }
 
 impl Relay {
     /// Starts the relay from a validated config.
     pub async fn start(cfg: Config) -> anyhow::Result<Self> {
-        if cfg.agents.default != "echo" {
-            warn!(
-                agent = %cfg.agents.default,
-                "this build has no OpenAI Realtime leg yet: calls go to the built-in echo agent"
-            );
-        }
         let hangup_all = CancellationToken::new();
-        let settings = BridgeSettings {
-            max_call: Duration::from_secs(cfg.bridge.max_call_seconds),
+        let b = &cfg.bridge;
+        let settings = Arc::new(BridgeSettings {
+            max_call: Duration::from_secs(b.max_call_seconds),
             rtp_timeout: match cfg.sip.rtp_timeout_seconds {
                 0 => None,
                 s => Some(Duration::from_secs(s)),
             },
-            answer_delay: Duration::from_millis(cfg.bridge.answer_delay_ms),
+            answer_delay: Duration::from_millis(b.answer_delay_ms),
+            tool_timeout: Duration::from_millis(b.tool_timeout_ms),
+            hold_after: Duration::from_millis(b.hold_after_ms),
+            dtmf_inter_digit: Duration::from_millis(b.dtmf_inter_digit_ms),
+            guardrail_every: b.guardrail_every_chars,
+        });
+        let metrics = Metrics::shared();
+        let registry = Registry::new();
+        let needs_agents = !agents_needed(&cfg).is_empty();
+        let (store, tools) = if needs_agents {
+            let store = Store::open_config(&cfg.booking)
+                .await
+                .map_err(|e| anyhow::anyhow!("booking database: {e}"))?;
+            let tools = Tools::new(store.clone(), &cfg.booking, Arc::new(SystemClock))?;
+            (Some(store), Some(tools))
+        } else {
+            (None, None)
         };
-        let bridge = Arc::new(Bridge::new(settings, hangup_all.clone()));
+        let rt = realtime(&cfg, &settings, tools, &registry, &metrics).await?;
+        let shared = crate::bridge::Shared {
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+        };
+        let bridge = Arc::new(Bridge::new(settings, shared, rt.live, hangup_all.clone()));
         let trunks = Trunks::new(&cfg.trunks, |k| std::env::var(k).ok())?;
         let settings = SipSettings {
             sip: cfg.sip.clone(),
@@ -53,6 +189,11 @@ impl Relay {
         info!(sip = %sip.local_addr(), agent = %cfg.agents.default, "voxrelay ready");
         Ok(Self {
             sip,
+            registry,
+            metrics,
+            store,
+            sim: rt.sim,
+            connector: rt.connector,
             hangup_all,
             drain: Duration::from_secs(cfg.bridge.drain_seconds),
         })
@@ -80,6 +221,12 @@ impl Relay {
             let _ = tokio::time::timeout(BYE_GRACE, self.sip.wait_until_idle()).await;
         }
         self.sip.stop();
+        if let Some(sim) = self.sim {
+            sim.shutdown().await;
+        }
+        if let Some(store) = self.store {
+            store.close().await;
+        }
         info!("stopped");
     }
 }

@@ -137,14 +137,48 @@ pub struct OpenAiConfig {
     pub model: String,
     /// `webrtc` or `websocket`.
     pub transport: RealtimeTransport,
+    /// The WebRTC leg's codec: `opus` (default) or `pcmu` (G.711 only, unverified against
+    /// the real service).
+    pub codec: crate::openai::WebRtcCodec,
+    /// How long minting a call's ephemeral key may take, retries included.
+    pub mint_deadline_ms: u64,
+    /// From posting the offer (or opening the WebSocket) until the session is ready.
+    pub connect_deadline_ms: u64,
+    /// Lifetime of each call's ephemeral key, 10..=7200 seconds.
+    pub key_ttl_seconds: u32,
+    /// The local UDP address WebRTC gathers candidates from (unset: loopback for a loopback
+    /// `base_url`, else all interfaces).
+    pub webrtc_bind: Option<String>,
+    /// Check what the agent says with OpenAI's moderation endpoint too (off by default).
+    pub moderation: bool,
 }
 
 impl Default for OpenAiConfig {
     fn default() -> Self {
+        let leg = crate::openai::LegSettings::default();
         Self {
             base_url: "https://api.openai.com".into(),
             model: "gpt-realtime".into(),
             transport: RealtimeTransport::Webrtc,
+            codec: leg.codec,
+            mint_deadline_ms: leg.mint_deadline_ms,
+            connect_deadline_ms: leg.connect_deadline_ms,
+            key_ttl_seconds: leg.key_ttl_seconds,
+            webrtc_bind: leg.webrtc_bind,
+            moderation: false,
+        }
+    }
+}
+
+impl OpenAiConfig {
+    /// The realtime leg's settings.
+    pub fn leg_settings(&self) -> crate::openai::LegSettings {
+        crate::openai::LegSettings {
+            codec: self.codec,
+            mint_deadline_ms: self.mint_deadline_ms,
+            connect_deadline_ms: self.connect_deadline_ms,
+            key_ttl_seconds: self.key_ttl_seconds,
+            webrtc_bind: self.webrtc_bind.clone(),
         }
     }
 }
@@ -195,8 +229,17 @@ pub struct BridgeConfig {
     pub max_call_seconds: u64,
     /// On SIGTERM/SIGINT, how long live calls may go on before they get BYE.
     pub drain_seconds: u64,
-    /// How long the caller hears ringing before the relay answers (0: at once).
+    /// How long the caller hears ringing before the relay answers (0: at once). Echo agent
+    /// only: a realtime call is answered as soon as its session is ready.
     pub answer_delay_ms: u64,
+    /// How long a tool may run before the model is told it failed.
+    pub tool_timeout_ms: u64,
+    /// A tool running this long puts comfort noise (or the agent's hold sound) on the line.
+    pub hold_after_ms: u64,
+    /// Keypad digits pressed within this much of each other reach the agent as one group.
+    pub dtmf_inter_digit_ms: u64,
+    /// Output guardrails check the agent's transcript every this many new characters.
+    pub guardrail_every_chars: usize,
 }
 
 impl Default for BridgeConfig {
@@ -205,6 +248,10 @@ impl Default for BridgeConfig {
             max_call_seconds: 1800,
             drain_seconds: 30,
             answer_delay_ms: 0,
+            tool_timeout_ms: 5000,
+            hold_after_ms: 700,
+            dtmf_inter_digit_ms: 1500,
+            guardrail_every_chars: 100,
         }
     }
 }
@@ -323,6 +370,20 @@ impl Config {
                 key: "sip.rtp_ports",
                 value: format!("[{lo}, {hi}]"),
                 reason: "needs a low and a high port, low < high, low > 0",
+            });
+        }
+        if !(10..=7200).contains(&self.openai.key_ttl_seconds) {
+            return Err(ConfigError::Invalid {
+                key: "openai.key_ttl_seconds",
+                value: self.openai.key_ttl_seconds.to_string(),
+                reason: "must be 10..=7200",
+            });
+        }
+        if self.bridge.guardrail_every_chars == 0 {
+            return Err(ConfigError::Invalid {
+                key: "bridge.guardrail_every_chars",
+                value: "0".into(),
+                reason: "must be at least 1",
             });
         }
         if self.sip.max_calls == 0 {

@@ -1,21 +1,31 @@
-//! The per-call task: joins a phone leg to an agent. Today the agent is the built-in `echo`
-//! line test; the OpenAI Realtime agent plugs in here.
+//! The per-call task: joins a phone leg to an agent. A call goes to an OpenAI Realtime agent
+//! (`live_call`), or to the built-in `echo` line test (`echo_call`).
 
 pub mod agent;
-pub mod call;
+pub mod call_agent;
 pub mod digits;
 pub mod echo;
+pub mod echo_call;
 pub mod guardrail;
+pub mod live_call;
 pub mod moderation;
 pub mod phone_media;
+pub mod prompts;
 pub mod registry;
+pub mod tool_run;
+pub mod transcript;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
-use crate::sip::{CallHandler, IncomingCall};
+use crate::metrics::Metrics;
+use crate::sip::{CallHandler, EndReason, IncomingCall};
+use registry::Registry;
+
+pub use live_call::LiveContext;
 
 /// What every call task needs to know, shared.
 #[derive(Debug, Clone)]
@@ -24,31 +34,94 @@ pub struct BridgeSettings {
     pub max_call: Duration,
     /// No RTP from the caller for this long ends the call (`None`: never).
     pub rtp_timeout: Option<Duration>,
-    /// Ringing time before the answer.
+    /// Ringing time before the answer (echo agent).
     pub answer_delay: Duration,
+    /// How long a tool may run.
+    pub tool_timeout: Duration,
+    /// A tool running this long puts comfort noise or the hold sound on the line.
+    pub hold_after: Duration,
+    /// Keypad digits within this much of each other form one group.
+    pub dtmf_inter_digit: Duration,
+    /// Guardrails check every this many new characters of the agent's transcript.
+    pub guardrail_every: usize,
+}
+
+impl Default for BridgeSettings {
+    fn default() -> Self {
+        Self {
+            max_call: Duration::from_secs(1800),
+            rtp_timeout: Some(Duration::from_secs(60)),
+            answer_delay: Duration::ZERO,
+            tool_timeout: Duration::from_secs(5),
+            hold_after: Duration::from_millis(700),
+            dtmf_inter_digit: Duration::from_millis(1500),
+            guardrail_every: 100,
+        }
+    }
+}
+
+/// What every call reports to: the registry of calls and the metrics.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Live and recently ended calls.
+    pub registry: Registry,
+    /// The relay's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs calls: one task per call.
 #[derive(Debug, Clone)]
 pub struct Bridge {
     settings: Arc<BridgeSettings>,
+    shared: Shared,
+    live: Option<Arc<LiveContext>>,
     hangup_all: CancellationToken,
 }
 
 impl Bridge {
-    /// A bridge whose calls all end when `hangup_all` is cancelled.
-    pub fn new(settings: BridgeSettings, hangup_all: CancellationToken) -> Self {
+    /// A bridge whose calls all end when `hangup_all` is cancelled. Without a `live`
+    /// context every call goes to the echo agent.
+    pub fn new(
+        settings: Arc<BridgeSettings>,
+        shared: Shared,
+        live: Option<Arc<LiveContext>>,
+        hangup_all: CancellationToken,
+    ) -> Self {
         Self {
-            settings: Arc::new(settings),
+            settings,
+            shared,
+            live,
             hangup_all,
         }
     }
 }
 
 impl CallHandler for Bridge {
-    fn on_call(&self, call: IncomingCall) {
-        let settings = self.settings.clone();
+    fn on_call(&self, mut call: IncomingCall) {
         let stop = self.hangup_all.child_token();
-        tokio::spawn(call::run(call, settings, stop));
+        if call.agent == "echo" {
+            tokio::spawn(echo_call::run(
+                call,
+                self.settings.clone(),
+                self.shared.clone(),
+                stop,
+            ));
+            return;
+        }
+        let agent = self
+            .live
+            .as_ref()
+            .and_then(|live| Some((live.clone(), live.agents.get(&call.agent)?)));
+        match agent {
+            Some((live, agent)) => {
+                tokio::spawn(live_call::run(call, agent, live, stop));
+            }
+            None => {
+                // routes and agents are checked at start, so this is a configuration the
+                // relay could not foresee; refuse rather than answer with nobody there
+                warn!(agent = %call.agent, "no such agent: the call is refused");
+                tokio::spawn(async move { call.sip.hang_up(EndReason::Rejected).await });
+            }
+        }
     }
 }

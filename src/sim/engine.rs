@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::record::{SessionRecord, ToolCall, ToolOutput};
-use super::scenario::{fill_template, Call, Mode, Prompt, Scenario};
+use super::scenario::{fill_dates, fill_template, Call, Mode, Prompt, Scenario};
 use super::vad::{EnergyVad, VadEvent, VadSettings};
 use super::voice::{self, FRAME};
 use crate::media::g711;
@@ -1454,7 +1454,8 @@ impl Engine {
         }
     }
 
-    fn emit_call(&mut self, a: &mut Active, call: Call) {
+    fn emit_call(&mut self, a: &mut Active, mut call: Call) {
+        call.arguments = fill_dates(&call.arguments, chrono::Utc::now().date_naive());
         let item_id = self.new_id("item");
         let call_id = self.new_id("call");
         let in_progress = Item::FunctionCall {

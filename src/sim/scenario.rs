@@ -369,6 +369,44 @@ impl Scenario {
     }
 }
 
+/// Fills date placeholders in a tool call's arguments, so a script stays valid whatever the
+/// day: `{next:monday}` is the date (YYYY-MM-DD) of the first Monday after `today`, and
+/// `{next:monday+1}` the day after it. Unknown placeholders are left as they are.
+pub fn fill_dates(text: &str, today: chrono::NaiveDate) -> String {
+    use chrono::{Datelike, Duration, Weekday};
+    if !text.contains("{next:") {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{next:") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        let spec = &rest[start + 6..start + len];
+        let (day, plus) = match spec.split_once('+') {
+            Some((d, n)) => (d, n.trim().parse::<i64>().ok()),
+            None => (spec, Some(0)),
+        };
+        let weekday = day.trim().parse::<Weekday>().ok();
+        match (weekday, plus) {
+            (Some(w), Some(plus)) => {
+                let ahead = (7 + w.num_days_from_monday() as i64
+                    - today.weekday().num_days_from_monday() as i64)
+                    % 7;
+                let ahead = if ahead == 0 { 7 } else { ahead };
+                let date = today + Duration::days(ahead + plus);
+                out.push_str(&date.format("%Y-%m-%d").to_string());
+            }
+            _ => out.push_str(&rest[start..start + len + 1]),
+        }
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Fills `{output}` and `{output.a.b}` from the last tool output (JSON text).
 pub fn fill_template(text: &str, last_output: Option<&str>) -> String {
     if !text.contains("{output") {
@@ -412,6 +450,23 @@ pub fn fill_template(text: &str, last_output: Option<&str>) -> String {
     }
     out.push_str(rest);
     out
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::fill_dates;
+    use chrono::NaiveDate;
+
+    #[test]
+    fn next_weekday_placeholders() {
+        // 2026-12-01 is a Tuesday
+        let today = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        assert_eq!(
+            fill_dates(r#"{"a":"{next:monday}","b":"{next:monday+1}","c":"{next:tuesday}"}"#, today),
+            r#"{"a":"2026-12-07","b":"2026-12-08","c":"2026-12-08"}"#
+        );
+        assert_eq!(fill_dates("{next:funday} {next:mon", today), "{next:funday} {next:mon");
+    }
 }
 
 #[cfg(test)]

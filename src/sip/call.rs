@@ -29,6 +29,12 @@ pub enum PhoneEvent {
         /// The relay's direction now.
         direction: Direction,
     },
+    /// A NOTIFY about our REFER: the status line of the transfer target's answer
+    /// (`message/sipfrag`), e.g. 100 trying, 180 ringing, 200 answered, 486 busy.
+    TransferProgress {
+        /// The SIP status the target answered.
+        status: u16,
+    },
     /// The dialog is over.
     Ended(EndReason),
 }
@@ -158,6 +164,18 @@ impl SipCall {
         }
     }
 
+    /// Asks the caller's side to call `target` instead (a blind transfer, RFC 3515). Returns
+    /// the REFER's final status (202 when accepted); the outcome follows as
+    /// [`PhoneEvent::TransferProgress`] events.
+    pub async fn refer(&self, target: &str) -> Result<u16, String> {
+        let refer_to = rsipstack::sip::ReferTo::new(format!("<{target}>"));
+        match self.dialog.refer(refer_to, None, None).await {
+            Ok(Some(resp)) => Ok(u16::from(resp.status_code)),
+            Ok(None) => Err("no answer to the REFER".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// The next dialog event, turned into what the call needs to know. Requests that need an
     /// answer are answered here. `None` once the dialog is gone.
     pub async fn next_event(&mut self) -> Option<PhoneEvent> {
@@ -226,9 +244,15 @@ impl SipCall {
                     .await;
                 None
             }
+            DialogState::Notify(_, req, handle) => {
+                // rsipstack's own ReferStatus parser never matches (see docs): read the
+                // sipfrag body ourselves
+                let status = sipfrag_status(&req.body);
+                let _ = handle.reply(StatusCode::OK).await;
+                status.map(|status| PhoneEvent::TransferProgress { status })
+            }
             DialogState::Refer(_, _, handle)
             | DialogState::Message(_, _, handle)
-            | DialogState::Notify(_, _, handle)
             | DialogState::Publish(_, _, handle) => {
                 let _ = handle
                     .respond(StatusCode::MethodNotAllowed, Some(allow_headers()), None)
@@ -253,6 +277,17 @@ impl SipCall {
     }
 }
 
+/// The status code of a `message/sipfrag` body (`SIP/2.0 200 OK`).
+fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(body).ok()?;
+    let line = text.lines().next()?.trim();
+    let mut parts = line.split_whitespace();
+    if !parts.next()?.starts_with("SIP/") {
+        return None;
+    }
+    parts.next()?.parse().ok().filter(|c| (100..700).contains(c))
+}
+
 fn allow_headers() -> Vec<Header> {
     vec![Header::Allow(ALLOW.into())]
 }
@@ -262,4 +297,19 @@ fn sdp_headers() -> Vec<Header> {
         Header::ContentType("application/sdp".into()),
         Header::Allow(ALLOW.into()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sipfrag_status;
+
+    #[test]
+    fn sipfrag_bodies() {
+        assert_eq!(sipfrag_status(b"SIP/2.0 200 OK\r\n"), Some(200));
+        assert_eq!(sipfrag_status(b"SIP/2.0 486 Busy Here"), Some(486));
+        assert_eq!(sipfrag_status(b""), None);
+        assert_eq!(sipfrag_status(b"HTTP/1.1 200 OK"), None);
+        assert_eq!(sipfrag_status(b"SIP/2.0 99999 x"), None);
+        assert_eq!(sipfrag_status(&[0xff, 0xfe]), None);
+    }
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod postgres;
 pub mod uac;
 
@@ -114,6 +115,16 @@ impl Relay {
             .parse()
             .unwrap();
         relay
+    }
+
+    /// The relay's working directory (its SQLite database is `v.db` there).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// The booking database's URL.
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.dir().join("v.db").display())
     }
 
     /// Waits for a log event matching `pred` (events already seen count too).

@@ -1,4 +1,4 @@
-//! One call's task. It owns the call's dialog, its RTP leg and its agent, and is the only
+//! The task of a call answered by the built-in `echo` agent (a line test). It owns the call's dialog, its RTP leg and its agent, and is the only
 //! place that touches them: signalling events, RTP in, one 20 ms frame out every 20 ms,
 //! RTCP reports, and the call's limits.
 
@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, Instrument};
 
 use super::echo::EchoBuffer;
-use super::BridgeSettings;
+use super::registry::{CallDetail, CallPublisher};
+use super::{BridgeSettings, Shared};
 use crate::media::rtcp::{self, PeerReport, REPORT_INTERVAL};
 use crate::media::rtp::{Packetizer, ReceiveStats, FRAME_SAMPLES, HEADER_LEN};
 use crate::sip::sdp::Direction;
@@ -20,12 +21,39 @@ const FRAME: Duration = Duration::from_millis(20);
 const FRAME_BYTES: usize = FRAME_SAMPLES as usize;
 
 /// Runs one call to its end.
-pub async fn run(call: IncomingCall, settings: Arc<BridgeSettings>, stop: CancellationToken) {
+pub async fn run(
+    call: IncomingCall,
+    settings: Arc<BridgeSettings>,
+    shared: Shared,
+    stop: CancellationToken,
+) {
     let span = info_span!("call", id = %call.id);
-    run_inner(call, settings, stop).instrument(span).await
+    let mut detail = CallDetail::new(
+        &call.id,
+        &call.from,
+        &call.to,
+        "echo",
+        call.trunk.as_deref(),
+    );
+    detail.transport = call.transport.into();
+    detail.started_at = call.started.into();
+    detail.media.codec = call.sip.negotiated().codec.name().into();
+    let (publisher, _controls) = shared.registry.register(detail);
+    shared.metrics.calls_active.inc();
+    let reason = run_inner(call, settings, &publisher, stop)
+        .instrument(span)
+        .await;
+    shared.metrics.calls_active.dec();
+    shared.metrics.call_ended(reason.as_str());
+    publisher.finish(reason.as_str());
 }
 
-async fn run_inner(mut call: IncomingCall, settings: Arc<BridgeSettings>, stop: CancellationToken) {
+async fn run_inner(
+    mut call: IncomingCall,
+    settings: Arc<BridgeSettings>,
+    publisher: &CallPublisher,
+    stop: CancellationToken,
+) -> EndReason {
     let neg = call.sip.negotiated().clone();
     info!(
         from = %call.from, to = %call.to, transport = call.transport,
@@ -46,21 +74,22 @@ async fn run_inner(mut call: IncomingCall, settings: Arc<BridgeSettings>, stop: 
                         None => EndReason::Other,
                     };
                     info!(reason = reason.as_str(), seconds = 0.0, "call ended");
-                    return;
+                    return reason;
                 }
                 _ = stop.cancelled() => {
                     call.sip.hang_up(EndReason::Shutdown).await;
                     info!(reason = EndReason::Shutdown.as_str(), seconds = 0.0, "call ended");
-                    return;
+                    return EndReason::Shutdown;
                 }
             }
         }
     }
     if let Err(e) = call.sip.answer() {
         info!(error = %e, reason = "rejected", "call ended");
-        return;
+        return EndReason::Rejected;
     }
     let answered = Instant::now();
+    publisher.answered();
     info!("call answered");
 
     let mut direction = neg.direction;
@@ -94,6 +123,7 @@ async fn run_inner(mut call: IncomingCall, settings: Arc<BridgeSettings>, stop: 
                     tx.mark_next();
                     last_rx = Instant::now();
                 }
+                Some(PhoneEvent::TransferProgress { .. }) => {}
                 Some(PhoneEvent::Ended(r)) => break r,
                 None => break EndReason::Other,
             },
@@ -165,4 +195,5 @@ async fn run_inner(mut call: IncomingCall, settings: Arc<BridgeSettings>, stop: 
         peer_lost = peer.lost,
         "call ended"
     );
+    reason
 }

@@ -1,0 +1,76 @@
+//! The agent as a call uses it: its realtime session, greeting, guardrails, hold sound and
+//! transfer target, resolved once from the agent files so a call never touches the disk.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::agent::{AgentConfig, Agents};
+use super::guardrail::{GuardrailError, Guardrails};
+use crate::openai::AgentSpec;
+
+/// One agent, ready for calls.
+#[derive(Debug, Clone)]
+pub struct CallAgent {
+    /// The agent's name.
+    pub name: String,
+    /// The realtime session's view of it (instructions, voice, tools).
+    pub spec: AgentSpec,
+    /// What it says first, if configured.
+    pub greeting: Option<String>,
+    /// A person to transfer callers to (SIP URI).
+    pub transfer_target: Option<String>,
+    /// Its output guardrails.
+    pub guardrails: Arc<Guardrails>,
+    /// Played while a tool runs long; `None` for comfort noise.
+    pub hold_sound: Option<Arc<[i16]>>,
+    config: Arc<AgentConfig>,
+}
+
+impl CallAgent {
+    /// The agent a handoff tool name points at, if this agent may hand off there.
+    pub fn handoff_target(&self, tool: &str) -> Option<&str> {
+        self.config.handoff_target(tool)
+    }
+}
+
+/// Every configured agent, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct AgentBook {
+    agents: BTreeMap<String, Arc<CallAgent>>,
+}
+
+impl AgentBook {
+    /// Resolves every agent of `agents` for `model`.
+    pub fn new(agents: &Agents, model: &str) -> Result<Self, GuardrailError> {
+        let mut out = BTreeMap::new();
+        for name in agents.names() {
+            let Some(cfg) = agents.get(&name) else {
+                continue;
+            };
+            let guardrails = Arc::new(Guardrails::new(&cfg.guardrails)?);
+            out.insert(
+                name.clone(),
+                Arc::new(CallAgent {
+                    name: name.clone(),
+                    spec: cfg.spec(model, agents),
+                    greeting: cfg.greeting.clone(),
+                    transfer_target: cfg.transfer_target.clone(),
+                    guardrails,
+                    hold_sound: agents.hold_sound(&name),
+                    config: cfg,
+                }),
+            );
+        }
+        Ok(Self { agents: out })
+    }
+
+    /// An agent by name.
+    pub fn get(&self, name: &str) -> Option<Arc<CallAgent>> {
+        self.agents.get(name).cloned()
+    }
+
+    /// The names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.agents.keys().map(String::as_str)
+    }
+}
