@@ -88,6 +88,8 @@ struct Rule {
 /// unless a pattern turns that off with `(?-i)`. Words and phrases match whole words only,
 /// in any case, with any run of spaces or punctuation between a phrase's words: `"credit
 /// card"` matches `"Credit-card"` and `"credit,  card"`, and `"ass"` does not match `"pass"`.
+/// Only the letters and digits of a word-list entry count: its punctuation is a separator
+/// like a space (`"c++"` is the word `"c"`), so write symbols as patterns.
 #[derive(Debug, Clone, Default)]
 pub struct Guardrails {
     rules: Arc<[Rule]>,
