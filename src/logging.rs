@@ -10,7 +10,9 @@ use crate::config::LogFormat;
 /// Installs the global subscriber (once; later calls do nothing).
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("rsipstack=error,webrtc=warn,{level}")));
+        .unwrap_or_else(|_| EnvFilter::new(format!(
+            "{level},rsipstack=error,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_srtp=warn"
+        )));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

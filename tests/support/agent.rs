@@ -46,8 +46,10 @@ fn alaw(x: i16) -> u8 {
 }
 
 /// Writes `pcm` as a pcap of 20 ms PCMA RTP packets (payload type 8) for SIPp's
-/// `play_pcap_audio`.
-pub fn write_pcma_pcap(path: &Path, pcm: &[i16]) {
+/// `play_pcap_audio`, which sends them as they are: `stream` picks the SSRC and the first
+/// sequence number, so that two plays in one call look like one phone's talk spurts and not
+/// a replay of old packets.
+pub fn write_pcma_pcap(path: &Path, pcm: &[i16], stream: u16) {
     let mut out = Vec::new();
     // global header: magic, v2.4, tz 0, sigfigs 0, snaplen, linktype 1 (Ethernet)
     out.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
@@ -57,11 +59,12 @@ pub fn write_pcma_pcap(path: &Path, pcm: &[i16]) {
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&65535u32.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes());
+    let first = stream as usize * 5_000;
     for (i, chunk) in pcm.chunks(160).enumerate() {
         let mut rtp = vec![0x80, 8];
-        rtp.extend_from_slice(&(i as u16).to_be_bytes());
-        rtp.extend_from_slice(&((i * 160) as u32).to_be_bytes());
-        rtp.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        rtp.extend_from_slice(&((first + i) as u16).to_be_bytes());
+        rtp.extend_from_slice(&(((first + i) * 160) as u32).to_be_bytes());
+        rtp.extend_from_slice(&(0x1234_5678u32 + stream as u32).to_be_bytes());
         rtp.extend(chunk.iter().map(|&s| alaw(s)));
         let udp_len = 8 + rtp.len();
         let ip_len = 20 + udp_len;
@@ -84,14 +87,21 @@ pub fn write_pcma_pcap(path: &Path, pcm: &[i16]) {
     std::fs::write(path, out).unwrap();
 }
 
-/// A SIPp scenario from `tests/sipp/<template>` with `SPEECH_PCAP` replaced by a pcap of
-/// `speech_ms` of caller speech; both written into `dir`. Returns the scenario's path.
+/// A SIPp scenario from `tests/sipp/<template>` with each `SPEECH_PCAP` replaced by a pcap
+/// of `speech_ms` of caller speech (a new stream each time); all written into `dir`. Returns
+/// the scenario's path.
 pub fn scenario_with_speech(dir: &Path, template: &str, speech_ms: u32) -> PathBuf {
-    let pcap = dir.join("speech.pcap");
-    write_pcma_pcap(&pcap, &speech(speech_ms));
-    let text = std::fs::read_to_string(super::scenario(template)).unwrap();
+    let mut text = std::fs::read_to_string(super::scenario(template)).unwrap();
+    let audio = speech(speech_ms);
+    let mut n = 0;
+    while text.contains("SPEECH_PCAP") {
+        n += 1;
+        let pcap = dir.join(format!("speech{n}.pcap"));
+        write_pcma_pcap(&pcap, &audio, n);
+        text = text.replacen("SPEECH_PCAP", &pcap.display().to_string(), 1);
+    }
     let path = dir.join(template);
-    std::fs::write(&path, text.replace("SPEECH_PCAP", &pcap.display().to_string())).unwrap();
+    std::fs::write(&path, text).unwrap();
     path
 }
 

@@ -73,7 +73,10 @@ impl Relay {
             .current_dir(dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info,rsipstack=warn")
+            .env(
+                "RUST_LOG",
+                "info,rsipstack=warn,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,webrtc=warn",
+            )
             .env("VOXRELAY__SIP__LISTEN", "127.0.0.1:0")
             .env("VOXRELAY__SIP__RTP_PORTS", rtp)
             .env("VOXRELAY__AGENTS__DEFAULT", "echo")
