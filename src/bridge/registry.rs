@@ -241,7 +241,8 @@ pub enum CallEvent {
     },
     /// The model called a tool.
     ToolCall {
-        /// The model's call id.
+        /// The model's call id (`tool_call_id` in JSON: the envelope's `call_id` is the call's).
+        #[serde(rename = "tool_call_id")]
         call_id: String,
         /// The tool.
         name: String,
@@ -250,7 +251,8 @@ pub enum CallEvent {
     },
     /// A tool answered.
     ToolResult {
-        /// The model's call id.
+        /// The model's call id (`tool_call_id` in JSON, as in [`CallEvent::ToolCall`]).
+        #[serde(rename = "tool_call_id")]
         call_id: String,
         /// The tool.
         name: String,
@@ -633,5 +635,20 @@ mod tests {
         assert_eq!(v["type"], "barge_in");
         assert_eq!(v["call_id"], "c");
         assert_eq!(v["residual_ms"], 20);
+        // the tool's call id must not overwrite the envelope's call id
+        let env = Envelope {
+            call_id: "c".into(),
+            at: Utc::now(),
+            event: CallEvent::ToolCall {
+                call_id: "call_1".into(),
+                name: "find_bookings".into(),
+                arguments: Value::Null,
+            },
+        };
+        let text = serde_json::to_string(&env).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["call_id"], "c", "{text}");
+        assert_eq!(v["tool_call_id"], "call_1", "{text}");
+        assert_eq!(text.matches("call_id\"").count(), 2, "{text}");
     }
 }

@@ -39,6 +39,15 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
+/// A free TCP port on loopback (the listener is closed again; fine for tests).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The binary under test: `VOXRELAY_BIN` when set (to test a release or installed build),
 /// else the one cargo built for this test run.
 pub fn relay_binary() -> PathBuf {
@@ -52,6 +61,8 @@ pub struct Relay {
     child: Option<Child>,
     /// Its SIP address (UDP and TCP).
     pub sip: SocketAddr,
+    /// Its admin HTTP address (`admin.listen`).
+    pub admin: SocketAddr,
     logs: Arc<Mutex<Vec<Value>>>,
     events: Mutex<mpsc::Receiver<Value>>,
     _dir: tempfile::TempDir,
@@ -65,7 +76,7 @@ impl Relay {
         let base = NEXT_RTP_BASE.fetch_add(400, Ordering::SeqCst);
         let rtp = format!("[{}, {}]", base, base + 399);
         let db = format!("sqlite://{}", dir.path().join("v.db").display());
-        let admin = format!("127.0.0.1:{}", free_udp_port());
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
         let mut cmd = Command::new(relay_binary());
         cmd.arg("--log-format")
             .arg("json")
@@ -80,7 +91,7 @@ impl Relay {
             .env("VOXRELAY__SIP__LISTEN", "127.0.0.1:0")
             .env("VOXRELAY__SIP__RTP_PORTS", rtp)
             .env("VOXRELAY__AGENTS__DEFAULT", "echo")
-            .env("VOXRELAY__ADMIN__LISTEN", admin)
+            .env("VOXRELAY__ADMIN__LISTEN", admin.to_string())
             .env("VOXRELAY__BOOKING__DATABASE_URL", db)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -107,6 +118,7 @@ impl Relay {
         let mut relay = Relay {
             child: Some(child),
             sip: "0.0.0.0:0".parse().unwrap(),
+            admin,
             logs,
             events: Mutex::new(rx),
             _dir: dir,

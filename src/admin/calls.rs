@@ -1,0 +1,250 @@
+//! `/api/calls…`: live and ended calls, one call's detail, and the operator's controls.
+
+use std::collections::HashSet;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::warn;
+
+use super::error::ApiError;
+use super::AdminState;
+use crate::booking::store::CallRecord;
+use crate::bridge::registry::{
+    CallState, CallSummary, Control, ControlError, MediaStats, ENDED_KEPT,
+};
+
+/// The longest text an operator may give the agent with `say`.
+const SAY_MAX_CHARS: usize = 2_000;
+/// Ids longer than this are not looked up (no call has one).
+const ID_MAX_LEN: usize = 128;
+
+/// `?state=` of `GET /api/calls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    state: Option<String>,
+}
+
+/// `GET /api/calls[?state=live|ended]`.
+pub async fn list(
+    State(state): State<AdminState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|_| {
+        ApiError::bad_request("bad_query", "the only parameter is `state` (live or ended)")
+    })?;
+    let calls = match q.state.as_deref() {
+        None | Some("live") => state.registry.live(),
+        Some("ended") => ended(&state).await,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                "`state` is `live` or `ended`",
+            ))
+        }
+    };
+    Ok(Json(json!({ "calls": calls })))
+}
+
+/// Recently ended calls, newest first: the registry's, then stored records it no longer has.
+async fn ended(state: &AdminState) -> Vec<CallSummary> {
+    let mut calls = state.registry.ended();
+    if let Some(store) = &state.store {
+        match store.list_calls(ENDED_KEPT as u32).await {
+            Ok(records) => {
+                let known: HashSet<String> = calls.iter().map(|c| c.id.clone()).collect();
+                calls.extend(
+                    records
+                        .iter()
+                        .filter(|r| !known.contains(&r.id))
+                        .map(record_summary),
+                );
+            }
+            Err(e) => warn!(error = %e, "listing stored calls failed; showing recent ones only"),
+        }
+    }
+    calls.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.id.cmp(&b.id)));
+    calls.truncate(ENDED_KEPT);
+    calls
+}
+
+/// `GET /api/calls/{id}`: a live or recent call from the registry, else a stored record.
+pub async fn get(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if id.len() > ID_MAX_LEN {
+        return Err(ApiError::call_not_found());
+    }
+    if let Some(detail) = state.registry.get(&id) {
+        return Ok(Json(json!(detail)));
+    }
+    let Some(store) = &state.store else {
+        return Err(ApiError::call_not_found());
+    };
+    match store.get_call(&id).await {
+        Ok(Some(record)) => Ok(Json(record_detail(&record))),
+        Ok(None) => Err(ApiError::call_not_found()),
+        Err(e) => {
+            warn!(error = %e, "reading a stored call failed");
+            Err(ApiError::unavailable(
+                "database_error",
+                "the call history could not be read from the database",
+            ))
+        }
+    }
+}
+
+/// The short form of a stored call.
+fn record_summary(r: &CallRecord) -> CallSummary {
+    CallSummary {
+        id: r.id.clone(),
+        from: r.caller.clone(),
+        to: r.callee.clone(),
+        agent: r.agent.clone(),
+        state: CallState::Ended,
+        started_at: r.started_at,
+        answered_at: r.answered_at,
+        ended_at: r.ended_at,
+        end_reason: Some(r.outcome.clone()),
+        muted: false,
+        turns: r.transcript.as_array().map_or(0, Vec::len),
+    }
+}
+
+/// A stored call in the shape of a live call's detail (what the record does not keep is
+/// empty: no trunk, no media counters).
+fn record_detail(r: &CallRecord) -> Value {
+    let list = |v: &Value| match v {
+        Value::Array(_) => v.clone(),
+        _ => Value::Array(Vec::new()),
+    };
+    json!({
+        "id": r.id,
+        "from": r.caller,
+        "to": r.callee,
+        "agent": r.agent,
+        "trunk": null,
+        "transport": "unknown",
+        "state": CallState::Ended,
+        "started_at": r.started_at,
+        "answered_at": r.answered_at,
+        "ended_at": r.ended_at,
+        "end_reason": r.outcome,
+        "muted": false,
+        "session_id": null,
+        "transcript": list(&r.transcript),
+        "tool_calls": list(&r.tool_calls),
+        "media": MediaStats::default(),
+    })
+}
+
+/// `POST /api/calls/{id}/hangup`.
+pub async fn hangup(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    send(&state, &id, Control::Hangup, "hangup")
+}
+
+/// `POST /api/calls/{id}/interrupt`.
+pub async fn interrupt(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    send(&state, &id, Control::Interrupt, "interrupt")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SayBody {
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MuteBody {
+    muted: bool,
+}
+
+/// `POST /api/calls/{id}/say` `{"text": "…"}`.
+pub async fn say(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let SayBody { text } = parse_body(body, "{\"text\": \"…\"}")?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ApiError::bad_request("bad_body", "`text` is empty"));
+    }
+    if text.chars().count() > SAY_MAX_CHARS {
+        return Err(ApiError::bad_request(
+            "bad_body",
+            format!("`text` is longer than {SAY_MAX_CHARS} characters"),
+        ));
+    }
+    send(&state, &id, Control::Say(text.to_string()), "say")
+}
+
+/// `POST /api/calls/{id}/mute` `{"muted": true|false}`.
+pub async fn mute(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let MuteBody { muted } = parse_body(body, "{\"muted\": true}")?;
+    send(&state, &id, Control::Mute(muted), "mute")
+}
+
+/// A JSON body, whatever its content type says (curl users forget it); errors in our shape.
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    example: &str,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "bad_body",
+            "the request body could not be read (at most 16 KiB)",
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "bad_body",
+            format!("the body must be JSON like {example}: {e}"),
+        )
+    })
+}
+
+fn send(
+    state: &AdminState,
+    id: &str,
+    control: Control,
+    action: &'static str,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if id.len() > ID_MAX_LEN {
+        return Err(ApiError::call_not_found());
+    }
+    match state.registry.control(id, control) {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"call_id": id, "action": action, "status": "accepted"})),
+        )),
+        Err(ControlError::NotFound) => Err(ApiError::call_not_found()),
+        Err(ControlError::Ended) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "call_ended",
+            "the call has ended",
+        )),
+        Err(ControlError::Busy) => Err(ApiError::unavailable(
+            "call_busy",
+            "the call has too many requests queued; try again",
+        )),
+    }
+}

@@ -1,0 +1,61 @@
+//! The route table: which paths exist and which of them need the token.
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use tokio_util::sync::CancellationToken;
+
+use super::error::ApiError;
+use super::{auth, bookings, calls, dashboard, health, openapi, session, sse, AdminState};
+
+/// Request bodies are small JSON objects.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// Every route. `/healthz`, `/readyz`, `/metrics` and the dashboard's static files are open
+/// (probes and browsers cannot send a bearer token; the page holds no data); everything under
+/// `/api` needs the token when one is set.
+pub fn router(state: AdminState, stop: CancellationToken) -> Router {
+    let api = Router::new()
+        .route("/api/calls", get(calls::list))
+        .route("/api/calls/{id}", get(calls::get))
+        .route("/api/calls/{id}/events", get(sse::call_events))
+        .route("/api/calls/{id}/hangup", post(calls::hangup))
+        .route("/api/calls/{id}/interrupt", post(calls::interrupt))
+        .route("/api/calls/{id}/say", post(calls::say))
+        .route("/api/calls/{id}/mute", post(calls::mute))
+        .route("/api/events", get(sse::all_events))
+        .route("/api/bookings", get(bookings::list))
+        .route("/api/session", get(session::mint))
+        .route("/api/openapi.json", get(openapi::document))
+        .route_layer(middleware::from_fn_with_state(
+            state.token.clone(),
+            auth::require_token,
+        ));
+    let open = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/", get(dashboard::index))
+        .route("/app.js", get(dashboard::script))
+        .route("/style.css", get(dashboard::style));
+    api.merge(open)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(Extension(stop))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
