@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admin::{self, AdminServer, AdminState, Readiness};
 use crate::booking::{Store, SystemClock, Tools};
 use crate::bridge::agent::Agents;
 use crate::bridge::call_agent::AgentBook;
@@ -40,6 +41,8 @@ pub struct Relay {
     pub sim: Option<SimHandle>,
     /// The realtime connector, when agents need one.
     pub connector: Option<Connector>,
+    /// The admin HTTP server.
+    pub admin: AdminServer,
     hangup_all: CancellationToken,
     drain: Duration,
 }
@@ -49,6 +52,11 @@ struct Realtime {
     live: Option<Arc<LiveContext>>,
     sim: Option<SimHandle>,
     connector: Option<Connector>,
+}
+
+/// The admin token, as the admin server takes it.
+fn admin_token(cfg: &Config) -> Option<Secret> {
+    cfg.admin.token.as_ref().map(|t| Secret::new(t.expose()))
 }
 
 /// Every agent a call can reach: the default and every route's.
@@ -162,17 +170,19 @@ impl Relay {
         });
         let metrics = Metrics::shared();
         let registry = Registry::new();
-        let needs_agents = !agents_needed(&cfg).is_empty();
-        let (store, tools) = if needs_agents {
-            let store = Store::open_config(&cfg.booking)
-                .await
-                .map_err(|e| anyhow::anyhow!("booking database: {e}"))?;
-            let tools = Tools::new(store.clone(), &cfg.booking, Arc::new(SystemClock))?;
-            (Some(store), Some(tools))
-        } else {
-            (None, None)
-        };
-        let rt = realtime(&cfg, &settings, tools, &registry, &metrics).await?;
+        admin::check_exposure(cfg.admin.listen, admin_token(&cfg).as_ref())?;
+        let store = Store::open_config(&cfg.booking)
+            .await
+            .map_err(|e| anyhow::anyhow!("booking database: {e}"))?;
+        let tools = Tools::new(store.clone(), &cfg.booking, Arc::new(SystemClock))?;
+        let rt = realtime(&cfg, &settings, Some(tools), &registry, &metrics).await?;
+        let session = rt
+            .live
+            .as_ref()
+            .and_then(|l| l.agents.get(&cfg.agents.default))
+            .map(|a| a.spec.session(None))
+            .unwrap_or_default();
+        let minter = rt.connector.as_ref().map(|c| c.minter().clone());
         let shared = crate::bridge::Shared {
             registry: registry.clone(),
             metrics: metrics.clone(),
@@ -186,13 +196,32 @@ impl Relay {
             default_agent: cfg.agents.default.clone(),
         };
         let sip = SipServer::start(settings, bridge).await?;
+        let draining = sip.draining_flag();
+        let admin = admin::start(
+            cfg.admin.listen,
+            AdminState {
+                registry: registry.clone(),
+                metrics: metrics.clone(),
+                store: Some(store.clone()),
+                minter,
+                session,
+                token: admin_token(&cfg),
+                readiness: Arc::new(move || Readiness {
+                    sip: true,
+                    media: true,
+                    draining: draining.load(std::sync::atomic::Ordering::Acquire),
+                }),
+            },
+        )
+        .await?;
         info!(sip = %sip.local_addr(), agent = %cfg.agents.default, "voxrelay ready");
         Ok(Self {
             sip,
             registry,
             metrics,
-            store,
+            store: Some(store),
             sim: rt.sim,
+            admin,
             connector: rt.connector,
             hangup_all,
             drain: Duration::from_secs(cfg.bridge.drain_seconds),
@@ -221,6 +250,7 @@ impl Relay {
             let _ = tokio::time::timeout(BYE_GRACE, self.sip.wait_until_idle()).await;
         }
         self.sip.stop();
+        self.admin.shutdown().await;
         if let Some(sim) = self.sim {
             sim.shutdown().await;
         }

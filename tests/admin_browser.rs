@@ -263,8 +263,6 @@ async fn the_dashboard_follows_a_call_and_hangs_it_up() {
 /// The whole path: SIPp calls the relay binary, the call shows on the dashboard with a
 /// transcript line, the operator hangs up, SIPp receives the relay's BYE.
 #[test]
-#[ignore = "waits on the call bridge: the relay must start the admin server in Relay::start \
-            and register its calls with the agent's transcripts; un-ignore when that lands"]
 fn a_sipp_call_appears_on_the_dashboard_and_hang_up_ends_it() {
     use support::{assert_sipp_ok, msg, sipp, Relay};
     let agents = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/agents");

@@ -259,7 +259,12 @@ impl SipServer {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Whether the server refuses new calls.
+    /// The draining flag itself, for readiness probes.
+    pub fn draining_flag(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
+    }
+
+    /// Whether new calls are refused because the relay is stopping.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
