@@ -49,7 +49,7 @@ fn system_texts(session: &Value) -> Vec<String> {
 #[test]
 fn the_receptionist_hands_a_billing_question_to_the_billing_agent() {
     let relay = start("handoff.toml");
-    let end = call(&relay, "agent_booking.xml");
+    let end = call(&relay, "agent_speak_once.xml");
     assert_eq!(end["reason"], "agent_end_call", "{}", relay.dump());
     let handoff = relay.wait_for(|v| msg(v) == "handoff", Duration::from_secs(1));
     assert_eq!(handoff["from"], "receptionist");
@@ -100,7 +100,8 @@ fn a_guardrail_stops_medical_advice_and_the_agent_answers_again() {
     assert!(matches!(advice, Some((_, true))), "the advice is cut off: {agent_lines:?}");
     assert!(
         agent_lines.iter().any(|(t, _)| t.contains("only a clinician")),
-        "{agent_lines:?}"
+        "{agent_lines:?}\n{}",
+        relay.dump()
     );
 }
 

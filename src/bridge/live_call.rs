@@ -171,6 +171,7 @@ async fn run_inner(
         muted: false,
         dropping_agent_audio: false,
         response_active: false,
+        current_response: None,
         service_playing: false,
         ending: None,
         transfer: None,
@@ -266,6 +267,8 @@ struct Live {
     /// Between a barge-in and the next response: late audio of the old answer is dropped.
     dropping_agent_audio: bool,
     response_active: bool,
+    /// The id of the response running (or last run).
+    current_response: Option<String>,
     /// WebRTC: the service is still playing audio out (`output_audio_buffer.started`).
     service_playing: bool,
     /// `end_call` was called: hang up at this deadline, or once the goodbye is heard.
@@ -601,13 +604,18 @@ impl Live {
                 }
             }
             ServerEvent::SpeechStarted { .. } => self.barge_in(false).await,
-            ServerEvent::OutputAudioBufferCleared { .. } => {
+            ServerEvent::OutputAudioBufferCleared { response_id, .. } => {
                 self.service_playing = false;
-                self.barge_in(false).await;
+                // a clear we asked for (an interrupt) can arrive after the next response
+                // began: only the current response's clear is a barge-in
+                if self.current_response.as_deref() == Some(response_id.as_str()) {
+                    self.barge_in(false).await;
+                }
             }
             ServerEvent::OutputAudioBufferStarted { .. } => self.service_playing = true,
             ServerEvent::OutputAudioBufferStopped { .. } => self.service_playing = false,
-            ServerEvent::ResponseCreated { .. } => {
+            ServerEvent::ResponseCreated { response, .. } => {
+                self.current_response = response.id;
                 self.response_active = true;
                 self.dropping_agent_audio = self.goodbye;
                 self.watch.reset();
@@ -660,7 +668,9 @@ impl Live {
     /// The caller talked over the agent (or the operator interrupted): stop its audio at
     /// once and tell the service how much was not heard.
     async fn barge_in(&mut self, forced: bool) {
-        if self.goodbye {
+        // one interruption per answer: the events that follow ours (the service's clear,
+        // its speech_started) find the answer already stopped
+        if self.goodbye || (self.dropping_agent_audio && !forced) {
             return;
         }
         let now = self.now();
