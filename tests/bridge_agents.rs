@@ -62,9 +62,20 @@ fn the_receptionist_hands_a_billing_question_to_the_billing_agent() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/agents/billing.toml"),
     )
     .unwrap();
-    let first_line = last["instructions"].as_str().unwrap().lines().next().unwrap().to_string();
+    let first_line = last["instructions"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     assert!(billing.contains(&first_line), "{last:#}");
-    let tools: Vec<&str> = last["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let tools: Vec<&str> = last["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert!(tools.contains(&"transfer_to_receptionist"), "{tools:?}");
     assert_eq!(record(&relay).agent, "billing");
 }
@@ -86,7 +97,10 @@ fn a_guardrail_stops_medical_advice_and_the_agent_answers_again() {
     // the model was told what was blocked, and answered again
     let s = &sim_sessions(&relay)[0];
     let told = system_texts(s);
-    assert!(told.iter().any(|t| t.contains("no-medical-advice")), "{told:?}");
+    assert!(
+        told.iter().any(|t| t.contains("no-medical-advice")),
+        "{told:?}"
+    );
     let rec = record(&relay);
     let agent_lines: Vec<(&str, bool)> = rec
         .transcript
@@ -97,9 +111,14 @@ fn a_guardrail_stops_medical_advice_and_the_agent_answers_again() {
         .map(|t| (t["text"].as_str().unwrap(), t["cut_off"].as_bool().unwrap()))
         .collect();
     let advice = agent_lines.iter().find(|(t, _)| t.contains("ibuprofen"));
-    assert!(matches!(advice, Some((_, true))), "the advice is cut off: {agent_lines:?}");
     assert!(
-        agent_lines.iter().any(|(t, _)| t.contains("only a clinician")),
+        matches!(advice, Some((_, true))),
+        "the advice is cut off: {agent_lines:?}"
+    );
+    assert!(
+        agent_lines
+            .iter()
+            .any(|(t, _)| t.contains("only a clinician")),
         "{agent_lines:?}\n{}",
         relay.dump()
     );
@@ -111,7 +130,14 @@ fn a_transfer_to_a_person_sends_refer_and_ends_the_agent_on_success() {
     let end = call(&relay, "agent_transfer.xml");
     assert_eq!(end["reason"], "transferred", "{}", relay.dump());
     let rec = record(&relay);
-    let t = rec.tool_calls.as_array().unwrap().iter().find(|t| t["name"] == "transfer_call").cloned().unwrap();
+    let t = rec
+        .tool_calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "transfer_call")
+        .cloned()
+        .unwrap();
     assert_eq!(t["ok"], true, "{t}");
     let s = &sim_sessions(&relay)[0];
     assert!(s["closed"].is_string(), "the realtime session ended: {s:#}");
@@ -124,13 +150,23 @@ fn a_failed_transfer_is_told_to_the_agent_and_the_call_goes_on() {
     assert_eq!(end["reason"], "caller_bye", "{}", relay.dump());
     let s = &sim_sessions(&relay)[0];
     let outputs = s["tool_outputs"].as_array().unwrap();
-    let out = outputs.iter().find(|o| o["name"] == "transfer_call").unwrap();
+    let out = outputs
+        .iter()
+        .find(|o| o["name"] == "transfer_call")
+        .unwrap();
     let out = out["output"].as_str().unwrap();
-    assert!(out.contains("486") && out.contains("\"error\":true"), "{out}");
+    assert!(
+        out.contains("486") && out.contains("\"error\":true"),
+        "{out}"
+    );
     // the agent spoke again after the failure
     let rec = record(&relay);
     assert!(
-        rec.transcript.as_array().unwrap().iter().any(|t| t["text"].as_str().unwrap().contains("front desk is busy")),
+        rec.transcript
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["text"].as_str().unwrap().contains("front desk is busy")),
         "{:#}",
         rec.transcript
     );

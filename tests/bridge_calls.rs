@@ -50,7 +50,10 @@ fn a_caller_books_an_appointment_by_talking_and_the_agent_hangs_up() {
         assert_eq!(names, ["check_availability", "create_booking", "end_call"]);
         let created = &tools[1];
         assert_eq!(created["ok"], true, "{created}");
-        let id = created["result"]["booking_id"].as_str().unwrap().to_string();
+        let id = created["result"]["booking_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let date: chrono::NaiveDate = created["arguments"]["date"]
             .as_str()
             .unwrap()
@@ -63,15 +66,35 @@ fn a_caller_books_an_appointment_by_talking_and_the_agent_hangs_up() {
             .unwrap_or_else(|| panic!("booking {id} not in the database: {on_day:?}"));
         assert_eq!(b.patient_name, "Ada Lovelace");
         // and the confirmation, with its reference, in the transcript
-        let lines: Vec<String> = call.transcript.as_array().unwrap().iter().map(|t| {
-            format!("{}: {}", t["speaker"].as_str().unwrap(), t["text"].as_str().unwrap())
-        }).collect();
+        let lines: Vec<String> = call
+            .transcript
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}: {}",
+                    t["speaker"].as_str().unwrap(),
+                    t["text"].as_str().unwrap()
+                )
+            })
+            .collect();
         assert!(
-            lines.iter().any(|l| l.starts_with("agent: You are booked in, reference") && l.contains(&id)),
+            lines
+                .iter()
+                .any(|l| l.starts_with("agent: You are booked in, reference") && l.contains(&id)),
             "{lines:#?}"
         );
-        assert!(lines.iter().any(|l| l.starts_with("caller: I would like to book")), "{lines:#?}");
-        assert!(lines[0].starts_with("agent: Hello"), "the agent greets first: {lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("caller: I would like to book")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[0].starts_with("agent: Hello"),
+            "the agent greets first: {lines:#?}"
+        );
     });
 }
 
@@ -90,7 +113,11 @@ fn barge_in_stops_the_agent_within_a_frame() {
         .filter(|v| msg(v) == "barge-in")
         .map(|v| v["residual_ms"].as_u64().unwrap())
         .collect();
-    assert!(residuals.len() >= 5, "one barge-in per call: {residuals:?}\n{}", relay.dump());
+    assert!(
+        residuals.len() >= 5,
+        "one barge-in per call: {residuals:?}\n{}",
+        relay.dump()
+    );
     let mut sorted = residuals.clone();
     sorted.sort_unstable();
     let p99 = sorted[(sorted.len() * 99).div_ceil(100) - 1];
@@ -149,7 +176,10 @@ fn a_caller_hanging_up_mid_tool_call_keeps_the_booking() {
             .await
             .unwrap();
         let mut conn = pool.acquire().await.unwrap();
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
         (pool, conn)
     });
     let run = sipp(&relay, sc.to_str().unwrap(), &["-m", "1"]);
@@ -170,7 +200,14 @@ fn a_caller_hanging_up_mid_tool_call_keeps_the_booking() {
     rt.block_on(async {
         let store = Store::open(&relay.database_url(), 1).await.unwrap();
         let call = store.list_calls(1).await.unwrap().remove(0);
-        let created = call.tool_calls.as_array().unwrap().iter().find(|t| t["name"] == "create_booking").cloned().unwrap();
+        let created = call
+            .tool_calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "create_booking")
+            .cloned()
+            .unwrap();
         assert_eq!(created["ok"], true, "{created}");
         let id = created["result"]["booking_id"].as_str().unwrap();
         let b = store.booking_by_code(id).await.unwrap();
@@ -194,7 +231,11 @@ fn the_call_time_limit_says_goodbye_then_hangs_up() {
 
 #[test]
 fn a_failing_realtime_service_gets_an_apology_and_a_bye() {
-    for fault in ["fault-mint-500.toml", "fault-calls-5xx.toml", "fault-channel-closes.toml"] {
+    for fault in [
+        "fault-mint-500.toml",
+        "fault-calls-5xx.toml",
+        "fault-channel-closes.toml",
+    ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("config/scenarios")
             .join(fault);
@@ -202,7 +243,12 @@ fn a_failing_realtime_service_gets_an_apology_and_a_bye() {
         let run = sipp(&relay, "agent_listen.xml", &["-m", "1"]);
         assert_sipp_ok(&run, 1, &relay);
         let end = ended(&relay);
-        assert_eq!(end["reason"], "realtime_failed", "{fault}: {}", relay.dump());
+        assert_eq!(
+            end["reason"],
+            "realtime_failed",
+            "{fault}: {}",
+            relay.dump()
+        );
         // the apology is about six seconds of audio: never dead air
         assert!(end["rtp_out"].as_u64().unwrap() >= 250, "{fault}: {end}");
         assert!(

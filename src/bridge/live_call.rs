@@ -74,7 +74,12 @@ pub struct LiveContext {
 }
 
 /// Runs one realtime call to its end.
-pub async fn run(call: IncomingCall, agent: Arc<CallAgent>, ctx: Arc<LiveContext>, stop: CancellationToken) {
+pub async fn run(
+    call: IncomingCall,
+    agent: Arc<CallAgent>,
+    ctx: Arc<LiveContext>,
+    stop: CancellationToken,
+) {
     let span = info_span!("call", id = %call.id);
     run_inner(call, agent, ctx, stop).instrument(span).await
 }
@@ -175,7 +180,7 @@ async fn run_inner(
         service_playing: false,
         ending: None,
         transfer: None,
-        goodbye: false,
+        goodbye: None,
         t0,
         noise: 0x9E37_79B9,
         hold_pos: 0,
@@ -202,7 +207,7 @@ async fn run_inner(
         Err(e) => {
             warn!(error = %e, cause = failure_cause(&e), "the realtime session did not open: apologising");
             ctx.metrics.realtime_failed(failure_cause(&e));
-            live.say_goodbye(prompts::apology());
+            live.say_goodbye(prompts::apology(), "realtime_failed", EndReason::RelayBye);
         }
     }
     let reason = live.run(controls, stop).await;
@@ -274,8 +279,8 @@ struct Live {
     /// `end_call` was called: hang up at this deadline, or once the goodbye is heard.
     ending: Option<(Instant, Option<Instant>)>,
     transfer: Option<Transfer>,
-    /// A relay prompt plays, then BYE (no leg).
-    goodbye: bool,
+    /// A relay prompt plays, then BYE for this reason (no leg).
+    goodbye: Option<(&'static str, EndReason)>,
     t0: Instant,
     noise: u32,
     hold_pos: usize,
@@ -337,9 +342,9 @@ impl Live {
 
     /// The agent speaks first: its greeting when configured, else its own opening.
     async fn greet(&mut self) {
-        let response = self.agent.greeting.as_ref().map(|g| {
-            json!({"instructions": format!("Greet the caller by saying exactly: \"{g}\"")})
-        });
+        let response = self.agent.greeting.as_ref().map(
+            |g| json!({"instructions": format!("Greet the caller by saying exactly: \"{g}\"")}),
+        );
         self.send(ClientEvent::ResponseCreate {
             event_id: None,
             response,
@@ -348,11 +353,11 @@ impl Live {
     }
 
     /// Ends the realtime side and plays `prompt` to the caller, then BYE.
-    fn say_goodbye(&mut self, prompt: &[i16]) {
+    fn say_goodbye(&mut self, prompt: &[i16], reason: &'static str, sip: EndReason) {
         let now = self.now();
         self.media.flush(now);
         self.media.push_pcm(prompt);
-        self.goodbye = true;
+        self.goodbye = Some((reason, sip));
         self.dropping_agent_audio = true;
     }
 
@@ -450,18 +455,16 @@ impl Live {
                     info!("the call reached bridge.max_call_seconds: saying goodbye");
                     time_limit_said = true;
                     self.close_leg().await;
-                    self.say_goodbye(prompts::time_limit());
+                    self.say_goodbye(
+                        prompts::time_limit(),
+                        EndReason::MaxDuration.as_str(),
+                        EndReason::MaxDuration,
+                    );
                 }
                 _ = stop.cancelled() => return Ended {
                     reason: EndReason::Shutdown.as_str().into(),
                     sip: Some(EndReason::Shutdown),
                 },
-            }
-            if time_limit_said && self.goodbye && self.media.is_idle() {
-                return Ended {
-                    reason: EndReason::MaxDuration.as_str().into(),
-                    sip: Some(EndReason::MaxDuration),
-                };
             }
         }
     }
@@ -510,8 +513,13 @@ impl Live {
             self.send_keypad(group).await;
         }
 
-        if self.goodbye && self.leg.is_none() && self.media.is_idle() && self.ending.is_none() {
-            return Some(Ended::relay("realtime_failed"));
+        if let Some((reason, sip)) = self.goodbye {
+            if self.leg.is_none() && self.media.is_idle() {
+                return Some(Ended {
+                    reason: reason.into(),
+                    sip: Some(sip),
+                });
+            }
         }
         if let Some(end) = self.check_ending() {
             return Some(end);
@@ -617,7 +625,7 @@ impl Live {
             ServerEvent::ResponseCreated { response, .. } => {
                 self.current_response = response.id;
                 self.response_active = true;
-                self.dropping_agent_audio = self.goodbye;
+                self.dropping_agent_audio = self.goodbye.is_some();
                 self.watch.reset();
             }
             ServerEvent::ResponseDone { .. } => {
@@ -670,7 +678,7 @@ impl Live {
     async fn barge_in(&mut self, forced: bool) {
         // one interruption per answer: the events that follow ours (the service's clear,
         // its speech_started) find the answer already stopped
-        if self.goodbye || (self.dropping_agent_audio && !forced) {
+        if self.goodbye.is_some() || (self.dropping_agent_audio && !forced) {
             return;
         }
         let now = self.now();
@@ -748,7 +756,7 @@ impl Live {
     }
 
     async fn on_leg_ended(&mut self, reason: LegEnd) -> Option<Ended> {
-        if self.goodbye || self.ending.is_some() {
+        if self.goodbye.is_some() || self.ending.is_some() {
             self.leg = None;
             return None;
         }
@@ -761,7 +769,7 @@ impl Live {
         warn!(reason = %reason, "the realtime session ended mid-call: apologising");
         self.ctx.metrics.realtime_failed(end_cause(&reason));
         self.close_leg().await;
-        self.say_goodbye(prompts::apology());
+        self.say_goodbye(prompts::apology(), "realtime_failed", EndReason::RelayBye);
         None
     }
 
@@ -896,7 +904,9 @@ impl Live {
             .handoff_target(&tc.name)
             .and_then(|name| self.ctx.agents.get(name));
         let Some(next) = next else {
-            let out = error_json(format!("There is no agent called {target:?} to hand over to."));
+            let out = error_json(format!(
+                "There is no agent called {target:?} to hand over to."
+            ));
             self.record_result(&tc.call_id, &out, false, Duration::ZERO);
             if let Some(leg) = self.leg.as_mut() {
                 let _ = leg.submit_tool_output(&tc.call_id, out.to_string()).await;
@@ -949,8 +959,14 @@ impl Live {
         };
         match self.call.sip.refer(&target).await {
             Ok(s) if (200..300).contains(&s) => self.transfer = Some(t),
-            Ok(s) => self.transfer_failed(t, &format!("the phone system refused the transfer ({s})")).await,
-            Err(e) => self.transfer_failed(t, &format!("the transfer could not be sent ({e})")).await,
+            Ok(s) => {
+                self.transfer_failed(t, &format!("the phone system refused the transfer ({s})"))
+                    .await
+            }
+            Err(e) => {
+                self.transfer_failed(t, &format!("the transfer could not be sent ({e})"))
+                    .await
+            }
         }
     }
 
@@ -1061,7 +1077,8 @@ impl Live {
         };
         let m = &self.ctx.metrics;
         m.rtp_jitter_seconds.observe(jitter_ms / 1000.0);
-        m.rtp_lost_packets.inc_by(lost.saturating_sub(self.reported_lost));
+        m.rtp_lost_packets
+            .inc_by(lost.saturating_sub(self.reported_lost));
         m.concealed_frames
             .inc_by(c.concealed.saturating_sub(self.reported_concealed));
         self.reported_lost = lost;
@@ -1086,7 +1103,9 @@ impl Live {
                     if done.ok && done.name == "create_booking" {
                         live.ctx.metrics.bookings_created.inc();
                     }
-                    live.ctx.metrics.tool(&done.name, done.ok, done.elapsed.as_secs_f64());
+                    live.ctx
+                        .metrics
+                        .tool(&done.name, done.ok, done.elapsed.as_secs_f64());
                     live.record_result(&done.call_id, &done.result, done.ok, done.elapsed);
                 }
             }

@@ -98,7 +98,10 @@ impl Transcript {
                 );
             }
         }
-        if self.speaking.is_some_and(|s| Some(s) == self.by_item.get(item_id).copied()) {
+        if self
+            .speaking
+            .is_some_and(|s| Some(s) == self.by_item.get(item_id).copied())
+        {
             self.speaking = None;
         }
     }
@@ -205,7 +208,10 @@ mod tests {
         t.agent_done(&p, "item1", "Hello, how can I help you?", 1000);
         let d = p.snapshot();
         assert_eq!(d.transcript.len(), 2);
-        assert_eq!(d.transcript[0].text, "Hello, how can I", "what was heard stays");
+        assert_eq!(
+            d.transcript[0].text, "Hello, how can I",
+            "what was heard stays"
+        );
         assert!(d.transcript[0].cut_off && d.transcript[0].is_final);
         assert_eq!(d.transcript[1].text, "I want to book");
         assert_eq!(d.transcript[1].speaker, Speaker::Caller);

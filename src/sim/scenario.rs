@@ -462,10 +462,16 @@ mod date_tests {
         // 2026-12-01 is a Tuesday
         let today = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
         assert_eq!(
-            fill_dates(r#"{"a":"{next:monday}","b":"{next:monday+1}","c":"{next:tuesday}"}"#, today),
+            fill_dates(
+                r#"{"a":"{next:monday}","b":"{next:monday+1}","c":"{next:tuesday}"}"#,
+                today
+            ),
             r#"{"a":"2026-12-07","b":"2026-12-08","c":"2026-12-08"}"#
         );
-        assert_eq!(fill_dates("{next:funday} {next:mon", today), "{next:funday} {next:mon");
+        assert_eq!(
+            fill_dates("{next:funday} {next:mon", today),
+            "{next:funday} {next:mon"
+        );
     }
 }
 

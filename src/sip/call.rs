@@ -285,7 +285,11 @@ fn sipfrag_status(body: &[u8]) -> Option<u16> {
     if !parts.next()?.starts_with("SIP/") {
         return None;
     }
-    parts.next()?.parse().ok().filter(|c| (100..700).contains(c))
+    parts
+        .next()?
+        .parse()
+        .ok()
+        .filter(|c| (100..700).contains(c))
 }
 
 fn allow_headers() -> Vec<Header> {

@@ -41,7 +41,11 @@ fn alaw(x: i16) -> u8 {
         return (0x7F ^ mask) as u8;
     }
     let mut aval = (seg as i32) << 4;
-    aval |= if seg < 2 { (pcm >> 1) & 0xF } else { (pcm >> seg) & 0xF };
+    aval |= if seg < 2 {
+        (pcm >> 1) & 0xF
+    } else {
+        (pcm >> seg) & 0xF
+    };
     (aval ^ mask) as u8
 }
 
@@ -70,7 +74,20 @@ pub fn write_pcma_pcap(path: &Path, pcm: &[i16], stream: u16) {
         let ip_len = 20 + udp_len;
         let mut frame = vec![0u8; 12];
         frame.extend_from_slice(&[0x08, 0x00]);
-        frame.extend_from_slice(&[0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 0, 0, 0, 64, 17, 0, 0]);
+        frame.extend_from_slice(&[
+            0x45,
+            0,
+            (ip_len >> 8) as u8,
+            ip_len as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ]);
         frame.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
         frame.extend_from_slice(&6000u16.to_be_bytes());
         frame.extend_from_slice(&6002u16.to_be_bytes());
@@ -111,21 +128,34 @@ pub fn sim_url(relay: &Relay) -> String {
         |v| msg(v).starts_with("no OPENAI_API_KEY"),
         Duration::from_secs(5),
     );
-    line["simulator"].as_str().expect("simulator URL").to_string()
+    line["simulator"]
+        .as_str()
+        .expect("simulator URL")
+        .to_string()
 }
 
 /// `GET url` on loopback; the body as JSON.
 pub fn get_json(url: &str) -> Value {
     let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let mut s = TcpStream::connect(host).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).unwrap();
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -150,7 +180,10 @@ fn dechunk(mut s: &str) -> String {
 /// Every session the simulator saw.
 pub fn sim_sessions(relay: &Relay) -> Vec<Value> {
     let url = format!("{}/sim/sessions", sim_url(relay));
-    get_json(&url)["data"].as_array().cloned().unwrap_or_default()
+    get_json(&url)["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Env for a relay whose calls go to the receptionist on the in-process simulator playing
