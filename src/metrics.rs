@@ -64,6 +64,10 @@ fn frame_hist() -> Histogram {
     ])
 }
 
+fn latency_hist() -> Histogram {
+    Histogram::new([0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2])
+}
+
 fn residual_hist() -> Histogram {
     Histogram::new([0.0, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.2, 0.5])
 }
@@ -87,6 +91,9 @@ pub struct Metrics {
     pub call_setup_seconds: Histogram,
     /// Time to process one 20 ms frame, per direction.
     pub frame_seconds: Family<DirectionLabel, Histogram, fn() -> Histogram>,
+    /// How long the relay holds audio, per direction (jitter buffer toward the agent, pacer
+    /// toward the caller).
+    pub added_latency_seconds: Family<DirectionLabel, Histogram, fn() -> Histogram>,
     /// Agent audio the caller still heard after the relay learnt of a barge-in.
     pub barge_in_residual_seconds: Histogram,
     /// Caller interarrival jitter, sampled every few seconds per call.
@@ -128,6 +135,7 @@ impl Metrics {
             calls: Family::default(),
             call_setup_seconds: setup_hist(),
             frame_seconds: Family::new_with_constructor(frame_hist),
+            added_latency_seconds: Family::new_with_constructor(latency_hist),
             barge_in_residual_seconds: residual_hist(),
             rtp_jitter_seconds: jitter_hist(),
             rtp_lost_packets: Counter::default(),
@@ -150,6 +158,11 @@ impl Metrics {
             "frame_processing_seconds",
             "Time to process one 20 ms audio frame, per direction",
             m.frame_seconds.clone(),
+        );
+        r.register(
+            "added_latency_seconds",
+            "Audio held by the relay per direction: jitter buffer to the agent, pacer to the caller",
+            m.added_latency_seconds.clone(),
         );
         r.register(
             "barge_in_residual_seconds",
@@ -235,6 +248,13 @@ impl Metrics {
     /// Records the time one frame took in `direction` (`to_agent` or `to_caller`).
     pub fn frame(&self, direction: &'static str, seconds: f64) {
         self.frame_seconds
+            .get_or_create(&DirectionLabel { direction })
+            .observe(seconds);
+    }
+
+    /// Records how long one frame was held in `direction`.
+    pub fn added_latency(&self, direction: &'static str, seconds: f64) {
+        self.added_latency_seconds
             .get_or_create(&DirectionLabel { direction })
             .observe(seconds);
     }

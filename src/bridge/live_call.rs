@@ -31,6 +31,7 @@ use super::transcript::Transcript;
 use super::BridgeSettings;
 use crate::booking::{CallRecord, Tools};
 use crate::media::frame::SILENCE;
+use crate::media::jitter::Playout;
 use crate::media::rtcp::{self, PeerReport, REPORT_INTERVAL};
 use crate::metrics::Metrics;
 use crate::openai::events::{ClientEvent, ContentPart, Item, ServerEvent};
@@ -474,7 +475,14 @@ impl Live {
         // caller -> agent
         let started = std::time::Instant::now();
         let muted = self.muted;
-        let (frame, _) = self.media.caller_frame(now);
+        let depth = self.media.jitter_depth_ms();
+        let (frame, kind) = self.media.caller_frame(now);
+        if matches!(kind, Playout::Audio | Playout::Recovered) {
+            // what leaves now arrived about one jitter buffer depth ago
+            self.ctx
+                .metrics
+                .added_latency("to_agent", depth as f64 / 1000.0);
+        }
         let frame = if muted { &SILENCE } else { frame };
         if let Some(leg) = self.leg.as_mut() {
             // a failed send shows up as the leg ending; nothing to do here
@@ -497,8 +505,13 @@ impl Live {
         // agent -> caller
         let started = std::time::Instant::now();
         if self.direction.relay_sends() {
-            let (n, _) = self.media.poll_out(now, &mut self.out);
+            let (n, held) = self.media.poll_out(now, &mut self.out);
             self.call.rtp.send(&self.out[..n]);
+            if let Some(held) = held {
+                self.ctx
+                    .metrics
+                    .added_latency("to_caller", held.as_secs_f64());
+            }
         } else {
             self.media.skip();
         }
@@ -586,7 +599,8 @@ impl Live {
             LegEvent::Audio(a) => {
                 if !self.dropping_agent_audio {
                     let started = std::time::Instant::now();
-                    self.media.push_agent(&a);
+                    let now = self.now();
+                    self.media.push_agent(now, &a);
                     self.ctx
                         .metrics
                         .frame("to_caller", started.elapsed().as_secs_f64());

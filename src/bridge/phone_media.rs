@@ -25,6 +25,16 @@ use crate::openai::AgentAudio;
 
 /// One encoded 20 ms frame toward the caller.
 pub type G711Frame = [u8; FRAME_SAMPLES];
+
+/// A frame waiting to go to the caller, with when the agent's audio arrived (µs since the
+/// call started; `NOT_AGENT` for the relay's own prompts and comfort noise).
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    frame: G711Frame,
+    at_us: u64,
+}
+
+const NOT_AGENT: u64 = u64::MAX;
 /// The largest RTP packet [`PhoneMedia::poll_out`] writes.
 pub const MAX_OUT: usize = HEADER_LEN + FRAME_SAMPLES;
 /// Agent audio held upstream of the pacer at most (60 s). Beyond it new audio is dropped
@@ -66,8 +76,8 @@ pub struct PhoneMedia {
     dtmf: DtmfReceiver,
     rx: ReceiveStats,
     tx: Packetizer,
-    pacer: Pacer<G711Frame>,
-    upstream: VecDeque<G711Frame>,
+    pacer: Pacer<Queued>,
+    upstream: VecDeque<Queued>,
     caller: Frame,
     silence: G711Frame,
     /// When the last agent frame went out (tick time), for the residual.
@@ -94,7 +104,10 @@ impl PhoneMedia {
             dtmf: DtmfReceiver::new(),
             rx: ReceiveStats::default(),
             tx: Packetizer::new(rand::random(), rand::random(), rand::random()),
-            pacer: Pacer::new(silence),
+            pacer: Pacer::new(Queued {
+                frame: silence,
+                at_us: NOT_AGENT,
+            }),
             upstream: VecDeque::new(),
             caller: SILENCE,
             silence,
@@ -151,8 +164,8 @@ impl PhoneMedia {
         (&self.caller, kind)
     }
 
-    /// Queues 20 ms of agent audio for the caller.
-    pub fn push_agent(&mut self, audio: &AgentAudio) {
+    /// Queues 20 ms of agent audio, arrived at `now`, for the caller.
+    pub fn push_agent(&mut self, now: Duration, audio: &AgentAudio) {
         let mut frame = self.silence;
         match audio {
             AgentAudio::Pcm(pcm) => self.law.encode(pcm, &mut frame),
@@ -163,7 +176,10 @@ impl PhoneMedia {
                 self.law.encode(&pcm, &mut frame);
             }
         }
-        self.push_encoded(frame);
+        self.push_encoded(Queued {
+            frame,
+            at_us: now.as_micros() as u64,
+        });
     }
 
     /// Queues PCM (a prompt, comfort noise) for the caller, cut into 20 ms frames; a short
@@ -172,11 +188,14 @@ impl PhoneMedia {
         for chunk in samples.chunks(FRAME_SAMPLES) {
             let mut frame = self.silence;
             self.law.encode(chunk, &mut frame[..chunk.len()]);
-            self.push_encoded(frame);
+            self.push_encoded(Queued {
+                frame,
+                at_us: NOT_AGENT,
+            });
         }
     }
 
-    fn push_encoded(&mut self, frame: G711Frame) {
+    fn push_encoded(&mut self, frame: Queued) {
         if !self.upstream.is_empty() {
             if self.upstream.len() >= UPSTREAM_MAX {
                 self.counters.overflow += 1;
@@ -189,9 +208,9 @@ impl PhoneMedia {
     }
 
     /// The one packet for the caller at tick `now`, written into `out` (at least
-    /// [`MAX_OUT`] bytes): agent audio if any is due, else silence. Returns its length and
-    /// whether it carried agent audio.
-    pub fn poll_out(&mut self, now: Duration, out: &mut [u8]) -> (usize, bool) {
+    /// [`MAX_OUT`] bytes): agent audio if any is due, else silence (or a prompt). Returns
+    /// its length and, for agent audio, how long the relay held it (arrival to send).
+    pub fn poll_out(&mut self, now: Duration, out: &mut [u8]) -> (usize, Option<Duration>) {
         let paced = self.pacer.poll(now);
         // refill the pacer from upstream as it drains
         while let Some(f) = self.upstream.front().copied() {
@@ -200,21 +219,23 @@ impl PhoneMedia {
             }
             self.upstream.pop_front();
         }
-        let (frame, agent) = match paced {
+        let (frame, held) = match paced {
             Some(p) => {
                 if p.marker {
                     self.tx.mark_next();
                 }
                 self.last_agent_sent = Some(now);
                 self.counters.frames_out += 1;
-                (p.frame, true)
+                let held = (p.frame.at_us != NOT_AGENT)
+                    .then(|| now.saturating_sub(Duration::from_micros(p.frame.at_us)));
+                (p.frame.frame, held)
             }
-            None => (self.silence, false),
+            None => (self.silence, None),
         };
         let n = self
             .tx
             .write(self.payload_type, &frame, FRAME_SAMPLES as u32, out);
-        (n, agent)
+        (n, held)
     }
 
     /// Time passes with nothing sent (on hold): keeps the media clock going.
@@ -297,13 +318,17 @@ mod tests {
     fn agent_audio_goes_out_one_frame_per_tick_then_silence() {
         let mut m = PhoneMedia::new(Codec::Pcmu, 0, Some(101)).unwrap();
         for _ in 0..5 {
-            m.push_agent(&AgentAudio::Pcm(tone()));
+            m.push_agent(ms(0), &AgentAudio::Pcm(tone()));
         }
         assert_eq!(m.queued_ms(), 100);
         let mut out = [0u8; MAX_OUT];
         let mut agent = 0;
         for t in 0..8u64 {
-            let (n, a) = m.poll_out(ms(20 * t), &mut out);
+            let (n, held) = m.poll_out(ms(20 * t), &mut out);
+            let a = held.is_some();
+            if let Some(h) = held {
+                assert_eq!(h, ms(20 * t), "held from arrival at 0 until its slot");
+            }
             assert_eq!(n, MAX_OUT, "one full packet every tick");
             let p = rtp::parse(&out[..n]).unwrap();
             assert_eq!(p.payload_type, 0);
@@ -323,7 +348,7 @@ mod tests {
     fn a_flush_drops_everything_queued_and_reports_the_residual() {
         let mut m = PhoneMedia::new(Codec::Pcma, 8, None).unwrap();
         for _ in 0..50 {
-            m.push_agent(&AgentAudio::Pcm(tone()));
+            m.push_agent(ms(0), &AgentAudio::Pcm(tone()));
         }
         let mut out = [0u8; MAX_OUT];
         m.poll_out(ms(0), &mut out);
@@ -333,8 +358,8 @@ mod tests {
         assert_eq!(f.residual_ms, 15);
         assert_eq!(f.unplayed_ms, 48 * 20);
         assert!(m.is_idle());
-        let (_, agent) = m.poll_out(ms(40), &mut out);
-        assert!(!agent, "nothing of the old answer after the flush");
+        let (_, held) = m.poll_out(ms(40), &mut out);
+        assert!(held.is_none(), "nothing of the old answer after the flush");
         // long after the last agent frame: nothing still heard
         assert_eq!(m.flush(ms(500)).residual_ms, 0);
     }
@@ -378,7 +403,7 @@ mod tests {
         let mut m = PhoneMedia::new(Codec::Pcma, 8, None).unwrap();
         let mut mu = [0u8; 160];
         Law::Mu.encode(&tone(), &mut mu);
-        m.push_agent(&AgentAudio::G711(Law::Mu, mu));
+        m.push_agent(ms(0), &AgentAudio::G711(Law::Mu, mu));
         m.push_pcm(&[1000i16; 200]);
         assert_eq!(m.queued_ms(), 60, "two frames and a padded one");
         let mut out = [0u8; MAX_OUT];
