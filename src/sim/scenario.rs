@@ -382,7 +382,8 @@ pub fn fill_dates(text: &str, today: chrono::NaiveDate) -> String {
     while let Some(start) = rest.find("{next:") {
         out.push_str(&rest[..start]);
         let Some(len) = rest[start..].find('}') else {
-            break;
+            out.push_str(&rest[start..]);
+            return out;
         };
         let spec = &rest[start + 6..start + len];
         let (day, plus) = match spec.split_once('+') {
