@@ -206,6 +206,7 @@ impl Relay {
                 minter,
                 session,
                 token: admin_token(&cfg),
+                trunks: sip.registrations().clone(),
                 readiness: Arc::new(move || Readiness {
                     sip: true,
                     media: true,

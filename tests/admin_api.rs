@@ -39,6 +39,7 @@ struct Fixture {
     base: String,
     registry: Registry,
     metrics: Arc<Metrics>,
+    trunks: voxrelay::sip::register::RegistrationStates,
     draining: Arc<std::sync::atomic::AtomicBool>,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -74,6 +75,7 @@ async fn fixture_with(opts: Options, store: Option<Store>) -> Fixture {
     };
     let registry = Registry::new();
     let metrics = Metrics::shared();
+    let trunks: voxrelay::sip::register::RegistrationStates = Default::default();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = draining.clone();
     let agent = AgentSpec {
@@ -88,6 +90,7 @@ async fn fixture_with(opts: Options, store: Option<Store>) -> Fixture {
         minter: opts.minter,
         session: agent.session(None),
         token: opts.token.then(|| Secret::new(TOKEN)),
+        trunks: trunks.clone(),
         readiness: Arc::new(move || Readiness {
             draining: flag.load(std::sync::atomic::Ordering::SeqCst),
             ..Readiness::ready()
@@ -102,6 +105,7 @@ async fn fixture_with(opts: Options, store: Option<Store>) -> Fixture {
         base,
         registry,
         metrics,
+        trunks,
         draining,
         http: reqwest::Client::new(),
         _dir: dir,
@@ -520,6 +524,36 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!(s, 200);
     spec.check("get", "/api/bookings", s, &v);
     assert_eq!(v["bookings"][0]["patient_name"], "Ada Lovelace");
+
+    // trunks: the registration state the SIP side keeps, also as a metric
+    f.trunks.insert(
+        "main".into(),
+        voxrelay::sip::register::RegistrationState {
+            registered: true,
+            last_status: 200,
+            failures: 0,
+            successes: 3,
+            since: 1_790_000_000,
+        },
+    );
+    let (ts, tv) = f.call(Method::GET, "/api/trunks", None).await;
+    assert_eq!(ts, 200);
+    spec.check("get", "/api/trunks", ts, &tv);
+    assert_eq!(tv["trunks"][0]["name"], "main");
+    assert_eq!(tv["trunks"][0]["registered"], true);
+    let text = f
+        .http
+        .get(format!("{}/metrics", f.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("voxrelay_trunk_registered{trunk=\"main\"} 1"),
+        "{text}"
+    );
     assert_eq!(v["bookings"][0]["time"], "09:30:00");
     let (s, v) = f
         .call(Method::GET, "/api/bookings?date=2030-01-07", None)
@@ -569,6 +603,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
         ("post", "/api/calls/{id}/mute"),
         ("get", "/api/events"),
         ("get", "/api/bookings"),
+        ("get", "/api/trunks"),
         ("get", "/api/session"),
         ("get", "/api/openapi.json"),
     ] {
@@ -715,6 +750,7 @@ async fn a_non_loopback_listen_without_a_token_is_refused() {
         minter: None,
         session: AgentSpec::default().session(None),
         token: None,
+        trunks: Default::default(),
         readiness: Arc::new(Readiness::ready),
     };
     let err = admin::start("0.0.0.0:0".parse().unwrap(), state)
@@ -1296,6 +1332,7 @@ async fn the_document_lists_exactly_the_served_routes() {
         "/api/calls/{id}/mute",
         "/api/events",
         "/api/bookings",
+        "/api/trunks",
         "/api/session",
         "/api/openapi.json",
     ]

@@ -222,6 +222,7 @@ async fn the_dashboard_follows_a_call_and_hangs_it_up() {
             minter: None,
             session: AgentSpec::default().session(None),
             token: Some(Secret::new(TOKEN)),
+            trunks: Default::default(),
             readiness: Arc::new(Readiness::ready),
         },
     )

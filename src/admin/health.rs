@@ -60,6 +60,15 @@ pub async fn metrics(State(state): State<AdminState>) -> Response {
     // the registry is the truth about live calls, whatever the call tasks have counted
     let live = i64::try_from(state.registry.live_count()).unwrap_or(i64::MAX);
     state.metrics.calls_active.set(live);
+    for t in state.trunks.iter() {
+        state
+            .metrics
+            .trunk_registered
+            .get_or_create(&crate::metrics::TrunkLabel {
+                trunk: t.key().clone(),
+            })
+            .set(i64::from(t.value().registered));
+    }
     let mut resp = state.metrics.render().into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));

@@ -14,6 +14,7 @@ pub mod openapi;
 mod routes;
 mod session;
 mod sse;
+mod trunks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::openai::events::Session;
 use crate::openai::keys::KeyMinter;
 use crate::openai::secret::Secret;
+use crate::sip::register::RegistrationStates;
 
 pub use auth::token_matches;
 pub use error::ApiError;
@@ -78,6 +80,8 @@ pub struct AdminState {
     pub session: Session,
     /// The bearer token; `None`: no authentication (allowed on loopback only).
     pub token: Option<Secret>,
+    /// Each trunk's registration state (empty without registering trunks).
+    pub trunks: RegistrationStates,
     /// SIP and media health and the draining flag.
     pub readiness: ReadinessProbe,
 }

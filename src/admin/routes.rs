@@ -8,7 +8,7 @@ use axum::{Extension, Router};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
-use super::{auth, bookings, calls, dashboard, health, openapi, session, sse, AdminState};
+use super::{auth, bookings, calls, dashboard, health, openapi, session, sse, trunks, AdminState};
 
 /// Request bodies are small JSON objects.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -27,6 +27,7 @@ pub fn router(state: AdminState, stop: CancellationToken) -> Router {
         .route("/api/calls/{id}/mute", post(calls::mute))
         .route("/api/events", get(sse::all_events))
         .route("/api/bookings", get(bookings::list))
+        .route("/api/trunks", get(trunks::list))
         .route("/api/session", get(session::mint))
         .route("/api/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(
