@@ -275,3 +275,54 @@ fn the_session_limit_rolls_over_to_a_new_session_with_the_conversation() {
         "{instructions}"
     );
 }
+
+#[test]
+fn a_slow_booking_puts_comfort_noise_on_the_line_and_still_completes() {
+    let relay = start("booking", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario_with_speech(dir.path(), "agent_booking.xml", 1500);
+    let rt = rt();
+    // the database is busy (another relay writing, say): create_booking waits for it
+    let (pool, conn) = rt.block_on(async {
+        let store = Store::open(&relay.database_url(), 1).await.unwrap();
+        store.ping().await.unwrap();
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&relay.database_url())
+            .await
+            .unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        (pool, conn)
+    });
+    let mut conn = Some(conn);
+    std::thread::scope(|s| {
+        let caller = s.spawn(|| sipp(&relay, sc.to_str().unwrap(), &["-m", "1"]));
+        // past 700 ms the caller hears comfort noise instead of dead air
+        let hold = relay.wait_for(
+            |v| msg(v) == "a tool runs long: the caller hears the hold sound",
+            Duration::from_secs(40),
+        );
+        assert_eq!(hold["sound"], "comfort_noise");
+        let mut c = conn.take().unwrap();
+        rt.block_on(async {
+            sqlx::query("COMMIT").execute(&mut *c).await.unwrap();
+            drop(c);
+            pool.close().await;
+        });
+        let run = caller.join().unwrap();
+        assert_sipp_ok(&run, 1, &relay);
+    });
+    let end = ended(&relay);
+    assert_eq!(end["reason"], "agent_end_call");
+    assert!(end["hold_frames"].as_u64().unwrap() > 0, "{end}");
+    let answered = relay.wait_for(
+        |v| msg(v) == "tool answered" && v["tool"] == "create_booking",
+        Duration::from_secs(1),
+    );
+    assert_eq!(answered["ok"], true, "{answered}");
+    assert!(answered["ms"].as_u64().unwrap() >= 700, "{answered}");
+}

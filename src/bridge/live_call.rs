@@ -185,6 +185,7 @@ async fn run_inner(
         t0,
         noise: 0x9E37_79B9,
         hold_pos: 0,
+        hold_frames: 0,
         barge_ins: 0,
         direction: neg.direction,
         rtp_buf: [0; 1500],
@@ -285,6 +286,8 @@ struct Live {
     t0: Instant,
     noise: u32,
     hold_pos: usize,
+    /// Frames of comfort noise or hold sound played (all calls long).
+    hold_frames: u64,
     barge_ins: u64,
     direction: Direction,
     rtp_buf: [u8; 1500],
@@ -557,6 +560,19 @@ impl Live {
     }
 
     fn push_hold_frame(&mut self) {
+        if self.hold_pos == 0 {
+            info!(
+                sound = if self.agent.hold_sound.is_some() {
+                    "hold"
+                } else {
+                    "comfort_noise"
+                },
+                "a tool runs long: the caller hears the hold sound"
+            );
+            // marks the start of this wait (comfort noise does not move `hold_pos`)
+            self.hold_pos = 1;
+        }
+        self.hold_frames += 1;
         let mut frame = SILENCE;
         match &self.agent.hold_sound {
             Some(sound) if !sound.is_empty() => {
@@ -1130,11 +1146,13 @@ impl Live {
         live.publish_stats();
         let c = live.call.rtp.counters;
         let seconds = live.t0.elapsed().as_secs_f32();
+        let hold_frames = live.hold_frames;
         let Live { ctx, p, call, .. } = live;
         drop(call);
         info!(
             reason = %end.reason, seconds,
             rtp_in = c.rx_packets, rtp_out = c.tx_packets,
+            hold_frames,
             "call ended"
         );
         finish(&ctx, p, &end.reason).await;
