@@ -171,3 +171,21 @@ fn a_failed_transfer_is_told_to_the_agent_and_the_call_goes_on() {
         rec.transcript
     );
 }
+
+#[test]
+fn the_moderation_check_stops_a_flagged_answer_when_it_is_on() {
+    let env = agent_env(&test_scenario("moderation.toml"));
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    all.push(("VOXRELAY__OPENAI__MODERATION", "true"));
+    let relay = Relay::start(&all);
+    // a caller who lets the greeting finish
+    let end = call(&relay, "agent_hangs_up_early.xml");
+    assert_eq!(end["reason"], "caller_bye");
+    let trip = relay.wait_for(
+        |v| msg(v) == "an output guardrail stopped the agent",
+        Duration::from_secs(1),
+    );
+    assert_eq!(trip["rule"], "moderation:harassment");
+    let told = system_texts(&sim_sessions(&relay)[0]);
+    assert!(told.iter().any(|t| t.contains("moderation")), "{told:?}");
+}

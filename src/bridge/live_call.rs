@@ -766,6 +766,7 @@ impl Live {
     /// available the call goes on.
     fn moderate(&mut self, text: String) {
         if let Some(m) = self.ctx.moderation.clone() {
+            tracing::debug!(chars = text.len(), "moderation check of a turn");
             self.checks.spawn(async move { m.check(&text).await });
         }
     }
@@ -780,7 +781,7 @@ impl Live {
                 };
                 self.guardrail_tripped(trip).await;
             }
-            Ok(None) => {}
+            Ok(None) => tracing::debug!("the moderation check passed a turn"),
             Err(e) => warn!(error = %e, "the moderation check failed; the call goes on"),
         }
     }
