@@ -215,7 +215,12 @@ impl Relay {
             },
         )
         .await?;
-        info!(sip = %sip.local_addr(), agent = %cfg.agents.default, "voxrelay ready");
+        info!(
+            sip = %sip.local_addr(),
+            tls = sip.tls_addr().map(tracing::field::display),
+            agent = %cfg.agents.default,
+            "voxrelay ready"
+        );
         Ok(Self {
             sip,
             registry,

@@ -78,6 +78,12 @@ pub struct Config {
 pub struct SipConfig {
     /// SIP over UDP and TCP on this address.
     pub listen: SocketAddr,
+    /// SIP over TLS (SIPS) on this address, typically port 5061; unset: no TLS.
+    pub tls_listen: Option<SocketAddr>,
+    /// The TLS certificate chain, a PEM file (leaf first); required with `tls_listen`.
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key, a PEM file (PKCS#8 or RSA PKCS#1); required with `tls_listen`.
+    pub tls_key: Option<PathBuf>,
     /// Address written into SDP `c=` and Contact; the listen IP when unset.
     pub external_ip: Option<IpAddr>,
     /// Inclusive RTP port range for the phone legs (RTP on even ports, RTCP on the next one).
@@ -99,6 +105,9 @@ impl Default for SipConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
             external_ip: None,
             rtp_ports: [20000, 20999],
             max_calls: 500,
@@ -114,6 +123,47 @@ impl SipConfig {
     /// The address the relay advertises in SDP and Contact.
     pub fn advertised_ip(&self) -> IpAddr {
         self.external_ip.unwrap_or(self.listen.ip())
+    }
+
+    /// The address the relay advertises in Contact for calls over TLS.
+    pub fn advertised_tls_ip(&self) -> IpAddr {
+        self.external_ip
+            .unwrap_or(self.tls_listen.map_or(self.listen.ip(), |a| a.ip()))
+    }
+
+    /// The TLS certificate and key, read and checked; `None` when TLS is off.
+    pub fn tls_files(&self) -> Result<Option<crate::sip::tls::TlsFiles>, ConfigError> {
+        let unset = |key: &'static str, reason: &'static str| ConfigError::Invalid {
+            key,
+            value: "(unset)".into(),
+            reason,
+        };
+        let Some(listen) = self.tls_listen else {
+            if self.tls_cert.is_some() || self.tls_key.is_some() {
+                return Err(unset(
+                    "sip.tls_listen",
+                    "required when sip.tls_cert or sip.tls_key is set",
+                ));
+            }
+            return Ok(None);
+        };
+        let cert = self
+            .tls_cert
+            .as_ref()
+            .ok_or_else(|| unset("sip.tls_cert", "required when sip.tls_listen is set"))?;
+        let key = self
+            .tls_key
+            .as_ref()
+            .ok_or_else(|| unset("sip.tls_key", "required when sip.tls_listen is set"))?;
+        if listen.ip().is_unspecified() && self.external_ip.is_none() {
+            return Err(unset(
+                "sip.external_ip",
+                "required when sip.tls_listen is a wildcard address: Contact needs a real address",
+            ));
+        }
+        crate::sip::tls::TlsFiles::load(cert, key)
+            .map(Some)
+            .map_err(|e| ConfigError::Parse(e.to_string()))
     }
 }
 
@@ -423,6 +473,7 @@ impl Config {
                 reason: "must be at least 1",
             });
         }
+        self.sip.tls_files()?;
         if let Err(e) = self.booking.validate() {
             return Err(ConfigError::Parse(format!(
                 "invalid config: {}: {}",
@@ -661,6 +712,62 @@ mod tests {
         )
         .unwrap();
         assert!(!c.to_redacted_toml().contains("hunter2"));
+    }
+
+    #[test]
+    fn tls_keys_are_checked_together_and_the_key_never_prints() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, k.cert.pem()).unwrap();
+        std::fs::write(&key, k.signing_key.serialize_pem()).unwrap();
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        fn tls<'a>(c: &'a str, k: &'a str) -> Vec<(&'static str, &'a str)> {
+            let mut v = vec![("VOXRELAY__SIP__TLS_LISTEN", "127.0.0.1:5061")];
+            if !c.is_empty() {
+                v.push(("VOXRELAY__SIP__TLS_CERT", c));
+            }
+            if !k.is_empty() {
+                v.push(("VOXRELAY__SIP__TLS_KEY", k));
+            }
+            v
+        }
+        let c = load_str("", &tls(&cert, &key)).unwrap();
+        assert_eq!(c.sip.tls_listen.unwrap().port(), 5061);
+        let shown = c.to_redacted_toml();
+        assert!(shown.contains("tls_listen = \"127.0.0.1:5061\""), "{shown}");
+        assert!(shown.contains(&key) && shown.contains(&cert), "{shown}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+
+        let e = load_str("", &tls(&cert, "")).unwrap_err().to_string();
+        assert!(e.contains("sip.tls_key"), "{e}");
+        let e = load_str("", &tls("", &key)).unwrap_err().to_string();
+        assert!(e.contains("sip.tls_cert"), "{e}");
+        let e = load_str("", &tls("/nonexistent/cert.pem", &key))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sip.tls_cert") && e.contains("/nonexistent/cert.pem"),
+            "{e}"
+        );
+        let e = load_str("", &tls(&cert, &cert)).unwrap_err().to_string();
+        assert!(e.contains("sip.tls_key"), "{e}");
+        let e = load_str("", &[("VOXRELAY__SIP__TLS_CERT", cert.as_str())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.tls_listen"), "{e}");
+        let mut wild = tls(&cert, &key);
+        wild[0].1 = "0.0.0.0:5061";
+        let e = load_str("", &wild).unwrap_err().to_string();
+        assert!(e.contains("sip.external_ip"), "{e}");
+        // Without TLS keys, no TLS.
+        assert!(load_str("", &[])
+            .unwrap()
+            .sip
+            .tls_files()
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The SIP endpoint: UDP and TCP listeners on one address, the loop over new server
-//! transactions, and the routing of dialog events to the call that owns each dialog.
+//! The SIP endpoint: UDP and TCP listeners on one address, TLS on another when configured,
+//! the loop over new server transactions, and the routing of dialog events to the call that
+//! owns each dialog.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,6 +14,7 @@ use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::{Header, Method, StatusCode, Transport};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use rsipstack::EndpointBuilder;
@@ -41,7 +43,7 @@ pub struct IncomingCall {
     pub from: String,
     /// The dialled party (To URI).
     pub to: String,
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp` or `tls`.
     pub transport: &'static str,
     /// The trunk the call came from, if trunks are configured.
     pub trunk: Option<String>,
@@ -84,6 +86,7 @@ pub struct SipServer {
     active: Arc<AtomicUsize>,
     changed: Arc<Notify>,
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     registrations: super::register::RegistrationStates,
 }
 
@@ -144,11 +147,13 @@ struct Shared {
     changed: Arc<Notify>,
     advertised: IpAddr,
     port: u16,
+    /// The address advertised for TLS calls and the TLS port, when TLS is on.
+    tls: Option<(IpAddr, u16)>,
 }
 
 impl SipServer {
-    /// Binds UDP and TCP on `cfg.listen` and starts serving. Port 0 picks a free port (the
-    /// same for both transports).
+    /// Binds UDP and TCP on `cfg.listen`, and TLS on `cfg.tls_listen` when set, and starts
+    /// serving. Port 0 picks a free port (the same for UDP and TCP, another for TLS).
     pub async fn start(
         settings: SipSettings,
         handler: Arc<dyn CallHandler>,
@@ -192,7 +197,18 @@ impl SipServer {
             .map_err(|e| anyhow::anyhow!("cannot listen on tcp {local_addr}: {e}"))?;
         tl.add_transport(udp.into());
         tl.add_transport(tcp.into());
-        // A trunk's TCP connection may be quiet for a whole long call: never close it for idleness.
+        let tls = match cfg.tls_files()? {
+            Some(files) => {
+                let listen = cfg.tls_listen.unwrap_or(local_addr);
+                let (addr, listener) = tls_listener(listen, files).await?;
+                tl.add_transport(listener.clone().into());
+                Some((addr, listener))
+            }
+            None => None,
+        };
+        let tls_addr = tls.as_ref().map(|(a, _)| *a);
+        // A trunk's TCP or TLS connection may be quiet for a whole long call: never close it
+        // for idleness (this applies to every stream connection, TLS included).
         tl.set_stream_idle_timeout(Duration::ZERO);
 
         let endpoint = EndpointBuilder::new()
@@ -209,6 +225,7 @@ impl SipServer {
         let shared = Arc::new(Shared {
             advertised: cfg.advertised_ip(),
             port: local_addr.port(),
+            tls: tls_addr.map(|a| (cfg.advertised_tls_ip(), a.port())),
             ports: PortPool::new(cfg.rtp_ports[0], cfg.rtp_ports[1]),
             cfg,
             gate,
@@ -226,6 +243,9 @@ impl SipServer {
 
         let inner = endpoint.inner.clone();
         tokio::spawn(async move { inner.serve().await });
+        if let Some((addr, listener)) = &tls {
+            wait_tls_listening(*addr, listener).await?;
+        }
         let contact_host = match shared.advertised {
             IpAddr::V4(v4) => format!("{v4}:{}", local_addr.port()),
             IpAddr::V6(v6) => format!("[{v6}]:{}", local_addr.port()),
@@ -238,13 +258,19 @@ impl SipServer {
         );
         tokio::spawn(route_dialog_states(shared.clone(), state_rx));
         tokio::spawn(serve_transactions(shared, incoming, token.clone()));
-        info!(udp = %local_addr, tcp = %local_addr, "SIP listening");
+        info!(
+            udp = %local_addr,
+            tcp = %local_addr,
+            tls = tls_addr.map(tracing::field::display),
+            "SIP listening"
+        );
         Ok(Self {
             token,
             draining,
             active,
             changed,
             local_addr,
+            tls_addr,
             registrations,
         })
     }
@@ -252,6 +278,11 @@ impl SipServer {
     /// The bound SIP address (UDP and TCP).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound SIP-over-TLS address, when `sip.tls_listen` is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// From now on new INVITEs get 503.
@@ -524,7 +555,10 @@ async fn handle_invite(
         .as_ref()
         .map(|c| c.transport())
         .unwrap_or(Transport::Udp);
-    let contact = contact_uri(shared.advertised, shared.port, transport)?;
+    let contact = match (transport, shared.tls) {
+        (Transport::Tls, Some((ip, port))) => contact_uri(ip, port, transport)?,
+        _ => contact_uri(shared.advertised, shared.port, transport)?,
+    };
     let dialog = shared.layer.get_or_create_server_invite(
         &tx,
         shared.state_tx.clone(),
@@ -562,10 +596,10 @@ async fn handle_invite(
         id: id.call_id.clone(),
         from,
         to,
-        transport: if transport == Transport::Tcp {
-            "tcp"
-        } else {
-            "udp"
+        transport: match transport {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            _ => "udp",
         },
         trunk: trunk.map(|t| t.cfg.name),
         agent,
@@ -675,16 +709,59 @@ fn tx_uri(req: &rsipstack::sip::Request, from: bool) -> String {
     h.unwrap_or_default()
 }
 
+/// Our Contact for a call over `transport`: `sips:` with `transport=tls` over TLS (as rsipstack
+/// writes its own TLS addresses), `transport=tcp` over TCP, a plain `sip:` URI over UDP.
 fn contact_uri(ip: IpAddr, port: u16, transport: Transport) -> anyhow::Result<rsipstack::sip::Uri> {
     let host = match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
     };
-    let t = if transport == Transport::Tcp {
-        ";transport=tcp"
-    } else {
-        ""
+    let (scheme, t) = match transport {
+        Transport::Tcp => ("sip", ";transport=tcp"),
+        Transport::Tls => ("sips", ";transport=tls"),
+        _ => ("sip", ""),
     };
-    rsipstack::sip::Uri::try_from(format!("sip:voxrelay@{host}:{port}{t}").as_str())
+    rsipstack::sip::Uri::try_from(format!("{scheme}:voxrelay@{host}:{port}{t}").as_str())
         .map_err(|e| anyhow::anyhow!("bad contact URI: {e}"))
+}
+
+/// The TLS listener for `listen`. rsipstack binds it only once the endpoint serves, and then
+/// cannot tell its port, so port 0 is resolved here first by binding and releasing a port;
+/// the same bind also refuses an address in use now rather than later in a log line.
+async fn tls_listener(
+    listen: SocketAddr,
+    files: super::tls::TlsFiles,
+) -> anyhow::Result<(SocketAddr, TlsListenerConnection)> {
+    super::tls::install_crypto_provider();
+    let addr = std::net::TcpListener::bind(listen)
+        .and_then(|l| l.local_addr())
+        .map_err(|e| anyhow::anyhow!("cannot listen on tls {listen} (sip.tls_listen): {e}"))?;
+    let config = TlsConfig {
+        cert: Some(files.cert_pem),
+        key: Some(files.key_pem),
+        ..Default::default()
+    };
+    let listener = TlsListenerConnection::new(addr, None, config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on tls {addr} (sip.tls_listen): {e}"))?;
+    Ok((addr, listener))
+}
+
+/// Waits until rsipstack's TLS listener is bound and has its certificate (it only logs a
+/// failure): the relay must not say it is ready with no TLS listener behind it. rsipstack
+/// offers no notification, so its state is looked at every few milliseconds, for 5 s at most.
+async fn wait_tls_listening(
+    addr: SocketAddr,
+    listener: &TlsListenerConnection,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while listener.inner.cert_resolver.lock().is_none() {
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "cannot listen on tls {addr} (sip.tls_listen): the listener did not start"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }

@@ -61,6 +61,8 @@ pub struct Relay {
     child: Option<Child>,
     /// Its SIP address (UDP and TCP).
     pub sip: SocketAddr,
+    /// Its SIP-over-TLS address, when `sip.tls_listen` is set.
+    pub tls: Option<SocketAddr>,
     /// Its admin HTTP address (`admin.listen`).
     pub admin: SocketAddr,
     logs: Arc<Mutex<Vec<Value>>>,
@@ -118,6 +120,7 @@ impl Relay {
         let mut relay = Relay {
             child: Some(child),
             sip: "0.0.0.0:0".parse().unwrap(),
+            tls: None,
             admin,
             logs,
             events: Mutex::new(rx),
@@ -129,6 +132,7 @@ impl Relay {
             .expect("ready line names the SIP address")
             .parse()
             .unwrap();
+        relay.tls = ready["tls"].as_str().map(|a| a.parse().unwrap());
         relay
     }
 
