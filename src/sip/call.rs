@@ -118,11 +118,14 @@ impl SipCall {
         }
     }
 
-    /// Hands the negotiated SRTP keys (or none) to the call's RTP leg through its slot
+    /// Hands the negotiated SRTP keys to the call's RTP leg through its slot
     /// ([`crate::media::rtp_leg::RtpLeg::key_slot`]), now and after each re-INVITE that
-    /// changes them.
+    /// changes them. A plain call leaves the slot untouched, so its leg stays on the plain
+    /// path until a re-INVITE brings keys.
     pub fn share_keys(&mut self, slot: KeySlot) {
-        slot.set(self.negotiated.srtp.as_ref().map(|s| s.keys.clone()));
+        if let Some(s) = &self.negotiated.srtp {
+            slot.set(Some(s.keys.clone()));
+        }
         self.keys = Some(slot);
     }
 
