@@ -1,6 +1,6 @@
 //! The per-packet path allocates nothing: after set-up, a call's media work for thousands
 //! of frames (jitter buffer with loss and reordering, G.711, Opus both ways with FEC and
-//! concealment, the pacer with flushes, DTMF, recording) makes no heap allocation. Counted
+//! concealment, the pacer with flushes, DTMF, recording, SRTP both ways) makes no heap allocation. Counted
 //! with a global allocator wrapper, in its own test binary so nothing else runs alongside.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -17,6 +17,8 @@ use voxrelay::media::opus_codec::{
 };
 use voxrelay::media::pacer::Pacer;
 use voxrelay::media::recording::Recorder;
+use voxrelay::media::rtp::{Packetizer, HEADER_LEN};
+use voxrelay::media::srtp::{CryptoSuite, MasterKey, SrtpContext, SrtpKeys};
 
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
@@ -59,6 +61,22 @@ fn steady_state_media_path_does_not_allocate() {
     let mut opus = [0u8; MAX_OPUS_PACKET];
     let mut far = [0u8; MAX_OPUS_PACKET];
     let mut scratch: Frame = [0; FRAME_SAMPLES];
+    let relay_keys = SrtpKeys {
+        suite: CryptoSuite::AesCm128HmacSha1_80,
+        local: MasterKey::random(),
+        remote: MasterKey::random(),
+    };
+    let caller_keys = SrtpKeys {
+        suite: relay_keys.suite,
+        local: relay_keys.remote.clone(),
+        remote: relay_keys.local.clone(),
+    };
+    let mut srtp_relay = SrtpContext::new(&relay_keys).unwrap();
+    let mut srtp_caller = SrtpContext::new(&caller_keys).unwrap();
+    let mut tx = Packetizer::new(7, 65000, 0);
+    let mut plain = [0u8; HEADER_LEN + FRAME_SAMPLES];
+    let mut sealed = [0u8; 1500];
+    let rtcp = [0x80u8, 201, 0, 1, 0, 0, 0, 7];
 
     let mut body = |k: u32| {
         let t = Duration::from_millis(k as u64 * 20);
@@ -106,6 +124,21 @@ fn steady_state_media_path_does_not_allocate() {
         }
         if k % 300 == 299 {
             pacer.flush();
+        }
+        // SRTP: the relay's packet out and the caller's in (a forged one now and then)
+        let n = tx.write(0, &g711, 160, &mut plain);
+        let m = srtp_relay.protect_rtp(&plain[..n], &mut sealed).unwrap();
+        srtp_caller.unprotect_rtp(&mut sealed[..m]).unwrap();
+        let m = srtp_caller.protect_rtp(&plain[..n], &mut sealed).unwrap();
+        if k % 50 == 0 {
+            sealed[m - 1] ^= 1;
+            assert!(srtp_relay.unprotect_rtp(&mut sealed[..m]).is_err());
+        } else {
+            srtp_relay.unprotect_rtp(&mut sealed[..m]).unwrap();
+        }
+        if k % 250 == 0 {
+            let m = srtp_relay.protect_rtcp(&rtcp, &mut sealed).unwrap();
+            srtp_caller.unprotect_rtcp(&mut sealed[..m]).unwrap();
         }
     };
 

@@ -1,4 +1,4 @@
-//! Media for the phone leg: RTP, G.711, Opus, jitter buffer, pacing, DTMF, recording.
+//! Media for the phone leg: RTP (and SRTP), G.711, Opus, jitter buffer, pacing, DTMF, recording.
 //! Every part here is IO-free except `rtp_leg`, which owns the call's UDP sockets, and
 //! `recording`, which writes the call's WAV file.
 //!
@@ -27,4 +27,5 @@ pub mod recording;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtp_leg;
+pub mod srtp;
 pub mod wav;

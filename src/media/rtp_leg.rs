@@ -3,14 +3,26 @@
 //! Symmetric RTP (RFC 4961 style latching): the first packet's source becomes the address
 //! the relay sends to, whatever the SDP said, which is what gets media through NATs. Packets
 //! from any other source afterwards are counted and dropped.
+//!
+//! SRTP (SDES): when the SIP side has put keys in the leg's [`KeySlot`], the leg protects
+//! what it sends and unprotects what it receives, so the call's task hands it and gets from
+//! it plain RTP and RTCP as on any call. Received packets are checked and decrypted in the
+//! task's own buffer inside [`RtpLeg::recv_from`] and [`RtpLeg::recv_rtcp_from`]; what fails
+//! authentication, or is a replay, is counted and dropped there (and never latches the
+//! caller's address). Sending protects into the leg's own buffer. Nothing allocates per
+//! packet. New keys in the slot (a re-INVITE) take effect from the next packet.
 
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
 
 use tokio::net::UdpSocket;
+use tracing::{info, warn};
 
 use super::ports::{PortLease, PortPool};
 use super::rtp::{self, RtpIn};
+use super::srtp::{KeySlot, SrtpContext, SrtpError, SrtpKeys};
 
 /// How many leased ports to try before giving up (another process may hold some).
 const BIND_ATTEMPTS: usize = 16;
@@ -30,9 +42,120 @@ pub struct LegCounters {
     pub rtcp_rx: u64,
     /// RTCP packets sent.
     pub rtcp_tx: u64,
+    /// SRTP and SRTCP packets dropped for failing authentication (or too short to carry a
+    /// tag). Brought up to date on every packet the call's task sends or accepts.
+    pub srtp_auth_failed: u64,
+    /// SRTP and SRTCP packets dropped as replays (or older than the replay window).
+    pub srtp_replayed: u64,
 }
 
-/// A call's RTP and RTCP sockets.
+/// Bytes of the leg's buffer for protected packets.
+const SEALED_MAX: usize = 1500;
+
+/// The leg's SRTP state: the keys it applied last and what it has seen.
+struct LegSrtp {
+    /// The slot generation applied; 0 while no keys were ever set.
+    applied: u64,
+    mode: Mode,
+    /// Where protected packets are written; allocated with the first keys.
+    sealed: Option<Box<[u8; SEALED_MAX]>>,
+    auth_failed: u64,
+    replayed: u64,
+    /// Whether this generation's first failure was logged (later ones are only counted).
+    warned: bool,
+}
+
+enum Mode {
+    /// No keys: plain RTP.
+    Plain,
+    /// Keys applied.
+    Srtp(Box<SrtpContext>),
+    /// Keys set but no context could be made: drop everything rather than send in clear.
+    Broken,
+}
+
+impl fmt::Debug for LegSrtp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.mode {
+            Mode::Plain => "plain",
+            Mode::Srtp(_) => "srtp",
+            Mode::Broken => "broken",
+        };
+        f.debug_struct("LegSrtp")
+            .field("applied", &self.applied)
+            .field("mode", &mode)
+            .field("auth_failed", &self.auth_failed)
+            .field("replayed", &self.replayed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LegSrtp {
+    fn new() -> Self {
+        Self {
+            applied: 0,
+            mode: Mode::Plain,
+            sealed: None,
+            auth_failed: 0,
+            replayed: 0,
+            warned: false,
+        }
+    }
+
+    /// Applies the slot's keys if they changed since last time.
+    fn refresh(&mut self, slot: &KeySlot) {
+        if slot.generation() == self.applied {
+            return;
+        }
+        let (generation, keys) = slot.current();
+        self.applied = generation;
+        self.warned = false;
+        self.mode = match keys.as_ref().map(SrtpContext::new) {
+            None => Mode::Plain,
+            Some(Ok(ctx)) => Mode::Srtp(Box::new(ctx)),
+            Some(Err(e)) => {
+                warn!(error = %e, "SRTP keys not usable: the call's media is dropped");
+                Mode::Broken
+            }
+        };
+        if matches!(self.mode, Mode::Srtp(_)) && self.sealed.is_none() {
+            self.sealed = Some(Box::new([0u8; SEALED_MAX]));
+        }
+    }
+
+    /// Unprotects a received packet in place; `None` when it is dropped (and counted).
+    fn open(&mut self, slot: &KeySlot, packet: &mut [u8], rtcp: bool) -> Option<usize> {
+        self.refresh(slot);
+        let r = match &mut self.mode {
+            Mode::Plain => return Some(packet.len()),
+            Mode::Broken => Err(SrtpError::Crypto),
+            Mode::Srtp(ctx) if rtcp => ctx.unprotect_rtcp(packet),
+            Mode::Srtp(ctx) => ctx.unprotect_rtp(packet),
+        };
+        match r {
+            Ok(n) => Some(n),
+            Err(SrtpError::Replayed) => {
+                self.replayed += 1;
+                None
+            }
+            Err(e) => {
+                self.auth_failed += 1;
+                if !self.warned {
+                    self.warned = true;
+                    let kind = if rtcp { "SRTCP" } else { "SRTP" };
+                    warn!(
+                        kind,
+                        error = %e,
+                        "a packet failed SRTP checks and was dropped (further ones are only counted)"
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A call's RTP and RTCP sockets, and their SRTP when keyed.
 #[derive(Debug)]
 pub struct RtpLeg {
     rtp: UdpSocket,
@@ -44,6 +167,9 @@ pub struct RtpLeg {
     rtcp_latched: bool,
     /// What happened on this leg so far.
     pub counters: LegCounters,
+    keys: KeySlot,
+    /// Locked only while a call's task handles one packet, never across an await.
+    srtp: Mutex<LegSrtp>,
 }
 
 impl RtpLeg {
@@ -76,6 +202,8 @@ impl RtpLeg {
                 latched: false,
                 rtcp_latched: false,
                 counters: LegCounters::default(),
+                keys: KeySlot::default(),
+                srtp: Mutex::new(LegSrtp::new()),
             });
         }
         Err(last_err)
@@ -99,10 +227,51 @@ impl RtpLeg {
         self.remote
     }
 
+    /// The slot the SIP side fills with this call's SRTP keys (a clone sharing it).
+    pub fn key_slot(&self) -> KeySlot {
+        self.keys.clone()
+    }
+
+    /// Keys the leg with SRTP from the next packet on (`None`: plain RTP).
+    pub fn set_srtp(&self, keys: Option<SrtpKeys>) {
+        self.keys.set(keys);
+    }
+
+    /// Whether the leg protects its media now (as of the last packet it handled).
+    pub fn srtp_active(&self) -> bool {
+        let st = self.srtp.lock().unwrap_or_else(PoisonError::into_inner);
+        matches!(st.mode, Mode::Srtp(_))
+    }
+
     /// Waits for the next datagram on the RTP socket; pass it to [`RtpLeg::accept`].
     /// Takes `&self` so a call's task can wait on RTP and RTCP at once.
+    ///
+    /// On an SRTP leg the datagram is checked and decrypted in `buf`, and the length returned
+    /// is the plain RTP packet's; one that fails is counted and dropped, and the wait goes on.
+    /// A datagram from a source other than the latched one is left as it came, for
+    /// [`RtpLeg::accept`] to count and drop.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.rtp.recv_from(buf).await
+        loop {
+            let (n, src) = self.rtp.recv_from(buf).await?;
+            if self.keys.generation() == 0 || (self.latched && Some(src) != self.remote) {
+                return Ok((n, src));
+            }
+            if let Some(n) = self.open(&mut buf[..n], false) {
+                return Ok((n, src));
+            }
+        }
+    }
+
+    fn open(&self, packet: &mut [u8], rtcp: bool) -> Option<usize> {
+        let mut st = self.srtp.lock().unwrap_or_else(PoisonError::into_inner);
+        st.open(&self.keys, packet, rtcp)
+    }
+
+    /// Copies the SRTP drop counts into [`RtpLeg::counters`].
+    fn sync_counters(&mut self) {
+        let st = self.srtp.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.counters.srtp_auth_failed = st.auth_failed;
+        self.counters.srtp_replayed = st.replayed;
     }
 
     /// Checks a received datagram: `None` when it is dropped (a foreign source, or not RTP),
@@ -116,6 +285,7 @@ impl RtpLeg {
             self.counters.malformed += 1;
             return None;
         };
+        self.sync_counters();
         if !self.latched {
             self.latched = true;
             if self.remote != Some(src) {
@@ -130,23 +300,61 @@ impl RtpLeg {
         Some(p)
     }
 
-    /// Sends one RTP datagram to the caller, if there is somewhere to send it. Never waits:
-    /// a full socket buffer drops the packet, as a late packet is useless anyway.
+    /// Sends one RTP datagram to the caller, if there is somewhere to send it (protected
+    /// first on an SRTP leg). Never waits: a full socket buffer drops the packet, as a late
+    /// packet is useless anyway.
     pub fn send(&mut self, datagram: &[u8]) {
         if let Some(to) = self.remote {
-            if self.rtp.try_send_to(datagram, to).is_ok() {
+            if self.seal_and_send(datagram, to, false) {
                 self.counters.tx_packets += 1;
+            }
+        }
+        self.sync_counters();
+    }
+
+    /// Sends on the RTP or RTCP socket, protecting first when keyed; whether it went out.
+    fn seal_and_send(&mut self, datagram: &[u8], to: SocketAddr, rtcp: bool) -> bool {
+        let socket = if rtcp { &self.rtcp } else { &self.rtp };
+        if self.keys.generation() == 0 {
+            return socket.try_send_to(datagram, to).is_ok();
+        }
+        let st = self.srtp.get_mut().unwrap_or_else(PoisonError::into_inner);
+        st.refresh(&self.keys);
+        let (Mode::Srtp(ctx), Some(out)) = (&mut st.mode, st.sealed.as_deref_mut()) else {
+            return match st.mode {
+                Mode::Plain => socket.try_send_to(datagram, to).is_ok(),
+                _ => false,
+            };
+        };
+        let sealed = if rtcp {
+            ctx.protect_rtcp(datagram, out)
+        } else {
+            ctx.protect_rtp(datagram, out)
+        };
+        match sealed {
+            Ok(n) => socket.try_send_to(&out[..n], to).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Waits for the next RTCP datagram; pass its source to [`RtpLeg::accept_rtcp`]. On an
+    /// SRTP leg it is checked and decrypted in `buf` (the length returned is the plain RTCP
+    /// packet's); one that fails is counted and dropped, and the wait goes on.
+    pub async fn recv_rtcp_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        loop {
+            let (n, src) = self.rtcp.recv_from(buf).await?;
+            if self.keys.generation() == 0 {
+                return Ok((n, src));
+            }
+            if let Some(n) = self.open(&mut buf[..n], true) {
+                return Ok((n, src));
             }
         }
     }
 
-    /// Waits for the next RTCP datagram; pass its source to [`RtpLeg::accept_rtcp`].
-    pub async fn recv_rtcp_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.rtcp.recv_from(buf).await
-    }
-
     /// Counts an RTCP datagram and latches its source.
     pub fn accept_rtcp(&mut self, src: SocketAddr) {
+        self.sync_counters();
         if !self.rtcp_latched {
             self.rtcp_latched = true;
             self.remote_rtcp = Some(src);
@@ -154,12 +362,26 @@ impl RtpLeg {
         self.counters.rtcp_rx += 1;
     }
 
-    /// Sends an RTCP datagram.
+    /// Sends an RTCP datagram (as SRTCP on an SRTP leg).
     pub fn send_rtcp(&mut self, datagram: &[u8]) {
         if let Some(to) = self.remote_rtcp {
-            if self.rtcp.try_send_to(datagram, to).is_ok() {
+            if self.seal_and_send(datagram, to, true) {
                 self.counters.rtcp_tx += 1;
             }
+        }
+        self.sync_counters();
+    }
+}
+
+impl Drop for RtpLeg {
+    fn drop(&mut self) {
+        let st = self.srtp.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if st.applied != 0 {
+            info!(
+                auth_failed = st.auth_failed,
+                replayed = st.replayed,
+                "SRTP leg closed"
+            );
         }
     }
 }
@@ -168,6 +390,7 @@ impl RtpLeg {
 mod tests {
     use super::*;
     use crate::media::rtp::{Packetizer, HEADER_LEN};
+    use crate::media::srtp::{SrtpContext, SrtpKeys};
     use std::time::Duration;
 
     fn packet(seq: u16) -> Vec<u8> {
@@ -230,5 +453,130 @@ mod tests {
         assert_eq!(pool.available(), 1);
         drop(leg);
         assert_eq!(pool.available(), 2);
+    }
+
+    fn srtp_keys(fill: u8) -> (SrtpKeys, SrtpKeys) {
+        use crate::media::srtp::{CryptoSuite, MasterKey};
+        let relay = MasterKey::from_bytes([fill; 30]);
+        let caller = MasterKey::from_bytes([fill.wrapping_add(1); 30]);
+        let suite = CryptoSuite::AesCm128HmacSha1_80;
+        (
+            SrtpKeys {
+                suite,
+                local: relay.clone(),
+                remote: caller.clone(),
+            },
+            SrtpKeys {
+                suite,
+                local: caller,
+                remote: relay,
+            },
+        )
+    }
+
+    /// Like [`recv_one`], the way the call tasks use the leg: the payload is read from the
+    /// task's own buffer.
+    async fn recv_payload(leg: &mut RtpLeg) -> Option<(u16, Vec<u8>)> {
+        let mut buf = [0u8; 1500];
+        let (n, src) = tokio::time::timeout(Duration::from_secs(5), leg.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let p = leg.accept(&buf[..n], src)?;
+        Some((p.sequence, buf[p.payload_start..p.payload_end].to_vec()))
+    }
+
+    #[tokio::test]
+    async fn an_srtp_leg_hands_out_plain_rtp_and_drops_what_fails() {
+        let pool = PortPool::new(41300, 41399);
+        let mut leg = RtpLeg::bind(&pool, "127.0.0.1".parse().unwrap())
+            .await
+            .unwrap();
+        let (relay_keys, caller_keys) = srtp_keys(3);
+        leg.key_slot().set(Some(relay_keys));
+        let mut caller = SrtpContext::new(&caller_keys).unwrap();
+        let to = SocketAddr::from(([127, 0, 0, 1], leg.local_port()));
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut sealed = [0u8; 1500];
+
+        // A forged packet first: dropped, counted, and it does not latch.
+        let mut forged = packet(1);
+        forged.extend_from_slice(&[0u8; 10]);
+        let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        stranger.send_to(&forged, to).await.unwrap();
+        // Then good ones from `a`: the task sees them plain.
+        for seq in [2u16, 3] {
+            let n = caller.protect_rtp(&packet(seq), &mut sealed).unwrap();
+            a.send_to(&sealed[..n], to).await.unwrap();
+        }
+        let (seq, payload) = recv_payload(&mut leg).await.unwrap();
+        assert_eq!((seq, payload), (2, vec![0x55; 160]));
+        assert_eq!(leg.remote(), Some(a.local_addr().unwrap()));
+        assert!(leg.srtp_active());
+        assert_eq!(recv_payload(&mut leg).await.unwrap().0, 3);
+        assert_eq!(leg.counters.srtp_auth_failed, 1);
+
+        // A replay and a bad tag: dropped; the next good one comes through.
+        let n = caller.protect_rtp(&packet(4), &mut sealed).unwrap();
+        let mut bad = sealed[..n].to_vec();
+        bad[n - 1] ^= 0xFF;
+        a.send_to(&bad, to).await.unwrap();
+        a.send_to(&sealed[..n], to).await.unwrap();
+        a.send_to(&sealed[..n], to).await.unwrap();
+        let n = caller.protect_rtp(&packet(5), &mut sealed).unwrap();
+        a.send_to(&sealed[..n], to).await.unwrap();
+        assert_eq!(recv_payload(&mut leg).await.unwrap().0, 4);
+        assert_eq!(recv_payload(&mut leg).await.unwrap().0, 5);
+        assert_eq!(leg.counters.srtp_auth_failed, 2);
+        assert_eq!(leg.counters.srtp_replayed, 1);
+        assert_eq!(leg.counters.rx_packets, 4);
+
+        // What the relay sends is SRTP the caller opens.
+        leg.send(&packet(9));
+        let mut buf = [0u8; 1500];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), a.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, HEADER_LEN + 160 + 10);
+        assert_ne!(buf[HEADER_LEN..HEADER_LEN + 160], [0x55; 160]);
+        let m = caller.unprotect_rtp(&mut buf[..n]).unwrap();
+        assert_eq!(buf[..m], packet(9)[..]);
+
+        // RTCP both ways.
+        let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 7];
+        let n = caller.protect_rtcp(&rr, &mut sealed).unwrap();
+        let rtcp_to = SocketAddr::from(([127, 0, 0, 1], leg.local_port() + 1));
+        a.send_to(&sealed[..n], rtcp_to).await.unwrap();
+        let (m, src) = tokio::time::timeout(Duration::from_secs(5), leg.recv_rtcp_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf[..m], rr[..]);
+        leg.accept_rtcp(src);
+        rr[7] = 8;
+        leg.send_rtcp(&rr);
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), a.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = caller.unprotect_rtcp(&mut buf[..n]).unwrap();
+        assert_eq!(buf[..m], rr[..]);
+
+        // New keys (a re-INVITE): the old ones no longer open anything.
+        let (relay_keys, caller_keys) = srtp_keys(50);
+        leg.set_srtp(Some(relay_keys));
+        let n = caller.protect_rtp(&packet(6), &mut sealed).unwrap();
+        a.send_to(&sealed[..n], to).await.unwrap();
+        let mut caller = SrtpContext::new(&caller_keys).unwrap();
+        let n = caller.protect_rtp(&packet(7), &mut sealed).unwrap();
+        a.send_to(&sealed[..n], to).await.unwrap();
+        assert_eq!(recv_payload(&mut leg).await.unwrap().0, 7);
+        assert_eq!(leg.counters.srtp_auth_failed, 3);
+        // And back to plain RTP when a re-INVITE says so.
+        leg.set_srtp(None);
+        a.send_to(&packet(8), to).await.unwrap();
+        assert_eq!(recv_payload(&mut leg).await.unwrap().0, 8);
+        assert!(!leg.srtp_active());
     }
 }

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use super::sdp::{self, Direction, LocalSdp, Negotiated};
 use super::server::ALLOW;
+use crate::media::srtp::KeySlot;
 
 /// What happened on the SIP side that the call's task must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +88,8 @@ pub struct SipCall {
     states: mpsc::UnboundedReceiver<DialogState>,
     acked: bool,
     ended: bool,
+    /// Where the call's RTP leg takes its SRTP keys from.
+    keys: Option<KeySlot>,
 }
 
 impl std::fmt::Debug for SipCall {
@@ -111,7 +114,19 @@ impl SipCall {
             states,
             acked: false,
             ended: false,
+            keys: None,
         }
+    }
+
+    /// Hands the negotiated SRTP keys to the call's RTP leg through its slot
+    /// ([`crate::media::rtp_leg::RtpLeg::key_slot`]), now and after each re-INVITE that
+    /// changes them. A plain call leaves the slot untouched, so its leg stays on the plain
+    /// path until a re-INVITE brings keys.
+    pub fn share_keys(&mut self, slot: KeySlot) {
+        if let Some(s) = &self.negotiated.srtp {
+            slot.set(Some(s.keys.clone()));
+        }
+        self.keys = Some(slot);
     }
 
     /// What was agreed with the caller.
@@ -218,7 +233,14 @@ impl SipCall {
                     return None;
                 }
                 match sdp::negotiate(&req.body) {
-                    Ok(n) => {
+                    Ok(mut n) => {
+                        n.keep_local_key(&self.negotiated);
+                        if n.srtp != self.negotiated.srtp {
+                            // The leg has the new keys before the caller has our answer.
+                            if let Some(slot) = &self.keys {
+                                slot.set(n.srtp.as_ref().map(|s| s.keys.clone()));
+                            }
+                        }
                         let body = self.local.answer(&n);
                         let ev = PhoneEvent::MediaChanged {
                             remote_rtp: n.remote_rtp,

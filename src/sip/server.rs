@@ -591,7 +591,8 @@ async fn handle_invite(
         rtp.local_port(),
         rand::random::<u32>() as u64,
     );
-    let sip = SipCall::new(dialog, local, negotiated, route_rx);
+    let mut sip = SipCall::new(dialog, local, negotiated, route_rx);
+    sip.share_keys(rtp.key_slot());
     shared.handler.on_call(IncomingCall {
         id: id.call_id.clone(),
         from,

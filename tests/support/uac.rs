@@ -86,6 +86,8 @@ pub struct Uac {
     sdp_version: u32,
     /// The user part of the Request-URI and To: the dialled number.
     pub dial: String,
+    /// `a=crypto` lines (each with its CRLF) to offer: when set, the offer is RTP/SAVP.
+    pub crypto: Option<String>,
 }
 
 impl Uac {
@@ -117,6 +119,7 @@ impl Uac {
             rtcp,
             sdp_version: 1,
             dial: "echo".into(),
+            crypto: None,
         }
     }
 
@@ -156,15 +159,20 @@ impl Uac {
         )
     }
 
-    /// An SDP offer for PCMU and telephone-event from this caller's RTP and RTCP sockets.
+    /// An SDP offer for PCMU and telephone-event from this caller's RTP and RTCP sockets
+    /// (RTP/SAVP with [`Uac::crypto`]'s lines when set).
     pub fn offer(&mut self) -> String {
         let a = self.rtp.local_addr().unwrap();
         let c = self.rtcp.local_addr().unwrap();
         self.sdp_version += 1;
+        let (proto, crypto) = match &self.crypto {
+            Some(lines) => ("RTP/SAVP", lines.as_str()),
+            None => ("RTP/AVP", ""),
+        };
         format!(
             "v=0\r\no=uac 1 {} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-             m=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
-             a=rtcp:{}\r\na=ptime:20\r\na=sendrecv\r\n",
+             m=audio {} {proto} 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+             a=rtcp:{}\r\na=ptime:20\r\na=sendrecv\r\n{crypto}",
             self.sdp_version,
             a.port(),
             c.port()
