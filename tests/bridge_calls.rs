@@ -21,6 +21,28 @@ fn ended(relay: &Relay) -> Value {
     relay.wait_calls_ended(1, Duration::from_secs(30)).remove(0)
 }
 
+/// Takes the relay's SQLite write lock (as another writer would), so a booking waits for it.
+fn lock_database(
+    rt: &tokio::runtime::Runtime,
+    relay: &Relay,
+) -> (sqlx::SqlitePool, sqlx::pool::PoolConnection<sqlx::Sqlite>) {
+    rt.block_on(async {
+        let store = Store::open(&relay.database_url(), 1).await.unwrap();
+        store.ping().await.unwrap();
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&relay.database_url())
+            .await
+            .unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        (pool, conn)
+    })
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -167,21 +189,7 @@ fn a_caller_hanging_up_mid_tool_call_keeps_the_booking() {
     let rt = rt();
     // hold the database's write lock, so create_booking is still waiting when the caller
     // hangs up
-    let blocker = rt.block_on(async {
-        let store = Store::open(&relay.database_url(), 1).await.unwrap();
-        store.ping().await.unwrap();
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect(&relay.database_url())
-            .await
-            .unwrap();
-        let mut conn = pool.acquire().await.unwrap();
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        (pool, conn)
-    });
+    let blocker = lock_database(&rt, &relay);
     let run = sipp(&relay, sc.to_str().unwrap(), &["-m", "1"]);
     assert_sipp_ok(&run, 1, &relay);
     relay.wait_for(
@@ -283,21 +291,7 @@ fn a_slow_booking_puts_comfort_noise_on_the_line_and_still_completes() {
     let sc = scenario_with_speech(dir.path(), "agent_booking.xml", 1500);
     let rt = rt();
     // the database is busy (another relay writing, say): create_booking waits for it
-    let (pool, conn) = rt.block_on(async {
-        let store = Store::open(&relay.database_url(), 1).await.unwrap();
-        store.ping().await.unwrap();
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect(&relay.database_url())
-            .await
-            .unwrap();
-        let mut conn = pool.acquire().await.unwrap();
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        (pool, conn)
-    });
+    let (pool, conn) = lock_database(&rt, &relay);
     let mut conn = Some(conn);
     std::thread::scope(|s| {
         let caller = s.spawn(|| sipp(&relay, sc.to_str().unwrap(), &["-m", "1"]));

@@ -36,7 +36,7 @@ use crate::media::rtcp::{self, PeerReport, REPORT_INTERVAL};
 use crate::metrics::Metrics;
 use crate::openai::events::{ClientEvent, ContentPart, Item, ServerEvent};
 use crate::openai::{
-    CallerAudio, Connector, EndReason as LegEnd, LegError, LegEvent, RealtimeLeg, ToolCall,
+    CallerAudio, Connector, EndReason as LegEnd, LegError, LegEvent, RealtimeLeg, ToolCall, Turns,
 };
 use crate::sip::sdp::Direction;
 use crate::sip::{EndReason, IncomingCall, PhoneEvent};
@@ -1153,6 +1153,7 @@ impl Live {
         info!(
             reason = %end.reason, seconds,
             rtp_in = c.rx_packets, rtp_out = c.tx_packets,
+            srtp_auth_failed = c.srtp_auth_failed, srtp_replayed = c.srtp_replayed,
             hold_frames,
             "call ended"
         );
@@ -1184,18 +1185,10 @@ async fn finish(ctx: &LiveContext, p: CallPublisher, reason: &str) {
     }
 }
 
+/// A function call's output item alone (no new response).
 fn function_output(call_id: &str, output: &Value) -> ClientEvent {
-    ClientEvent::ConversationItemCreate {
-        event_id: None,
-        previous_item_id: None,
-        item: Item::FunctionCallOutput {
-            id: None,
-            object: None,
-            status: None,
-            call_id: call_id.to_string(),
-            output: output.to_string(),
-        },
-    }
+    let [item, _create] = Turns::tool_output(call_id, output.to_string());
+    item
 }
 
 fn message(role: &str, text: String) -> ClientEvent {
