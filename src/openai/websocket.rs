@@ -482,7 +482,9 @@ impl RealtimeLeg for WebSocketLeg {
             .count();
         self.pending.retain(|e| !matches!(e, LegEvent::Audio(_)));
         self.partial.clear();
-        if self.turns.response_active() {
+        // with turn detection that interrupts, the service cancels on `speech_started` by
+        // itself: a cancel of ours would race it (`response_cancel_not_active`)
+        if self.turns.cancel_needed() {
             self.write(
                 ClientEvent::ResponseCancel {
                     event_id: None,
