@@ -324,3 +324,43 @@ async fn malformed_and_unknown_events_do_not_break_the_call() {
     assert_eq!(leg.malformed_counts().0, 1, "the bad JSON was counted");
     leg.close().await;
 }
+
+/// webrtc 0.21's ICE agent calls a connection `disconnected` 5 s after the last packet it
+/// received and `failed` 25 s after that; the leg gives up 5 s into `disconnected`. So when the
+/// network goes silent, the session ends as `Disconnected`, about 10 s after the silence
+/// (never `PeerFailed`, which would take 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_going_silent_ends_the_session_as_disconnected() {
+    let sim = sim(&scenario("fault-media-stops")).await;
+    let mut leg = connector(&sim.base_url(), LegSettings::default())
+        .connect_webrtc(&agent())
+        .await
+        .unwrap();
+    let opened = tokio::time::Instant::now();
+    // the greeting plays until the path goes silent, 1 s into the session
+    leg.send(create()).await.unwrap();
+    let mut seen = Seen::default();
+    let end = until(&mut leg, 40, &mut seen, |e| matches!(e, LegEvent::Ended(_))).await;
+    let after = opened.elapsed();
+    assert_eq!(
+        end,
+        LegEvent::Ended(EndReason::Disconnected(Duration::from_secs(5))),
+        "after {after:?}"
+    );
+    // not before the silence plus the leg's own 5 s, and well before ICE would fail
+    assert!(
+        after >= Duration::from_secs(6) && after < Duration::from_secs(20),
+        "{after:?}"
+    );
+    // the greeting (several seconds long) stopped with the silence
+    assert!(
+        (20..=75).contains(&seen.frames),
+        "{} frames arrived",
+        seen.frames
+    );
+    assert!(matches!(
+        leg.send(create()).await,
+        Err(LegError::Ended(EndReason::Disconnected(_)))
+    ));
+    leg.close().await;
+}

@@ -10,8 +10,8 @@ use voxrelay::config::RealtimeTransport;
 use voxrelay::media::g711::Law;
 use voxrelay::openai::events::{ClientEvent, ServerEvent};
 use voxrelay::openai::{
-    AgentAudio, CallerAudio, Connector, EndReason, LegAudioFormat, LegError, LegEvent, LegSettings,
-    RealtimeLeg, Secret,
+    AgentAudio, AgentSpec, CallerAudio, Connector, EndReason, LegAudioFormat, LegError, LegEvent,
+    LegSettings, RealtimeLeg, Secret,
 };
 
 async fn open(base: &str, key: &str) -> Result<Box<dyn RealtimeLeg>, LegError> {
@@ -24,6 +24,29 @@ async fn open(base: &str, key: &str) -> Result<Box<dyn RealtimeLeg>, LegError> {
     .unwrap()
     .connect(&agent(), Law::Mu)
     .await
+}
+
+async fn open_as(base: &str, agent: &AgentSpec) -> Box<dyn RealtimeLeg> {
+    Connector::new(
+        base,
+        Secret::new("sk-test"),
+        RealtimeTransport::Websocket,
+        LegSettings::default(),
+    )
+    .unwrap()
+    .connect(agent, Law::Mu)
+    .await
+    .expect("the session opens")
+}
+
+/// The client event types the simulator received.
+fn client_events(log: &serde_json::Value) -> Vec<String> {
+    log["events_received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str().map(str::to_string))
+        .collect()
 }
 
 fn create() -> ClientEvent {
@@ -119,14 +142,21 @@ async fn g711_passes_through_and_barge_in_truncates_at_what_was_played() {
         log["audio_received_seconds"].as_f64().unwrap() >= 1.5,
         "{log}"
     );
-    // The service cancels the response itself on speech (interrupt_response), so our
-    // response.cancel may arrive after it and be answered `response_cancel_not_active`: a
-    // harmless race (the real service does the same). Nothing else may be an error.
-    let errors = log["errors_sent"].as_array().unwrap();
+    // with interrupt_response the service cancelled the response itself on speech: the leg
+    // truncated but sent no response.cancel of its own, so nothing raced into an error
+    assert!(log["errors_sent"].as_array().unwrap().is_empty(), "{log}");
+    let received = client_events(&log);
+    assert!(received.contains(&"conversation.item.truncate".to_string()));
     assert!(
-        errors
+        !received.contains(&"response.cancel".to_string()),
+        "{received:?}"
+    );
+    assert!(
+        log["events_sent"]
+            .as_array()
+            .unwrap()
             .iter()
-            .all(|e| e["code"] == "response_cancel_not_active"),
+            .any(|e| e == "response.done"),
         "{log}"
     );
     leg.close().await;
@@ -185,5 +215,71 @@ async fn malformed_and_unknown_events_do_not_break_the_call() {
     until(leg, 5, &mut seen, kind("error")).await;
     leg.send(create()).await.unwrap();
     until(leg, 5, &mut seen, |e| matches!(e, LegEvent::Audio(_))).await;
+    leg.close().await;
+}
+
+/// Starts the greeting and waits for some of it.
+async fn greeting_playing(leg: &mut dyn RealtimeLeg, seen: &mut Seen) {
+    leg.send(create()).await.unwrap();
+    while seen.frames < 10 {
+        until(leg, 5, seen, |e| matches!(e, LegEvent::Audio(_))).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_interrupt_cancels_the_response() {
+    let sim = sim("booking").await;
+    let mut leg = open_as(&sim.base_url(), &agent()).await;
+    let session_id = leg.session_id().unwrap().to_string();
+    let leg = leg.as_mut();
+    let mut seen = Seen::default();
+    greeting_playing(leg, &mut seen).await;
+    // the operator interrupts: nobody spoke, so only our cancel stops the response
+    leg.interrupt(0).await.unwrap();
+    until(leg, 5, &mut seen, done_with("cancelled")).await;
+    let log = record(&sim, &session_id).await;
+    assert!(client_events(&log).contains(&"response.cancel".to_string()));
+    assert!(log["errors_sent"].as_array().unwrap().is_empty(), "{log}");
+    leg.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_interrupt_response_barge_in_cancels_the_response() {
+    let sim = sim("booking").await;
+    let mut spec = agent();
+    if let Some(td) = spec.turn_detection.as_mut() {
+        td.interrupt_response = Some(false);
+    }
+    let mut leg = open_as(&sim.base_url(), &spec).await;
+    let session_id = leg.session_id().unwrap().to_string();
+    let leg = leg.as_mut();
+    let mut seen = Seen::default();
+    greeting_playing(leg, &mut seen).await;
+    // the caller talks; the service hears it but lets the response run
+    let mut bytes = [0u8; 160];
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut heard = false;
+    for i in 0..100u32 {
+        tick.tick().await;
+        Law::Mu.encode(&tone(i, true), &mut bytes);
+        leg.send_audio(CallerAudio::G711(Law::Mu, &bytes))
+            .await
+            .unwrap();
+        while let Ok(ev) = tokio::time::timeout(Duration::ZERO, leg.recv()).await {
+            if matches!(&ev, LegEvent::Event(e) if e.kind() == "input_audio_buffer.speech_started")
+            {
+                heard = true;
+            }
+        }
+        if heard {
+            break;
+        }
+    }
+    assert!(heard, "the service heard the caller");
+    leg.interrupt(0).await.unwrap();
+    until(leg, 5, &mut seen, done_with("cancelled")).await;
+    let log = record(&sim, &session_id).await;
+    assert!(client_events(&log).contains(&"response.cancel".to_string()));
+    assert!(log["errors_sent"].as_array().unwrap().is_empty(), "{log}");
     leg.close().await;
 }

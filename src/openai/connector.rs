@@ -9,12 +9,13 @@ use super::leg::{LegError, RealtimeLeg};
 use super::secret::Secret;
 use super::session::AgentSpec;
 use super::webrtc::{WebRtcLeg, WebRtcOptions};
-use super::websocket::WebSocketLeg;
+use super::websocket::{CertificateDer, WebSocketLeg, WsTls};
 
 /// Opens realtime legs: one HTTP client, the server key, the transport and its settings.
 #[derive(Debug, Clone)]
 pub struct Connector {
     http: reqwest::Client,
+    ws_tls: WsTls,
     minter: KeyMinter,
     transport: RealtimeTransport,
     settings: LegSettings,
@@ -28,10 +29,29 @@ impl Connector {
         transport: RealtimeTransport,
         settings: LegSettings,
     ) -> Result<Self, LegError> {
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
+        Self::with_extra_roots(base_url, api_key, transport, settings, &[])
+    }
+
+    /// Like [`Connector::new`], trusting `extra_roots` (DER certificates) besides the public
+    /// roots on every TLS connection it makes (HTTPS and `wss://`): a test server's
+    /// self-signed certificate, or a TLS-terminating proxy with a private CA.
+    pub fn with_extra_roots(
+        base_url: &str,
+        api_key: Secret,
+        transport: RealtimeTransport,
+        settings: LegSettings,
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Result<Self, LegError> {
+        let mut http = reqwest::Client::builder().use_rustls_tls();
+        for cert in extra_roots {
+            let cert = reqwest::Certificate::from_der(cert)
+                .map_err(|e| LegError::Transport(format!("an extra TLS root: {e}")))?;
+            http = http.add_root_certificate(cert);
+        }
+        let http = http
             .build()
             .map_err(|e| LegError::Transport(e.to_string()))?;
+        let ws_tls = WsTls::new(extra_roots)?;
         let minter = KeyMinter::new(
             http.clone(),
             base_url,
@@ -41,6 +61,7 @@ impl Connector {
         );
         Ok(Self {
             http,
+            ws_tls,
             minter,
             transport,
             settings,
@@ -70,6 +91,7 @@ impl Connector {
                 WebSocketLeg::connect(
                     self.minter.base_url(),
                     self.minter.api_key(),
+                    &self.ws_tls,
                     agent,
                     caller_law,
                     self.settings.connect_deadline(),

@@ -24,3 +24,4 @@ pub use leg::{
 };
 pub use secret::Secret;
 pub use session::{AgentSpec, ToolCall, ToolSpec, Turns};
+pub use websocket::{CertificateDer, WsTls};

@@ -120,10 +120,16 @@ pub struct ToolCall {
 const RESPONSE_ID_PREFIX: &str = "vx_resp_";
 
 /// The turn state of one session: whether a response runs, the `response.create` events
-/// waiting for it to end, and the function calls in flight.
+/// waiting for it to end, the function calls in flight, and whether the service cancels the
+/// running response itself when the caller speaks.
 #[derive(Debug, Default)]
 pub struct Turns {
     active: bool,
+    /// The effective session has turn detection off, or on with `interrupt_response: false`
+    /// (false by default: the service's default is server VAD that interrupts).
+    keeps_response_on_speech: bool,
+    /// `speech_started` came while the running response was on.
+    speech_during_response: bool,
     queued: VecDeque<ClientEvent>,
     /// The last `response.create` sent, in case the service says one was already running.
     last_sent: Option<(String, ClientEvent)>,
@@ -141,6 +147,14 @@ impl Turns {
     /// True while a response runs (between sending or seeing it start and `response.done`).
     pub fn response_active(&self) -> bool {
         self.active
+    }
+
+    /// True when stopping the running response takes a `response.cancel` from the client:
+    /// a response runs and the service is not already cancelling it, which it does itself on
+    /// `speech_started` when turn detection has `interrupt_response` (then a second cancel
+    /// races it and is answered `response_cancel_not_active`).
+    pub fn cancel_needed(&self) -> bool {
+        self.active && (self.keeps_response_on_speech || !self.speech_during_response)
     }
 
     /// `response.create` events waiting.
@@ -180,12 +194,34 @@ impl Turns {
     /// `response.done`) and the function call to run (after its arguments are done).
     pub fn incoming(&mut self, ev: &ServerEvent) -> (Option<ClientEvent>, Option<ToolCall>) {
         match ev {
+            ServerEvent::SessionCreated { session, .. }
+            | ServerEvent::SessionUpdated { session, .. } => {
+                let detection = session
+                    .audio
+                    .as_ref()
+                    .and_then(|a| a.input.as_ref())
+                    .and_then(|i| i.turn_detection.as_ref());
+                match detection {
+                    Some(None) => self.keeps_response_on_speech = true,
+                    Some(Some(td)) => {
+                        self.keeps_response_on_speech = td.interrupt_response == Some(false)
+                    }
+                    None => {}
+                }
+                (None, None)
+            }
+            ServerEvent::SpeechStarted { .. } => {
+                self.speech_during_response = self.active;
+                (None, None)
+            }
             ServerEvent::ResponseCreated { .. } => {
                 self.active = true;
+                self.speech_during_response = false;
                 (None, None)
             }
             ServerEvent::ResponseDone { .. } => {
                 self.active = false;
+                self.speech_during_response = false;
                 let next = self.queued.pop_front().map(|ev| self.start(ev));
                 (next, None)
             }
@@ -364,6 +400,61 @@ mod tests {
         assert_eq!(t.queued(), 1);
         let (next, _) = t.incoming(&done());
         assert_eq!(next.unwrap().event_id(), Some(id.as_str()));
+    }
+
+    fn session_event(turn_detection: serde_json::Value) -> ServerEvent {
+        ServerEvent::parse(
+            &json!({"type": "session.updated", "event_id": "e", "session": {
+                "type": "realtime", "audio": {"input": {"turn_detection": turn_detection}}}})
+            .to_string(),
+        )
+        .unwrap()
+    }
+
+    fn speech() -> ServerEvent {
+        ServerEvent::parse(
+            r#"{"type":"input_audio_buffer.speech_started","event_id":"e","audio_start_ms":0,"item_id":"i"}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cancel_is_needed_unless_the_service_is_cancelling_on_speech() {
+        let started = ServerEvent::ResponseCreated {
+            event_id: "e".into(),
+            response: Response::default(),
+        };
+        // the service default: server VAD that interrupts
+        let mut t = Turns::new();
+        assert!(!t.cancel_needed(), "nothing runs");
+        t.incoming(&started);
+        assert!(t.cancel_needed(), "a manual interrupt cancels");
+        t.incoming(&speech());
+        assert!(!t.cancel_needed(), "the service cancels it on speech");
+        t.incoming(&done());
+        t.incoming(&started);
+        assert!(t.cancel_needed(), "a new response starts afresh");
+        // speech heard between responses does not carry over
+        let mut t = Turns::new();
+        t.incoming(&speech());
+        t.incoming(&started);
+        assert!(t.cancel_needed());
+
+        for td in [
+            json!({"type": "server_vad", "interrupt_response": false}),
+            serde_json::Value::Null,
+        ] {
+            let mut t = Turns::new();
+            t.incoming(&session_event(td.clone()));
+            t.incoming(&started);
+            t.incoming(&speech());
+            assert!(t.cancel_needed(), "{td}: the service lets it run");
+        }
+        let mut t = Turns::new();
+        t.incoming(&session_event(json!({"type": "semantic_vad"})));
+        t.incoming(&started);
+        t.incoming(&speech());
+        assert!(!t.cancel_needed(), "interrupt_response defaults to true");
     }
 
     #[test]

@@ -732,6 +732,10 @@ impl RealtimeLeg for WebRtcLeg {
     }
 
     async fn send(&mut self, event: ClientEvent) -> Result<(), LegError> {
+        // checked first: a `response.create` held for later would otherwise look accepted
+        if let Some(r) = &self.ended {
+            return Err(LegError::Ended(r.clone()));
+        }
         match self.turns.outgoing(event) {
             Some(ev) => self.write_event(&ev).await,
             None => Ok(()),

@@ -1,8 +1,12 @@
 //! The WebSocket transport: one socket per call, G.711 (`audio/pcmu` or `audio/pcma`) both
 //! ways with no transcoding, and barge-in done by the client (`conversation.item.truncate` at
 //! the milliseconds actually played).
+//!
+//! `wss://` (the real service) goes through rustls with Mozilla's roots (`webpki-roots`), with
+//! a client config built once per [`WsTls`] and shared by every call.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -14,6 +18,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use rustls::pki_types::CertificateDer;
 
 use crate::media::frame::FRAME_SAMPLES;
 use crate::media::g711::Law;
@@ -65,6 +71,47 @@ impl std::fmt::Debug for WebSocketLeg {
     }
 }
 
+/// The TLS client settings of `wss://` sockets: Mozilla's root certificates, plus any extra
+/// roots given (a test server's self-signed certificate, a private TLS-terminating proxy).
+/// Cheap to clone; build it once, not per call.
+#[derive(Clone)]
+pub struct WsTls(Arc<rustls::ClientConfig>);
+
+impl std::fmt::Debug for WsTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsTls").finish_non_exhaustive()
+    }
+}
+
+impl WsTls {
+    /// Trusts the public roots and `extra_roots` (DER certificates); an extra root that
+    /// does not parse is an error.
+    pub fn new(extra_roots: &[CertificateDer<'static>]) -> Result<Self, LegError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in extra_roots {
+            roots
+                .add(cert.clone())
+                .map_err(|e| LegError::Transport(format!("an extra TLS root: {e}")))?;
+        }
+        // The crypto provider is named here rather than taken from the process default:
+        // `ClientConfig::builder()` (what tokio-tungstenite does without a config) looks for a
+        // provider installed process-wide and, with none, picks one from rustls's crate
+        // features, panicking when both `ring` and `aws-lc-rs` are compiled in (any
+        // dependency can turn the second one on). `builder_with_provider` touches no global
+        // state, so it cannot panic whatever gets linked or installed. `ring` is the provider
+        // reqwest and webrtc already use here.
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LegError::Transport(format!("TLS settings: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Self(Arc::new(config)))
+    }
+}
+
 /// `ws://…/v1/realtime?model=…` from an `http(s)://` base.
 fn socket_url(base_url: &str, model: &str) -> String {
     let base = base_url.trim_end_matches('/');
@@ -79,12 +126,13 @@ fn socket_url(base_url: &str, model: &str) -> String {
 }
 
 impl WebSocketLeg {
-    /// Opens the socket with `key` (the server key, or an ephemeral one), configures the
-    /// session for `agent` with G.711 `law` both ways, and returns once `session.updated`
-    /// confirms it, all within `deadline`.
+    /// Opens the socket with `key` (the server key, or an ephemeral one), over TLS with
+    /// `tls` for an `https://` base, configures the session for `agent` with G.711 `law` both
+    /// ways, and returns once `session.updated` confirms it, all within `deadline`.
     pub async fn connect(
         base_url: &str,
         key: &Secret,
+        tls: &WsTls,
         agent: &AgentSpec,
         law: Law,
         deadline: Duration,
@@ -93,7 +141,7 @@ impl WebSocketLeg {
             stage: "the WebSocket session",
             after: deadline,
         };
-        tokio::time::timeout(deadline, Self::open(base_url, key, agent, law))
+        tokio::time::timeout(deadline, Self::open(base_url, key, tls, agent, law))
             .await
             .unwrap_or(Err(timeout))
     }
@@ -101,6 +149,7 @@ impl WebSocketLeg {
     async fn open(
         base_url: &str,
         key: &Secret,
+        tls: &WsTls,
         agent: &AgentSpec,
         law: Law,
     ) -> Result<Self, LegError> {
@@ -110,7 +159,12 @@ impl WebSocketLeg {
         let auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
             .map_err(|_| LegError::Transport("the key is not a valid header value".into()))?;
         req.headers_mut().insert("authorization", auth);
-        let (ws, _) = match tokio_tungstenite::connect_async(req).await {
+        // the connector is used only for `wss://`; `ws://` stays plain TCP
+        let connector = tokio_tungstenite::Connector::Rustls(tls.0.clone());
+        let connected =
+            tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector))
+                .await;
+        let (ws, _) = match connected {
             Ok(ok) => ok,
             Err(WsError::Http(resp)) => {
                 let status = resp.status().as_u16();
@@ -385,6 +439,10 @@ impl RealtimeLeg for WebSocketLeg {
     }
 
     async fn send(&mut self, event: ClientEvent) -> Result<(), LegError> {
+        // checked first: a `response.create` held for later would otherwise look accepted
+        if let Some(r) = &self.ended {
+            return Err(LegError::Ended(r.clone()));
+        }
         match self.turns.outgoing(event) {
             Some(ev) => self.write(ev.to_json()).await,
             None => Ok(()),
@@ -424,7 +482,9 @@ impl RealtimeLeg for WebSocketLeg {
             .count();
         self.pending.retain(|e| !matches!(e, LegEvent::Audio(_)));
         self.partial.clear();
-        if self.turns.response_active() {
+        // with turn detection that interrupts, the service cancels on `speech_started` by
+        // itself: a cancel of ours would race it (`response_cancel_not_active`)
+        if self.turns.cancel_needed() {
             self.write(
                 ClientEvent::ResponseCancel {
                     event_id: None,

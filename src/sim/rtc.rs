@@ -232,6 +232,65 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// The media-stops fault: a UDP relay between the two peers, each told the other is at one
+/// of its sockets (the offer's and the answer's candidates are rewritten), that forwards
+/// every packet until `cut`, then drops them all. Both sockets stay bound, so the client
+/// sees a silent network, not an unreachable port.
+struct MediaGate {
+    /// Faces the client: the answer's candidate.
+    client_side: tokio::net::UdpSocket,
+    /// Faces the simulator's peer: the candidate its copy of the offer names.
+    sim_side: tokio::net::UdpSocket,
+}
+
+impl MediaGate {
+    async fn bind(ip: std::net::IpAddr) -> std::io::Result<Self> {
+        Ok(Self {
+            client_side: tokio::net::UdpSocket::bind((ip, 0)).await?,
+            sim_side: tokio::net::UdpSocket::bind((ip, 0)).await?,
+        })
+    }
+
+    fn ports(&self) -> (u16, u16) {
+        let port = |s: &tokio::net::UdpSocket| s.local_addr().map(|a| a.port()).unwrap_or(9);
+        (port(&self.client_side), port(&self.sim_side))
+    }
+
+    /// Forwards between `client` (learnt again from each packet) and `sim` until `cut`, then
+    /// drops everything until `stop`.
+    async fn run(
+        self,
+        mut client: std::net::SocketAddr,
+        sim: std::net::SocketAddr,
+        cut: tokio_util::sync::CancellationToken,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut from_client = vec![0u8; 2_048];
+        let mut from_sim = vec![0u8; 2_048];
+        let until = Instant::now() + BLACK_HOLE_LIFETIME;
+        loop {
+            let cut_now = cut.is_cancelled();
+            tokio::select! {
+                r = self.client_side.recv_from(&mut from_client) => {
+                    let Ok((n, src)) = r else { continue };
+                    client = src;
+                    if !cut_now {
+                        let _ = self.sim_side.send_to(&from_client[..n], sim).await;
+                    }
+                }
+                r = self.sim_side.recv_from(&mut from_sim) => {
+                    let Ok((n, _)) = r else { continue };
+                    if !cut_now {
+                        let _ = self.client_side.send_to(&from_sim[..n], client).await;
+                    }
+                }
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(until) => return,
+            }
+        }
+    }
+}
+
 fn offer_error(message: impl Into<String>) -> ApiError {
     let mut e = ApiError::new(
         StatusCode::BAD_REQUEST,
@@ -297,6 +356,22 @@ pub(crate) async fn accept(
         .await
         .map_err(internal)?;
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let gate = match state.scenario.faults.media_stops_after_ms {
+        Some(_) => match MediaGate::bind(state.media_ip).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                let _ = pc.close().await;
+                return Err(internal(webrtc::error::Error::Other(e.to_string())));
+            }
+        },
+        None => None,
+    };
+    let client_addr = super::sdp::first_udp_candidate(offer);
+    // with the gate, the simulator's peer is told the client is at the gate
+    let offer = match &gate {
+        Some(g) => super::sdp::redirect_candidates(offer, &state.media_ip.to_string(), g.ports().1),
+        None => offer.to_string(),
+    };
     let ssrc: u32 = rand::random();
     let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "oai-sim".to_string(),
@@ -316,7 +391,7 @@ pub(crate) async fn accept(
         pc.add_track(track.clone() as Arc<dyn TrackLocal>)
             .await
             .map_err(internal)?;
-        let offer = RTCSessionDescription::offer(offer.to_string())
+        let offer = RTCSessionDescription::offer(offer)
             .map_err(|e| offer_error(format!("Invalid SDP offer: {e}")))?;
         pc.set_remote_description(offer)
             .await
@@ -331,13 +406,27 @@ pub(crate) async fn accept(
         Ok::<String, ApiError>(super::sdp::shape_answer(&local.sdp))
     }
     .await;
-    let answer = match answer {
+    let mut answer = match answer {
         Ok(a) => a,
         Err(e) => {
             let _ = pc.close().await;
             return Err(e);
         }
     };
+    let mut media_cut = None;
+    if let (Some(gate), Some(after)) = (gate, state.scenario.faults.media_stops_after_ms) {
+        let (Some(client), Some(sim)) = (client_addr, super::sdp::first_udp_candidate(&answer))
+        else {
+            let _ = pc.close().await;
+            return Err(offer_error("The offer has no UDP candidate."));
+        };
+        // ... and the client is told the simulator's peer is at the gate
+        answer =
+            super::sdp::redirect_candidates(&answer, &state.media_ip.to_string(), gate.ports().0);
+        let cut = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(gate.run(client, sim, cut.clone(), state.shutdown.clone()));
+        media_cut = Some((cut, Duration::from_millis(after)));
+    }
     let call_id = random_id("rtc", 24);
     let session_id = random_id("sess", 20);
     let record = Arc::new(SessionRecord::new(
@@ -384,6 +473,7 @@ pub(crate) async fn accept(
         codec,
         session,
         record,
+        media_cut,
     };
     tokio::spawn(call.run(rx));
     Ok((call_id, answer))
@@ -399,6 +489,8 @@ struct Call {
     codec: Codec,
     session: Option<Value>,
     record: Arc<SessionRecord>,
+    /// The media-stops fault: cut the gate this long after the session opens.
+    media_cut: Option<(tokio_util::sync::CancellationToken, Duration)>,
 }
 
 /// Turns model audio frames into RTP packets: one encoder and one buffer per call.
@@ -571,6 +663,13 @@ impl Call {
                             );
                             e.open(Duration::ZERO);
                             engine = Some(e);
+                            if let Some((cut, after)) = self.media_cut.clone() {
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(after).await;
+                                    tracing::debug!("simulator fault: the media path goes silent");
+                                    cut.cancel();
+                                });
+                            }
                         }
                     }
                     Some(RtcInput::DcMessage(text)) => {

@@ -189,6 +189,10 @@ pub struct Faults {
     /// The data channel (or WebSocket) closes this long after the session opens.
     #[serde(default)]
     pub close_after_ms: Option<u64>,
+    /// WebRTC only: this long after the session opens, the simulator's peer goes silent
+    /// (no more ICE consent answers, RTP, DTLS or SCTP), as if the network dropped it.
+    #[serde(default)]
+    pub media_stops_after_ms: Option<u64>,
     /// An `error` event `session_expired` at this time, then the session closes.
     #[serde(default)]
     pub session_expired_after_ms: Option<u64>,

@@ -99,6 +99,19 @@ pub fn redirect_candidates(sdp: &str, ip: &str, port: u16) -> String {
     out
 }
 
+/// The address of the first UDP candidate, if one parses.
+pub fn first_udp_candidate(sdp: &str) -> Option<std::net::SocketAddr> {
+    sdp.lines().find_map(|l| {
+        let parts: Vec<&str> = l.trim().strip_prefix("a=candidate:")?.split(' ').collect();
+        if parts.len() < 6 || !parts[2].eq_ignore_ascii_case("udp") {
+            return None;
+        }
+        let ip: std::net::IpAddr = parts[4].parse().ok()?;
+        let port: u16 = parts[5].parse().ok()?;
+        Some((ip, port).into())
+    })
+}
+
 /// A `multipart/form-data` part.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Part<'a> {
@@ -181,6 +194,19 @@ mod tests {
         assert!(a.contains("typ host ufrag abcd\r\n"));
         assert_eq!(offered_opus_pt(ANSWER), Some(111));
         assert!(redirect_candidates(&a, "127.0.0.1", 9).contains(" 127.0.0.1 9 typ host"));
+        assert_eq!(
+            first_udp_candidate(&a),
+            Some("127.0.0.1:50000".parse().unwrap())
+        );
+        assert_eq!(
+            first_udp_candidate("a=candidate:1 1 udp 1 not-an-ip 5 typ host"),
+            None
+        );
+        assert_eq!(
+            first_udp_candidate("a=candidate:1 1 tcp 1 127.0.0.1 5 typ host"),
+            None
+        );
+        assert_eq!(first_udp_candidate("a=candidate:1 1 udp"), None);
     }
 
     #[test]
