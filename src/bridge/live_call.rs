@@ -120,7 +120,7 @@ async fn run_inner(
         Err(e) => {
             warn!(error = %e, "no decoder for the call");
             call.sip.hang_up(EndReason::Other).await;
-            finish(&ctx, publisher, "media_error").await;
+            finish_early(&ctx, publisher, "media_error").await;
             return;
         }
     };
@@ -135,18 +135,18 @@ async fn run_inner(
             r = &mut connect => break r,
             ev = call.sip.next_event() => match ev {
                 Some(PhoneEvent::Ended(r)) => {
-                    finish(&ctx, publisher, r.as_str()).await;
+                    finish_early(&ctx, publisher, r.as_str()).await;
                     return;
                 }
                 Some(_) => {}
                 None => {
-                    finish(&ctx, publisher, "other").await;
+                    finish_early(&ctx, publisher, "other").await;
                     return;
                 }
             },
             _ = stop.cancelled() => {
                 call.sip.hang_up(EndReason::Shutdown).await;
-                finish(&ctx, publisher, EndReason::Shutdown.as_str()).await;
+                finish_early(&ctx, publisher, EndReason::Shutdown.as_str()).await;
                 return;
             }
         }
@@ -154,7 +154,7 @@ async fn run_inner(
 
     if let Err(e) = call.sip.answer() {
         info!(error = %e, "the answer was refused");
-        finish(&ctx, publisher, "rejected").await;
+        finish_early(&ctx, publisher, "rejected").await;
         return;
     }
     let setup = call.started.elapsed().unwrap_or_default();
@@ -1150,6 +1150,9 @@ impl Live {
         let hold_frames = live.hold_frames;
         let Live { ctx, p, call, .. } = live;
         drop(call);
+        // the record is stored before the line that says the call ended, so whoever reads
+        // that line finds the record
+        finish(&ctx, p, &end.reason).await;
         info!(
             reason = %end.reason, seconds,
             rtp_in = c.rx_packets, rtp_out = c.tx_packets,
@@ -1157,8 +1160,13 @@ impl Live {
             hold_frames,
             "call ended"
         );
-        finish(&ctx, p, &end.reason).await;
     }
+}
+
+/// Ends a call that never got to its loop (cancelled while ringing, refused, shutdown).
+async fn finish_early(ctx: &LiveContext, p: CallPublisher, reason: &str) {
+    finish(ctx, p, reason).await;
+    info!(reason, seconds = 0.0, "call ended");
 }
 
 /// Records a call that ended: metrics, the registry's ended list, the database.
