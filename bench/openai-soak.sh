@@ -2,7 +2,8 @@
 # Soak and load of the realtime leg against the simulator, on loopback, in two processes:
 #   bench/openai-soak.sh [webrtc|websocket]
 # Prints JSON lines: RSS and open fds after 100 and 500 connect/2 s audio/close cycles, then
-# CPU and RSS per live session at 50 and 200 live sessions. Bounded: every phase stops itself.
+# CPU and RSS per live session at 50 and 200 live sessions, with connect times, failures by
+# kind and the simulator's CPU. Bounded: every phase stops itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRANSPORT="${1:-webrtc}"
@@ -22,5 +23,6 @@ echo "# cycles ($TRANSPORT)"
 "$BIN" cycles --base-url "$BASE" --transport "$TRANSPORT" --cycles "${CYCLES:-500}" --concurrency "${CONCURRENCY:-20}"
 for n in 50 200; do
   echo "# live $n ($TRANSPORT)"
-  "$BIN" live --base-url "$BASE" --transport "$TRANSPORT" --sessions "$n" --seconds "${SECONDS_LIVE:-10}"
+  "$BIN" live --base-url "$BASE" --transport "$TRANSPORT" --sessions "$n" --seconds "${SECONDS_LIVE:-10}" \
+    --pace-ms "${PACE_MS:-10}" --sim-pid "$SIM"
 done

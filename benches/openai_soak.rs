@@ -12,8 +12,11 @@
 //! `openai_soak connect --base-url URL --count N` opens N WebRTC sessions one after another
 //! and prints the median of each set-up step (offer, answer, channel open, session.created).
 //!
-//! `openai_soak live --base-url URL --sessions N --seconds S [--transport …]` holds N sessions
-//! open with audio both ways and prints this process's CPU and RSS per live session.
+//! `openai_soak live --base-url URL --sessions N --seconds S [--transport …] [--pace-ms P]
+//! [--sim-pid PID]` holds N sessions open with audio both ways (one new session every P ms,
+//! default 10) and prints this process's CPU and RSS per live session, how long the sessions
+//! took to open, why those that did not open failed, how many ended early, and the
+//! simulator's CPU over the same window when its pid is given.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,6 +59,37 @@ fn main() -> anyhow::Result<()> {
             eprintln!("usage: openai_soak sim|cycles|live …  (see bench/openai-soak.sh)");
             Ok(())
         }
+    }
+}
+
+/// CPU seconds of a process (`self` or a pid), from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Why a connect failed, coarsely: the error's kind and, for a timeout, its stage.
+fn failure_kind(e: &voxrelay::openai::LegError) -> String {
+    use voxrelay::openai::LegError;
+    match e {
+        LegError::Mint(voxrelay::openai::MintError::Deadline { last, .. }) => {
+            format!("mint deadline, last: {last}")
+        }
+        LegError::Mint(m) => format!("mint: {m}"),
+        LegError::Refused { status, .. } => format!("refused {status}"),
+        LegError::Timeout { stage, .. } => format!("timeout: {stage}"),
+        LegError::BadAnswer(_) => "bad answer".into(),
+        LegError::Transport(t) => format!("transport: {}", t.chars().take(60).collect::<String>()),
+        LegError::Ended(r) => format!("ended: {r}"),
     }
 }
 
@@ -215,45 +249,108 @@ async fn live(args: &[String]) -> anyhow::Result<()> {
     let secs: u64 = arg(args, "--seconds")
         .unwrap_or_else(|| "10".into())
         .parse()?;
+    let pace: u64 = arg(args, "--pace-ms")
+        .unwrap_or_else(|| "10".into())
+        .parse()?;
+    let sim_pid = arg(args, "--sim-pid");
     let (_, rss0, fds0) = usage();
     let stop = Arc::new(AtomicU64::new(0));
     let open = Arc::new(AtomicU64::new(0));
+    let ended_early = Arc::new(AtomicU64::new(0));
     let heard = Arc::new(AtomicU64::new(0));
+    let outcomes = Arc::new(std::sync::Mutex::new((
+        Vec::<f64>::new(),
+        std::collections::BTreeMap::<String, u64>::new(),
+    )));
     let mut tasks = Vec::new();
+    let launch = Instant::now();
     for _ in 0..n {
-        let (conn, stop, open, heard) = (conn.clone(), stop.clone(), open.clone(), heard.clone());
+        let (conn, stop, open, heard, outcomes, ended_early) = (
+            conn.clone(),
+            stop.clone(),
+            open.clone(),
+            heard.clone(),
+            outcomes.clone(),
+            ended_early.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let Ok(mut leg) = conn
+            let t0 = Instant::now();
+            let connected = conn
                 .connect(&voxrelay::openai::AgentSpec::default(), Law::Mu)
-                .await
-            else {
-                return;
+                .await;
+            let mut leg = match connected {
+                Ok(leg) => {
+                    if let Ok(mut o) = outcomes.lock() {
+                        o.0.push(t0.elapsed().as_secs_f64() * 1_000.0);
+                    }
+                    leg
+                }
+                Err(e) => {
+                    if let Ok(mut o) = outcomes.lock() {
+                        *o.1.entry(failure_kind(&e)).or_default() += 1;
+                    }
+                    return;
+                }
             };
             open.fetch_add(1, Ordering::Relaxed);
             let h = talk(leg.as_mut(), u64::MAX, Some(&stop)).await;
+            if stop.load(Ordering::Relaxed) == 0 {
+                ended_early.fetch_add(1, Ordering::Relaxed);
+            }
             heard.fetch_add(h, Ordering::Relaxed);
             leg.close().await;
         }));
         // open them at a steady pace, as calls arrive
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(pace)).await;
     }
+    // every connect has finished (opened or failed) once the counts add up
     let wait_until = Instant::now() + Duration::from_secs(60);
-    while (open.load(Ordering::Relaxed) as usize) < n && Instant::now() < wait_until {
+    loop {
+        let settled = outcomes
+            .lock()
+            .map(|o| o.0.len() + o.1.values().sum::<u64>() as usize)
+            .unwrap_or(n);
+        if settled >= n || Instant::now() >= wait_until {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let all_settled = launch.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (cpu1, rss1, fds1) = usage();
+    let sim1 = sim_pid.as_deref().map(cpu_seconds);
     let t1 = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let (cpu2, rss2, _) = usage();
+    let sim2 = sim_pid.as_deref().map(cpu_seconds);
     let wall = t1.elapsed().as_secs_f64();
     let live = open.load(Ordering::Relaxed).max(1) as f64;
+    let (mut times, failures) = outcomes
+        .lock()
+        .map(|o| (o.0.clone(), o.1.clone()))
+        .unwrap_or_default();
+    times.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        times
+            .get(((times.len() as f64 * p) as usize).min(times.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let sim_cpu = match (sim1, sim2) {
+        (Some(a), Some(b)) => format!("{:.1}", (b - a) / wall * 100.0),
+        _ => "null".into(),
+    };
     println!(
-        "{{\"sessions\":{},\"cpu_pct_of_core\":{:.1},\"cpu_pct_per_session\":{:.3},\"rss_kib_before\":{rss0},\"rss_kib_live\":{rss2},\"rss_kib_per_session\":{:.0},\"fds_before\":{fds0},\"fds_live\":{fds1}}}",
+        "{{\"sessions\":{},\"asked\":{n},\"cpu_pct_of_core\":{:.1},\"cpu_pct_per_session\":{:.3},\"sim_cpu_pct_of_core\":{sim_cpu},\"rss_kib_before\":{rss0},\"rss_kib_live\":{rss2},\"rss_kib_per_session\":{:.0},\"fds_before\":{fds0},\"fds_live\":{fds1},\"connect_ms_p50\":{:.0},\"connect_ms_p95\":{:.0},\"connect_ms_max\":{:.0},\"all_settled_s\":{all_settled:.1},\"ended_early\":{},\"failures\":{}}}",
         live,
         (cpu2 - cpu1) / wall * 100.0,
         (cpu2 - cpu1) / wall * 100.0 / live,
         (rss1.max(rss2) - rss0) as f64 / live,
+        pct(0.5),
+        pct(0.95),
+        times.last().copied().unwrap_or(0.0),
+        ended_early.load(Ordering::Relaxed),
+        serde_json::to_string(&failures).unwrap_or_default(),
     );
     stop.store(1, Ordering::Relaxed);
     for t in tasks {
