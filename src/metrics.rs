@@ -112,6 +112,19 @@ pub struct Metrics {
     pub guardrail_trips: Counter,
     /// Registration state per trunk (1 registered, 0 not).
     pub trunk_registered: Family<TrunkLabel, Gauge>,
+    /// The per-direction series, looked up once: the call tasks record into them every
+    /// frame, so no label hashing or family lock on that path.
+    per_frame: [[Histogram; 2]; 2],
+}
+
+const DIRECTIONS: [&str; 2] = ["to_agent", "to_caller"];
+
+/// One direction's series of a family (a handle sharing the family's data).
+fn series(
+    family: &Family<DirectionLabel, Histogram, fn() -> Histogram>,
+    direction: &'static str,
+) -> Histogram {
+    family.get_or_create(&DirectionLabel { direction }).clone()
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,13 +142,17 @@ impl Default for Metrics {
 impl Metrics {
     /// Every metric at zero, registered.
     pub fn new() -> Self {
+        let frame_seconds: Family<DirectionLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(frame_hist);
+        let added_latency_seconds: Family<DirectionLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_hist);
         let mut m = Self {
             registry: Registry::with_prefix("voxrelay"),
             calls_active: Gauge::default(),
             calls: Family::default(),
             call_setup_seconds: setup_hist(),
-            frame_seconds: Family::new_with_constructor(frame_hist),
-            added_latency_seconds: Family::new_with_constructor(latency_hist),
+            frame_seconds: frame_seconds.clone(),
+            added_latency_seconds: added_latency_seconds.clone(),
             barge_in_residual_seconds: residual_hist(),
             rtp_jitter_seconds: jitter_hist(),
             rtp_lost_packets: Counter::default(),
@@ -145,6 +162,10 @@ impl Metrics {
             bookings_created: Counter::default(),
             guardrail_trips: Counter::default(),
             trunk_registered: Family::default(),
+            per_frame: [
+                DIRECTIONS.map(|d| series(&frame_seconds, d)),
+                DIRECTIONS.map(|d| series(&added_latency_seconds, d)),
+            ],
         };
         let r = &mut m.registry;
         r.register("calls_active", "Calls in progress", m.calls_active.clone());
@@ -247,16 +268,28 @@ impl Metrics {
 
     /// Records the time one frame took in `direction` (`to_agent` or `to_caller`).
     pub fn frame(&self, direction: &'static str, seconds: f64) {
-        self.frame_seconds
-            .get_or_create(&DirectionLabel { direction })
-            .observe(seconds);
+        self.observe(0, direction, seconds);
+    }
+
+    fn observe(&self, which: usize, direction: &'static str, seconds: f64) {
+        match DIRECTIONS.iter().position(|d| *d == direction) {
+            Some(i) => self.per_frame[which][i].observe(seconds),
+            None => {
+                let family = if which == 0 {
+                    &self.frame_seconds
+                } else {
+                    &self.added_latency_seconds
+                };
+                family
+                    .get_or_create(&DirectionLabel { direction })
+                    .observe(seconds);
+            }
+        }
     }
 
     /// Records how long one frame was held in `direction`.
     pub fn added_latency(&self, direction: &'static str, seconds: f64) {
-        self.added_latency_seconds
-            .get_or_create(&DirectionLabel { direction })
-            .observe(seconds);
+        self.observe(1, direction, seconds);
     }
 
     /// The Prometheus text exposition (OpenMetrics-compatible text).

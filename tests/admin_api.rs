@@ -1176,7 +1176,7 @@ async fn metrics_parse_with_prometheus_client() {
 
 // ---------- ephemeral keys ----------
 
-const SERVER_KEY: &str = "sk-admin-test-server-key-9c1e";
+const SERVER_KEY: &str = "sk-test-admin";
 
 async fn sim(scenario: &str) -> SimHandle {
     Simulator::start(SimConfig {
@@ -1248,7 +1248,7 @@ async fn session_mints_an_ephemeral_key_and_never_shows_the_server_key() {
 async fn session_errors_are_clear_and_keyless() {
     // a server key the API refuses: 502, and the key is not in the answer
     let sim = sim("booking").await;
-    let wrong = "sk-admin-test-wrong-key-0000";
+    let wrong = "sk-test-wrong";
     let f = fixture_with(
         Options {
             minter: Some(minter(&sim, wrong)),

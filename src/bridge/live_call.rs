@@ -614,12 +614,9 @@ impl Live {
         match ev {
             LegEvent::Audio(a) => {
                 if !self.dropping_agent_audio {
-                    let started = std::time::Instant::now();
+                    // timed once per frame, at the tick that sends it
                     let now = self.now();
                     self.media.push_agent(now, &a);
-                    self.ctx
-                        .metrics
-                        .frame("to_caller", started.elapsed().as_secs_f64());
                 }
             }
             LegEvent::ToolCall(tc) => self.on_tool_call(tc).await,
