@@ -15,6 +15,9 @@ WORKDIR /var/lib/voxrelay
 USER voxrelay
 # In a container the relay must listen on all interfaces; set VOXRELAY__SIP__EXTERNAL_IP to the
 # address callers reach (the host's), and VOXRELAY__ADMIN__TOKEN since admin is then public.
+# A public SIP listen also needs to know who may call, or the relay refuses to start: set
+# VOXRELAY__TRUNKS='[{name = "main", addresses = ["203.0.113.0/24"]}]' (your provider's
+# addresses), or VOXRELAY__SIP__ALLOW_ANY_SOURCE=true behind a firewall or SBC that filters.
 ENV VOXRELAY__SIP__LISTEN=0.0.0.0:5060 \
     VOXRELAY__ADMIN__LISTEN=0.0.0.0:8080 \
     VOXRELAY__AGENTS__DIR=/etc/voxrelay/agents \

@@ -99,6 +99,14 @@ pub struct SipConfig {
     pub unknown_source: UnknownSource,
     /// Per-source rate limits.
     pub limits: LimitsConfig,
+    /// With no `[[trunks]]`, let a relay listening on a non-loopback address take calls from
+    /// anyone (refused at start otherwise).
+    pub allow_any_source: bool,
+    /// Calls being set up at once (INVITE taken, realtime session opening, not yet
+    /// answered); beyond it a new INVITE gets 503 with Retry-After (0: no cap).
+    pub max_setup_calls: usize,
+    /// The same from one source address (an IPv6 /64); 0: no cap.
+    pub max_setup_calls_per_source: usize,
 }
 
 impl Default for SipConfig {
@@ -115,6 +123,9 @@ impl Default for SipConfig {
             rtp_timeout_seconds: 60,
             unknown_source: UnknownSource::Reject,
             limits: LimitsConfig::default(),
+            allow_any_source: false,
+            max_setup_calls: 100,
+            max_setup_calls_per_source: 30,
         }
     }
 }
@@ -129,6 +140,11 @@ impl SipConfig {
     pub fn advertised_tls_ip(&self) -> IpAddr {
         self.external_ip
             .unwrap_or(self.tls_listen.map_or(self.listen.ip(), |a| a.ip()))
+    }
+
+    /// Whether SIP listens on anything but loopback (UDP/TCP or TLS).
+    pub fn is_public(&self) -> bool {
+        !self.listen.ip().is_loopback() || self.tls_listen.is_some_and(|a| !a.ip().is_loopback())
     }
 
     /// The TLS certificate and key, read and checked; `None` when TLS is off.
@@ -474,6 +490,24 @@ impl Config {
             });
         }
         self.sip.tls_files()?;
+        if self.sip.is_public() && self.trunks.is_empty() && !self.sip.allow_any_source {
+            return Err(ConfigError::Invalid {
+                key: "sip.allow_any_source",
+                value: "false".into(),
+                reason: "sip.listen (or sip.tls_listen) is not loopback and no [[trunks]] list \
+                         who may call: add [[trunks]] with the addresses your provider calls \
+                         from, or set sip.allow_any_source = true \
+                         (VOXRELAY__SIP__ALLOW_ANY_SOURCE=true) to take calls from anyone",
+            });
+        }
+        if self.sip.allow_any_source && !self.trunks.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "sip.allow_any_source",
+                value: "true".into(),
+                reason: "contradicts [[trunks]]: with trunks only their addresses may call; \
+                         remove one of the two",
+            });
+        }
         if let Err(e) = self.booking.validate() {
             return Err(ConfigError::Parse(format!(
                 "invalid config: {}: {}",
@@ -679,6 +713,38 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!c.to_redacted_toml().contains("hunter2"));
         assert!(c.to_redacted_toml().contains("[redacted]"));
+    }
+
+    #[test]
+    fn a_public_sip_listen_needs_trunks_or_allow_any_source() {
+        let token = [("VOXRELAY__SIP__EXTERNAL_IP", "203.0.113.10")];
+        let e = load_str("[sip]\nlisten = \"0.0.0.0:5060\"\n", &token)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.allow_any_source"), "{e}");
+        let c = load_str(
+            "[sip]\nlisten = \"0.0.0.0:5060\"\nallow_any_source = true\n",
+            &token,
+        )
+        .unwrap();
+        assert!(c.sip.allow_any_source);
+        load_str(
+            "[sip]\nlisten = \"0.0.0.0:5060\"\n[[trunks]]\nname = \"t\"\naddresses = [\"203.0.113.0/24\"]\n",
+            &token,
+        )
+        .unwrap();
+        let e = load_str(
+            "[sip]\nallow_any_source = true\n[[trunks]]\nname = \"t\"\naddresses = [\"203.0.113.0/24\"]\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sip.allow_any_source") && e.contains("contradicts"),
+            "{e}"
+        );
+        // Loopback needs neither.
+        assert!(!load_str("", &[]).unwrap().sip.allow_any_source);
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub async fn run(
         call.trunk.as_deref(),
     );
     detail.transport = call.transport.into();
+    detail.sip_call_id = call.sip_call_id.clone();
     detail.started_at = call.started.into();
     detail.media.codec = call.sip.negotiated().codec.name().into();
     let (publisher, _controls) = shared.registry.register(detail);
@@ -57,6 +58,7 @@ async fn run_inner(
     let neg = call.sip.negotiated().clone();
     info!(
         from = %call.from, to = %call.to, transport = call.transport,
+        sip_call_id = %call.sip_call_id, source = call.source.map(tracing::field::display),
         trunk = call.trunk.as_deref().unwrap_or("-"), agent = %call.agent,
         codec = neg.codec.name(), dtmf_pt = ?neg.dtmf_payload_type,
         "call started"

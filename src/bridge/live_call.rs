@@ -95,6 +95,7 @@ async fn run_inner(
     let neg = call.sip.negotiated().clone();
     info!(
         from = %call.from, to = %call.to, transport = call.transport,
+        sip_call_id = %call.sip_call_id, source = call.source.map(tracing::field::display),
         trunk = call.trunk.as_deref().unwrap_or("-"), agent = %agent.name,
         codec = neg.codec.name(), "call started"
     );
@@ -106,6 +107,7 @@ async fn run_inner(
         call.trunk.as_deref(),
     );
     detail.transport = call.transport.into();
+    detail.sip_call_id = call.sip_call_id.clone();
     detail.started_at = call.started.into();
     detail.media.codec = neg.codec.name().into();
     let (publisher, controls) = ctx.registry.register(detail);

@@ -126,6 +126,9 @@ pub struct CallDetail {
     pub trunk: Option<String>,
     /// `udp` or `tcp`.
     pub transport: String,
+    /// The caller's SIP Call-ID (not unique: `id` is the call's identity).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sip_call_id: String,
     /// Where the call is.
     pub state: CallState,
     /// When the INVITE arrived.
@@ -185,6 +188,7 @@ impl CallDetail {
             agent: agent.into(),
             trunk: trunk.map(Into::into),
             transport: "udp".into(),
+            sip_call_id: String::new(),
             state: CallState::Ringing,
             started_at: Utc::now(),
             answered_at: None,

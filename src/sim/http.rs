@@ -293,6 +293,9 @@ async fn mint(
         None => json!({"type": "realtime"}),
     };
     let value = random_id("ek", 32);
+    state
+        .keys_minted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let expires_at = state.key_now() + ttl;
     let mut shown = json!({
         "type": "realtime", "object": "realtime.session", "id": random_id("sess", 20),
@@ -504,7 +507,8 @@ async fn list_sessions(AxState(state): AxState<Arc<State>>) -> Json<Value> {
         .filter_map(|id| state.records.get(id).map(|r| r.clone()))
         .map(|r| serde_json::to_value(r.snapshot()).unwrap_or(Value::Null))
         .collect();
-    Json(json!({"object": "list", "data": sessions}))
+    let minted = state.keys_minted.load(std::sync::atomic::Ordering::Relaxed);
+    Json(json!({"object": "list", "data": sessions, "keys_minted": minted}))
 }
 
 async fn one_session(

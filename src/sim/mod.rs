@@ -27,7 +27,7 @@
 //! | `POST /v1/realtime/calls/{id}/hangup` | ends the call |
 //! | `POST /v1/moderations` | flags text holding a word of a fixed list as `harassment` (list in `config/scenarios/README.md`), in OpenAI's answer shape |
 //! | `GET /v1/realtime?model=…` | the WebSocket transport (`audio/pcm` 24 kHz, `audio/pcmu`, `audio/pcma`) |
-//! | `GET /sim/sessions`, `GET /sim/sessions/{id}` | what each session received and sent (no auth; for tests) |
+//! | `GET /sim/sessions`, `GET /sim/sessions/{id}` | what each session received and sent, and the keys minted so far (`keys_minted`); no auth, for tests |
 //!
 //! Every `/v1` endpoint needs `Authorization: Bearer` with the configured server key (or any
 //! `sk-…` key when none is configured) or an unexpired `ek_…` key it minted (`client_secrets`

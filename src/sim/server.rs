@@ -62,6 +62,8 @@ pub(crate) struct State {
     pub media_ip: IpAddr,
     /// Seconds added to the wall clock when checking key expiry (tests move it forward).
     pub key_clock_offset: AtomicI64,
+    /// Ephemeral keys minted since start (`keys_minted` in `/sim/sessions`).
+    pub keys_minted: std::sync::atomic::AtomicU64,
 }
 
 impl State {
@@ -83,6 +85,7 @@ impl State {
             shutdown: CancellationToken::new(),
             media_ip,
             key_clock_offset: AtomicI64::new(0),
+            keys_minted: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

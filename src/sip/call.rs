@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use super::sdp::{self, Direction, LocalSdp, Negotiated};
 use super::server::ALLOW;
+use super::setup::SetupSlot;
 use crate::media::srtp::KeySlot;
 
 /// What happened on the SIP side that the call's task must act on.
@@ -85,11 +86,13 @@ pub struct SipCall {
     dialog: InviteDialog,
     local: LocalSdp,
     negotiated: Negotiated,
-    states: mpsc::UnboundedReceiver<DialogState>,
+    states: mpsc::Receiver<DialogState>,
     acked: bool,
     ended: bool,
     /// Where the call's RTP leg takes its SRTP keys from.
     keys: Option<KeySlot>,
+    /// The call's place among the calls being set up, freed on answer.
+    setup: Option<SetupSlot>,
 }
 
 impl std::fmt::Debug for SipCall {
@@ -105,7 +108,8 @@ impl SipCall {
         dialog: InviteDialog,
         local: LocalSdp,
         negotiated: Negotiated,
-        states: mpsc::UnboundedReceiver<DialogState>,
+        states: mpsc::Receiver<DialogState>,
+        setup: SetupSlot,
     ) -> Self {
         Self {
             dialog,
@@ -115,6 +119,7 @@ impl SipCall {
             acked: false,
             ended: false,
             keys: None,
+            setup: Some(setup),
         }
     }
 
@@ -144,6 +149,8 @@ impl SipCall {
     /// Answers with 200 OK and our SDP; the error says why the stack refused.
     pub fn answer(&mut self) -> Result<(), String> {
         let body = self.local.answer(&self.negotiated);
+        // Answered (or refused by the stack): either way no longer a call in setup.
+        self.setup.take();
         self.dialog
             .accept(Some(sdp_headers()), Some(body.into_bytes()))
             .map_err(|e| e.to_string())
@@ -152,6 +159,7 @@ impl SipCall {
     /// Refuses the call before it is answered.
     pub fn reject(&mut self, code: StatusCode) {
         self.ended = true;
+        self.setup.take();
         let _ = self.dialog.reject(Some(code), None);
     }
 
@@ -161,6 +169,7 @@ impl SipCall {
             return;
         }
         self.ended = true;
+        self.setup.take();
         let state = self.dialog.state();
         if matches!(state, DialogState::Confirmed(..) | DialogState::WaitAck(..)) || self.acked {
             let r = match reason {

@@ -1,5 +1,6 @@
 //! SIP call control on rsipstack: the endpoint, the calls' dialogs, SDP for the phone leg,
-//! trunks (who may call), digest authentication, rate limits, registration and TLS files.
+//! trunks (who may call), a request's real source, digest authentication, rate limits, caps
+//! on calls in setup, registration and TLS files.
 
 pub mod call;
 pub mod digest;
@@ -7,6 +8,8 @@ pub mod limits;
 pub mod register;
 pub mod sdp;
 pub mod server;
+pub mod setup;
+pub mod source;
 pub mod tls;
 pub mod trunks;
 

@@ -355,7 +355,11 @@ pub fn negotiate(body: &[u8]) -> Result<Negotiated, SdpError> {
         let mut chosen = None;
         let mut dtmf = None;
         for f in &m.media_name.formats {
-            let Ok(pt) = f.parse::<u8>() else { continue };
+            // RTP has 7 bits for the payload type (RFC 3550 5.1): a larger number can never
+            // be sent, so such a format is not usable.
+            let Some(pt) = f.parse::<u8>().ok().filter(|pt| *pt <= 127) else {
+                continue;
+            };
             let codec = match rtpmap(pt) {
                 Some((name, 8000)) if name == "PCMU" => Some(Codec::Pcmu),
                 Some((name, 8000)) if name == "PCMA" => Some(Codec::Pcma),
@@ -654,6 +658,24 @@ mod tests {
         let n = negotiate(offer("m=audio 4000 RTP/AVP 97\r\na=rtpmap:97 pcma/8000\r\n").as_bytes())
             .unwrap();
         assert_eq!((n.codec, n.payload_type), (Codec::Pcma, 97));
+    }
+
+    #[test]
+    fn payload_types_above_127_are_refused() {
+        // Only a number RTP cannot carry: no usable codec (488).
+        let r =
+            negotiate(offer("m=audio 4000 RTP/AVP 200\r\na=rtpmap:200 PCMU/8000\r\n").as_bytes());
+        assert_eq!(r.unwrap_err(), SdpError::NoCommonCodec);
+        // 128 + 8 is not PCMA, and a telephone-event above 127 is not taken either.
+        let n = negotiate(
+            offer(
+                "m=audio 4000 RTP/AVP 136 255 0\r\na=rtpmap:136 PCMA/8000\r\na=rtpmap:255 telephone-event/8000\r\n",
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!((n.codec, n.payload_type), (Codec::Pcmu, 0));
+        assert_eq!(n.dtmf_payload_type, None);
     }
 
     const KEY_A: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";

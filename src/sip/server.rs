@@ -26,6 +26,8 @@ use super::call::SipCall;
 use super::digest;
 use super::limits::{Kind, RateLimiter};
 use super::sdp::{self, LocalSdp, SdpError};
+use super::setup::{SetupRefusal, Setups};
+use super::source::{transport_source, ViaFromSocket};
 use super::trunks::{Routes, SourceVerdict, Trunks, UnknownSource};
 use crate::config::SipConfig;
 use crate::media::ports::PortPool;
@@ -34,11 +36,20 @@ use crate::media::rtp_leg::RtpLeg;
 /// Methods the relay accepts, for `Allow` headers.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO";
 
+/// Dialog events queued for one call at most; past it an in-dialog request is dropped (the
+/// stack answers it 501), so a peer flooding its own dialog cannot grow memory.
+pub const DIALOG_QUEUE: usize = 32;
+
 /// A new call handed to whoever runs calls (the bridge).
 #[derive(Debug)]
 pub struct IncomingCall {
-    /// The relay's id for this call.
+    /// The relay's id for this call: generated here, unique, never the caller's Call-ID (two
+    /// calls may carry the same one).
     pub id: String,
+    /// The SIP Call-ID the caller chose, for logs and records.
+    pub sip_call_id: String,
+    /// The address the INVITE came from (the socket's, never a header's).
+    pub source: Option<SocketAddr>,
     /// The caller (From URI).
     pub from: String,
     /// The dialled party (To URI).
@@ -137,9 +148,13 @@ struct Shared {
     default_agent: String,
     /// Signs digest nonces; new for every process.
     nonce_secret: String,
+    /// The highest nonce-count used with each digest nonce (replays are refused).
+    nonces: std::sync::Mutex<digest::NonceCounts>,
+    /// Calls being set up (INVITE taken, not yet answered), capped per source and in total.
+    setups: Setups,
     layer: Arc<DialogLayer>,
     state_tx: rsipstack::dialog::dialog::DialogStateSender,
-    dialogs: DashMap<String, mpsc::UnboundedSender<DialogState>>,
+    dialogs: DashMap<String, mpsc::Sender<DialogState>>,
     ports: PortPool,
     handler: Arc<dyn CallHandler>,
     draining: Arc<AtomicBool>,
@@ -215,6 +230,7 @@ impl SipServer {
             .with_transport_layer(tl)
             .with_cancel_token(token.clone())
             .with_user_agent(concat!("voxrelay/", env!("CARGO_PKG_VERSION")))
+            .with_inspector(Box::new(ViaFromSocket))
             .build();
         let incoming = endpoint.incoming_transactions()?;
         let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
@@ -222,7 +238,9 @@ impl SipServer {
         let draining = Arc::new(AtomicBool::new(false));
         let active = Arc::new(AtomicUsize::new(0));
         let changed = Arc::new(Notify::new());
+        let setups = Setups::new(cfg.max_setup_calls, cfg.max_setup_calls_per_source);
         let shared = Arc::new(Shared {
+            setups,
             advertised: cfg.advertised_ip(),
             port: local_addr.port(),
             tls: tls_addr.map(|a| (cfg.advertised_tls_ip(), a.port())),
@@ -232,6 +250,7 @@ impl SipServer {
             routes,
             default_agent,
             nonce_secret: format!("{:032x}", rand::random::<u128>()),
+            nonces: std::sync::Mutex::new(digest::NonceCounts::default()),
             layer,
             state_tx,
             dialogs: DashMap::new(),
@@ -355,7 +374,18 @@ async fn route_dialog_states(shared: Arc<Shared>, mut rx: DialogStateReceiver) {
         let key = id.to_string();
         let terminated = matches!(state, DialogState::Terminated(..));
         if let Some(tx) = shared.dialogs.get(&key).map(|r| r.value().clone()) {
-            let _ = tx.send(state);
+            match tx.try_send(state) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(state)) if terminated => {
+                    // The end of the call must reach it: wait for room (once per dialog).
+                    tokio::spawn(async move {
+                        let _ = tx.send(state).await;
+                    });
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    debug!(dialog = %key, "dialog queue full: in-dialog request dropped");
+                }
+            }
         }
         if terminated {
             shared.dialogs.remove(&key);
@@ -384,6 +414,21 @@ async fn serve_transactions(
 }
 
 async fn handle_transaction(shared: Arc<Shared>, mut tx: Transaction) -> anyhow::Result<()> {
+    // Who is this? The socket's address, never a header. Trunks only, when trunks are
+    // configured, for requests inside a dialog too.
+    let src = transport_source(&tx);
+    let ip = src.map(|a| a.ip());
+    let trunk = match ip.map(|ip| shared.gate.trunks.classify(ip)) {
+        Some(SourceVerdict::Trunk(t)) => Some(t.clone()),
+        Some(SourceVerdict::Open) => None,
+        Some(SourceVerdict::Unknown) | None => {
+            if shared.gate.unknown == UnknownSource::Ignore || tx.original.method == Method::Ack {
+                return Ok(());
+            }
+            info!(source = src.map(tracing::field::display), method = %tx.original.method, "request refused: not from a trunk");
+            return Ok(tx.reply(StatusCode::Forbidden).await?);
+        }
+    };
     let has_to_tag = tx
         .original
         .to_header()
@@ -391,6 +436,19 @@ async fn handle_transaction(shared: Arc<Shared>, mut tx: Transaction) -> anyhow:
         .and_then(|t| t.tag().ok().flatten())
         .is_some();
     if has_to_tag {
+        // Requests inside a dialog count against the source's own budget (trunks excepted,
+        // as for packets); each dialog's queue is bounded besides.
+        if let (None, Some(ip)) = (&trunk, ip) {
+            if !shared.gate.rate_ok(ip, Kind::InDialog) {
+                debug!(source = %ip, "in-dialog requests over the rate limit");
+                let headers = vec![Header::RetryAfter(
+                    shared.cfg.retry_after_seconds.to_string().into(),
+                )];
+                return Ok(tx
+                    .reply_with(StatusCode::ServiceUnavailable, headers, None)
+                    .await?);
+            }
+        }
         return match shared.layer.match_dialog(&tx) {
             Some(rsipstack::dialog::dialog::Dialog::Invite(d))
                 if tx.original.method == Method::Invite && !d.state().is_confirmed() =>
@@ -406,26 +464,13 @@ async fn handle_transaction(shared: Arc<Shared>, mut tx: Transaction) -> anyhow:
             None => Ok(tx.reply(StatusCode::CallTransactionDoesNotExist).await?),
         };
     }
-    // Who is this? Trunks only, when trunks are configured.
-    let src = source_ip(&tx.original);
-    let trunk = match src.map(|ip| shared.gate.trunks.classify(ip)) {
-        Some(SourceVerdict::Trunk(t)) => Some(t.clone()),
-        Some(SourceVerdict::Open) => None,
-        Some(SourceVerdict::Unknown) | None => {
-            if shared.gate.unknown == UnknownSource::Ignore || tx.original.method == Method::Ack {
-                return Ok(());
-            }
-            info!(source = ?src, method = %tx.original.method, "request refused: not from a trunk");
-            return Ok(tx.reply(StatusCode::Forbidden).await?);
-        }
-    };
     let kind = match tx.original.method {
         Method::Invite => Some(Kind::Invite),
         Method::Register => Some(Kind::Register),
         Method::Options => Some(Kind::Options),
         _ => None,
     };
-    if let (Some(kind), Some(ip)) = (kind, src) {
+    if let (Some(kind), Some(ip)) = (kind, ip) {
         if !shared.gate.rate_ok(ip, kind) {
             debug!(source = %ip, ?kind, "over the rate limit");
             let headers = vec![Header::RetryAfter(
@@ -437,7 +482,7 @@ async fn handle_transaction(shared: Arc<Shared>, mut tx: Transaction) -> anyhow:
         }
     }
     match tx.original.method {
-        Method::Invite => handle_invite(shared, tx, trunk).await,
+        Method::Invite => handle_invite(shared, tx, trunk, src).await,
         Method::Options => {
             let headers = vec![
                 Header::Allow(ALLOW.into()),
@@ -463,6 +508,7 @@ async fn handle_invite(
     shared: Arc<Shared>,
     mut tx: Transaction,
     trunk: Option<super::trunks::Trunk>,
+    src: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let retry_after = || {
         vec![Header::RetryAfter(
@@ -487,10 +533,16 @@ async fn handle_invite(
     }
     if let Some(t) = trunk.as_ref().filter(|t| t.cfg.inbound_auth) {
         if let Err(e) = check_digest(&shared, &tx.original, t) {
-            info!(trunk = %t.cfg.name, reason = %e, "INVITE challenged");
-            let now = unix_now();
-            let header =
-                Header::WwwAuthenticate(digest::challenge(REALM, now, &shared.nonce_secret).into());
+            info!(trunk = %t.cfg.name, source = src.map(tracing::field::display), reason = %e, "INVITE challenged");
+            let stale = e == digest::AuthError::Stale;
+            let challenge = digest::challenge(
+                REALM,
+                unix_now(),
+                rand::random(),
+                &shared.nonce_secret,
+                stale,
+            );
+            let header = Header::WwwAuthenticate(challenge.into());
             return Ok(tx
                 .reply_with(StatusCode::Unauthorized, vec![header], None)
                 .await?);
@@ -504,6 +556,24 @@ async fn handle_invite(
     else {
         info!(dialled = %dialled, "call refused: no route for the number");
         return Ok(tx.reply(StatusCode::NotFound).await?);
+    };
+    // A place among the calls being set up: each opens a paid realtime session while it
+    // rings, so one source (or all together) may only have so many at once.
+    let setup = match src.map(|a| shared.setups.try_start(a.ip())) {
+        Some(Ok(slot)) => slot,
+        refused => {
+            let cap = match refused {
+                Some(Err(SetupRefusal::Source)) => "sip.max_setup_calls_per_source",
+                _ => "sip.max_setup_calls",
+            };
+            info!(
+                source = src.map(tracing::field::display),
+                cap, "call refused: too many calls being set up"
+            );
+            return Ok(tx
+                .reply_with(StatusCode::ServiceUnavailable, retry_after(), None)
+                .await?);
+        }
     };
     // Take a call slot first, atomically, so a burst cannot overshoot max_calls.
     let prev = shared.active.fetch_add(1, Ordering::AcqRel);
@@ -566,7 +636,7 @@ async fn handle_invite(
         Some(contact),
     )?;
     let id = dialog.id();
-    let (route_tx, route_rx) = mpsc::unbounded_channel();
+    let (route_tx, route_rx) = mpsc::channel(DIALOG_QUEUE);
     shared.dialogs.insert(id.to_string(), route_tx);
 
     tx.send_trying().await?;
@@ -591,10 +661,12 @@ async fn handle_invite(
         rtp.local_port(),
         rand::random::<u32>() as u64,
     );
-    let mut sip = SipCall::new(dialog, local, negotiated, route_rx);
+    let mut sip = SipCall::new(dialog, local, negotiated, route_rx, setup);
     sip.share_keys(rtp.key_slot());
     shared.handler.on_call(IncomingCall {
-        id: id.call_id.clone(),
+        id: new_call_id(),
+        sip_call_id: id.call_id.clone(),
+        source: src,
         from,
         to,
         transport: match transport {
@@ -610,6 +682,11 @@ async fn handle_invite(
         slot,
     });
     Ok(())
+}
+
+/// A new call id: 16 random hex digits (collisions are not a concern at any call rate).
+fn new_call_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 /// The realm of our digest challenges.
@@ -641,29 +718,22 @@ fn check_digest(
         .as_ref()
         .map(|p| p.expose())
         .unwrap_or_default();
+    let request_uri = req.uri.to_string();
+    let expected = digest::Expected {
+        method: "INVITE",
+        request_uri: &request_uri,
+        username: user,
+        password: pass,
+        realm: REALM,
+    };
+    let mut nonces = shared.nonces.lock().unwrap_or_else(|e| e.into_inner());
     digest::verify(
         &auth,
-        "INVITE",
-        user,
-        pass,
-        REALM,
+        &expected,
         unix_now(),
         &shared.nonce_secret,
+        &mut nonces,
     )
-}
-
-/// The source address of a request: the top Via's `received`, else its sent-by host (the
-/// transport adds `received` whenever the two differ).
-fn source_ip(req: &rsipstack::sip::Request) -> Option<IpAddr> {
-    let via = req.via_header().ok()?.value().to_string();
-    let mut parts = via.split(';');
-    let sent_by = parts.next()?.split_whitespace().last()?;
-    for p in parts {
-        if let Some(r) = p.trim().strip_prefix("received=") {
-            return r.trim_matches(|c| c == '[' || c == ']').parse().ok();
-        }
-    }
-    host_ip(sent_by)
 }
 
 /// The IP of `host`, `host:port`, `[v6]:port` or a `sip:` URI, when it is a literal.
