@@ -18,7 +18,10 @@ use support::agent::{agent_env, get_json, sim_url};
 use support::uac::Uac;
 use support::{assert_sipp_ok, msg, sipp_from, sipp_port, Relay};
 
+/// The trunk: 127.0.0.2 only, with digest authentication.
 const TRUNK: &str = r#"[{name = "main", addresses = ["127.0.0.2/32"], username = "trunkuser", password_env = "TEST_TRUNK_PW", inbound_auth = true}]"#;
+/// The same trunk, as a network that the scanner's 127.0.0.1 belongs to too.
+const TRUNK_NET: &str = r#"[{name = "main", addresses = ["127.0.0.0/30"], username = "trunkuser", password_env = "TEST_TRUNK_PW", inbound_auth = true}]"#;
 const PASSWORD: &str = "c0rrect-h0rse";
 
 /// The directory of the `sipvicious_*` tools: next to the conformance virtualenv's Python.
@@ -42,11 +45,11 @@ fn tools_dir() -> PathBuf {
     dir
 }
 
-/// A relay with the trunk, whose calls go to the simulator.
-fn relay() -> Relay {
+/// A relay with `trunks`, whose calls go to the simulator.
+fn relay(trunks: &str) -> Relay {
     let env = agent_env("echo");
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    all.push(("VOXRELAY__TRUNKS", TRUNK));
+    all.push(("VOXRELAY__TRUNKS", trunks));
     all.push(("TEST_TRUNK_PW", PASSWORD));
     Relay::start(&all)
 }
@@ -102,30 +105,63 @@ fn sim_counts(relay: &Relay) -> (u64, usize) {
 
 /// The trunk's call, from its own address, with its password: completes.
 fn trunk_call(relay: &Relay) {
+    // The digest uri must be the Request-URI (SIPp writes sip:<remote> unless told).
+    let auth_uri = format!("reception@{}", relay.sip);
     let run = sipp_from(
         "127.0.0.2",
         &relay.sip.to_string(),
         sipp_port(),
         "auth_call.xml",
-        &["-m", "1", "-au", "trunkuser", "-ap", PASSWORD],
+        &[
+            "-m",
+            "1",
+            "-au",
+            "trunkuser",
+            "-ap",
+            PASSWORD,
+            "-auth_uri",
+            &auth_uri,
+        ],
     );
     assert_sipp_ok(&run, 1, relay);
 }
 
-/// Runs `tool` from `from` while the trunk calls; checks the outcome. `seen` tells which log
-/// line proves the scanner's requests reached the relay.
-fn scan(tool: &str, from: &str, args: &[&str], seen: &str) {
-    let relay = relay();
+/// Where a scanner is told to go: `host -p port` for svmap, `udp://host:port` for the others.
+enum Target {
+    HostAndPort,
+    Url,
+}
+
+/// Runs `tool` from 127.0.0.1 against a relay with `trunks` while the trunk calls, stopping
+/// it after `limit` if it has not finished; checks the outcome. `seen` is the log line that
+/// proves the scanner's requests reached the relay.
+fn scan(
+    tool: &str,
+    trunks: &str,
+    args: &[&str],
+    target: Target,
+    seen: &str,
+    limit: Duration,
+) -> Relay {
+    let relay = relay(trunks);
     let home = tempfile::tempdir().unwrap();
-    let target = format!("udp://127.0.0.1:{}", relay.sip.port());
-    let mut all: Vec<String> = vec!["-b".into(), from.into()];
+    // Its own source port (SIPVicious binds 5060 by default: parallel tests would collide).
+    let local_port = support::free_udp_port().to_string();
+    let mut all: Vec<String> = vec!["-b".into(), "127.0.0.1".into(), "-P".into(), local_port];
     all.extend(args.iter().map(|s| s.to_string()));
-    all.push(target);
+    match target {
+        Target::HostAndPort => all.extend([
+            "-p".into(),
+            relay.sip.port().to_string(),
+            "127.0.0.1".into(),
+        ]),
+        Target::Url => all.push(format!("udp://127.0.0.1:{}", relay.sip.port())),
+    }
     let child = scanner(tool, &all, &home);
-    // The scan is under way once the relay refuses its first request.
+    // The scan is under way once the relay has answered its first request.
     relay.wait_for(|v| msg(v) == seen, Duration::from_secs(30));
     trunk_call(&relay);
-    let output = finish(child, Duration::from_secs(60));
+    let output = finish(child, limit);
     // The relay is alive and still takes the trunk's calls.
     trunk_call(&relay);
     let mut trunk = Uac::new_from("127.0.0.2", relay.sip);
@@ -157,15 +193,20 @@ fn scan(tool: &str, from: &str, args: &[&str], seen: &str) {
         .filter(|v| v.to_string().contains("panicked"))
         .count();
     assert_eq!(panics, 0, "{}", relay.dump());
+    relay
 }
+
+const REFUSED: &str = "request refused: not from a trunk";
 
 #[test]
 fn svmap_finds_nothing_to_call() {
     scan(
         "sipvicious_svmap",
-        "127.0.0.1",
+        TRUNK,
         &["-t", "0.01"],
-        "request refused: not from a trunk",
+        Target::HostAndPort,
+        REFUSED,
+        Duration::from_secs(30),
     );
 }
 
@@ -173,9 +214,11 @@ fn svmap_finds_nothing_to_call() {
 fn svmap_with_invite_starts_no_call() {
     scan(
         "sipvicious_svmap",
-        "127.0.0.1",
+        TRUNK,
         &["-m", "INVITE", "-e", "100", "-t", "0.01"],
-        "request refused: not from a trunk",
+        Target::HostAndPort,
+        REFUSED,
+        Duration::from_secs(30),
     );
 }
 
@@ -183,7 +226,7 @@ fn svmap_with_invite_starts_no_call() {
 fn svwar_invite_enumeration_starts_no_call() {
     scan(
         "sipvicious_svwar",
-        "127.0.0.1",
+        TRUNK,
         &[
             "-m",
             "INVITE",
@@ -195,15 +238,18 @@ fn svwar_invite_enumeration_starts_no_call() {
             "--maximumtime",
             "5",
         ],
-        "request refused: not from a trunk",
+        Target::Url,
+        REFUSED,
+        Duration::from_secs(30),
     );
 }
 
 #[test]
 fn svcrack_from_outside_is_refused_before_any_password_is_tried() {
+    // SIPVicious retries a 403 without end: it is stopped after 10 s of being refused.
     scan(
         "sipvicious_svcrack",
-        "127.0.0.1",
+        TRUNK,
         &[
             "-u",
             "trunkuser",
@@ -216,17 +262,19 @@ fn svcrack_from_outside_is_refused_before_any_password_is_tried() {
             "--maximumtime",
             "5",
         ],
-        "request refused: not from a trunk",
+        Target::Url,
+        REFUSED,
+        Duration::from_secs(10),
     );
 }
 
 #[test]
-fn svcrack_from_the_trunks_address_guesses_in_vain() {
-    // An attacker on the trunk's network: every guess is challenged again, no call starts;
-    // reusing one nonce (-n) is a replay and refused too.
-    scan(
+fn svcrack_from_the_trunks_network_guesses_in_vain() {
+    // An attacker inside the trunk's network: every guess is refused and challenged again,
+    // also when it reuses one nonce (-n); no call starts.
+    let relay = scan(
         "sipvicious_svcrack",
-        "127.0.0.2",
+        TRUNK_NET,
         &[
             "-u",
             "trunkuser",
@@ -240,6 +288,14 @@ fn svcrack_from_the_trunks_address_guesses_in_vain() {
             "--maximumtime",
             "5",
         ],
+        Target::Url,
         "INVITE challenged",
+        Duration::from_secs(60),
     );
+    let guesses = relay
+        .logs()
+        .iter()
+        .filter(|v| msg(v) == "INVITE challenged" && v["reason"] == "wrong password")
+        .count();
+    assert!(guesses >= 5, "svcrack tried its passwords: {guesses}");
 }

@@ -88,10 +88,21 @@ fn a_trunk_with_inbound_auth_must_answer_the_digest_challenge() {
     let trunk = r#"[{name = "auth", addresses = ["127.0.0.1/32"], username = "trunkuser", password_env = "TEST_TRUNK_PW", inbound_auth = true}]"#;
     let relay = Relay::start(&[("VOXRELAY__TRUNKS", trunk), ("TEST_TRUNK_PW", "pa55-w0rd")]);
     // Right credentials: challenged once, then answered.
+    // The digest uri must be the Request-URI (SIPp writes sip:<remote> unless told).
+    let auth_uri = format!("reception@{}", relay.sip);
     let run = sipp(
         &relay,
         "auth_call.xml",
-        &["-m", "1", "-au", "trunkuser", "-ap", "pa55-w0rd"],
+        &[
+            "-m",
+            "1",
+            "-au",
+            "trunkuser",
+            "-ap",
+            "pa55-w0rd",
+            "-auth_uri",
+            &auth_uri,
+        ],
     );
     assert_sipp_ok(&run, 1, &relay);
     relay.wait_for(
@@ -102,7 +113,16 @@ fn a_trunk_with_inbound_auth_must_answer_the_digest_challenge() {
     let run = sipp(
         &relay,
         "auth_call.xml",
-        &["-m", "1", "-au", "trunkuser", "-ap", "wrong"],
+        &[
+            "-m",
+            "1",
+            "-au",
+            "trunkuser",
+            "-ap",
+            "wrong",
+            "-auth_uri",
+            &auth_uri,
+        ],
     );
     assert_ne!(
         run.code, 0,
