@@ -2,6 +2,7 @@
 //! trunks (who may call), digest authentication, rate limits, registration and TLS files.
 
 pub mod call;
+pub mod caller_id;
 pub mod digest;
 pub mod limits;
 pub mod register;
