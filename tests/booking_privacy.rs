@@ -93,6 +93,17 @@ fn outputs(session: &Value) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// `GET path` on the admin server (HTTP/1.0: the body is not chunked); the whole answer.
+fn get_text(admin: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {admin}\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf
+}
+
 fn other_booking_is_active(relay: &Relay) {
     rt().block_on(async {
         let store = Store::open(&relay.database_url(), 1).await.unwrap();
@@ -145,6 +156,11 @@ fn common(relay: &Relay, session: &Value) -> Vec<(String, Value)> {
         Duration::from_secs(5),
     );
     assert_eq!(refusal["tool"], "delete_all_bookings");
+    let metrics = get_text(relay.admin, "/metrics");
+    assert!(
+        metrics.contains("voxrelay_tools_refused_total 1\n"),
+        "counted once: {metrics}"
+    );
     other_booking_is_active(relay);
     outs
 }
