@@ -45,6 +45,8 @@ pub struct Relay {
     pub admin: AdminServer,
     hangup_all: CancellationToken,
     drain: Duration,
+    /// Deletes old call records (`booking.keep_call_records_days`).
+    pruner: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What answers calls: the realtime side, set up from the config.
@@ -175,6 +177,11 @@ impl Relay {
             .await
             .map_err(|e| anyhow::anyhow!("booking database: {e}"))?;
         let tools = Tools::new(store.clone(), &cfg.booking, Arc::new(SystemClock))?;
+        let pruner = crate::booking::retention::spawn(
+            store.clone(),
+            cfg.booking.keep_call_records_days,
+            Arc::new(SystemClock),
+        );
         let rt = realtime(&cfg, &settings, Some(tools), &registry, &metrics).await?;
         let session = rt
             .live
@@ -231,6 +238,7 @@ impl Relay {
             connector: rt.connector,
             hangup_all,
             drain: Duration::from_secs(cfg.bridge.drain_seconds),
+            pruner,
         })
     }
 
@@ -259,6 +267,9 @@ impl Relay {
         self.admin.shutdown().await;
         if let Some(sim) = self.sim {
             sim.shutdown().await;
+        }
+        if let Some(p) = self.pruner {
+            p.abort();
         }
         if let Some(store) = self.store {
             store.close().await;

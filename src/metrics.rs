@@ -110,6 +110,8 @@ pub struct Metrics {
     pub bookings_created: Counter,
     /// Output guardrail trips.
     pub guardrail_trips: Counter,
+    /// Function calls refused because the agent does not have the tool.
+    pub tools_refused: Counter,
     /// Registration state per trunk (1 registered, 0 not).
     pub trunk_registered: Family<TrunkLabel, Gauge>,
     /// The per-direction series, looked up once: the call tasks record into them every
@@ -161,6 +163,7 @@ impl Metrics {
             realtime_failures: Family::default(),
             bookings_created: Counter::default(),
             guardrail_trips: Counter::default(),
+            tools_refused: Counter::default(),
             trunk_registered: Family::default(),
             per_frame: [
                 DIRECTIONS.map(|d| series(&frame_seconds, d)),
@@ -224,6 +227,11 @@ impl Metrics {
             "guardrail_trips",
             "Agent answers stopped by an output guardrail",
             m.guardrail_trips.clone(),
+        );
+        r.register(
+            "tools_refused",
+            "Function calls refused because the agent does not have the tool",
+            m.tools_refused.clone(),
         );
         r.register(
             "trunk_registered",

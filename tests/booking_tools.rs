@@ -120,6 +120,8 @@ on_both_backends!(
     bookings_of_a_day_for_the_admin_api,
     call_records_round_trip,
     reopening_keeps_everything,
+    callers_reach_only_their_own_bookings,
+    old_call_records_are_pruned,
 );
 
 #[test]
@@ -144,7 +146,12 @@ fn the_four_tools_have_function_schemas() {
     assert_eq!(req(0), json!(["start_date", "end_date"]));
     assert_eq!(req(1), json!(["patient_name", "phone", "date", "time"]));
     assert_eq!(req(2), json!(["booking_id"]));
-    assert_eq!(req(3), json!(["phone"]));
+    // find_bookings: the phone may be left out when the caller's number is known
+    assert_eq!(req(3), json!([]));
+    assert_eq!(
+        defs[2]["parameters"]["properties"]["phone"]["type"], "string",
+        "cancel_booking takes the number it was booked with"
+    );
 }
 
 async fn book_find_and_cancel(b: Backend) {
@@ -175,10 +182,15 @@ async fn book_find_and_cancel(b: Backend) {
         .unwrap()
         .contains("Wednesday 25 November 2026 at 10:30"));
 
-    // Found by the same number said another way.
+    // Found by the same number said another way, on the line of that number.
+    let me = e.tools.caller(Some("2015550123"));
     let found = e
         .tools
-        .call("find_bookings", &args(json!({"phone": "+1 201 555 0123"})))
+        .call_as(
+            &me,
+            "find_bookings",
+            &args(json!({"phone": "+1 201 555 0123"})),
+        )
         .await;
     assert_eq!(found["bookings"].as_array().unwrap().len(), 1, "{found}");
     assert_eq!(found["bookings"][0]["booking_id"], id.as_str());
@@ -192,14 +204,11 @@ async fn book_find_and_cancel(b: Backend) {
         .join(" ");
     let cancelled = e
         .tools
-        .call("cancel_booking", &args(json!({"booking_id": spaced})))
+        .call_as(&me, "cancel_booking", &args(json!({"booking_id": spaced})))
         .await;
     assert_eq!(cancelled["cancelled"], true, "{cancelled}");
     assert_eq!(cancelled["booking_id"], id.as_str());
-    let found = e
-        .tools
-        .call("find_bookings", &args(json!({"phone": "2015550123"})))
-        .await;
+    let found = e.tools.call_as(&me, "find_bookings", "{}").await;
     assert!(found["bookings"].as_array().unwrap().is_empty());
     assert!(found["message"]
         .as_str()
@@ -385,7 +394,11 @@ async fn names_are_cleaned_and_phones_normalised(b: Backend) {
     assert_eq!(out["phone"], "+12015550147", "{out}");
     let found = e
         .tools
-        .call("find_bookings", r#"{"phone": 2015550147}"#)
+        .call_as(
+            &e.tools.caller(Some("+12015550147")),
+            "find_bookings",
+            r#"{"phone": 2015550147}"#,
+        )
         .await;
     assert_eq!(found["phone"], "+12015550147", "{found}");
     assert_eq!(found["bookings"][0]["booking_id"], out["booking_id"]);
@@ -545,7 +558,10 @@ async fn cancel_refusals(b: Backend) {
     let e = env(b).await;
     let msg = spoken_error(
         &e.tools
-            .call("cancel_booking", r#"{"booking_id":"KTH472"}"#)
+            .call(
+                "cancel_booking",
+                r#"{"booking_id":"KTH472","phone":"2015550123"}"#,
+            )
             .await,
     );
     assert!(msg.contains("no booking with the id K T H 4 7 2"), "{msg}");
@@ -557,7 +573,7 @@ async fn cancel_refusals(b: Backend) {
         )
         .await;
     let id = out["booking_id"].as_str().unwrap().to_string();
-    let cancel = args(json!({"booking_id": id}));
+    let cancel = args(json!({"booking_id": id, "phone": "(201) 555-0123"}));
     assert_eq!(
         e.tools.call("cancel_booking", &cancel).await["cancelled"],
         true
@@ -576,7 +592,10 @@ async fn cancel_refusals(b: Backend) {
     e.clock.advance(Duration::hours(3)); // 12:10 in Berlin: the appointment is over
     let msg = spoken_error(
         &e.tools
-            .call("cancel_booking", &args(json!({"booking_id": id})))
+            .call(
+                "cancel_booking",
+                &args(json!({"booking_id": id, "phone": "2015550123"})),
+            )
             .await,
     );
     assert!(msg.contains("already passed"), "{msg}");
@@ -648,7 +667,10 @@ async fn database_fault_is_a_spoken_error(b: Backend) {
             "check_availability",
             args(json!({"start_date": "2026-11-25", "end_date": "2026-11-26"})),
         ),
-        ("cancel_booking", args(json!({"booking_id": "KTH472"}))),
+        (
+            "cancel_booking",
+            args(json!({"booking_id": "KTH472", "phone": "2015550123"})),
+        ),
         ("find_bookings", args(json!({"phone": "2015550123"}))),
     ] {
         let msg = spoken_error(&e.tools.call(tool, &a).await);
@@ -683,11 +705,15 @@ async fn bookings_of_a_day_for_the_admin_api(b: Backend) {
         .bookings_on(date("2026-11-30"))
         .await
         .unwrap()[1]
-        .code
         .clone();
-    e.tools
-        .call("cancel_booking", &args(json!({"booking_id": cancel_me})))
+    let out = e
+        .tools
+        .call(
+            "cancel_booking",
+            &args(json!({"booking_id": cancel_me.code, "phone": cancel_me.phone})),
+        )
         .await;
+    assert_eq!(out["cancelled"], true, "{out}");
 
     let day = e
         .tools
@@ -826,7 +852,11 @@ async fn in_memory_sqlite_keeps_one_database() {
         ids.push(out["booking_id"].clone());
     }
     let found = tools
-        .call("find_bookings", r#"{"phone":"2015550123"}"#)
+        .call_as(
+            &tools.caller(Some("2015550123")),
+            "find_bookings",
+            r#"{"phone":"2015550123"}"#,
+        )
         .await;
     let got: Vec<Value> = found["bookings"]
         .as_array()
@@ -860,4 +890,155 @@ fn missing_postgres_binaries_fail_with_a_clear_message() {
         find_bindir(None, empty.path()).unwrap(),
         empty.path().join("15/bin")
     );
+}
+
+async fn callers_reach_only_their_own_bookings(b: Backend) {
+    let e = env(b).await;
+    let code = |v: Value| v["booking_id"].as_str().unwrap().to_string();
+    let ada = code(
+        e.tools
+            .call(
+                "create_booking",
+                &book("Ada Lovelace", "2015550123", "2026-11-25", "10:00"),
+            )
+            .await,
+    );
+    let grace = code(
+        e.tools
+            .call(
+                "create_booking",
+                &book("Grace Hopper", "2015550199", "2026-11-25", "10:30"),
+            )
+            .await,
+    );
+    let still_active = |code: String| {
+        let store = e.tools.store().clone();
+        async move {
+            let b = store.booking_by_code(&code).await.unwrap().unwrap();
+            b.status == Status::Active
+        }
+    };
+
+    // A caller whose number the trunk asserted: another number is refused, without a name.
+    let me = e.tools.caller(Some("+1 201 555 0123"));
+    let out = e
+        .tools
+        .call_as(&me, "find_bookings", r#"{"phone":"201 555 0199"}"#)
+        .await;
+    let msg = spoken_error(&out);
+    assert!(!out.to_string().contains("Grace") && !out.to_string().contains(&grace));
+    assert!(msg.contains("calling from"), "{msg}");
+    // Their own, with names and codes, with or without the phone argument.
+    for a in ["{}", r#"{"phone":"2015550123"}"#] {
+        let out = e.tools.call_as(&me, "find_bookings", a).await;
+        assert_eq!(out["verified_caller"], true, "{out}");
+        assert_eq!(out["bookings"].as_array().unwrap().len(), 1, "{out}");
+        assert_eq!(out["bookings"][0]["booking_id"], ada.as_str());
+        assert_eq!(out["bookings"][0]["patient_name"], "Ada Lovelace");
+    }
+    // Another number's code cannot be cancelled, whatever number the model adds.
+    for a in [
+        json!({"booking_id": grace}),
+        json!({"booking_id": grace, "phone": "2015550199"}),
+    ] {
+        let out = e.tools.call_as(&me, "cancel_booking", &args(a)).await;
+        let msg = spoken_error(&out);
+        assert!(msg.contains("There is no booking with the id"), "{msg}");
+        assert!(!out.to_string().contains("Grace"), "{out}");
+    }
+    assert!(still_active(grace.clone()).await);
+
+    // A line without a verified number: dates and times only.
+    let out = e
+        .tools
+        .call("find_bookings", r#"{"phone":"2015550199"}"#)
+        .await;
+    assert_eq!(out["verified_caller"], false, "{out}");
+    assert_eq!(out["bookings"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(out["bookings"][0]["time"], "10:30");
+    let text = out.to_string();
+    assert!(
+        !text.contains("Grace") && !text.contains(&grace),
+        "name or code given out: {text}"
+    );
+    // Cancelling needs the number the booking was made with; a wrong one finds nothing.
+    let msg = spoken_error(
+        &e.tools
+            .call("cancel_booking", &args(json!({"booking_id": grace})))
+            .await,
+    );
+    assert!(msg.contains("phone number"), "{msg}");
+    let msg = spoken_error(
+        &e.tools
+            .call(
+                "cancel_booking",
+                &args(json!({"booking_id": grace, "phone": "2015550123"})),
+            )
+            .await,
+    );
+    assert!(msg.contains("There is no booking with the id"), "{msg}");
+    assert!(still_active(grace.clone()).await);
+    // The code with its number cancels, and still does not say whose it was.
+    let out = e
+        .tools
+        .call(
+            "cancel_booking",
+            &args(json!({"booking_id": grace, "phone": "+1 (201) 555-0199"})),
+        )
+        .await;
+    assert_eq!(out["cancelled"], true, "{out}");
+    assert!(!out.to_string().contains("Grace"), "{out}");
+    assert!(!still_active(grace).await);
+    // The verified caller cancels their own and hears the name they booked under.
+    let out = e
+        .tools
+        .call_as(&me, "cancel_booking", &args(json!({"booking_id": ada})))
+        .await;
+    assert_eq!(out["cancelled"], true, "{out}");
+    assert_eq!(out["patient_name"], "Ada Lovelace");
+}
+
+async fn old_call_records_are_pruned(b: Backend) {
+    let e = env(b).await;
+    let store = e.tools.store();
+    let now: DateTime<Utc> = NOW.parse().unwrap();
+    for (id, age) in [("old", 91), ("edge", 90), ("new", 3)] {
+        let at = now - Duration::days(age) + Duration::seconds(if age == 90 { 1 } else { 0 });
+        store
+            .insert_call(&CallRecord {
+                id: id.into(),
+                caller: "sip:+12015550123@trunk".into(),
+                callee: "sip:100@relay".into(),
+                agent: "receptionist".into(),
+                started_at: at,
+                answered_at: Some(at),
+                ended_at: Some(at + Duration::seconds(60)),
+                outcome: "caller_bye".into(),
+                transcript: json!([{"speaker": "caller", "text": "I am Ada Lovelace"}]),
+                tool_calls: json!([]),
+            })
+            .await
+            .unwrap();
+    }
+    let deleted = voxrelay::booking::retention::prune(store, 90, now)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let mut left: Vec<String> = store
+        .list_calls(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["edge", "new"]);
+    // 0 keeps everything; bookings are never touched.
+    assert_eq!(
+        voxrelay::booking::retention::prune(store, 0, now + Duration::days(999))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.list_calls(10).await.unwrap().len(), 2);
 }

@@ -276,11 +276,46 @@ fn the_session_limit_rolls_over_to_a_new_session_with_the_conversation() {
     assert_eq!(ended(&relay)["reason"], "caller_bye");
     let sessions = sim_sessions(&relay);
     assert_eq!(sessions.len(), 2, "{sessions:#?}");
+    // the second session has the agent's own instructions, word for word: nothing the
+    // caller said is in them
+    let first = &sessions[0];
     let second = &sessions[1];
     let instructions = second["session"]["instructions"].as_str().unwrap();
+    assert_eq!(
+        instructions,
+        first["session"]["instructions"].as_str().unwrap(),
+        "{second:#}"
+    );
+    assert!(!instructions.contains("Hello, you have reached"));
+    // the conversation so far came as conversation items: the agent's greeting as its own
+    // words, the caller's turn as a user message
+    let items = second["items"].as_array().unwrap();
+    let said = |role: &str| -> Vec<String> {
+        items
+            .iter()
+            .filter(|i| i["type"] == "message" && i["role"] == role)
+            .filter_map(|i| i["content"][0]["text"].as_str().map(str::to_string))
+            .collect()
+    };
+    let agent = said("assistant");
     assert!(
-        instructions.contains("The conversation so far") && instructions.contains("Agent: Hello"),
-        "{instructions}"
+        agent.first().is_some_and(|t| t.starts_with("Hello")),
+        "{items:#?}"
+    );
+    assert_eq!(
+        items
+            .iter()
+            .find(|i| i["role"] == "assistant")
+            .map(|i| i["content"][0]["type"].clone()),
+        Some(Value::from("output_text"))
+    );
+    let caller = said("user");
+    assert!(!caller.is_empty(), "the caller's turn: {items:#?}");
+    assert!(
+        said("system")
+            .first()
+            .is_some_and(|t| t.contains("already in progress")),
+        "{items:#?}"
     );
 }
 

@@ -8,6 +8,7 @@
 //! max_days_ahead = 90
 //! closed_dates = ["2026-12-25", "2026-12-26"]
 //! default_region = "GB"
+//! keep_call_records_days = 90              # 0: keep call records forever
 //!
 //! [booking.hours]
 //! monday = ["09:00-12:00", "13:00-17:00"]
@@ -51,6 +52,9 @@ pub struct BookingConfig {
     /// Region (ISO 3166 two-letter code, e.g. `US`, `GB`, `DE`) assumed for phone numbers said
     /// without a country code; every number is stored in E.164 form.
     pub default_region: String,
+    /// Call records (transcripts, tool calls) older than this many days are deleted, at start
+    /// and every hour; `0` keeps them forever.
+    pub keep_call_records_days: u32,
 }
 
 impl Default for BookingConfig {
@@ -64,6 +68,7 @@ impl Default for BookingConfig {
             closed_dates: Vec::new(),
             max_days_ahead: 90,
             default_region: "US".into(),
+            keep_call_records_days: 90,
         }
     }
 }
@@ -144,6 +149,7 @@ impl fmt::Debug for BookingConfig {
             .field("closed_dates", &self.closed_dates)
             .field("max_days_ahead", &self.max_days_ahead)
             .field("default_region", &self.default_region)
+            .field("keep_call_records_days", &self.keep_call_records_days)
             .finish()
     }
 }

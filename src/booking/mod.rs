@@ -8,16 +8,19 @@
 
 #![warn(missing_docs)]
 
+pub mod caller;
 pub mod clock;
 pub mod code;
 pub mod config;
 pub mod error;
 pub mod name;
 pub mod phone;
+pub mod retention;
 pub mod schedule;
 pub mod store;
 pub mod tools;
 
+pub use caller::Caller;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{BookingConfig, WeeklyHours};
 pub use error::{ConfigError, InsertError, StoreError};

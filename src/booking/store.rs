@@ -313,17 +313,20 @@ impl Store {
         Err(StoreError::CodesExhausted.into())
     }
 
-    /// Cancels the active booking with `code`; `None` when there is no active one.
+    /// Cancels the active booking with `code` made with `phone` (E.164); `None` when there is
+    /// no such active booking. The phone is part of the statement, so a booking of another
+    /// number is never cancelled whatever the caller of this did or did not check.
     pub async fn cancel_booking(
         &self,
         code: &str,
+        phone: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Booking>, StoreError> {
         let sql = format!(
             "UPDATE bookings SET status = 'cancelled', cancelled_at = $1 \
-             WHERE code = $2 AND status = 'active' RETURNING {BOOKING_COLUMNS}"
+             WHERE code = $2 AND phone = $3 AND status = 'active' RETURNING {BOOKING_COLUMNS}"
         );
-        let row = on_pool!(self, p => sqlx::query_as::<_, BookingRow>(&sql).bind(now).bind(code).fetch_optional(p).await)?;
+        let row = on_pool!(self, p => sqlx::query_as::<_, BookingRow>(&sql).bind(now).bind(code).bind(phone).fetch_optional(p).await)?;
         Ok(row.map(Into::into))
     }
 
@@ -460,6 +463,19 @@ impl Store {
             .await
             .map(|_| ()))?;
         Ok(())
+    }
+
+    /// Deletes the call records of calls that started before `before`; returns how many.
+    /// (Bookings are not touched: they are the clinic's schedule, not call logs.)
+    pub async fn prune_calls(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        // SQLite keeps the times as RFC 3339 text in UTC, written the same way as this bound
+        // value, so the text comparison orders them as times.
+        let n = on_pool!(self, p => sqlx::query("DELETE FROM calls WHERE started_at < $1")
+            .bind(before)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n)
     }
 
     /// One call record by id.

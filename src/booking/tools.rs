@@ -1,6 +1,12 @@
 //! The agent's four booking tools, their JSON Schemas, and the one entry point the bridge
 //! calls with a tool name and the model's argument text.
 //!
+//! Privacy: each call's tools act for a [`Caller`]. With a number a trusted trunk asserted,
+//! `find_bookings` and `cancel_booking` reach only that number's bookings. Without one,
+//! `find_bookings` gives dates and times but never names or booking ids, and `cancel_booking`
+//! needs the booking id and the phone number it was booked with. A booking of another number
+//! is answered exactly like a booking that does not exist.
+//!
 //! Nothing here fails towards the model: every problem (bad JSON, a bad argument, a rule of the
 //! schedule, a taken slot, a database fault) comes back as `{"error": true, "message": …}`
 //! with a sentence the model can say to the caller, and the call goes on.
@@ -13,6 +19,7 @@ use futures::FutureExt;
 use phonenumber::country::Id as Region;
 use serde_json::{json, Map, Value};
 
+use super::caller::Caller;
 use super::clock::Clock;
 use super::error::{ConfigError, InsertError, StoreError};
 use super::schedule::{parse_hhmm, speak_date, speak_time, Schedule};
@@ -36,6 +43,10 @@ const NEAREST_FREE: usize = 3;
 /// What a caller hears when the database fails.
 const DATABASE_TROUBLE: &str = "I'm sorry, the appointment system is not answering right now. \
      Please try again in a moment, or I can take a message.";
+
+/// What a verified caller hears when the model asks about another number.
+const OTHER_NUMBER: &str = "For privacy, I can only look up appointments booked with the number \
+     you are calling from. Bookings of another number can only be looked up by calling from that number.";
 
 /// A refusal: a sentence for the caller and optional structured extras for the model.
 #[derive(Debug)]
@@ -102,6 +113,12 @@ impl Tools {
         &self.store
     }
 
+    /// The caller of a call whose trunk asserted `number` (see [`Caller::from_asserted`]),
+    /// with this config's default region.
+    pub fn caller(&self, number: Option<&str>) -> Caller {
+        Caller::from_asserted(number, self.region)
+    }
+
     /// The schedule rules in force.
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
@@ -113,6 +130,8 @@ impl Tools {
         let date = |what: &str| json!({"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "description": format!("{what}, as YYYY-MM-DD.")});
         let phone = json!({"type": "string", "minLength": 3, "maxLength": 40,
             "description": "The caller's phone number with all digits, with country code if they gave one, e.g. +1 201 555 0123."});
+        let booked_with = json!({"type": "string", "minLength": 3, "maxLength": 40,
+            "description": "The phone number the booking was made with, all digits. Needed unless the caller's own number is known to the system (then it may be left out)."});
         vec![
             json!({
                 "type": "function",
@@ -149,11 +168,12 @@ impl Tools {
             json!({
                 "type": "function",
                 "name": "cancel_booking",
-                "description": "Cancels an appointment by its booking id (the confirmation code: three letters and three digits, e.g. KTH472). To move an appointment, book the new time first, then cancel the old one.",
+                "description": "Cancels an appointment by its booking id (the confirmation code: three letters and three digits, e.g. KTH472) and the phone number it was booked with. Only bookings made with the caller's number can be cancelled. To move an appointment, book the new time first, then cancel the old one.",
                 "parameters": {
                     "type": "object",
                     "properties": {
-                        "booking_id": {"type": "string", "description": "The booking id / confirmation code, e.g. KTH472."}
+                        "booking_id": {"type": "string", "description": "The booking id / confirmation code, e.g. KTH472."},
+                        "phone": booked_with.clone()
                     },
                     "required": ["booking_id"],
                     "additionalProperties": false
@@ -162,23 +182,30 @@ impl Tools {
             json!({
                 "type": "function",
                 "name": "find_bookings",
-                "description": "Lists the caller's upcoming appointments, found by phone number.",
+                "description": "Lists the caller's own upcoming appointments, found by the phone number they were booked with. When the caller's number is known to the system only that number's bookings are found; otherwise names and booking ids are not given out.",
                 "parameters": {
                     "type": "object",
-                    "properties": { "phone": phone },
-                    "required": ["phone"],
+                    "properties": { "phone": booked_with },
+                    "required": [],
                     "additionalProperties": false
                 }
             }),
         ]
     }
 
-    /// Runs tool `name` with the model's `arguments_json` and returns the JSON to send back as
-    /// the function call's output. Never fails: problems come back as
-    /// `{"error": true, "message": "…"}`.
+    /// Runs tool `name` for a caller without a verified number (see [`Tools::call_as`]).
     pub async fn call(&self, name: &str, arguments_json: &str) -> Value {
+        self.call_as(&Caller::Unverified, name, arguments_json)
+            .await
+    }
+
+    /// Runs tool `name` with the model's `arguments_json` for `caller` and returns the JSON to
+    /// send back as the function call's output. Never fails: problems come back as
+    /// `{"error": true, "message": "…"}`.
+    pub async fn call_as(&self, caller: &Caller, name: &str, arguments_json: &str) -> Value {
         // A bug here must not end the caller's call: a panic becomes one more spoken error.
-        let run = std::panic::AssertUnwindSafe(self.dispatch(name, arguments_json)).catch_unwind();
+        let run = std::panic::AssertUnwindSafe(self.dispatch(caller, name, arguments_json))
+            .catch_unwind();
         let result = run.await.unwrap_or_else(|_| {
             tracing::error!(tool = %truncate(name, 60), "booking tool panicked");
             Err(Refusal::say(DATABASE_TROUBLE))
@@ -187,13 +214,18 @@ impl Tools {
         result.unwrap_or_else(Refusal::into_json)
     }
 
-    async fn dispatch(&self, name: &str, arguments_json: &str) -> Result<Value, Refusal> {
+    async fn dispatch(
+        &self,
+        caller: &Caller,
+        name: &str,
+        arguments_json: &str,
+    ) -> Result<Value, Refusal> {
         let args = parse_arguments(arguments_json)?;
         match name {
             "check_availability" => self.check_availability(&args).await,
             "create_booking" => self.create_booking(&args).await,
-            "cancel_booking" => self.cancel_booking(&args).await,
-            "find_bookings" => self.find_bookings(&args).await,
+            "cancel_booking" => self.cancel_booking(caller, &args).await,
+            "find_bookings" => self.find_bookings(caller, &args).await,
             other => Err(Refusal::say(format!(
                 "There is no tool called {:?}; the booking tools are {}.",
                 truncate(other, 60),
@@ -318,7 +350,11 @@ impl Tools {
         }
     }
 
-    async fn cancel_booking(&self, args: &Map<String, Value>) -> Result<Value, Refusal> {
+    async fn cancel_booking(
+        &self,
+        caller: &Caller,
+        args: &Map<String, Value>,
+    ) -> Result<Value, Refusal> {
         let now = self.clock.now();
         let said = string_arg(args, "booking_id", "the booking id")?;
         let Some(code) = code::normalize(&said) else {
@@ -327,11 +363,31 @@ impl Tools {
                 truncate(&said, 40)
             )));
         };
-        let Some(existing) = self.store.booking_by_code(&code).await? else {
-            return Err(Refusal::say(format!(
-                "There is no booking with the id {}.",
+        // Whose bookings this caller may cancel: the verified number's, else the number the
+        // caller says the booking was made with (with the code, two things a stranger lacks).
+        let (phone, whose) = match caller {
+            Caller::Verified(own) => (own.clone(), "the number you are calling from"),
+            Caller::Unverified => {
+                let said = optional_string_arg(args, "phone")?.ok_or_else(|| {
+                    Refusal::say(
+                        "To cancel, I need the phone number the booking was made with as well as \
+                         the booking id; please ask the caller for it.",
+                    )
+                })?;
+                (self.phone(&said)?, "that phone number")
+            }
+        };
+        // Another number's booking is answered exactly as a missing one: no way to learn
+        // whether a code exists.
+        let not_found = || {
+            Refusal::say(format!(
+                "There is no booking with the id {} made with {whose}.",
                 code::spoken(&code)
-            )));
+            ))
+        };
+        let existing = match self.store.booking_by_code(&code).await? {
+            Some(b) if b.phone == phone => b,
+            _ => return Err(not_found()),
         };
         if existing.status == Status::Cancelled {
             return Err(Refusal::say(format!(
@@ -351,27 +407,56 @@ impl Tools {
                 speak_time(existing.time)
             )));
         }
-        let Some(b) = self.store.cancel_booking(&code, now).await? else {
+        let Some(b) = self.store.cancel_booking(&code, &phone, now).await? else {
             // Cancelled by someone else between the two statements.
             return Err(Refusal::say(format!(
                 "Booking {} was already cancelled.",
                 code::spoken(&code)
             )));
         };
-        Ok(json!({
+        let mut out = json!({
             "cancelled": true,
             "booking_id": b.code,
-            "patient_name": b.patient_name,
             "date": b.date.to_string(),
             "time": speak_time(b.time),
-            "message": format!("Cancelled the appointment for {} on {} at {}.", b.patient_name, speak_date(b.date), speak_time(b.time)),
-        }))
+            "message": format!("Cancelled the appointment on {} at {}.", speak_date(b.date), speak_time(b.time)),
+        });
+        // The name only to the number's own line: a caller who knows a code and a number
+        // does not learn whose appointment it was.
+        if caller.number().is_some() {
+            out["patient_name"] = Value::String(b.patient_name.clone());
+            out["message"] = Value::String(format!(
+                "Cancelled the appointment for {} on {} at {}.",
+                b.patient_name,
+                speak_date(b.date),
+                speak_time(b.time)
+            ));
+        }
+        Ok(out)
     }
 
-    async fn find_bookings(&self, args: &Map<String, Value>) -> Result<Value, Refusal> {
+    async fn find_bookings(
+        &self,
+        caller: &Caller,
+        args: &Map<String, Value>,
+    ) -> Result<Value, Refusal> {
         let now = self.clock.now();
-        let phone = phone::normalize(&string_arg(args, "phone", "the phone number")?, self.region)
-            .map_err(Refusal::say)?;
+        let said = optional_string_arg(args, "phone")?;
+        let phone =
+            match (caller, said) {
+                (Caller::Verified(own), None) => own.clone(),
+                (Caller::Verified(own), Some(said)) => {
+                    if self.phone(&said)? != *own {
+                        return Err(Refusal::say(OTHER_NUMBER));
+                    }
+                    own.clone()
+                }
+                (Caller::Unverified, Some(said)) => self.phone(&said)?,
+                (Caller::Unverified, None) => return Err(Refusal::say(
+                    "The argument phone (the phone number the bookings were made with) is missing.",
+                )),
+            };
+        let verified = caller.number().is_some();
         let today = self.schedule.today(now);
         let found = self.store.active_bookings_for_phone(&phone, today).await?;
         let upcoming: Vec<&Booking> = found
@@ -382,7 +467,7 @@ impl Tools {
                     .is_some_and(|at| at > now)
             })
             .collect();
-        let message = match upcoming.len() {
+        let mut message = match upcoming.len() {
             0 => format!("There are no upcoming appointments for {phone}."),
             1 => format!(
                 "One upcoming appointment: {} at {}.",
@@ -391,19 +476,38 @@ impl Tools {
             ),
             n => format!("{n} upcoming appointments."),
         };
+        if !verified && !upcoming.is_empty() {
+            message.push_str(
+                " The caller's number is not verified on this line, so names and booking ids are \
+                 not given out: to cancel, the caller needs the booking id from their confirmation.",
+            );
+        }
         let list: Vec<Value> = upcoming
             .iter()
             .map(|b| {
-                json!({
-                    "booking_id": b.code,
-                    "patient_name": b.patient_name,
+                let mut v = json!({
                     "date": b.date.to_string(),
                     "weekday": b.date.format("%A").to_string(),
                     "time": speak_time(b.time),
-                })
+                });
+                if verified {
+                    v["booking_id"] = Value::String(b.code.clone());
+                    v["patient_name"] = Value::String(b.patient_name.clone());
+                }
+                v
             })
             .collect();
-        Ok(json!({"phone": phone, "bookings": list, "message": message}))
+        Ok(json!({
+            "phone": phone,
+            "verified_caller": verified,
+            "bookings": list,
+            "message": message,
+        }))
+    }
+
+    /// A phone number argument in E.164 form, or the sentence saying it did not parse.
+    fn phone(&self, said: &str) -> Result<String, Refusal> {
+        phone::normalize(said, self.region).map_err(Refusal::say)
     }
 
     /// The active bookings from `from` to `to`, grouped by day.
@@ -538,6 +642,15 @@ fn string_arg(args: &Map<String, Value>, key: &str, what: &str) -> Result<String
     }
 }
 
+/// An optional text argument (absent, null or blank is `None`).
+fn optional_string_arg(args: &Map<String, Value>, key: &str) -> Result<Option<String>, Refusal> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(_) => string_arg(args, key, key).map(Some),
+    }
+}
+
 fn gloss(key: &str, what: &str) -> String {
     if key == what {
         String::new()
@@ -569,4 +682,93 @@ fn time_arg(args: &Map<String, Value>, key: &str) -> Result<NaiveTime, Refusal> 
 
 fn truncate(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::booking::FixedClock;
+
+    async fn tools() -> Tools {
+        let store = Store::open("sqlite::memory:", 1).await.unwrap();
+        let now: DateTime<Utc> = "2026-11-24T08:00:00Z".parse().unwrap();
+        Tools::new(
+            store,
+            &BookingConfig::default(),
+            Arc::new(FixedClock::new(now)),
+        )
+        .unwrap()
+    }
+
+    async fn book(t: &Tools, name: &str, phone: &str, time: &str) -> String {
+        let args =
+            json!({"patient_name": name, "phone": phone, "date": "2026-11-25", "time": time});
+        let out = t.call("create_booking", &args.to_string()).await;
+        out["booking_id"].as_str().expect("booked").to_string()
+    }
+
+    #[tokio::test]
+    async fn a_verified_caller_reaches_only_their_numbers_bookings() {
+        let t = tools().await;
+        let own = book(&t, "Ada Lovelace", "2015550123", "10:00").await;
+        let other = book(&t, "Grace Hopper", "2015550199", "10:30").await;
+        let me = t.caller(Some("+12015550123"));
+        assert_eq!(me.number(), Some("+12015550123"));
+        let found = t.call_as(&me, "find_bookings", "").await;
+        assert_eq!(found["bookings"][0]["booking_id"], own.as_str(), "{found}");
+        assert_eq!(found["bookings"].as_array().unwrap().len(), 1);
+        let refused = t
+            .call_as(&me, "find_bookings", r#"{"phone":"2015550199"}"#)
+            .await;
+        assert_eq!(refused["error"], true);
+        assert!(!refused.to_string().contains("Grace"), "{refused}");
+        for args in [
+            json!({"booking_id": other}),
+            json!({"booking_id": other, "phone": "2015550199"}),
+        ] {
+            let out = t.call_as(&me, "cancel_booking", &args.to_string()).await;
+            assert_eq!(out["error"], true, "{out}");
+        }
+        let b = t.store().booking_by_code(&other).await.unwrap().unwrap();
+        assert_eq!(b.status, Status::Active);
+        // a number that does not parse gives no verified caller
+        assert_eq!(t.caller(Some("anonymous")), Caller::Unverified);
+    }
+
+    #[tokio::test]
+    async fn an_unverified_line_gets_no_names_or_codes_and_cancels_with_the_number() {
+        let t = tools().await;
+        let other = book(&t, "Grace Hopper", "2015550199", "10:30").await;
+        let found = t.call("find_bookings", r#"{"phone":"2015550199"}"#).await;
+        let text = found.to_string();
+        assert_eq!(found["bookings"].as_array().unwrap().len(), 1, "{text}");
+        assert!(!text.contains("Grace") && !text.contains(&other), "{text}");
+        let missing_number = t
+            .call("cancel_booking", &json!({"booking_id": other}).to_string())
+            .await;
+        assert!(missing_number["message"]
+            .as_str()
+            .unwrap()
+            .contains("phone number"));
+        let wrong = json!({"booking_id": other, "phone": "2015550123"}).to_string();
+        let wrong = t.call("cancel_booking", &wrong).await;
+        assert_eq!(wrong["error"], true, "{wrong}");
+        // a wrong number and a code that does not exist are answered alike
+        let none = json!({"booking_id": "XXX999", "phone": "2015550123"}).to_string();
+        let none = t.call("cancel_booking", &none).await;
+        assert_eq!(
+            wrong["message"]
+                .as_str()
+                .unwrap()
+                .replace(&code::spoken(&other), "#"),
+            none["message"]
+                .as_str()
+                .unwrap()
+                .replace("X X X 9 9 9", "#")
+        );
+        let right = json!({"booking_id": other, "phone": "+1 201 555 0199"}).to_string();
+        let right = t.call("cancel_booking", &right).await;
+        assert_eq!(right["cancelled"], true, "{right}");
+        assert!(!right.to_string().contains("Grace"), "{right}");
+    }
 }

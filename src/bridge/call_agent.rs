@@ -31,6 +31,13 @@ impl CallAgent {
     pub fn handoff_target(&self, tool: &str) -> Option<&str> {
         self.config.handoff_target(tool)
     }
+
+    /// Whether `tool` is one of this agent's tools (the ones its session lists). A function
+    /// call naming any other tool is refused without running: the model's output is not
+    /// trusted to stay within the list it was given.
+    pub fn allows(&self, tool: &str) -> bool {
+        self.spec.tools.iter().any(|t| t.name == tool)
+    }
 }
 
 /// Every configured agent, resolved.

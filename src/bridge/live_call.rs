@@ -26,10 +26,12 @@ use super::prompts;
 use super::registry::{
     CallDetail, CallEvent, CallPublisher, Control, MediaStats, Registry, Speaker, ToolCallRecord,
 };
-use super::tool_run::{self, arguments_value, classify, error_json, ToolDone, ToolKind};
+use super::tool_run::{
+    self, arguments_value, classify, error_json, refused_json, ToolDone, ToolKind,
+};
 use super::transcript::Transcript;
 use super::BridgeSettings;
-use crate::booking::{CallRecord, Tools};
+use crate::booking::{CallRecord, Caller, Tools};
 use crate::media::frame::SILENCE;
 use crate::media::jitter::Playout;
 use crate::media::rtcp::{self, PeerReport, REPORT_INTERVAL};
@@ -51,6 +53,11 @@ const END_CALL_GRACE: Duration = Duration::from_secs(15);
 const END_CALL_QUIET: Duration = Duration::from_millis(200);
 /// How long a transfer may take before the agent is told it failed.
 const TRANSFER_LIMIT: Duration = Duration::from_secs(30);
+/// The note that opens a rolled-over session, before the conversation so far.
+const ROLL_OVER_NOTE: &str = "This phone call is already in progress; the conversation so far \
+     follows. Continue it from there: do not greet the caller again.";
+/// The most turns carried into a rolled-over session (the latest ones).
+const MAX_CARRIED_TURNS: usize = 400;
 /// Running tools get this long to finish after the call ended (a booking being written is
 /// kept, never cut off half-way).
 const TOOL_DRAIN: Duration = Duration::from_secs(10);
@@ -93,11 +100,17 @@ async fn run_inner(
 ) {
     let t0 = Instant::now();
     let neg = call.sip.negotiated().clone();
+    // the booking tools act for this caller: a trusted trunk's number, else nobody in particular
+    let caller = ctx
+        .tools
+        .as_ref()
+        .map(|t| t.caller(call.caller_number.as_deref()))
+        .unwrap_or_default();
     info!(
         from = %call.from, to = %call.to, transport = call.transport,
         sip_call_id = %call.sip_call_id, source = call.source.map(tracing::field::display),
         trunk = call.trunk.as_deref().unwrap_or("-"), agent = %agent.name,
-        codec = neg.codec.name(), "call started"
+        codec = neg.codec.name(), verified_caller = caller.number().is_some(), "call started"
     );
     let mut detail = CallDetail::new(
         &call.id,
@@ -164,6 +177,7 @@ async fn run_inner(
     publisher.answered();
     let mut live = Live {
         call,
+        caller,
         media,
         leg: None,
         agent,
@@ -257,6 +271,8 @@ struct Transfer {
 /// The state of one live call, owned by its task.
 struct Live {
     call: IncomingCall,
+    /// Whom the booking tools act for.
+    caller: Caller,
     media: PhoneMedia,
     /// `None` after the session failed (the apology plays) or the call is closing.
     leg: Option<Box<dyn RealtimeLeg>>,
@@ -804,19 +820,21 @@ impl Live {
     }
 
     /// Opens a new session that continues the conversation so far (the service ends a
-    /// session after 60 minutes).
+    /// session after 60 minutes). The session keeps the agent's own instructions; what was
+    /// said goes in as conversation items, the caller's words as `user` messages, never into
+    /// the instructions (where a caller could write the agent's rules).
     async fn roll_over(&mut self) -> bool {
         self.close_leg().await;
         let now = self.now();
         self.media.flush(now);
-        let mut spec = self.agent.spec.clone();
-        spec.instructions.push_str(
-            "\n\nThis phone call is already in progress: continue it. Do not greet the caller again. The conversation so far:\n",
-        );
-        spec.instructions.push_str(&Transcript::as_text(&self.p));
+        let spec = self.agent.spec.clone();
         match self.ctx.connector.connect(&spec, self.media.law()).await {
             Ok(leg) => {
                 self.set_leg(leg).await;
+                self.send(system_message(ROLL_OVER_NOTE.into())).await;
+                for (role, text) in Transcript::as_items(&self.p, MAX_CARRIED_TURNS) {
+                    self.send(message(role, text)).await;
+                }
                 self.dropping_agent_audio = false;
                 self.response_active = false;
                 self.service_playing = false;
@@ -854,6 +872,25 @@ impl Live {
             duration_ms: None,
         };
         self.p.update(|d| d.tool_calls.push(record));
+        if !self.agent.allows(&tc.name) {
+            warn!(tool = %truncate(&tc.name, 64), agent = %self.agent.name, "tool refused: not one of the agent's tools");
+            self.ctx.metrics.tools_refused.inc();
+            let out = refused_json(&tc.name);
+            self.record_result(&tc.call_id, &out, false, Duration::ZERO);
+            self.p.emit(CallEvent::ToolResult {
+                call_id: tc.call_id.clone(),
+                name: tc.name.clone(),
+                result: out.clone(),
+                ok: false,
+                duration_ms: 0,
+            });
+            if let Some(leg) = self.leg.as_mut() {
+                if let Err(e) = leg.submit_tool_output(&tc.call_id, out.to_string()).await {
+                    warn!(error = %e, "the tool output did not reach the session");
+                }
+            }
+            return;
+        }
         match classify(&tc.name) {
             ToolKind::EndCall => {
                 let output = json!({"ok": true, "note": "The call ends after your goodbye."});
@@ -870,6 +907,7 @@ impl Live {
                 self.tool_since.get_or_insert_with(Instant::now);
                 self.tools.spawn(tool_run::run_booking(
                     self.ctx.tools.clone(),
+                    self.caller.clone(),
                     tc,
                     self.ctx.settings.tool_timeout,
                 ));
@@ -1199,6 +1237,12 @@ fn function_output(call_id: &str, output: &Value) -> ClientEvent {
 }
 
 fn message(role: &str, text: String) -> ClientEvent {
+    // the model's own words are output text; everything else is input
+    let part = if role == "assistant" {
+        ContentPart::OutputText { text: Some(text) }
+    } else {
+        ContentPart::InputText { text }
+    };
     ClientEvent::ConversationItemCreate {
         event_id: None,
         previous_item_id: None,
@@ -1207,7 +1251,7 @@ fn message(role: &str, text: String) -> ClientEvent {
             object: None,
             status: None,
             role: role.into(),
-            content: vec![ContentPart::InputText { text }],
+            content: vec![part],
         },
     }
 }

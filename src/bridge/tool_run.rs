@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::booking::Tools;
+use crate::booking::{Caller, Tools};
 use crate::openai::ToolCall;
 
 use super::agent::{END_CALL, HANDOFF_PREFIX, TRANSFER_CALL};
@@ -63,14 +63,28 @@ pub fn arguments_value(raw: &str) -> Value {
     serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
 }
 
-/// Runs a booking tool within `limit`. Without a booking store, or past the limit, the
-/// model gets an error it can read aloud.
-pub async fn run_booking(tools: Option<Tools>, call: ToolCall, limit: Duration) -> ToolDone {
+/// The answer to a function call naming a tool the agent does not have.
+pub fn refused_json(name: &str) -> Value {
+    let shown: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    error_json(format!(
+        "The tool {shown:?} is not available to you on this call; use only the tools you were given."
+    ))
+}
+
+/// Runs a booking tool for `caller` within `limit`. Without a booking store, or past the
+/// limit, the model gets an error it can read aloud.
+pub async fn run_booking(
+    tools: Option<Tools>,
+    caller: Caller,
+    call: ToolCall,
+    limit: Duration,
+) -> ToolDone {
     let started = Instant::now();
     let result = match tools {
         None => error_json("The booking system is not available on this line."),
         Some(tools) => {
-            match tokio::time::timeout(limit, tools.call(&call.name, &call.arguments)).await {
+            let run = tools.call_as(&caller, &call.name, &call.arguments);
+            match tokio::time::timeout(limit, run).await {
                 Ok(v) => v,
                 Err(_) => error_json(
                     "The booking system did not answer in time. Apologise and offer to try again.",
@@ -110,10 +124,20 @@ mod tests {
             name: "create_booking".into(),
             arguments: "{".into(),
         };
-        let done = run_booking(None, call, Duration::from_secs(1)).await;
+        let done = run_booking(None, Caller::Unverified, call, Duration::from_secs(1)).await;
         assert!(!done.ok);
         assert!(done.result["message"].as_str().unwrap().contains("booking"));
         assert_eq!(arguments_value("{"), Value::String("{".into()));
         assert_eq!(arguments_value("{\"a\":1}")["a"], 1);
+    }
+
+    #[test]
+    fn a_refusal_is_an_error_naming_the_tool_without_control_characters() {
+        let out = refused_json("drop_table\u{1b}[2J");
+        assert!(is_error(&out));
+        let m = out["message"].as_str().unwrap();
+        assert!(m.contains("drop_table[2J") && !m.contains('\u{1b}'), "{m}");
+        let long = refused_json(&"x".repeat(10_000));
+        assert!(long["message"].as_str().unwrap().len() < 200);
     }
 }

@@ -3,6 +3,7 @@
 //! on calls in setup, registration and TLS files.
 
 pub mod call;
+pub mod caller_id;
 pub mod digest;
 pub mod limits;
 pub mod register;

@@ -58,6 +58,9 @@ pub struct IncomingCall {
     pub transport: &'static str,
     /// The trunk the call came from, if trunks are configured.
     pub trunk: Option<String>,
+    /// The caller's number as a trusted trunk asserted it (`P-Asserted-Identity`, else
+    /// `From`; see [`super::caller_id`]); `None` when the trunk is not trusted or there is none.
+    pub caller_number: Option<String>,
     /// The agent that answers (from the routes, or `agents.default`).
     pub agent: String,
     /// When the INVITE arrived.
@@ -656,6 +659,7 @@ async fn handle_invite(
 
     let from = tx_uri(&dialog.initial_request(), true);
     let to = tx_uri(&dialog.initial_request(), false);
+    let caller_number = super::caller_id::trusted_number(&dialog.initial_request(), trunk.as_ref());
     let local = LocalSdp::new(
         shared.advertised,
         rtp.local_port(),
@@ -674,6 +678,7 @@ async fn handle_invite(
             Transport::Tls => "tls",
             _ => "udp",
         },
+        caller_number,
         trunk: trunk.map(|t| t.cfg.name),
         agent,
         started: SystemTime::now(),

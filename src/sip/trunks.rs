@@ -36,6 +36,15 @@ pub struct TrunkConfig {
     /// Require digest authentication (username/password above) of this trunk's INVITEs.
     #[serde(default)]
     pub inbound_auth: bool,
+    /// Take the caller's number from this trunk's `P-Asserted-Identity` / `From`: the booking
+    /// tools then show and cancel only that number's bookings. `false` for a trunk that passes
+    /// on whatever number its callers claim.
+    #[serde(default = "default_trust_caller_id")]
+    pub trust_caller_id: bool,
+}
+
+fn default_trust_caller_id() -> bool {
+    true
 }
 
 fn default_expires() -> u32 {
