@@ -10,6 +10,8 @@ pub mod booking;
 pub mod bridge;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod media;
 pub mod metrics;

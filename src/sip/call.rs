@@ -309,7 +309,7 @@ impl SipCall {
 }
 
 /// The status code of a `message/sipfrag` body (`SIP/2.0 200 OK`).
-fn sipfrag_status(body: &[u8]) -> Option<u16> {
+pub(crate) fn sipfrag_status(body: &[u8]) -> Option<u16> {
     let text = std::str::from_utf8(body).ok()?;
     let line = text.lines().next()?.trim();
     let mut parts = line.split_whitespace();

@@ -755,7 +755,7 @@ fn host_ip(s: &str) -> Option<IpAddr> {
 }
 
 /// The dialled number: the Request-URI's user part, else the To URI's.
-fn dialled_number(req: &rsipstack::sip::Request) -> String {
+pub(crate) fn dialled_number(req: &rsipstack::sip::Request) -> String {
     let user_of = |uri: &str| {
         let u = uri.trim().trim_start_matches('<');
         let u = u
@@ -776,7 +776,8 @@ fn dialled_number(req: &rsipstack::sip::Request) -> String {
     user_of(&to)
 }
 
-fn tx_uri(req: &rsipstack::sip::Request, from: bool) -> String {
+/// The From (`from`) or To header value of a request, for the call record.
+pub(crate) fn tx_uri(req: &rsipstack::sip::Request, from: bool) -> String {
     let h = if from {
         req.from_header().map(|h| h.value().to_string())
     } else {
