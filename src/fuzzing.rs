@@ -143,17 +143,18 @@ fn sip_request(req: &rsipstack::sip::Request) {
     let _ = server::tx_uri(req, false);
     for h in req.headers.iter() {
         if let Header::Authorization(a) = h {
-            let valid = digest::nonce(DIGEST_NOW - 10, DIGEST_SECRET);
+            let valid = digest::nonce(DIGEST_NOW - 10, 7, DIGEST_SECRET);
             let value = a.value().replace(NONCE_PLACEHOLDER, &valid);
-            let _ = digest::verify(
-                &value,
-                "INVITE",
-                "trunk",
-                "secret",
-                "voxrelay",
-                DIGEST_NOW,
-                DIGEST_SECRET,
-            );
+            let request_uri = req.uri.to_string();
+            let expected = digest::Expected {
+                method: "INVITE",
+                request_uri: &request_uri,
+                username: "trunk",
+                password: "secret",
+                realm: "voxrelay",
+            };
+            let mut counts = digest::NonceCounts::default();
+            let _ = digest::verify(&value, &expected, DIGEST_NOW, DIGEST_SECRET, &mut counts);
         }
     }
     sdp_offer(&req.body);
@@ -321,7 +322,11 @@ pub fn realtime_events(data: &[u8]) {
             let _ = base64::engine::general_purpose::STANDARD.decode_vec(delta, &mut audio);
         }
     }
-    let _ = (turns.response_active(), turns.cancel_needed(), turns.queued());
+    let _ = (
+        turns.response_active(),
+        turns.cancel_needed(),
+        turns.queued(),
+    );
 }
 
 /// Client events, one per line, into a simulator session (the `booking` scenario) on a fake
@@ -373,7 +378,12 @@ pub fn sim_client_events(data: &[u8]) {
     // The typed client event parser on its own, as the relay's tests and tools use it.
     for line in text.lines().take(MAX_ITEMS) {
         if let Ok(ev) = ClientEvent::parse(line) {
-            let _ = (ev.kind().len(), ev.event_id(), ev.is_malformed(), ev.to_json());
+            let _ = (
+                ev.kind().len(),
+                ev.event_id(),
+                ev.is_malformed(),
+                ev.to_json(),
+            );
         }
     }
 }
