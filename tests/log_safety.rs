@@ -32,10 +32,11 @@ fn rust_log_trace_never_prints_sdes_keys() {
     relay.wait_for(|v| msg(v) == "call ended", Duration::from_secs(10));
 
     let logs = relay.logs();
-    // the filter was raised: trace-level events of the relay and its libraries are there
+    // the filter was raised: events below INFO (sqlx's queries at DEBUG) are there
     assert!(
-        logs.iter().any(|v| v["level"] == "TRACE"),
-        "RUST_LOG=trace took effect"
+        logs.iter().any(|v| v["level"] == "DEBUG" || v["level"] == "TRACE"),
+        "RUST_LOG=trace took effect: {}",
+        relay.dump()
     );
     let text = relay.dump();
     assert!(!text.contains(&inline), "the caller's key is never logged");
