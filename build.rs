@@ -15,7 +15,10 @@ fn main() {
     let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let root = Path::new(&root);
     let mut out = String::new();
-    for (name, dir) in [("AGENTS", "config/agents"), ("SCENARIOS", "config/scenarios")] {
+    for (name, dir) in [
+        ("AGENTS", "config/agents"),
+        ("SCENARIOS", "config/scenarios"),
+    ] {
         out.push_str(&format!("pub(crate) const {name}: &[(&str, &str)] = &[\n"));
         for (stem, path) in toml_files(&root.join(dir)) {
             out.push_str(&format!("    ({stem:?}, include_str!({path:?})),\n"));

@@ -48,7 +48,10 @@ mod tests {
         // other file) would need that file bundled too.
         for (stem, text) in agents() {
             let t: toml::Table = toml::from_str(text).unwrap();
-            assert!(!t.contains_key("hold_sound"), "{stem}.toml names a hold_sound");
+            assert!(
+                !t.contains_key("hold_sound"),
+                "{stem}.toml names a hold_sound"
+            );
         }
     }
 }

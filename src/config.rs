@@ -613,7 +613,10 @@ fn parse_env_value(raw: &str) -> toml::Value {
 fn shown_value(key: &str, v: &figment::value::Value) -> Option<String> {
     use figment::value::Value;
     let lower = key.to_ascii_lowercase();
-    if ["token", "password", "secret"].iter().any(|s| lower.contains(s)) {
+    if ["token", "password", "secret"]
+        .iter()
+        .any(|s| lower.contains(s))
+    {
         return Some("[redacted]".into());
     }
     match v {
@@ -873,7 +876,10 @@ mod tests {
         let c = Config::load_with_env(Some(&p), env(&[])).unwrap();
         let conf = std::fs::canonicalize(&conf).unwrap();
         assert_eq!(c.agents.dir, Some(conf.join("agents")));
-        assert_eq!(c.sim.scenario, conf.join("scenarios/mine.toml").display().to_string());
+        assert_eq!(
+            c.sim.scenario,
+            conf.join("scenarios/mine.toml").display().to_string()
+        );
         assert_eq!(c.sip.tls_cert, Some(conf.join("tls/cert.pem")));
         assert_eq!(c.sip.tls_key, Some(conf.join("tls/key.pem")));
         assert_eq!(
@@ -881,7 +887,10 @@ mod tests {
             format!("sqlite://{}?mode=rwc", conf.join("data/v.db").display())
         );
         let shown = c.to_redacted_toml();
-        assert!(shown.contains(&conf.join("agents").display().to_string()), "{shown}");
+        assert!(
+            shown.contains(&conf.join("agents").display().to_string()),
+            "{shown}"
+        );
 
         // environment overrides stay relative to the working directory, as do defaults
         let c = Config::load_with_env(
@@ -895,7 +904,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.agents.dir, Some(PathBuf::from("my/agents")));
         assert_eq!(c.booking.database_url, "sqlite://here.db");
-        assert_eq!(c.sim.scenario, "echo", "a bundled scenario is a name, not a path");
+        assert_eq!(
+            c.sim.scenario, "echo",
+            "a bundled scenario is a name, not a path"
+        );
         let c = load_str("", &[]).unwrap();
         assert_eq!(c.booking.database_url, "sqlite://voxrelay.db");
         assert_eq!(c.sim.scenario, "booking");
@@ -907,7 +919,10 @@ mod tests {
         for (url, moved) in [
             ("sqlite://v.db", "sqlite:///etc/vr/v.db"),
             ("sqlite:v.db", "sqlite:///etc/vr/v.db"),
-            ("sqlite://../data/v.db?mode=rwc", "sqlite:///etc/vr/../data/v.db?mode=rwc"),
+            (
+                "sqlite://../data/v.db?mode=rwc",
+                "sqlite:///etc/vr/../data/v.db?mode=rwc",
+            ),
             ("sqlite:///var/lib/v.db", "sqlite:///var/lib/v.db"),
             ("sqlite::memory:", "sqlite::memory:"),
             ("sqlite://:memory:", "sqlite://:memory:"),

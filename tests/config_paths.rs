@@ -99,7 +99,10 @@ fn relative_paths_in_a_config_file_resolve_against_its_folder_from_any_working_d
         instructions.contains("Hilltop Surgery"),
         "the folder's receptionist replaces the bundled one: {session:#}"
     );
-    assert!(real.join("data.db").is_file(), "the database is beside the file");
+    assert!(
+        real.join("data.db").is_file(),
+        "the database is beside the file"
+    );
     assert!(!relay.dir().join("data.db").exists());
 
     // check-config, from another folder and with the file named relatively, prints the
@@ -159,7 +162,10 @@ fn check_config_never_prints_a_database_password() {
         out.contains("postgres://relay:***@db.example/clinic?sslmode=require&PassWord=***"),
         "{out}"
     );
-    assert!(!out.contains("hunter") && !err.contains("hunter"), "{out}{err}");
+    assert!(
+        !out.contains("hunter") && !err.contains("hunter"),
+        "{out}{err}"
+    );
 }
 
 #[test]

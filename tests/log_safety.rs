@@ -13,7 +13,9 @@ use support::{msg, Relay};
 fn rust_log_trace_never_prints_sdes_keys() {
     let relay = Relay::start(&[("RUST_LOG", "trace")]);
     let mut uac = Uac::new(relay.sip);
-    let key: Vec<u8> = (0..30u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
+    let key: Vec<u8> = (0..30u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
     let inline = base64::engine::general_purpose::STANDARD.encode(&key);
     uac.crypto = Some(format!(
         "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{inline}\r\n"
@@ -34,7 +36,8 @@ fn rust_log_trace_never_prints_sdes_keys() {
     let logs = relay.logs();
     // the filter was raised: events below INFO (sqlx's queries at DEBUG) are there
     assert!(
-        logs.iter().any(|v| v["level"] == "DEBUG" || v["level"] == "TRACE"),
+        logs.iter()
+            .any(|v| v["level"] == "DEBUG" || v["level"] == "TRACE"),
         "RUST_LOG=trace took effect: {}",
         relay.dump()
     );

@@ -68,8 +68,10 @@ async fn mint(http: &reqwest::Client, sim: &SimHandle, ttl: u32) -> String {
     let minted: Value = http
         .post(&url)
         .bearer_auth("sk-sim-secret")
-        .json(&json!({"expires_after": {"anchor": "created_at", "seconds": ttl},
-            "session": {"type": "realtime"}}))
+        .json(
+            &json!({"expires_after": {"anchor": "created_at", "seconds": ttl},
+            "session": {"type": "realtime"}}),
+        )
         .send()
         .await
         .unwrap()
@@ -110,7 +112,11 @@ async fn expired_keys_get_401_and_are_forgotten() {
     // the next mint forgets the expired key: the map holds only live keys
     let fresh = mint(&http, &sim, 600).await;
     assert_eq!(sim.minted_keys(), 2);
-    assert_eq!(ws_status(&sim, &short).await, 401, "forgotten, still refused");
+    assert_eq!(
+        ws_status(&sim, &short).await,
+        401,
+        "forgotten, still refused"
+    );
     let calls = format!("{}/v1/realtime/calls", sim.base_url());
     let refused = http
         .post(&calls)
@@ -121,7 +127,10 @@ async fn expired_keys_get_401_and_are_forgotten() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401);
-    assert!(!refused.text().await.unwrap().contains(&short), "never echoed");
+    assert!(
+        !refused.text().await.unwrap().contains(&short),
+        "never echoed"
+    );
     assert_eq!(ws_status(&sim, &fresh).await, 101);
     sim.shutdown().await;
 }

@@ -281,8 +281,14 @@ mod tests {
                 "postgresql://db/clinic?sslmode=require&PassWord=s3cret&application_name=v",
                 "postgresql://db/clinic?sslmode=require&PassWord=***&application_name=v",
             ),
-            ("postgres://db/c?pass%77ord=s3cret", "postgres://db/c?pass%77ord=***"),
-            ("postgres://db/c?sslpassword=s3cret#x", "postgres://db/c?sslpassword=***#x"),
+            (
+                "postgres://db/c?pass%77ord=s3cret",
+                "postgres://db/c?pass%77ord=***",
+            ),
+            (
+                "postgres://db/c?sslpassword=s3cret#x",
+                "postgres://db/c?sslpassword=***#x",
+            ),
             (
                 "postgres://u:s3cret@db/c?password=s3cret&password=s3cret",
                 "postgres://u:***@db/c?password=***&password=***",

@@ -794,17 +794,25 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let write = |file: &str, text: &str| std::fs::write(dir.path().join(file), text).unwrap();
-        write("receptionist.toml", "instructions = 'Hilltop clinic.'\nhandoffs = ['front']\n");
+        write(
+            "receptionist.toml",
+            "instructions = 'Hilltop clinic.'\nhandoffs = ['front']\n",
+        );
         write("front.toml", "instructions = 'Front desk.'\n");
         let both = Agents::load_with_bundled(Some(dir.path())).unwrap();
         assert_eq!(both.names(), ["billing", "front", "receptionist"]);
-        assert_eq!(both.get("receptionist").unwrap().instructions, "Hilltop clinic.");
+        assert_eq!(
+            both.get("receptionist").unwrap().instructions,
+            "Hilltop clinic."
+        );
         // the bundled billing agent hands back to whichever receptionist there is
         assert_eq!(both.get("billing").unwrap().handoffs, ["receptionist"]);
 
         // a file's errors still name the file; a configured folder must exist
         write("zz.toml", "voise = 'x'\n");
-        let e = Agents::load_with_bundled(Some(dir.path())).unwrap_err().to_string();
+        let e = Agents::load_with_bundled(Some(dir.path()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("zz.toml") && e.contains("voise"), "{e}");
         let e = Agents::load_with_bundled(Some(&dir.path().join("nope")))
             .unwrap_err()
@@ -813,7 +821,9 @@ mod tests {
         // two files of one name are refused, as in a folder alone
         std::fs::remove_file(dir.path().join("zz.toml")).unwrap();
         write("other.toml", "name = 'front'\ninstructions = 'x'\n");
-        let e = Agents::load_with_bundled(Some(dir.path())).unwrap_err().to_string();
+        let e = Agents::load_with_bundled(Some(dir.path()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("front"), "{e}");
     }
 

@@ -15,9 +15,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::engine::{check_session, merge};
+use super::keys::{Lookup, Minted};
 use super::scenario::HttpFault;
 use super::sdp;
-use super::keys::{Lookup, Minted};
 use super::server::{random_id, Endpoint, State};
 use crate::openai::events::Session;
 

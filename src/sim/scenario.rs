@@ -494,7 +494,11 @@ mod tests {
         for name in crate::bundled::scenario_names() {
             Scenario::load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
-        assert!(Scenario::load("fault-mint-429").unwrap().faults.mint.is_some());
+        assert!(Scenario::load("fault-mint-429")
+            .unwrap()
+            .faults
+            .mint
+            .is_some());
     }
 
     #[test]
