@@ -87,13 +87,15 @@ async fn realtime(
             connector: None,
         });
     }
-    let agents = Agents::load(&cfg.agents.dir)
-        .map_err(|e| anyhow::anyhow!("agents ({}): {e}", cfg.agents.dir.display()))?;
+    // the bundled agents, extended (and replaced by name) by the files of agents.dir
+    let dir = cfg.agents.dir.as_deref();
+    let from = dir.map_or("bundled".into(), |d| format!("bundled and {}", d.display()));
+    let agents =
+        Agents::load_with_bundled(dir).map_err(|e| anyhow::anyhow!("agents ({from}): {e}"))?;
     for name in &needed {
         if agents.get(name).is_none() {
             anyhow::bail!(
-                "agent {name:?} (agents.default or a route) has no file {}/{name}.toml; the agents there are: {}",
-                cfg.agents.dir.display(),
+                "agent {name:?} (agents.default or a route) is not among the agents ({from}): {}",
                 agents.names().join(", ")
             );
         }

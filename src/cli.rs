@@ -21,7 +21,8 @@ pub struct Cli {
 enum Command {
     /// Runs the relay (what plain `voxrelay` does).
     Serve {
-        /// Config file (default: config/voxrelay.toml if it exists).
+        /// Config file (default: config/voxrelay.toml if it exists); relative paths in it are
+        /// relative to its folder.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -30,7 +31,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8089")]
         listen: std::net::SocketAddr,
-        /// Scenario: booking, echo, or a scenario file.
+        /// Scenario: a bundled one (booking, echo, fault-…: the file names of config/scenarios),
+        /// or a scenario file.
         #[arg(long, default_value = "booking")]
         scenario: String,
         /// The one server key accepted; without it any key starting sk- is.
@@ -39,7 +41,8 @@ enum Command {
     },
     /// Validates the config and prints the effective values, secrets redacted.
     CheckConfig {
-        /// Config file (default: config/voxrelay.toml if it exists).
+        /// Config file (default: config/voxrelay.toml if it exists); relative paths in it are
+        /// relative to its folder.
         #[arg(long)]
         config: Option<PathBuf>,
     },

@@ -272,17 +272,18 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentsConfig {
-    /// The agent that answers: a file `<dir>/<name>.toml`, or the built-in `echo`.
+    /// The agent that answers: a bundled agent, one of `<dir>/*.toml`, or the built-in `echo`.
     pub default: String,
-    /// Where agent files live.
-    pub dir: PathBuf,
+    /// A folder of agent files that extends the bundled agents (a file's agent replaces a
+    /// bundled one of the same name); unset: the bundled agents only.
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for AgentsConfig {
     fn default() -> Self {
         Self {
             default: "receptionist".into(),
-            dir: PathBuf::from("config/agents"),
+            dir: None,
         }
     }
 }
@@ -326,7 +327,8 @@ impl Default for BridgeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimSection {
-    /// `booking`, `echo`, or a scenario file path.
+    /// A bundled scenario (`booking`, `echo`, `fault-…`: the stems of `config/scenarios`), or
+    /// a scenario file path.
     pub scenario: String,
 }
 
@@ -391,6 +393,10 @@ pub enum ConfigError {
 impl Config {
     /// Loads the configuration: built-in defaults, then the file (the given one, which must
     /// exist, or `config/voxrelay.toml` if present), then the environment of this process.
+    ///
+    /// A relative path written in the file is relative to the file's folder; one given by an
+    /// environment override (or a default) is relative to the working directory. The loaded
+    /// config holds the resolved paths (see [`Config::resolve_paths`]).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         Self::load_with_env(path, std::env::vars())
     }
@@ -401,13 +407,17 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        match path {
+        let file = match path {
             Some(p) if !p.exists() => return Err(ConfigError::Missing(p.to_path_buf())),
-            Some(p) => fig = fig.merge(Toml::file(p)),
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-                fig = fig.merge(Toml::file(DEFAULT_CONFIG_PATH))
-            }
-            None => {}
+            Some(p) => Some(p),
+            None => Some(Path::new(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
+        };
+        if let Some(p) = file {
+            // absolute, so that figment reads this very file (it searches parent folders for
+            // a relative one) and its folder is known when paths in it are resolved
+            let p = std::fs::canonicalize(p)
+                .map_err(|e| ConfigError::Parse(format!("config file {}: {e}", p.display())))?;
+            fig = fig.merge(Toml::file_exact(p));
         }
         let env: std::collections::HashMap<String, String> = env.into_iter().collect();
         let overrides: Vec<(String, String)> = env
@@ -419,13 +429,44 @@ impl Config {
         // mutating the process's own.
         let env_toml = overrides_to_toml(&overrides)?;
         fig = fig.merge(Toml::string(&env_toml));
-        let cfg: Config = fig
+        let mut cfg: Config = fig
             .extract()
             .map_err(|e| ConfigError::Parse(describe(&fig, e)))?;
+        cfg.resolve_paths(|key| file_folder(&fig, key));
         cfg.validate()?;
         crate::sip::trunks::Trunks::new(&cfg.trunks, |k| env.get(k).cloned())
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
         Ok(cfg)
+    }
+
+    /// Makes the relative paths among the values absolute: `base(key)` gives the folder a
+    /// key's value is relative to (the config file's folder when the value came from the
+    /// file), `None` leaves it as it is (relative to the working directory). The keys:
+    /// `agents.dir`, `sim.scenario` (unless it names a bundled scenario), `sip.tls_cert`,
+    /// `sip.tls_key` and a `sqlite:` file in `booking.database_url`.
+    pub fn resolve_paths(&mut self, base: impl Fn(&str) -> Option<PathBuf>) {
+        let join = |key: &str, p: &Path| match base(key) {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        };
+        if let Some(dir) = &self.agents.dir {
+            self.agents.dir = Some(join("agents.dir", dir));
+        }
+        if crate::bundled::scenario(&self.sim.scenario).is_none() {
+            let p = join("sim.scenario", Path::new(&self.sim.scenario));
+            self.sim.scenario = p.to_string_lossy().into_owned();
+        }
+        for (key, value) in [
+            ("sip.tls_cert", &mut self.sip.tls_cert),
+            ("sip.tls_key", &mut self.sip.tls_key),
+        ] {
+            if let Some(p) = value.as_ref() {
+                *value = Some(join(key, p));
+            }
+        }
+        if let Some(dir) = base("booking.database_url") {
+            self.booking.database_url = sqlite_relative_to(&self.booking.database_url, &dir);
+        }
     }
 
     /// Checks what the types alone cannot.
@@ -532,6 +573,31 @@ impl Config {
     }
 }
 
+/// The folder of the config file that gave `key` its value; `None` when the value is a
+/// default or an environment override.
+fn file_folder(fig: &Figment, key: &str) -> Option<PathBuf> {
+    match &fig.find_metadata(key)?.source {
+        Some(figment::Source::File(p)) => p.parent().map(Path::to_path_buf),
+        _ => None,
+    }
+}
+
+/// A `sqlite:` URL naming a relative file, made relative to `dir`; any other URL (absolute
+/// file, `:memory:`, PostgreSQL) as it is. The query string is kept.
+fn sqlite_relative_to(url: &str, dir: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_string();
+    };
+    let (file, query) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
+    if file.is_empty() || file.starts_with(':') || Path::new(file).is_absolute() {
+        return url.to_string();
+    }
+    format!("sqlite://{}{query}", dir.join(file).display())
+}
+
 /// Turns `VOXRELAY__SIP__LISTEN=…` pairs into a TOML document. Values that parse as TOML
 /// (numbers, booleans, arrays) keep their type; anything else is a string.
 fn overrides_to_toml(pairs: &[(String, String)]) -> Result<String, ConfigError> {
@@ -576,6 +642,24 @@ fn parse_env_value(raw: &str) -> toml::Value {
     }
 }
 
+/// A value fit for an error message: a scalar (a table could hold a secret), with a password
+/// in a URL masked, and nothing for a secret key.
+fn shown_value(key: &str, v: &figment::value::Value) -> Option<String> {
+    use figment::value::Value;
+    let lower = key.to_ascii_lowercase();
+    if ["token", "password", "secret"]
+        .iter()
+        .any(|s| lower.contains(s))
+    {
+        return Some("[redacted]".into());
+    }
+    match v {
+        Value::String(_, s) => serde_json::to_string(&crate::booking::config::redact_url(s)).ok(),
+        Value::Dict(..) => None,
+        other => serde_json::to_string(other).ok(),
+    }
+}
+
 /// figment's error, phrased with the key, the value given and where it came from.
 fn describe(fig: &Figment, e: figment::Error) -> String {
     let mut out = Vec::new();
@@ -588,7 +672,7 @@ fn describe(fig: &Figment, e: figment::Error) -> String {
         let value = fig
             .find_value(&key)
             .ok()
-            .and_then(|v| serde_json::to_string(&v).ok())
+            .and_then(|v| shown_value(&key, &v))
             .map(|v| format!(" = {v}"))
             .unwrap_or_default();
         let src = err
@@ -640,6 +724,7 @@ mod tests {
         );
         assert_eq!(c.booking.database_url, "sqlite://voxrelay.db");
         assert_eq!(c.agents.default, "receptionist");
+        assert_eq!(c.agents.dir, None, "the bundled agents only");
         assert_eq!(c.bridge.max_call_seconds, 1800);
         assert_eq!(c.sim.scenario, "booking");
         assert_eq!(
@@ -834,6 +919,104 @@ mod tests {
             .tls_files()
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_are_relative_to_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("etc");
+        std::fs::create_dir(&conf).unwrap();
+        let k = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::create_dir(conf.join("tls")).unwrap();
+        std::fs::write(conf.join("tls/cert.pem"), k.cert.pem()).unwrap();
+        std::fs::write(conf.join("tls/key.pem"), k.signing_key.serialize_pem()).unwrap();
+        let p = conf.join("voxrelay.toml");
+        std::fs::write(
+            &p,
+            "[sip]\ntls_listen = \"127.0.0.1:5061\"\ntls_cert = \"tls/cert.pem\"\ntls_key = \"tls/key.pem\"\n\
+             [agents]\ndir = \"agents\"\n[sim]\nscenario = \"scenarios/mine.toml\"\n\
+             [booking]\ndatabase_url = \"sqlite://data/v.db?mode=rwc\"\n",
+        )
+        .unwrap();
+        // a relative --config path works too: it is taken from the working directory
+        let c = Config::load_with_env(Some(&p), env(&[])).unwrap();
+        let conf = std::fs::canonicalize(&conf).unwrap();
+        assert_eq!(c.agents.dir, Some(conf.join("agents")));
+        assert_eq!(
+            c.sim.scenario,
+            conf.join("scenarios/mine.toml").display().to_string()
+        );
+        assert_eq!(c.sip.tls_cert, Some(conf.join("tls/cert.pem")));
+        assert_eq!(c.sip.tls_key, Some(conf.join("tls/key.pem")));
+        assert_eq!(
+            c.booking.database_url,
+            format!("sqlite://{}?mode=rwc", conf.join("data/v.db").display())
+        );
+        let shown = c.to_redacted_toml();
+        assert!(
+            shown.contains(&conf.join("agents").display().to_string()),
+            "{shown}"
+        );
+
+        // environment overrides stay relative to the working directory, as do defaults
+        let c = Config::load_with_env(
+            Some(&p),
+            env(&[
+                ("VOXRELAY__AGENTS__DIR", "my/agents"),
+                ("VOXRELAY__BOOKING__DATABASE_URL", "sqlite://here.db"),
+                ("VOXRELAY__SIM__SCENARIO", "echo"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.agents.dir, Some(PathBuf::from("my/agents")));
+        assert_eq!(c.booking.database_url, "sqlite://here.db");
+        assert_eq!(
+            c.sim.scenario, "echo",
+            "a bundled scenario is a name, not a path"
+        );
+        let c = load_str("", &[]).unwrap();
+        assert_eq!(c.booking.database_url, "sqlite://voxrelay.db");
+        assert_eq!(c.sim.scenario, "booking");
+    }
+
+    #[test]
+    fn only_relative_sqlite_files_move() {
+        let d = Path::new("/etc/vr");
+        for (url, moved) in [
+            ("sqlite://v.db", "sqlite:///etc/vr/v.db"),
+            ("sqlite:v.db", "sqlite:///etc/vr/v.db"),
+            (
+                "sqlite://../data/v.db?mode=rwc",
+                "sqlite:///etc/vr/../data/v.db?mode=rwc",
+            ),
+            ("sqlite:///var/lib/v.db", "sqlite:///var/lib/v.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("sqlite://:memory:", "sqlite://:memory:"),
+            ("postgres://u@db/v", "postgres://u@db/v"),
+        ] {
+            assert_eq!(sqlite_relative_to(url, d), moved, "{url}");
+        }
+    }
+
+    #[test]
+    fn errors_never_show_a_database_password_or_a_token() {
+        for text in [
+            "[booking]\ndatabase_url = \"postgres://u:hunter2@db/v?password=hunter3\"\nbogus = 1\n",
+            "[booking]\ndatabase_url = \"postgres://db/v?PASSWORD=hunter3\"\nslot_minutes = \"x\"\n",
+        ] {
+            let e = load_str(text, &[("VOXRELAY__ADMIN__TOKEN", "hunter4")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("booking"), "{e}");
+            assert!(!e.contains("hunter"), "{e}");
+        }
+        let c = load_str(
+            "[booking]\ndatabase_url = \"postgres://db/v?sslmode=disable&Password=hunter3\"\n",
+            &[],
+        )
+        .unwrap();
+        assert!(!c.to_redacted_toml().contains("hunter3"));
+        assert!(!format!("{c:?}").contains("hunter3"));
     }
 
     #[test]

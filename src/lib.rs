@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod booking;
 pub mod bridge;
+pub mod bundled;
 pub mod cli;
 pub mod config;
 #[doc(hidden)]

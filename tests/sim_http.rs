@@ -62,6 +62,79 @@ async fn send(ws: &mut Ws, ev: Value) {
     ws.send(Message::Text(ev.to_string().into())).await.unwrap();
 }
 
+/// Mints a key living `ttl` seconds with the server key `sk-sim-secret`.
+async fn mint(http: &reqwest::Client, sim: &SimHandle, ttl: u32) -> String {
+    let url = format!("{}/v1/realtime/client_secrets", sim.base_url());
+    let minted: Value = http
+        .post(&url)
+        .bearer_auth("sk-sim-secret")
+        .json(
+            &json!({"expires_after": {"anchor": "created_at", "seconds": ttl},
+            "session": {"type": "realtime"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    minted["value"].as_str().unwrap().to_string()
+}
+
+/// The status a WebSocket upgrade with `key` gets (101 when it opens).
+async fn ws_status(sim: &SimHandle, key: &str) -> u16 {
+    let mut req = format!("ws://{}/v1/realtime?model=gpt-realtime", sim.local_addr())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((_ws, resp)) => resp.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn expired_keys_get_401_and_are_forgotten() {
+    let sim = start("booking", Some("sk-sim-secret")).await;
+    let http = reqwest::Client::new();
+    let short = mint(&http, &sim, 10).await;
+    let long = mint(&http, &sim, 600).await;
+    assert_eq!(ws_status(&sim, &short).await, 101);
+    assert_eq!(sim.minted_keys(), 2);
+
+    sim.advance_key_clock(Duration::from_secs(11));
+    assert_eq!(ws_status(&sim, &short).await, 401, "expired");
+    assert_eq!(ws_status(&sim, &long).await, 101, "still valid");
+    // the next mint forgets the expired key: the map holds only live keys
+    let fresh = mint(&http, &sim, 600).await;
+    assert_eq!(sim.minted_keys(), 2);
+    assert_eq!(
+        ws_status(&sim, &short).await,
+        401,
+        "forgotten, still refused"
+    );
+    let calls = format!("{}/v1/realtime/calls", sim.base_url());
+    let refused = http
+        .post(&calls)
+        .bearer_auth(&short)
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(
+        !refused.text().await.unwrap().contains(&short),
+        "never echoed"
+    );
+    assert_eq!(ws_status(&sim, &fresh).await, 101);
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn keys_are_checked_with_openais_error_shape() {
     let sim = start("booking", Some("sk-sim-secret")).await;

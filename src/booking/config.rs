@@ -154,22 +154,75 @@ impl fmt::Debug for BookingConfig {
     }
 }
 
-/// `url` with the password of its user-info part replaced by `***`
-/// (`postgres://relay:***@db.example/clinic`); URLs without one are returned as they are.
+/// `url` with its passwords replaced by `***`: the password of the user-info part
+/// (`postgres://relay:***@db.example/clinic`) and the value of every query parameter whose
+/// name, percent-decoded and in any case, contains `password` (`?password=***`,
+/// `&sslpassword=***`). Anything else is returned as it is. When unsure where the user-info
+/// ends it masks more, never less: the result is for showing, not for connecting.
 pub fn redact_url(url: &str) -> String {
+    let (before_query, query) = match url.find('?') {
+        Some(q) => (&url[..q], Some(&url[q + 1..])),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(before_query);
+    if let Some(query) = query {
+        out.push('?');
+        let (params, fragment) = query.split_at(query.find('#').unwrap_or(query.len()));
+        let params: Vec<String> = params
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_password_param(name) => format!("{name}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// The part of a URL before its query with the user-info password masked.
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
     let rest = &url[scheme_end + 3..];
-    // The user-info ends at the last '@' before the path.
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
+    // The user-info ends at the last '@' (a password may hold '@' or '/' unescaped).
+    let Some(at) = rest.rfind('@') else {
         return url.to_string();
     };
     match rest[..at].split_once(':') {
         Some((user, _password)) => format!("{}://{user}:***{}", &url[..scheme_end], &rest[at..]),
         None => url.to_string(),
     }
+}
+
+/// Whether a query parameter's name (percent-decoded, any case) names a password: drivers
+/// decode the name before matching it, so `pass%77ord` is a password too.
+fn is_password_param(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                decoded.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b'+', ..) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (b, ..) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded)
+        .to_ascii_lowercase()
+        .contains("password")
 }
 
 impl BookingConfig {
@@ -221,5 +274,44 @@ mod tests {
             redact_url("sqlite://dir@x/file.db"),
             "sqlite://dir@x/file.db"
         );
+    }
+
+    #[test]
+    fn password_query_parameters_are_masked_in_any_case_and_spelling() {
+        for (url, shown) in [
+            (
+                "postgres://relay@db/clinic?password=s3cret",
+                "postgres://relay@db/clinic?password=***",
+            ),
+            (
+                "postgresql://db/clinic?sslmode=require&PassWord=s3cret&application_name=v",
+                "postgresql://db/clinic?sslmode=require&PassWord=***&application_name=v",
+            ),
+            (
+                "postgres://db/c?pass%77ord=s3cret",
+                "postgres://db/c?pass%77ord=***",
+            ),
+            (
+                "postgres://db/c?sslpassword=s3cret#x",
+                "postgres://db/c?sslpassword=***#x",
+            ),
+            (
+                "postgres://u:s3cret@db/c?password=s3cret&password=s3cret",
+                "postgres://u:***@db/c?password=***&password=***",
+            ),
+            // a password holding '/' or '@' unescaped: masked up to the last '@'
+            ("postgres://u:s3/c@ret@db/c", "postgres://u:***@db/c"),
+            ("postgres://db/c?user=relay", "postgres://db/c?user=relay"),
+            ("sqlite://v.db?mode=rwc", "sqlite://v.db?mode=rwc"),
+            ("postgres://db/c?password", "postgres://db/c?password"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let c = BookingConfig {
+            database_url: "postgres://relay@db/clinic?Password=s3cret".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(!c.redacted().database_url.contains("s3cret"));
     }
 }

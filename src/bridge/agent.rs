@@ -242,42 +242,28 @@ impl Agents {
     /// them together. A missing folder is an [`AgentError::Io`]; a folder without agent files
     /// gives an empty set.
     pub fn load(dir: &Path) -> Result<Self, AgentError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| AgentError::Io { path, source }
-        };
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-            let path = entry.map_err(io(dir))?.path();
-            let hidden = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_none_or(|n| n.starts_with('.'));
-            if !hidden && path.extension().is_some_and(|e| e == "toml") && path.is_file() {
-                files.push(path);
+        Self::from_configs(read_dir(dir)?)
+    }
+
+    /// The bundled agents ([`crate::bundled`]), extended by the files of `dir` when given: a
+    /// file's agent replaces a bundled agent of the same name. All are checked together.
+    pub fn load_with_bundled(dir: Option<&Path>) -> Result<Self, AgentError> {
+        let mut by_name: BTreeMap<String, AgentConfig> = BTreeMap::new();
+        for (stem, text) in crate::bundled::agents() {
+            let config = parse(text, Path::new(&format!("(bundled) {stem}.toml")), stem)?;
+            by_name.insert(config.name.clone(), config);
+        }
+        if let Some(dir) = dir {
+            let mut from_files = std::collections::BTreeSet::new();
+            for config in read_dir(dir)? {
+                // a file replaces a bundled agent; two files of one name stay an error
+                if !from_files.insert(config.name.clone()) {
+                    return Err(AgentError::Duplicate { name: config.name });
+                }
+                by_name.insert(config.name.clone(), config);
             }
         }
-        // sorted, so that the same folder always gives the same first error
-        files.sort();
-        let mut configs = Vec::with_capacity(files.len());
-        for path in files {
-            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-            let mut config: AgentConfig = toml::from_str(&text).map_err(|e| AgentError::Parse {
-                path: path.clone(),
-                message: e.to_string().trim_end().to_string(),
-            })?;
-            if config.name.is_empty() {
-                config.name = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-            }
-            if let Some(sound) = &config.hold_sound {
-                config.hold_sound = Some(dir.join(sound).to_string_lossy().into_owned());
-            }
-            configs.push(config);
-        }
-        Self::from_configs(configs)
+        Self::from_configs(by_name.into_values().collect())
     }
 
     /// Checks agents given as values (relative hold sound paths are relative to the working
@@ -681,6 +667,54 @@ fn check_transfer_target(target: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads and parses every `*.toml` of `dir` (not its subfolders; hidden files skipped), in
+/// file name order; relative hold sounds are resolved against `dir`.
+fn read_dir(dir: &Path) -> Result<Vec<AgentConfig>, AgentError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AgentError::Io { path, source }
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.starts_with('.'));
+        if !hidden && path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            files.push(path);
+        }
+    }
+    // sorted, so that the same folder always gives the same first error
+    files.sort();
+    let mut configs = Vec::with_capacity(files.len());
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut config = parse(&text, &path, &stem)?;
+        if let Some(sound) = &config.hold_sound {
+            config.hold_sound = Some(dir.join(sound).to_string_lossy().into_owned());
+        }
+        configs.push(config);
+    }
+    Ok(configs)
+}
+
+/// Parses one agent file's text; `path` names it in errors, `stem` is the default name.
+fn parse(text: &str, path: &Path, stem: &str) -> Result<AgentConfig, AgentError> {
+    let mut config: AgentConfig = toml::from_str(text).map_err(|e| AgentError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    if config.name.is_empty() {
+        config.name = stem.to_string();
+    }
+    Ok(config)
+}
+
 fn read_hold_sound(agent: &str, path: &Path) -> Result<Arc<[i16]>, AgentError> {
     let bad = |reason: String| AgentError::BadHoldSound {
         agent: agent.to_string(),
@@ -749,6 +783,48 @@ mod tests {
 
     fn project_file(rel: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    }
+
+    #[test]
+    fn the_bundled_agents_load_and_a_folder_extends_and_replaces_them() {
+        let bundled = Agents::load_with_bundled(None).unwrap();
+        assert_eq!(bundled.names(), ["billing", "receptionist"]);
+        let shipped = Agents::load(&project_file("config/agents")).unwrap();
+        assert_eq!(bundled.get("receptionist"), shipped.get("receptionist"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let write = |file: &str, text: &str| std::fs::write(dir.path().join(file), text).unwrap();
+        write(
+            "receptionist.toml",
+            "instructions = 'Hilltop clinic.'\nhandoffs = ['front']\n",
+        );
+        write("front.toml", "instructions = 'Front desk.'\n");
+        let both = Agents::load_with_bundled(Some(dir.path())).unwrap();
+        assert_eq!(both.names(), ["billing", "front", "receptionist"]);
+        assert_eq!(
+            both.get("receptionist").unwrap().instructions,
+            "Hilltop clinic."
+        );
+        // the bundled billing agent hands back to whichever receptionist there is
+        assert_eq!(both.get("billing").unwrap().handoffs, ["receptionist"]);
+
+        // a file's errors still name the file; a configured folder must exist
+        write("zz.toml", "voise = 'x'\n");
+        let e = Agents::load_with_bundled(Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zz.toml") && e.contains("voise"), "{e}");
+        let e = Agents::load_with_bundled(Some(&dir.path().join("nope")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+        // two files of one name are refused, as in a folder alone
+        std::fs::remove_file(dir.path().join("zz.toml")).unwrap();
+        write("other.toml", "name = 'front'\ninstructions = 'x'\n");
+        let e = Agents::load_with_bundled(Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("front"), "{e}");
     }
 
     #[test]

@@ -15,9 +15,10 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::engine::{check_session, merge};
+use super::keys::{Lookup, Minted};
 use super::scenario::HttpFault;
 use super::sdp;
-use super::server::{random_id, Endpoint, Minted, State};
+use super::server::{random_id, Endpoint, State};
 use crate::openai::events::Session;
 
 /// Largest request body (an SDP offer with a session is a few KiB).
@@ -152,16 +153,16 @@ pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, Ap
         ));
     };
     if key.starts_with("ek_") {
-        let minted = state.keys.get(key).map(|m| m.clone());
-        return match minted {
-            Some(m) if m.expires_at > state.key_now() => Ok(Caller::Ephemeral(m.session)),
-            Some(_) => Err(ApiError::new(
+        let found = state.keys().lookup(key, state.key_now());
+        return match found {
+            Lookup::Valid(session) => Ok(Caller::Ephemeral(session)),
+            Lookup::Expired => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 Some("invalid_api_key"),
                 "The ephemeral key has expired.",
             )),
-            None => Err(unknown_key()),
+            Lookup::Unknown => Err(unknown_key()),
         };
     }
     let server_ok = match &state.api_key {
@@ -305,12 +306,13 @@ async fn mint(
         "tools": [], "tool_choice": "auto", "max_output_tokens": "inf"
     });
     merge(&mut shown, &session);
-    state.keys.insert(
+    state.keys().insert(
         value.clone(),
         Minted {
             expires_at,
             session: session.clone(),
         },
+        state.key_now(),
     );
     Ok(Json(
         json!({"value": value, "expires_at": expires_at, "session": shown}),

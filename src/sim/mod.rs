@@ -22,7 +22,7 @@
 //! # Endpoints
 //! | method and path | |
 //! |---|---|
-//! | `POST /v1/realtime/client_secrets` | mints `ek_…` keys (TTL 10–7200 s, default 600) with the session they open |
+//! | `POST /v1/realtime/client_secrets` | mints `ek_…` keys (TTL 10–7200 s, default 600) with the session they open; expired keys are forgotten at the next mint, at most 10,000 kept |
 //! | `POST /v1/realtime/calls` | SDP offer as `application/sdp` or multipart (`sdp`, `session`) → 201, the answer, `Location: /v1/realtime/calls/rtc_…` |
 //! | `POST /v1/realtime/calls/{id}/hangup` | ends the call |
 //! | `POST /v1/moderations` | flags text holding a word of a fixed list as `harassment` (list in `config/scenarios/README.md`), in OpenAI's answer shape |
@@ -40,7 +40,8 @@
 //! opens; model audio is Opus RTP (or G.711 when the offer had no Opus), paced in real time.
 //!
 //! # Parts
-//! `engine` (the simulated model of one session, IO-free, fake-clock tested), `scenario` (what
+//! `engine` (the simulated model of one session, IO-free, fake-clock tested), `keys` (the minted
+//! keys: expiry and a bound, IO-free), `scenario` (what
 //! it says and which faults it injects; format in `config/scenarios/README.md`), `vad` (an
 //! energy detector standing in for server VAD), `voice` (the prompt recordings; G.711 from `media::g711`), `record` (what
 //! each session saw), `sdp` (answer shaping, multipart), `moderation` (the stand-in classifier), and the transports `http`, `ws`, `rtc`.
@@ -53,6 +54,7 @@ pub mod vad;
 pub mod voice;
 
 mod http;
+mod keys;
 mod moderation;
 mod rtc;
 mod server;

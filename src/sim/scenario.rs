@@ -1,7 +1,7 @@
 //! Scenarios: what the simulated model says and does, and which faults it injects.
 //!
-//! A scenario is a TOML file (format in `config/scenarios/README.md`); `booking` and `echo` are
-//! built in. Steps run in order, one per response; a step with `after = "caller"` waits for a
+//! A scenario is a TOML file (format in `config/scenarios/README.md`); every scenario of
+//! `config/scenarios` is built in under its file stem (`booking`, `echo`, `fault-mint-429`, …). Steps run in order, one per response; a step with `after = "caller"` waits for a
 //! caller turn (speech or a text item), `say` speaks a prompt, `call` emits a function call and
 //! waits for its `function_call_output`, `branches` lets a text item (DTMF digits) jump to
 //! another step, and `end = true` stops the script (further responses use `fallback`).
@@ -222,17 +222,14 @@ pub struct Scenario {
     pub faults: Faults,
 }
 
-const BOOKING: &str = include_str!("../../config/scenarios/booking.toml");
-const ECHO: &str = include_str!("../../config/scenarios/echo.toml");
-
 impl Scenario {
-    /// `booking`, `echo`, or a path to a TOML file.
+    /// A bundled scenario's name (`booking`, `echo`, … see [`crate::bundled`]), or a path to
+    /// a TOML file.
     pub fn load(name_or_path: &str) -> Result<Arc<Self>, ScenarioError> {
-        match name_or_path {
-            "booking" => Self::from_toml(BOOKING, "booking", None),
-            "echo" => Self::from_toml(ECHO, "echo", None),
-            path => {
-                let path = Path::new(path);
+        match crate::bundled::scenario(name_or_path) {
+            Some(text) => Self::from_toml(text, name_or_path, None),
+            None => {
+                let path = Path::new(name_or_path);
                 let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
                     path: path.to_path_buf(),
                     source,
@@ -493,6 +490,15 @@ mod tests {
             .iter()
             .any(|s| s.call.as_ref().is_some_and(|c| c.name == "create_booking")));
         assert_eq!(Scenario::load("echo").unwrap().mode, Mode::Echo);
+        // every bundled scenario loads without reading a file
+        for name in crate::bundled::scenario_names() {
+            Scenario::load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        assert!(Scenario::load("fault-mint-429")
+            .unwrap()
+            .faults
+            .mint
+            .is_some());
     }
 
     #[test]

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use dashmap::DashMap;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::keys::KeyBook;
 use super::record::SessionRecord;
 use super::rtc::RtcInput;
 use super::scenario::{HttpFault, Scenario};
@@ -41,18 +41,12 @@ impl fmt::Debug for SimConfig {
     }
 }
 
-/// An ephemeral key the simulator minted.
-#[derive(Debug, Clone)]
-pub(crate) struct Minted {
-    pub expires_at: i64,
-    pub session: Value,
-}
-
 /// State shared by the HTTP handlers and the session tasks.
 pub(crate) struct State {
     pub scenario: Arc<Scenario>,
     pub api_key: Option<String>,
-    pub keys: DashMap<String, Minted>,
+    /// Minted ephemeral keys (expired ones forgotten at the next mint, at most `MAX_KEYS`).
+    pub keys: Mutex<KeyBook>,
     pub records: DashMap<String, Arc<SessionRecord>>,
     record_order: Mutex<VecDeque<String>>,
     pub calls: DashMap<String, mpsc::Sender<RtcInput>>,
@@ -76,7 +70,7 @@ impl State {
         Self {
             scenario,
             api_key,
-            keys: DashMap::new(),
+            keys: Mutex::new(KeyBook::default()),
             records: DashMap::new(),
             record_order: Mutex::new(VecDeque::new()),
             calls: DashMap::new(),
@@ -87,6 +81,11 @@ impl State {
             key_clock_offset: AtomicI64::new(0),
             keys_minted: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The minted keys, locked (a poisoned lock still holds a consistent book).
+    pub fn keys(&self) -> std::sync::MutexGuard<'_, KeyBook> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Unix seconds on the key clock (wall clock plus the test offset).
@@ -185,6 +184,11 @@ impl SimHandle {
     /// The base URL to give a client, e.g. `http://127.0.0.1:4321`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// How many minted ephemeral keys the simulator holds (expired ones go at the next mint).
+    pub fn minted_keys(&self) -> usize {
+        self.state.keys().len()
     }
 
     /// Moves the clock that ephemeral keys expire by forward (a fake clock for expiry tests).

@@ -74,6 +74,13 @@ impl Relay {
     /// Starts `voxrelay serve` with the echo agent on free ports plus `env` overrides, and
     /// waits until it says it is ready.
     pub fn start(env: &[(&str, &str)]) -> Relay {
+        Self::start_with(&[], env)
+    }
+
+    /// As [`Relay::start`], with `serve_args` after `serve` (e.g. `--config FILE`); an `env`
+    /// entry with an empty value removes that variable. The working directory is a fresh
+    /// empty folder ([`Relay::dir`]).
+    pub fn start_with(serve_args: &[&str], env: &[(&str, &str)]) -> Relay {
         let dir = tempfile::tempdir().unwrap();
         let base = NEXT_RTP_BASE.fetch_add(400, Ordering::SeqCst);
         let rtp = format!("[{}, {}]", base, base + 399);
@@ -83,6 +90,7 @@ impl Relay {
         cmd.arg("--log-format")
             .arg("json")
             .arg("serve")
+            .args(serve_args)
             .current_dir(dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -99,7 +107,12 @@ impl Relay {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
-            cmd.env(k, v);
+            if v.is_empty() {
+                // an empty value takes away one of the variables set above
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let mut child = cmd.spawn().expect("voxrelay starts");
         let stderr = child.stderr.take().unwrap();
