@@ -467,3 +467,70 @@ fn two_calls_with_one_call_id_live_side_by_side() {
     let ended = relay.wait_calls_ended(2, Duration::from_secs(5));
     assert_eq!(ended.len(), 2);
 }
+
+#[test]
+fn a_flood_inside_a_dialog_is_limited_and_the_call_survives() {
+    // Only the in-dialog limit is under test: the per-packet one is lifted (it would drop
+    // the BYE retries below unparsed).
+    let relay = Relay::start(&[
+        ("VOXRELAY__SIP__LIMITS__IN_DIALOG_PER_SECOND", "5"),
+        ("VOXRELAY__SIP__LIMITS__PACKETS_PER_SECOND", "0"),
+    ]);
+    let c = Raw::bind("127.0.0.1", relay.sip);
+    let via = c.via("call");
+    c.send(&c.invite("flood-in-dialog", "fl", 1, &via, ""));
+    let ok = c.final_response(Duration::from_secs(5)).unwrap();
+    assert_eq!(ok.status(), 200, "{ok:?}");
+    c.ack(&ok, &via);
+    // A request that overtakes the ACK is not for a confirmed dialog yet.
+    relay.wait_for(|v| msg(v) == "call acked", Duration::from_secs(5));
+    // 100 INFOs in the dialog, each sent as soon as the previous one is answered (in order:
+    // the stack drops a request whose CSeq is older than one it has seen).
+    let in_dialog = |method: &str, cseq: u32, branch: &str| {
+        format!(
+            "{method} {ruri} SIP/2.0\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\n\
+             CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            ruri = c.ruri(),
+            via = c.via(branch),
+            from = ok.header("from").unwrap(),
+            to = ok.header("to").unwrap(),
+            cid = ok.header("call-id").unwrap(),
+        )
+    };
+    let mut codes = Vec::new();
+    for i in 0..100u32 {
+        c.send(&in_dialog("INFO", 10 + i, &format!("info-{i}")));
+        match c.final_response(Duration::from_secs(5)) {
+            Some(m) => codes.push(m.status()),
+            None => break,
+        }
+    }
+    let limited = codes.iter().filter(|c| **c == 503).count();
+    let served = codes.iter().filter(|c| **c == 200).count();
+    assert_eq!(
+        codes.len(),
+        100,
+        "every request is answered: {codes:?}\n{}",
+        relay.dump()
+    );
+    assert!(limited >= 50, "most of the flood is refused: {codes:?}");
+    assert!(served >= 5, "the burst is served: {codes:?}");
+    // The call is still up: once the budget refills, BYE ends it (bounded retries, each
+    // waiting for its answer).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut cseq = 1000;
+    loop {
+        cseq += 1;
+        c.send(&in_dialog("BYE", cseq, &format!("bye-{cseq}")));
+        let m = c
+            .final_response(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("an answer to BYE {cseq}\n{}", relay.dump()));
+        if m.status() == 200 {
+            break;
+        }
+        assert_eq!(m.status(), 503, "{m:?}");
+        assert!(Instant::now() < deadline, "BYE never got through");
+    }
+    let ended = relay.wait_calls_ended(1, Duration::from_secs(5));
+    assert_eq!(ended[0]["reason"], "caller_bye", "{}", relay.dump());
+}

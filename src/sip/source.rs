@@ -52,12 +52,13 @@ impl MessageInspector for ViaFromSocket {
 }
 
 /// Drops the peer's `received` and `rport=<n>` (keeping a bare `rport` request), then lets
-/// rsipstack add them from the socket address as RFC 3581 wants.
+/// rsipstack add them from the socket address as RFC 3581 wants. `None`: the Via did not
+/// parse.
 fn reset_received(
     via: &mut rsipstack::sip::Via,
     addr: SocketAddr,
     transport: Transport,
-) -> Result<(), rsipstack::Error> {
+) -> Option<()> {
     via.update_first_value(|v| {
         let mut typed = v.typed()?;
         typed.params.retain(|p| !matches!(p, Param::Received(_)));
@@ -67,8 +68,9 @@ fn reset_received(
             }
         }
         Ok(typed.into())
-    })?;
-    SipConnection::build_via_received(via, addr, transport)
+    })
+    .ok()?;
+    SipConnection::build_via_received(via, addr, transport).ok()
 }
 
 #[cfg(test)]
