@@ -99,6 +99,8 @@ pub struct SipConfig {
     pub unknown_source: UnknownSource,
     /// Per-source rate limits.
     pub limits: LimitsConfig,
+    /// Bounds on SIP connections over TCP and TLS (`[sip.streams]`).
+    pub streams: crate::sip::streams::StreamsConfig,
 }
 
 impl Default for SipConfig {
@@ -115,6 +117,7 @@ impl Default for SipConfig {
             rtp_timeout_seconds: 60,
             unknown_source: UnknownSource::Reject,
             limits: LimitsConfig::default(),
+            streams: Default::default(),
         }
     }
 }
@@ -474,6 +477,9 @@ impl Config {
             });
         }
         self.sip.tls_files()?;
+        if let Err(e) = self.sip.streams.validate() {
+            return Err(ConfigError::Parse(format!("invalid config: {e}")));
+        }
         if let Err(e) = self.booking.validate() {
             return Err(ConfigError::Parse(format!(
                 "invalid config: {}: {}",
