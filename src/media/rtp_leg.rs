@@ -476,8 +476,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(rtp::parse(&buf[..n]).unwrap().sequence, 9);
-        // RTCP: the stranger's is refused, the caller's host's is taken.
-        assert!(!leg.accept_rtcp(b.local_addr().unwrap()));
+        // RTCP: another host's is refused, the caller's host's is taken.
+        assert!(!leg.accept_rtcp("127.0.0.9:5001".parse().unwrap()));
         assert!(leg.accept_rtcp(a.local_addr().unwrap()));
         assert_eq!(leg.counters.rtcp_foreign_dropped, 1);
         assert_eq!(leg.counters.rtcp_rx, 1);
