@@ -31,7 +31,10 @@ impl TestCert {
     }
 
     fn path(&self, name: &str) -> String {
-        PathBuf::from(self.dir.path()).join(name).display().to_string()
+        PathBuf::from(self.dir.path())
+            .join(name)
+            .display()
+            .to_string()
     }
 }
 
@@ -109,7 +112,8 @@ async fn closed_within(mut s: TcpStream, first: Option<&'static [u8]>, bound: Du
 }
 
 /// The start of a request whose headers never end (a slow sender).
-const PARTIAL_SIP: &[u8] = b"OPTIONS sip:ping@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.3:5;bran";
+const PARTIAL_SIP: &[u8] =
+    b"OPTIONS sip:ping@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.3:5;bran";
 /// A TLS record header announcing a 512-byte ClientHello, and only its first bytes.
 const PARTIAL_HELLO: &[u8] = &[
     0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0x11, 0x22, 0x33, 0x44,
@@ -216,7 +220,10 @@ fn connections_past_the_caps_are_refused() {
                 break;
             }
         }
-        assert!(admitted, "a place freed by a closed connection is taken again");
+        assert!(
+            admitted,
+            "a place freed by a closed connection is taken again"
+        );
         // Datagrams are not connections: UDP still answers the capped source.
     });
     assert_eq!(

@@ -356,7 +356,11 @@ struct Streams {
 impl Streams {
     /// The window of `ssrc`, if it is one of those kept.
     fn find(&self, ssrc: u32) -> Option<Stream> {
-        self.slots.iter().flatten().find(|s| s.ssrc == ssrc).copied()
+        self.slots
+            .iter()
+            .flatten()
+            .find(|s| s.ssrc == ssrc)
+            .copied()
     }
 
     /// Marks `index` of `ssrc` as received: moves its stream to the front, or starts one
@@ -811,13 +815,18 @@ mod tests {
         // Every SSRC still remembered refuses its old packets, the current one's included.
         let newest = SSRC_HISTORY as u32 + 1;
         // (The very first one is forgotten: the history is bounded.)
-        for (ssrc, packet) in sent.iter().filter(|(s, _)| *s > newest - SSRC_HISTORY as u32) {
+        for (ssrc, packet) in sent
+            .iter()
+            .filter(|(s, _)| *s > newest - SSRC_HISTORY as u32)
+        {
             let r = relay.unprotect_rtp(&mut packet.clone());
             assert_eq!(r, Err(SrtpError::Replayed), "ssrc {ssrc}");
         }
         // An earlier SSRC that comes back goes on where it was.
         let back = newest - 1;
-        let n = caller.protect_rtp(&rtp(4, back, &[0; 160]), &mut out).unwrap();
+        let n = caller
+            .protect_rtp(&rtp(4, back, &[0; 160]), &mut out)
+            .unwrap();
         assert!(relay.unprotect_rtp(&mut out[..n]).is_ok());
         let (_, old) = sent.iter().find(|(s, _)| *s == back).unwrap();
         assert_eq!(
@@ -856,7 +865,11 @@ mod tests {
             assert_eq!(&out[..m], &plain[..], "seq {seq}");
             seq = seq.wrapping_add(1);
         }
-        assert_eq!(relay.rx.find(77).unwrap().window.top >> 16, 1, "rollover counter 1");
+        assert_eq!(
+            relay.rx.find(77).unwrap().window.top >> 16,
+            1,
+            "rollover counter 1"
+        );
         assert_eq!(estimate_index(0x1_0002, 65535), Some(0xFFFF));
         assert_eq!(estimate_index(0xFFF0, 3), Some(0x1_0003));
         assert_eq!(estimate_index(5, 65000), None, "before the stream began");

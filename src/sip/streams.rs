@@ -387,11 +387,12 @@ fn acceptor(files: &super::tls::TlsFiles) -> anyhow::Result<TlsAcceptor> {
         .map_err(|e| anyhow::anyhow!("sip.tls_cert: not a PEM certificate: {e}"))?;
     let key = PrivateKeyDer::from_pem_slice(&files.key_pem)
         .map_err(|_| anyhow::anyhow!("sip.tls_key: not a usable PEM private key"))?;
-    let config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
-            .map_err(|e| anyhow::anyhow!("sip.tls_cert/sip.tls_key: {e}"))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+    .map_err(|e| anyhow::anyhow!("sip.tls_cert/sip.tls_key: {e}"))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -473,10 +474,7 @@ impl Streams {
                 .await
                 .map_err(|e| anyhow::anyhow!("tls listener {addr}: {e}"))?;
             layer.add_transport(named.into());
-            tokio::spawn(
-                self.clone()
-                    .accept_loop(l, Some(acceptor), endpoint, token),
-            );
+            tokio::spawn(self.clone().accept_loop(l, Some(acceptor), endpoint, token));
         }
         Ok(())
     }
@@ -593,7 +591,9 @@ impl Streams {
             }
         };
         let (Some(tls_stream), Ok(closer)) = (handshake, closer) else {
-            self.counters.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .handshakes_failed
+                .fetch_add(1, Ordering::Relaxed);
             self.table().remove(id);
             return;
         };
@@ -711,8 +711,13 @@ mod tests {
         );
         // A trunk's connection is taken whatever the counts, and counts for nothing.
         for port in 0..10 {
-            t.admit(t0, SocketAddr::new("10.0.0.9".parse().unwrap(), port), false, true)
-                .unwrap();
+            t.admit(
+                t0,
+                SocketAddr::new("10.0.0.9".parse().unwrap(), port),
+                false,
+                true,
+            )
+            .unwrap();
         }
         assert_eq!(t.capped(), 3);
         // A closed connection frees its place.
@@ -726,7 +731,8 @@ mod tests {
     fn an_ipv6_slash_64_is_one_source() {
         let t0 = Instant::now();
         let mut t = StreamTable::new(&cfg(60.0, 1, 100));
-        t.admit(t0, peer("[2001:db8::1]:5000"), false, false).unwrap();
+        t.admit(t0, peer("[2001:db8::1]:5000"), false, false)
+            .unwrap();
         assert_eq!(
             t.admit(t0, peer("[2001:db8::ffff:1]:5000"), false, false),
             Err(Refusal::PerSource)
