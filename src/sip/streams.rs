@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// `[sip.streams]`: bounds on SIP connections over TCP and TLS.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -553,7 +553,9 @@ impl Streams {
         let closer = match stream.as_fd().try_clone_to_owned() {
             Ok(fd) => fd,
             Err(e) => {
-                warn!(error = %e, "no descriptor to watch a TCP connection with: closed");
+                // Out of descriptors, likely under a flood: counted, not logged per connection.
+                debug!(error = %e, "no descriptor to watch a TCP connection with: closed");
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 self.table().remove(id);
                 return;
             }
