@@ -107,6 +107,8 @@ pub struct SipConfig {
     pub max_setup_calls: usize,
     /// The same from one source address (an IPv6 /64); 0: no cap.
     pub max_setup_calls_per_source: usize,
+    /// Bounds on SIP connections over TCP and TLS (`[sip.streams]`).
+    pub streams: crate::sip::streams::StreamsConfig,
 }
 
 impl Default for SipConfig {
@@ -126,6 +128,7 @@ impl Default for SipConfig {
             allow_any_source: false,
             max_setup_calls: 100,
             max_setup_calls_per_source: 30,
+            streams: Default::default(),
         }
     }
 }
@@ -548,6 +551,9 @@ impl Config {
                 reason: "contradicts [[trunks]]: with trunks only their addresses may call; \
                          remove one of the two",
             });
+        }
+        if let Err(e) = self.sip.streams.validate() {
+            return Err(ConfigError::Parse(format!("invalid config: {e}")));
         }
         if let Err(e) = self.booking.validate() {
             return Err(ConfigError::Parse(format!(

@@ -90,6 +90,7 @@ async fn run_inner(
         info!(error = %e, reason = "rejected", "call ended");
         return EndReason::Rejected;
     }
+    call.rtp.answered();
     let answered = Instant::now();
     publisher.answered();
     info!("call answered");
@@ -159,8 +160,8 @@ async fn run_inner(
                 }
             }
             r = call.rtp.recv_rtcp_from(&mut rtcp_buf) => {
-                if let Ok((n, src)) = r {
-                    call.rtp.accept_rtcp(src);
+                // RTCP from a source not taken is dropped (and counted by the leg).
+                if let Some((n, _)) = r.ok().filter(|(_, src)| call.rtp.accept_rtcp(*src)) {
                     rtcp::on_peer_packet(&rtcp_buf[..n], tx.ssrc(), &mut peer);
                 }
             }
@@ -190,6 +191,7 @@ async fn run_inner(
         lost = rx.lost(),
         jitter = rx.jitter(),
         foreign = c.foreign_dropped,
+        rtcp_foreign = c.rtcp_foreign_dropped,
         malformed = c.malformed,
         dtmf_packets,
         rtcp_in = c.rtcp_rx,

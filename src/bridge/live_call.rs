@@ -172,6 +172,7 @@ async fn run_inner(
         finish_early(&ctx, publisher, "rejected").await;
         return;
     }
+    call.rtp.answered();
     let setup = call.started.elapsed().unwrap_or_default();
     ctx.metrics.call_setup_seconds.observe(setup.as_secs_f64());
     publisher.answered();
@@ -461,8 +462,8 @@ impl Live {
                     None => controls_open = false,
                 },
                 r = self.call.rtp.recv_rtcp_from(&mut self.rtcp_buf) => {
-                    if let Ok((n, src)) = r {
-                        self.call.rtp.accept_rtcp(src);
+                    // RTCP from a source not taken is dropped (and counted by the leg).
+                    if let Some((n, _)) = r.ok().filter(|(_, src)| self.call.rtp.accept_rtcp(*src)) {
                         let ssrc = self.media.packetizer().ssrc();
                         rtcp::on_peer_packet(&self.rtcp_buf[..n], ssrc, &mut self.peer);
                     }
@@ -1194,6 +1195,7 @@ impl Live {
             reason = %end.reason, seconds,
             rtp_in = c.rx_packets, rtp_out = c.tx_packets,
             srtp_auth_failed = c.srtp_auth_failed, srtp_replayed = c.srtp_replayed,
+            foreign = c.foreign_dropped, rtcp_foreign = c.rtcp_foreign_dropped,
             hold_frames,
             "call ended"
         );

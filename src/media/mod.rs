@@ -28,4 +28,5 @@ pub mod rtcp;
 pub mod rtp;
 pub mod rtp_leg;
 pub mod srtp;
+pub mod strict_rtp;
 pub mod wav;

@@ -1,8 +1,10 @@
 //! The phone leg's sockets: RTP on an even port from the pool, RTCP on the next one.
 //!
-//! Symmetric RTP (RFC 4961 style latching): the first packet's source becomes the address
-//! the relay sends to, whatever the SDP said, which is what gets media through NATs. Packets
-//! from any other source afterwards are counted and dropped.
+//! Strict symmetric RTP ([`super::strict_rtp`]): packets from the SDP's address are taken at
+//! once; another source (a caller behind NAT) only after several consecutive packets of one
+//! SSRC soon after the SDP or the answer, and never once a source is latched. The latched
+//! source is where the relay sends. Packets from any other source are counted and dropped;
+//! RTCP is taken only from the RTP source's host (or the SDP's RTCP address).
 //!
 //! SRTP (SDES): when the SIP side has put keys in the leg's [`KeySlot`], the leg protects
 //! what it sends and unprotects what it receives, so the call's task hands it and gets from
@@ -16,6 +18,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tracing::{info, warn};
@@ -23,6 +26,7 @@ use tracing::{info, warn};
 use super::ports::{PortLease, PortPool};
 use super::rtp::{self, RtpIn};
 use super::srtp::{KeySlot, SrtpContext, SrtpError, SrtpKeys};
+use super::strict_rtp::StrictRtp;
 
 /// How many leased ports to try before giving up (another process may hold some).
 const BIND_ATTEMPTS: usize = 16;
@@ -34,8 +38,11 @@ pub struct LegCounters {
     pub rx_packets: u64,
     /// RTP packets sent to the caller.
     pub tx_packets: u64,
-    /// Packets from a source other than the latched one.
+    /// RTP packets from a source not taken: a stranger, or a source on probation (a caller
+    /// behind NAT sends a few before it is learnt).
     pub foreign_dropped: u64,
+    /// RTCP packets from a source other than the RTP source's host or the SDP's RTCP address.
+    pub rtcp_foreign_dropped: u64,
     /// Datagrams that were not RTP.
     pub malformed: u64,
     /// RTCP packets received.
@@ -161,10 +168,8 @@ pub struct RtpLeg {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     lease: PortLease,
-    remote: Option<SocketAddr>,
-    remote_rtcp: Option<SocketAddr>,
-    latched: bool,
-    rtcp_latched: bool,
+    /// Which sources are taken, and where media goes.
+    strict: StrictRtp,
     /// What happened on this leg so far.
     pub counters: LegCounters,
     keys: KeySlot,
@@ -197,10 +202,7 @@ impl RtpLeg {
                 rtp,
                 rtcp,
                 lease,
-                remote: None,
-                remote_rtcp: None,
-                latched: false,
-                rtcp_latched: false,
+                strict: StrictRtp::new(Instant::now()),
                 counters: LegCounters::default(),
                 keys: KeySlot::default(),
                 srtp: Mutex::new(LegSrtp::new()),
@@ -214,17 +216,26 @@ impl RtpLeg {
         self.lease.rtp_port()
     }
 
-    /// Where the SDP says to send; the next packet received re-latches.
+    /// Where the SDP says to send (the offer, or a re-INVITE's): opens a learning window for
+    /// a caller behind NAT; a new address drops the latched source.
     pub fn set_remote(&mut self, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
-        self.remote = rtp;
-        self.remote_rtcp = rtcp;
-        self.latched = false;
-        self.rtcp_latched = false;
+        self.strict.set_sdp(Instant::now(), rtp, rtcp);
+    }
+
+    /// The address the call's INVITE came from (the socket's): media from that host may be
+    /// learnt (a caller behind NAT).
+    pub fn set_signalling_ip(&mut self, ip: Option<IpAddr>) {
+        self.strict.set_signalling_ip(ip);
+    }
+
+    /// The call was answered: a caller behind NAT may be learnt for a short window from now.
+    pub fn answered(&mut self) {
+        self.strict.answered(Instant::now());
     }
 
     /// Where RTP goes now.
     pub fn remote(&self) -> Option<SocketAddr> {
-        self.remote
+        self.strict.rtp_target()
     }
 
     /// The slot the SIP side fills with this call's SRTP keys (a clone sharing it).
@@ -248,12 +259,12 @@ impl RtpLeg {
     ///
     /// On an SRTP leg the datagram is checked and decrypted in `buf`, and the length returned
     /// is the plain RTP packet's; one that fails is counted and dropped, and the wait goes on.
-    /// A datagram from a source other than the latched one is left as it came, for
+    /// A datagram from a source that is refused whatever it holds is left as it came, for
     /// [`RtpLeg::accept`] to count and drop.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         loop {
             let (n, src) = self.rtp.recv_from(buf).await?;
-            if self.keys.generation() == 0 || (self.latched && Some(src) != self.remote) {
+            if self.keys.generation() == 0 || self.strict.locked_out(src) {
                 return Ok((n, src));
             }
             if let Some(n) = self.open(&mut buf[..n], false) {
@@ -274,10 +285,15 @@ impl RtpLeg {
         self.counters.srtp_replayed = st.replayed;
     }
 
-    /// Checks a received datagram: `None` when it is dropped (a foreign source, or not RTP),
-    /// else the parsed packet. The first accepted packet latches the caller's address.
+    /// Checks a received datagram: `None` when it is dropped (a source not taken, or not
+    /// RTP), else the parsed packet. See [`StrictRtp`] for which sources are taken.
     pub fn accept(&mut self, datagram: &[u8], src: SocketAddr) -> Option<RtpIn> {
-        if self.latched && Some(src) != self.remote {
+        self.accept_at(Instant::now(), datagram, src)
+    }
+
+    fn accept_at(&mut self, now: Instant, datagram: &[u8], src: SocketAddr) -> Option<RtpIn> {
+        self.sync_counters();
+        if self.strict.locked_out(src) {
             self.counters.foreign_dropped += 1;
             return None;
         }
@@ -285,16 +301,9 @@ impl RtpLeg {
             self.counters.malformed += 1;
             return None;
         };
-        self.sync_counters();
-        if !self.latched {
-            self.latched = true;
-            if self.remote != Some(src) {
-                // Also re-aim RTCP at the port next to the latched RTP source.
-                if !self.rtcp_latched {
-                    self.remote_rtcp = Some(SocketAddr::new(src.ip(), src.port().wrapping_add(1)));
-                }
-                self.remote = Some(src);
-            }
+        if !self.strict.on_rtp(now, src, p.ssrc, p.sequence) {
+            self.counters.foreign_dropped += 1;
+            return None;
         }
         self.counters.rx_packets += 1;
         Some(p)
@@ -304,7 +313,7 @@ impl RtpLeg {
     /// first on an SRTP leg). Never waits: a full socket buffer drops the packet, as a late
     /// packet is useless anyway.
     pub fn send(&mut self, datagram: &[u8]) {
-        if let Some(to) = self.remote {
+        if let Some(to) = self.strict.rtp_target() {
             if self.seal_and_send(datagram, to, false) {
                 self.counters.tx_packets += 1;
             }
@@ -352,19 +361,22 @@ impl RtpLeg {
         }
     }
 
-    /// Counts an RTCP datagram and latches its source.
-    pub fn accept_rtcp(&mut self, src: SocketAddr) {
+    /// Checks an RTCP datagram's source: `true` when it is taken (and counted); RTCP is taken
+    /// only from the RTP source's host or the SDP's RTCP address, never latched on its own.
+    #[must_use]
+    pub fn accept_rtcp(&mut self, src: SocketAddr) -> bool {
         self.sync_counters();
-        if !self.rtcp_latched {
-            self.rtcp_latched = true;
-            self.remote_rtcp = Some(src);
+        if !self.strict.on_rtcp(src) {
+            self.counters.rtcp_foreign_dropped += 1;
+            return false;
         }
         self.counters.rtcp_rx += 1;
+        true
     }
 
     /// Sends an RTCP datagram (as SRTCP on an SRTP leg).
     pub fn send_rtcp(&mut self, datagram: &[u8]) {
-        if let Some(to) = self.remote_rtcp {
+        if let Some(to) = self.strict.rtcp_target() {
             if self.seal_and_send(datagram, to, true) {
                 self.counters.rtcp_tx += 1;
             }
@@ -410,8 +422,17 @@ mod tests {
         leg.accept(&buf[..n], src)
     }
 
+    fn packet_of(ssrc: u32, seq: u16) -> Vec<u8> {
+        let mut p = Packetizer::new(ssrc, seq, 0);
+        let mut buf = vec![0u8; HEADER_LEN + 160];
+        let n = p.write(0, &[0x55; 160], 160, &mut buf);
+        buf.truncate(n);
+        buf
+    }
+
     #[tokio::test]
-    async fn latches_on_the_first_source_and_drops_others() {
+    async fn learns_a_caller_behind_nat_and_drops_strangers() {
+        use crate::media::strict_rtp::LEARN_PACKETS;
         let pool = PortPool::new(41000, 41099);
         let mut leg = RtpLeg::bind(&pool, "127.0.0.1".parse().unwrap())
             .await
@@ -419,20 +440,33 @@ mod tests {
         let to = SocketAddr::from(([127, 0, 0, 1], leg.local_port()));
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        // The SDP named some other address; the first packet from `a` wins.
+        // The SDP named some other address (the caller is behind NAT).
         leg.set_remote(Some("127.0.0.1:9".parse().unwrap()), None);
-        a.send_to(&packet(1), to).await.unwrap();
-        assert!(recv_one(&mut leg).await.is_some());
-        assert_eq!(leg.remote(), Some(a.local_addr().unwrap()));
-        b.send_to(&packet(2), to).await.unwrap();
+        leg.answered();
+        // A stranger's lone packet is dropped; `a` is learnt after its consecutive packets.
+        b.send_to(&packet_of(77, 1), to).await.unwrap();
         assert!(recv_one(&mut leg).await.is_none());
+        let first = u16::from(LEARN_PACKETS);
+        for seq in 1..=first {
+            a.send_to(&packet(seq), to).await.unwrap();
+            assert_eq!(recv_one(&mut leg).await.is_some(), seq == first);
+        }
+        assert_eq!(leg.remote(), Some(a.local_addr().unwrap()));
+        // From now on the stranger is refused, however well-formed its stream.
+        for seq in 2..2 + first {
+            b.send_to(&packet_of(77, seq), to).await.unwrap();
+            assert!(recv_one(&mut leg).await.is_none());
+        }
         a.send_to(b"not rtp", to).await.unwrap();
         assert!(recv_one(&mut leg).await.is_none());
-        a.send_to(&packet(3), to).await.unwrap();
+        a.send_to(&packet(first + 1), to).await.unwrap();
         let p = recv_one(&mut leg).await.unwrap();
-        assert_eq!(p.sequence, 3);
+        assert_eq!(p.sequence, first + 1);
         assert_eq!(leg.counters.rx_packets, 2);
-        assert_eq!(leg.counters.foreign_dropped, 1);
+        assert_eq!(
+            leg.counters.foreign_dropped,
+            1 + u64::from(LEARN_PACKETS - 1) + u64::from(LEARN_PACKETS)
+        );
         assert_eq!(leg.counters.malformed, 1);
         // What the relay sends goes to the latched source.
         leg.send(&packet(9));
@@ -442,6 +476,25 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(rtp::parse(&buf[..n]).unwrap().sequence, 9);
+        // RTCP: another host's is refused, the caller's host's is taken.
+        assert!(!leg.accept_rtcp("127.0.0.9:5001".parse().unwrap()));
+        assert!(leg.accept_rtcp(a.local_addr().unwrap()));
+        assert_eq!(leg.counters.rtcp_foreign_dropped, 1);
+        assert_eq!(leg.counters.rtcp_rx, 1);
+    }
+
+    #[tokio::test]
+    async fn the_sdp_address_is_taken_at_once() {
+        let pool = PortPool::new(41100, 41199);
+        let mut leg = RtpLeg::bind(&pool, "127.0.0.1".parse().unwrap())
+            .await
+            .unwrap();
+        let to = SocketAddr::from(([127, 0, 0, 1], leg.local_port()));
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        leg.set_remote(Some(a.local_addr().unwrap()), None);
+        a.send_to(&packet(1), to).await.unwrap();
+        assert_eq!(recv_one(&mut leg).await.unwrap().sequence, 1);
+        assert_eq!(leg.counters.foreign_dropped, 0);
     }
 
     #[tokio::test]
@@ -497,6 +550,7 @@ mod tests {
         let mut caller = SrtpContext::new(&caller_keys).unwrap();
         let to = SocketAddr::from(([127, 0, 0, 1], leg.local_port()));
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        leg.set_remote(Some(a.local_addr().unwrap()), None);
         let mut sealed = [0u8; 1500];
 
         // A forged packet first: dropped, counted, and it does not latch.
@@ -553,7 +607,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(buf[..m], rr[..]);
-        leg.accept_rtcp(src);
+        assert!(leg.accept_rtcp(src));
         rr[7] = 8;
         leg.send_rtcp(&rr);
         let (n, _) = tokio::time::timeout(Duration::from_secs(5), a.recv_from(&mut buf))

@@ -11,7 +11,10 @@
 //! One [`SrtpContext`] serves both directions of a call: the relay's own master key protects
 //! what it sends, the caller's unprotects what it receives. It keeps one stream state per
 //! direction (the phone leg carries one SSRC each way); a packet from another SSRC starts a
-//! new state, but only once it has authenticated, so forged packets change nothing.
+//! new state, but only once it has authenticated, so forged packets change nothing. The
+//! replay windows of the last [`SSRC_HISTORY`] received SSRCs are kept, so packets of an
+//! earlier SSRC (a caller that changed SSRC, say after a hold) cannot be replayed as a new
+//! stream.
 //!
 //! Keys are secrets: [`MasterKey`] zeroes its bytes when dropped and its `Debug` shows none.
 
@@ -339,6 +342,50 @@ struct Stream {
     window: Window,
 }
 
+/// How many received SSRCs keep their replay window: the current one and earlier ones. A
+/// phone leg changes SSRC rarely (a re-INVITE, a transfer); a fixed array keeps the state
+/// bounded whatever a peer sends, and only authenticated packets ever add an SSRC.
+pub const SSRC_HISTORY: usize = 4;
+
+/// The replay windows of the last [`SSRC_HISTORY`] SSRCs received, most recent first.
+#[derive(Debug, Clone, Copy, Default)]
+struct Streams {
+    slots: [Option<Stream>; SSRC_HISTORY],
+}
+
+impl Streams {
+    /// The window of `ssrc`, if it is one of those kept.
+    fn find(&self, ssrc: u32) -> Option<Stream> {
+        self.slots
+            .iter()
+            .flatten()
+            .find(|s| s.ssrc == ssrc)
+            .copied()
+    }
+
+    /// Marks `index` of `ssrc` as received: moves its stream to the front, or starts one
+    /// there (the oldest kept one is forgotten when all slots are taken).
+    fn mark(&mut self, ssrc: u32, index: u64) {
+        let at = self
+            .slots
+            .iter()
+            .position(|s| s.is_some_and(|s| s.ssrc == ssrc));
+        let stream = match at.and_then(|i| self.slots[i]) {
+            Some(mut s) => {
+                s.window.mark(index);
+                s
+            }
+            None => Stream {
+                ssrc,
+                window: Window::new(index),
+            },
+        };
+        let end = at.unwrap_or(SSRC_HISTORY - 1);
+        self.slots.copy_within(0..end, 1);
+        self.slots[0] = Some(stream);
+    }
+}
+
 /// Where the payload starts: after the fixed header, the CSRCs and any header extension.
 fn rtp_header_len(packet: &[u8]) -> Result<usize, SrtpError> {
     if packet.len() < 12 || packet[0] >> 6 != 2 {
@@ -367,9 +414,9 @@ pub struct SrtpContext {
     rx_rtp: SessionKeys,
     rx_rtcp: SessionKeys,
     tx: Option<Stream>,
-    rx: Option<Stream>,
+    rx: Streams,
     tx_rtcp_index: u32,
-    rx_rtcp_window: Option<Stream>,
+    rx_rtcp_windows: Streams,
 }
 
 impl fmt::Debug for SrtpContext {
@@ -391,9 +438,9 @@ impl SrtpContext {
             rx_rtp: SessionKeys::derive(crypto, &keys.remote, LABEL_RTP)?,
             rx_rtcp: SessionKeys::derive(crypto, &keys.remote, LABEL_RTCP)?,
             tx: None,
-            rx: None,
+            rx: Streams::default(),
             tx_rtcp_index: 0,
-            rx_rtcp_window: None,
+            rx_rtcp_windows: Streams::default(),
         })
     }
 
@@ -451,7 +498,7 @@ impl SrtpContext {
         let header = rtp_header_len(&packet[..len])?;
         let seq = u16::from_be_bytes([packet[2], packet[3]]);
         let ssrc = be_u32(&packet[8..12]);
-        let known = self.rx.filter(|s| s.ssrc == ssrc);
+        let known = self.rx.find(ssrc);
         let index = match known {
             Some(s) => {
                 let index = estimate_index(s.window.top, seq).ok_or(SrtpError::Replayed)?;
@@ -475,15 +522,7 @@ impl SrtpContext {
         keys.cipher
             .apply_keystream(&iv(&keys.salt, ssrc, index), &mut packet[header..len])
             .map_err(|_| SrtpError::Crypto)?;
-        match (&mut self.rx, known) {
-            (Some(s), Some(_)) => s.window.mark(index),
-            (rx, _) => {
-                *rx = Some(Stream {
-                    ssrc,
-                    window: Window::new(index),
-                })
-            }
-        }
+        self.rx.mark(ssrc, index);
         Ok(len)
     }
 
@@ -527,7 +566,7 @@ impl SrtpContext {
         let word = be_u32(&packet[len..len + 4]);
         let encrypted = word >> 31 == 1;
         let index = u64::from(word & MAX_SRTCP_INDEX);
-        let known = self.rx_rtcp_window.filter(|s| s.ssrc == ssrc);
+        let known = self.rx_rtcp_windows.find(ssrc);
         if known.is_some_and(|s| !s.window.fresh(index)) {
             return Err(SrtpError::Replayed);
         }
@@ -544,15 +583,7 @@ impl SrtpContext {
                 .apply_keystream(&iv(&keys.salt, ssrc, index), &mut packet[8..len])
                 .map_err(|_| SrtpError::Crypto)?;
         }
-        match (&mut self.rx_rtcp_window, known) {
-            (Some(s), Some(_)) => s.window.mark(index),
-            (w, _) => {
-                *w = Some(Stream {
-                    ssrc,
-                    window: Window::new(index),
-                })
-            }
-        }
+        self.rx_rtcp_windows.mark(ssrc, index);
         Ok(len)
     }
 }
@@ -763,6 +794,64 @@ mod tests {
     }
 
     #[test]
+    fn replays_of_an_earlier_ssrc_are_refused() {
+        let k = keys(CryptoSuite::AesCm128HmacSha1_80);
+        let mut relay = SrtpContext::new(&k).unwrap();
+        let mut caller = SrtpContext::new(&peer(&k)).unwrap();
+        let mut out = [0u8; 1500];
+        let mut sent = Vec::new();
+        // SSRCs 1, 2, ... each send three packets, one after the other (a caller changing
+        // SSRC on every re-INVITE); every packet is kept for a replay.
+        for ssrc in 1..=SSRC_HISTORY as u32 + 1 {
+            for seq in 1..=3u16 {
+                let n = caller
+                    .protect_rtp(&rtp(seq, ssrc, &[ssrc as u8; 160]), &mut out)
+                    .unwrap();
+                let packet = out[..n].to_vec();
+                assert!(relay.unprotect_rtp(&mut packet.clone()).is_ok());
+                sent.push((ssrc, packet));
+            }
+        }
+        // Every SSRC still remembered refuses its old packets, the current one's included.
+        let newest = SSRC_HISTORY as u32 + 1;
+        // (The very first one is forgotten: the history is bounded.)
+        for (ssrc, packet) in sent
+            .iter()
+            .filter(|(s, _)| *s > newest - SSRC_HISTORY as u32)
+        {
+            let r = relay.unprotect_rtp(&mut packet.clone());
+            assert_eq!(r, Err(SrtpError::Replayed), "ssrc {ssrc}");
+        }
+        // An earlier SSRC that comes back goes on where it was.
+        let back = newest - 1;
+        let n = caller
+            .protect_rtp(&rtp(4, back, &[0; 160]), &mut out)
+            .unwrap();
+        assert!(relay.unprotect_rtp(&mut out[..n]).is_ok());
+        let (_, old) = sent.iter().find(|(s, _)| *s == back).unwrap();
+        assert_eq!(
+            relay.unprotect_rtp(&mut old.clone()),
+            Err(SrtpError::Replayed)
+        );
+
+        // SRTCP the same way: RTCP of an earlier SSRC is not taken twice.
+        let mut rtcp_sent = Vec::new();
+        for ssrc in [7u32, 8, 7] {
+            let rr = [0x80, 201, 0, 1, 0, 0, 0, ssrc as u8];
+            let n = caller.protect_rtcp(&rr, &mut out).unwrap();
+            let packet = out[..n].to_vec();
+            assert!(relay.unprotect_rtcp(&mut packet.clone()).is_ok());
+            rtcp_sent.push(packet);
+        }
+        for packet in &rtcp_sent {
+            assert_eq!(
+                relay.unprotect_rtcp(&mut packet.clone()),
+                Err(SrtpError::Replayed)
+            );
+        }
+    }
+
+    #[test]
     fn the_index_follows_sequence_number_wrap() {
         let k = keys(CryptoSuite::AesCm128HmacSha1_32);
         let mut relay = SrtpContext::new(&k).unwrap();
@@ -776,7 +865,11 @@ mod tests {
             assert_eq!(&out[..m], &plain[..], "seq {seq}");
             seq = seq.wrapping_add(1);
         }
-        assert_eq!(relay.rx.unwrap().window.top >> 16, 1, "rollover counter 1");
+        assert_eq!(
+            relay.rx.find(77).unwrap().window.top >> 16,
+            1,
+            "rollover counter 1"
+        );
         assert_eq!(estimate_index(0x1_0002, 65535), Some(0xFFFF));
         assert_eq!(estimate_index(0xFFF0, 3), Some(0x1_0003));
         assert_eq!(estimate_index(5, 65000), None, "before the stream began");

@@ -1,6 +1,6 @@
 //! SIP call control on rsipstack: the endpoint, the calls' dialogs, SDP for the phone leg,
 //! trunks (who may call), a request's real source, digest authentication, rate limits, caps
-//! on calls in setup, registration and TLS files.
+//! on calls in setup, registration, TLS files and bounds on TCP/TLS connections.
 
 pub mod call;
 pub mod caller_id;
@@ -11,6 +11,7 @@ pub mod sdp;
 pub mod server;
 pub mod setup;
 pub mod source;
+pub mod streams;
 pub mod tls;
 pub mod trunks;
 

@@ -13,8 +13,6 @@ use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::{Header, Method, StatusCode, Transport};
 use rsipstack::transaction::transaction::Transaction;
-use rsipstack::transport::tcp_listener::TcpListenerConnection;
-use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use rsipstack::EndpointBuilder;
@@ -28,6 +26,7 @@ use super::limits::{Kind, RateLimiter};
 use super::sdp::{self, LocalSdp, SdpError};
 use super::setup::{SetupRefusal, Setups};
 use super::source::{transport_source, ViaFromSocket};
+use super::streams::{SourcePolicy, StreamListeners, Streams};
 use super::trunks::{Routes, SourceVerdict, Trunks, UnknownSource};
 use crate::config::SipConfig;
 use crate::media::ports::PortPool;
@@ -144,6 +143,16 @@ impl Gate {
     }
 }
 
+impl SourcePolicy for Gate {
+    fn is_trunk(&self, ip: IpAddr) -> bool {
+        matches!(self.trunks.classify(ip), SourceVerdict::Trunk(_))
+    }
+
+    fn allow(&self, ip: IpAddr) -> bool {
+        self.allow_packet(ip)
+    }
+}
+
 struct Shared {
     cfg: SipConfig,
     gate: Arc<Gate>,
@@ -210,30 +219,29 @@ impl SipServer {
             .clone()
             .try_into()
             .map_err(|_| anyhow::anyhow!("udp listener has no socket address"))?;
-        let tcp = TcpListenerConnection::new(local_addr, None)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on tcp {local_addr}: {e}"))?;
         tl.add_transport(udp.into());
-        tl.add_transport(tcp.into());
-        let tls = match cfg.tls_files()? {
-            Some(files) => {
-                let listen = cfg.tls_listen.unwrap_or(local_addr);
-                let (addr, listener) = tls_listener(listen, files).await?;
-                tl.add_transport(listener.clone().into());
-                Some((addr, listener))
-            }
-            None => None,
-        };
-        let tls_addr = tls.as_ref().map(|(a, _)| *a);
-        // A trunk's TCP or TLS connection may be quiet for a whole long call: never close it
-        // for idleness (this applies to every stream connection, TLS included).
+        // TCP and TLS are accepted by the relay itself, bounded (see streams.rs); rsipstack's
+        // own idle timeout is off, as a trunk's connection may be quiet for a whole call.
+        let tls_files = cfg.tls_files()?;
+        if tls_files.is_some() {
+            super::tls::install_crypto_provider();
+        }
+        let listeners = StreamListeners::bind(
+            local_addr,
+            tls_files
+                .as_ref()
+                .map(|f| (cfg.tls_listen.unwrap_or(local_addr), f)),
+        )?;
+        let tls_addr = listeners.tls_addr();
         tl.set_stream_idle_timeout(Duration::ZERO);
+        let streams = Streams::new(cfg.streams.clone(), gate.clone());
 
         let endpoint = EndpointBuilder::new()
             .with_transport_layer(tl)
             .with_cancel_token(token.clone())
             .with_user_agent(concat!("voxrelay/", env!("CARGO_PKG_VERSION")))
             .with_inspector(Box::new(ViaFromSocket))
+            .with_transport_inspector(streams.inspector())
             .build();
         let incoming = endpoint.incoming_transactions()?;
         let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
@@ -263,11 +271,9 @@ impl SipServer {
             changed: changed.clone(),
         });
 
-        let inner = endpoint.inner.clone();
-        tokio::spawn(async move { inner.serve().await });
-        if let Some((addr, listener)) = &tls {
-            wait_tls_listening(*addr, listener).await?;
-        }
+        streams
+            .serve(listeners, endpoint.inner.clone(), token.child_token())
+            .await?;
         let contact_host = match shared.advertised {
             IpAddr::V4(v4) => format!("{v4}:{}", local_addr.port()),
             IpAddr::V6(v6) => format!("[{v6}]:{}", local_addr.port()),
@@ -613,6 +619,7 @@ async fn handle_invite(
     let rtp = match RtpLeg::bind(&shared.ports, shared.cfg.listen.ip()).await {
         Ok(mut leg) => {
             leg.set_remote(negotiated.remote_rtp, negotiated.remote_rtcp);
+            leg.set_signalling_ip(src.map(|a| a.ip()));
             leg
         }
         Err(e) => {
@@ -800,45 +807,4 @@ fn contact_uri(ip: IpAddr, port: u16, transport: Transport) -> anyhow::Result<rs
     };
     rsipstack::sip::Uri::try_from(format!("{scheme}:voxrelay@{host}:{port}{t}").as_str())
         .map_err(|e| anyhow::anyhow!("bad contact URI: {e}"))
-}
-
-/// The TLS listener for `listen`. rsipstack binds it only once the endpoint serves, and then
-/// cannot tell its port, so port 0 is resolved here first by binding and releasing a port;
-/// the same bind also refuses an address in use now rather than later in a log line.
-async fn tls_listener(
-    listen: SocketAddr,
-    files: super::tls::TlsFiles,
-) -> anyhow::Result<(SocketAddr, TlsListenerConnection)> {
-    super::tls::install_crypto_provider();
-    let addr = std::net::TcpListener::bind(listen)
-        .and_then(|l| l.local_addr())
-        .map_err(|e| anyhow::anyhow!("cannot listen on tls {listen} (sip.tls_listen): {e}"))?;
-    let config = TlsConfig {
-        cert: Some(files.cert_pem),
-        key: Some(files.key_pem),
-        ..Default::default()
-    };
-    let listener = TlsListenerConnection::new(addr, None, config)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on tls {addr} (sip.tls_listen): {e}"))?;
-    Ok((addr, listener))
-}
-
-/// Waits until rsipstack's TLS listener is bound and has its certificate (it only logs a
-/// failure): the relay must not say it is ready with no TLS listener behind it. rsipstack
-/// offers no notification, so its state is looked at every few milliseconds, for 5 s at most.
-async fn wait_tls_listening(
-    addr: SocketAddr,
-    listener: &TlsListenerConnection,
-) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while listener.inner.cert_resolver.lock().is_none() {
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!(
-                "cannot listen on tls {addr} (sip.tls_listen): the listener did not start"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
 }

@@ -1,0 +1,159 @@
+//! Strict RTP against the real `voxrelay` binary on loopback: a stranger on another loopback
+//! address sprays the relay's (small, sequential) RTP port range with a well-formed stream
+//! before, during and after the answer, as an attacker guessing the call's port would; the
+//! relay never takes it, and the caller's audio flows both ways (the echo agent plays it back).
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::uac::Uac;
+use support::{msg, Relay};
+
+/// The stranger's payload byte: never one the caller sends.
+const STRANGE: u8 = 0x99;
+
+/// A stranger spraying RTP and RTCP at every port of `ports` from `ip` until stopped (or for
+/// 60 s at most): per port one SSRC with consecutive sequence numbers, the stream a relay
+/// that learns sources would take. Counts what the relay sends it.
+struct Sprayer {
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sprayer {
+    fn start(ip: &str, ports: [u16; 2]) -> Sprayer {
+        let sock = UdpSocket::bind((ip, 0)).expect("another loopback address binds");
+        // Paces the rounds: waiting for what the relay might send is the only wait.
+        sock.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, received, sent) = (stop.clone(), received.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let mut seq = 0u16;
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    for port in (ports[0]..=ports[1]).step_by(2) {
+                        let to = SocketAddr::from(([127, 0, 0, 1], port));
+                        let mut p = vec![0x80, 0];
+                        p.extend_from_slice(&seq.to_be_bytes());
+                        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+                        p.extend_from_slice(&(0x5747_0000 | u32::from(port)).to_be_bytes());
+                        p.extend_from_slice(&[STRANGE; 160]);
+                        if sock.send_to(&p, to).is_ok() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // A receiver report too, at the RTCP port.
+                        let rr = [0x80, 201, 0, 1, 0x57, 0x47, 0, 1];
+                        let _ = sock.send_to(&rr, SocketAddr::from(([127, 0, 0, 1], port + 1)));
+                    }
+                    seq = seq.wrapping_add(1);
+                    if sock.recv_from(&mut buf).is_ok() {
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        Sprayer {
+            stop,
+            received,
+            sent,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Sprayer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn rtp_sprayed_from_another_address_around_answer_is_never_taken() {
+    // A small range below the kernel's ephemeral ports, apart for each test process.
+    let lo = 30000 + (std::process::id() % 200) as u16 * 8;
+    let ports = [lo, lo + 7];
+    let relay = Relay::start(&[(
+        "VOXRELAY__SIP__RTP_PORTS",
+        format!("[{}, {}]", ports[0], ports[1]).as_str(),
+    )]);
+    let mut stranger = Sprayer::start("127.0.0.9", ports);
+
+    let mut uac = Uac::new(relay.sip);
+    let ok = uac.invite();
+    assert_eq!(ok.status(), 200);
+    let relay_rtp = uac.relay_rtp.expect("an RTP address in the answer");
+    assert!((ports[0]..=ports[1]).contains(&relay_rtp.port()));
+    uac.ack();
+    // The caller talks: 50 frames of its own, each a distinct byte pattern (never STRANGE).
+    let mut sent = std::collections::HashSet::new();
+    let mut got = Vec::new();
+    for i in 0..50u16 {
+        let payload = [(i % 50) as u8 + 1; 160];
+        sent.insert(payload[0]);
+        uac.send_rtp(0, 1000 + i, 5000 + u32::from(i) * 160, 0xabcdef, &payload);
+        // Paced by what comes back: one packet out of the relay per 20 ms frame.
+        if let Some(p) = uac.recv_rtp(Duration::from_millis(100)) {
+            got.push(p);
+        }
+    }
+    while let Some(p) = uac.recv_rtp(Duration::from_millis(300)) {
+        got.push(p);
+        if got.len() > 400 {
+            break;
+        }
+    }
+    assert_eq!(uac.bye().status(), 200);
+    let ended = relay.wait_for(|v| msg(v) == "call ended", Duration::from_secs(30));
+    stranger.stop();
+
+    // The caller heard its own audio back, and nothing of the stranger's.
+    let echoed: std::collections::HashSet<u8> = got
+        .iter()
+        .map(|p| p.5[0])
+        .filter(|b| sent.contains(b))
+        .collect();
+    assert!(
+        echoed.len() >= 10,
+        "the caller's own frames come back: {} of 50; {ended}",
+        echoed.len()
+    );
+    assert!(got.iter().all(|p| p.5[0] != STRANGE));
+    // The stranger was heard by the relay (and dropped), and heard nothing from it.
+    let spray = stranger.sent.load(Ordering::Relaxed);
+    assert!(spray > 100, "the stranger sprayed {spray} packets");
+    assert_eq!(
+        stranger.received.load(Ordering::Relaxed),
+        0,
+        "the relay sent nothing to the stranger; {ended}"
+    );
+    let foreign = ended["foreign"].as_u64().unwrap();
+    assert!(foreign > 0, "the spray was counted and dropped: {ended}");
+    let rtp_in = ended["rtp_in"].as_u64().unwrap();
+    assert!(
+        (10..=50).contains(&rtp_in),
+        "only the caller's packets were taken: {ended}"
+    );
+    assert!(
+        ended["rtcp_foreign"].as_u64().unwrap() > 0,
+        "the stranger's RTCP was dropped too: {ended}"
+    );
+    assert_eq!(ended["malformed"], 0);
+}
