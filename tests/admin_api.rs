@@ -987,7 +987,7 @@ async fn a_slow_client_is_dropped_and_never_holds_up_a_call() {
     // the slow client: a raw socket that sends its request and then reads nothing
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     slow.write_all(
-        format!("GET /api/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
+        format!("GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
             .as_bytes(),
     )
     .await

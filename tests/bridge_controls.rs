@@ -173,12 +173,17 @@ fn the_operator_mutes_and_hangs_up_an_echo_call_which_has_no_model_to_steer() {
 
     // and a SIPp caller too
     std::thread::scope(|s| {
-        let caller = s.spawn(|| sipp(&relay, "operator_hangs_up.xml", &["-m", "1"]));
+        let caller = s.spawn(|| sipp(&relay, "silent_until_bye.xml", &["-m", "1"]));
         let answered = relay.wait_for(
             |v| msg(v) == "call answered" && v["span"]["id"] != id.as_str(),
             Duration::from_secs(10),
         );
         let second = answered["span"]["id"].as_str().unwrap().to_string();
+        // a BYE waits for the caller's ACK (RFC 3261 13.3.1.4): hang up once it is in
+        relay.wait_for(
+            |v| msg(v) == "call acked" && v["span"]["id"] == second.as_str(),
+            Duration::from_secs(10),
+        );
         let (status, body) = post_json(&format!("{admin}/api/calls/{second}/hangup"), &json!({}));
         assert_eq!(status, 202, "{body}");
         assert_sipp_ok(&caller.join().unwrap(), 1, &relay);

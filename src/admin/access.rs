@@ -198,7 +198,8 @@ impl AccessPolicy {
                 }
             }
         }
-        if !safe && !is_json(headers) {
+        let has_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+        if has_body && !is_json(headers) {
             return Verdict::Refuse(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -429,6 +430,9 @@ mod tests {
             );
         }
         assert_eq!(code(&post(&[h])), Some("unsupported_media_type"));
+        // a method no route takes is left to the router's 405
+        let v = verdict(&p, Method::DELETE, "/api/calls", &[h]);
+        assert_eq!(v, Verdict::Pass { allow_origin: None });
     }
 
     #[test]
