@@ -111,6 +111,9 @@ impl Fixture {
     }
 }
 
+/// Request headers as (name, value) pairs.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 fn error_code(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     v["error"]["code"].as_str().unwrap_or_default().to_string()
@@ -194,7 +197,7 @@ async fn cross_origin_posts_are_refused_and_same_origin_json_is_served() {
     let (_call, mut controls) = live_call(&f.registry, "c1");
     let me = format!("http://127.0.0.1:{}", f.port);
     let say = r#"{"text":"Tell the caller the clinic is closed for good."}"#;
-    let refused: [(&[(&str, &str)], u16, &str); 6] = [
+    let refused: [(Headers, u16, &str); 6] = [
         // the form/fetch a page can send without a preflight
         (
             &[
