@@ -233,6 +233,8 @@ impl AccessPolicy {
             _ => return Err(bad_host()),
         };
         let (name, port) = (&host.0, host.1);
+        // a dual-stack listener sees an IPv4 client's connection on an IPv4-mapped address
+        let local_ip = local_ip.map(|ip| ip.to_canonical());
         let ok = is_loopback_name(name)
             || local_ip.is_some_and(|ip| host_ip(name) == Some(ip))
             || self
@@ -360,6 +362,10 @@ mod tests {
             let v = verdict(&p, Method::GET, "/healthz", &[("host", host)]);
             assert_eq!(code(&v), Some("host_not_allowed"), "{host:?}");
         }
+        // a dual-stack listener: the local address is IPv4-mapped
+        let (m, u, h) = req(Method::GET, "/healthz", &[("host", "10.0.0.9:8080")]);
+        let v = p.decide(&m, &u, &h, Some("::ffff:10.0.0.9".parse().unwrap()));
+        assert_eq!(code(&v), None);
         // no Host at all
         assert_eq!(
             code(&verdict(&p, Method::GET, "/healthz", &[])),
