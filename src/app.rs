@@ -175,6 +175,8 @@ impl Relay {
         let metrics = Metrics::shared();
         let registry = Registry::new();
         admin::check_exposure(cfg.admin.listen, admin_token(&cfg).as_ref())?;
+        let admin_policy =
+            admin::AccessPolicy::new(&cfg.admin.public_hosts, &cfg.admin.cors_origins)?;
         let store = Store::open_config(&cfg.booking)
             .await
             .map_err(|e| anyhow::anyhow!("booking database: {e}"))?;
@@ -206,7 +208,7 @@ impl Relay {
         };
         let sip = SipServer::start(settings, bridge).await?;
         let draining = sip.draining_flag();
-        let admin = admin::start(
+        let admin = admin::start_with(
             cfg.admin.listen,
             AdminState {
                 registry: registry.clone(),
@@ -221,6 +223,10 @@ impl Relay {
                     media: true,
                     draining: draining.load(std::sync::atomic::Ordering::Acquire),
                 }),
+            },
+            admin::AdminOptions {
+                policy: admin_policy,
+                ..Default::default()
             },
         )
         .await?;

@@ -260,6 +260,11 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token; set it from the environment (`VOXRELAY__ADMIN__TOKEN`).
     pub token: Option<Secret>,
+    /// `Host` names (with an optional port) the admin server answers to besides loopback
+    /// names and its own address, e.g. `admin.example.com` behind a proxy.
+    pub public_hosts: Vec<String>,
+    /// Browser apps on other origins (`https://app.example.com`) that may call `/api/session`.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -267,6 +272,8 @@ impl Default for AdminConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: None,
+            public_hosts: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }

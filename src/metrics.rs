@@ -2,8 +2,8 @@
 //! nothing allocated per packet) and rendered by `GET /metrics`.
 //!
 //! Names follow the Prometheus conventions: a `voxrelay_` prefix, base units (seconds),
-//! `_total` on counters (added by the encoder), and labels with few values (outcomes, causes,
-//! tool names, directions; never call ids or numbers).
+//! `_total` on counters (added by the encoder), and labels from closed sets (outcomes, causes,
+//! known tool names, directions; never call ids, numbers or names a model made up).
 
 use std::sync::Arc;
 
@@ -39,8 +39,8 @@ pub struct DirectionLabel {
 /// Tool label set.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolLabels {
-    /// The tool.
-    pub tool: String,
+    /// The tool: one of [`KNOWN_TOOLS`], or [`OTHER_TOOL`].
+    pub tool: &'static str,
     /// `ok` or `error`.
     pub outcome: &'static str,
 }
@@ -50,6 +50,30 @@ pub struct ToolLabels {
 pub struct TrunkLabel {
     /// The trunk's name.
     pub trunk: String,
+}
+
+/// The tool names a `tool` label may take: the booking tools and the relay's own. The model
+/// names the tool it calls, so any other name it makes up is counted as [`OTHER_TOOL`]: labels
+/// come from a closed set and a model cannot grow the series without bound.
+pub const KNOWN_TOOLS: [&str; 6] = [
+    crate::booking::TOOL_NAMES[0],
+    crate::booking::TOOL_NAMES[1],
+    crate::booking::TOOL_NAMES[2],
+    crate::booking::TOOL_NAMES[3],
+    crate::bridge::agent::END_CALL,
+    crate::bridge::agent::TRANSFER_CALL,
+];
+
+/// The `tool` label of every name not in [`KNOWN_TOOLS`].
+pub const OTHER_TOOL: &str = "other";
+
+/// The label for a tool name from the model.
+pub fn tool_label(name: &str) -> &'static str {
+    KNOWN_TOOLS
+        .iter()
+        .find(|k| **k == name)
+        .copied()
+        .unwrap_or(OTHER_TOOL)
 }
 
 fn setup_hist() -> Histogram {
@@ -264,11 +288,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a tool call.
+    /// Records a tool call; a name not in [`KNOWN_TOOLS`] is counted as [`OTHER_TOOL`].
     pub fn tool(&self, tool: &str, ok: bool, seconds: f64) {
         self.tool_seconds
             .get_or_create(&ToolLabels {
-                tool: tool.to_string(),
+                tool: tool_label(tool),
                 outcome: if ok { "ok" } else { "error" },
             })
             .observe(seconds);
@@ -333,5 +357,31 @@ mod tests {
         );
         assert!(text.contains("voxrelay_bookings_created_total 1"), "{text}");
         assert!(text.contains("# TYPE voxrelay_barge_in_residual_seconds histogram"));
+    }
+
+    #[test]
+    fn tool_names_from_the_model_come_from_a_closed_set() {
+        let m = Metrics::new();
+        for i in 0..100 {
+            m.tool(&format!("made_up_{i}"), false, 0.001);
+        }
+        m.tool("find_bookings\"} 1\n", false, 0.001);
+        m.tool("find_bookings", true, 0.001);
+        let text = m.render();
+        assert!(
+            text.contains("voxrelay_tool_call_seconds_count{tool=\"other\",outcome=\"error\"} 101"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tool=\"find_bookings\",outcome=\"ok\""),
+            "{text}"
+        );
+        assert!(!text.contains("made_up"), "{text}");
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("voxrelay_tool_call_seconds_count"))
+            .count();
+        assert_eq!(series, 2, "{text}");
+        assert_eq!(tool_label("end_call"), "end_call");
     }
 }

@@ -128,6 +128,8 @@ impl Fixture {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        // every POST is JSON (the server refuses others), an empty object when no body
+        let body = body.or_else(|| (method == Method::POST).then(|| json!({})));
         let mut req = self
             .http
             .request(method, format!("{}{}", self.base, path))
@@ -441,6 +443,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
             .http
             .post(format!("{}/api/calls/call-live/{action}", f.base))
             .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await
@@ -671,6 +674,39 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!(s, 503);
     spec.check("get", "/readyz", s, &v);
     assert!(v["error"]["message"].as_str().unwrap().contains("database"));
+
+    // the guard's answers on every route: a foreign Host (421), a request from another site
+    // to the API (403), a POST that is not JSON (415); none reaches the call
+    for (path, method, code) in spec.documented() {
+        if ![421u16, 403, 415].contains(&code) {
+            continue;
+        }
+        let real = path.replace("{id}", "call-live");
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let req = f
+            .http
+            .request(m, format!("{}{real}", f.base))
+            .bearer_auth(TOKEN)
+            .timeout(WAIT);
+        let req = match code {
+            421 => req.header("host", "evil.example"),
+            403 => req
+                .header("origin", "http://evil.example")
+                .header("access-control-request-method", "GET")
+                .header("content-type", "application/json")
+                .body("{}"),
+            _ => req.header("content-type", "text/plain").body("{}"),
+        };
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), code, "{method} {path}");
+        assert!(resp.headers().get("access-control-allow-origin").is_none());
+        let v: Value = resp.json().await.unwrap();
+        spec.check(&method, &path, StatusCode::from_u16(code).unwrap(), &v);
+    }
+    assert!(
+        controls.try_recv().is_err(),
+        "a refused request reached the call"
+    );
 
     drop(live);
     let seen = spec.seen.lock().unwrap().clone();
@@ -951,7 +987,7 @@ async fn a_slow_client_is_dropped_and_never_holds_up_a_call() {
     // the slow client: a raw socket that sends its request and then reads nothing
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     slow.write_all(
-        format!("GET /api/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
+        format!("GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
             .as_bytes(),
     )
     .await

@@ -202,7 +202,7 @@ pub async fn mute(
     send(&state, &id, Control::Mute(muted), "mute")
 }
 
-/// A JSON body, whatever its content type says (curl users forget it); errors in our shape.
+/// A JSON body (the guard has already refused other content types); errors in our shape.
 fn parse_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     example: &str,
@@ -241,6 +241,11 @@ fn send(
             StatusCode::CONFLICT,
             "call_ended",
             "the call has ended",
+        )),
+        Err(ControlError::NotSupported) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_supported",
+            "this call has no model to interrupt or speak to (the echo line test); hang up and mute work",
         )),
         Err(ControlError::Busy) => Err(ApiError::unavailable(
             "call_busy",

@@ -4,14 +4,17 @@
 //! Everything here reads the call [`Registry`] or sends a [`crate::bridge::registry::Control`]
 //! to a call's task; nothing here holds call state or a lock across an `.await`.
 
+mod access;
 mod auth;
 mod bookings;
 mod calls;
 mod dashboard;
 mod error;
+mod guard;
 mod health;
 pub mod openapi;
 mod routes;
+mod serve;
 mod session;
 mod sse;
 mod trunks;
@@ -32,11 +35,40 @@ use crate::openai::keys::KeyMinter;
 use crate::openai::secret::Secret;
 use crate::sip::register::RegistrationStates;
 
+pub use access::{AccessPolicy, PolicyError};
 pub use auth::token_matches;
 pub use error::ApiError;
+pub use guard::REQUEST_TIMEOUT;
 
 /// How long [`AdminServer::shutdown`] waits for open requests before it drops them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A connection must send a request's whole head within this long after it opens or after
+/// its previous answer (so this also closes idle keep-alive connections); slowloris clients
+/// that trickle headers are cut off. The default of [`AdminOptions::header_read_timeout`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the admin server treats connections and requests.
+#[derive(Debug, Clone)]
+pub struct AdminOptions {
+    /// `admin.public_hosts` and `admin.cors_origins`.
+    pub policy: AccessPolicy,
+    /// See [`HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+}
+
+impl Default for AdminOptions {
+    fn default() -> Self {
+        Self {
+            policy: AccessPolicy::default(),
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+/// Open connections at most; more are closed as they are accepted (the dashboard needs two or
+/// three per tab, probes one each).
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// What the relay's other parts say about their health, read on every `GET /readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,8 +188,20 @@ impl AdminServer {
     }
 }
 
-/// Starts the admin server on `listen`. Refuses a non-loopback address without a token.
+/// Starts the admin server on `listen` with the default [`AdminOptions`] (loopback names and
+/// this server's own address only, no CORS origins). Refuses a non-loopback address without a
+/// token.
 pub async fn start(listen: SocketAddr, state: AdminState) -> Result<AdminServer, StartError> {
+    start_with(listen, state, AdminOptions::default()).await
+}
+
+/// Starts the admin server on `listen` with `options` (the policy from `admin.public_hosts`
+/// and `admin.cors_origins`). Refuses a non-loopback address without a token.
+pub async fn start_with(
+    listen: SocketAddr,
+    state: AdminState,
+    options: AdminOptions,
+) -> Result<AdminServer, StartError> {
     check_exposure(listen, state.token.as_ref())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -170,16 +214,13 @@ pub async fn start(listen: SocketAddr, state: AdminState) -> Result<AdminServer,
         source,
     })?;
     let stop = CancellationToken::new();
-    let app = routes::router(state, stop.clone());
-    let stopped = stop.clone();
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stopped.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            warn!(error = %e, "admin server stopped with an error");
-        }
-    });
+    let app = routes::router(state, Arc::new(options.policy), stop.clone());
+    let task = tokio::spawn(serve::serve(
+        listener,
+        app,
+        options.header_read_timeout,
+        stop.clone(),
+    ));
     info!(admin = %addr, "admin HTTP listening");
     Ok(AdminServer { addr, stop, task })
 }

@@ -5,18 +5,24 @@ use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+use super::access::AccessPolicy;
+
 use super::error::ApiError;
-use super::{auth, bookings, calls, dashboard, health, openapi, session, sse, trunks, AdminState};
+use super::{
+    auth, bookings, calls, dashboard, guard, health, openapi, session, sse, trunks, AdminState,
+};
 
 /// Request bodies are small JSON objects.
 const BODY_LIMIT: usize = 16 * 1024;
 
 /// Every route. `/healthz`, `/readyz`, `/metrics` and the dashboard's static files are open
 /// (probes and browsers cannot send a bearer token; the page holds no data); everything under
-/// `/api` needs the token when one is set.
-pub fn router(state: AdminState, stop: CancellationToken) -> Router {
+/// `/api` needs the token when one is set. Every route, the fallbacks included, is behind
+/// the [`guard`] (`Host`, `Origin`, JSON POSTs, the request timeout).
+pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationToken) -> Router {
     let api = Router::new()
         .route("/api/calls", get(calls::list))
         .route("/api/calls/{id}", get(calls::get))
@@ -46,6 +52,7 @@ pub fn router(state: AdminState, stop: CancellationToken) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(Extension(stop))
+        .layer(middleware::from_fn_with_state(policy, guard::guard))
         .with_state(state)
 }
 

@@ -1,16 +1,18 @@
 //! The task of a call answered by the built-in `echo` agent (a line test). It owns the call's dialog, its RTP leg and its agent, and is the only
 //! place that touches them: signalling events, RTP in, one 20 ms frame out every 20 ms,
-//! RTCP reports, and the call's limits.
+//! RTCP reports, the operator's controls (hang up, mute; the call has no model, so the
+//! registry refuses interrupt and say), and the call's limits.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::mpsc;
 use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, Instrument};
 
 use super::echo::EchoBuffer;
-use super::registry::{CallDetail, CallPublisher};
+use super::registry::{CallDetail, CallEvent, CallPublisher, Control};
 use super::{BridgeSettings, Shared};
 use crate::media::rtcp::{self, PeerReport, REPORT_INTERVAL};
 use crate::media::rtp::{Packetizer, ReceiveStats, FRAME_SAMPLES, HEADER_LEN};
@@ -19,6 +21,8 @@ use crate::sip::{EndReason, IncomingCall, PhoneEvent};
 
 const FRAME: Duration = Duration::from_millis(20);
 const FRAME_BYTES: usize = FRAME_SAMPLES as usize;
+/// The outcome of a call the operator hung up (as a call with a model reports it).
+const OPERATOR_HANGUP: &str = "operator_hangup";
 
 /// Runs one call to its end.
 pub async fn run(
@@ -39,22 +43,34 @@ pub async fn run(
     detail.sip_call_id = call.sip_call_id.clone();
     detail.started_at = call.started.into();
     detail.media.codec = call.sip.negotiated().codec.name().into();
-    let (publisher, _controls) = shared.registry.register(detail);
+    let (publisher, mut controls) = shared.registry.register_without_model(detail);
     shared.metrics.calls_active.inc();
-    let reason = run_inner(call, settings, &publisher, stop)
+    let outcome = run_inner(call, settings, &publisher, &mut controls, stop)
         .instrument(span)
         .await;
     shared.metrics.calls_active.dec();
-    shared.metrics.call_ended(reason.as_str());
-    publisher.finish(reason.as_str());
+    shared.metrics.call_ended(outcome);
+    publisher.finish(outcome);
 }
 
+/// Applies a mute request: the call's view and its event say so.
+fn set_muted(publisher: &CallPublisher, muted: &mut bool, m: bool) {
+    info!(muted = m, "the operator muted the caller");
+    *muted = m;
+    publisher.update(|d| d.muted = m);
+    publisher.emit(CallEvent::Muted { muted: m });
+}
+
+/// Runs the call; returns its outcome label (an [`EndReason`]'s, or `operator_hangup`).
 async fn run_inner(
     mut call: IncomingCall,
     settings: Arc<BridgeSettings>,
     publisher: &CallPublisher,
+    controls: &mut mpsc::Receiver<Control>,
     stop: CancellationToken,
-) -> EndReason {
+) -> &'static str {
+    let mut muted = false;
+    let mut controls_open = true;
     let neg = call.sip.negotiated().clone();
     info!(
         from = %call.from, to = %call.to, transport = call.transport,
@@ -76,19 +92,31 @@ async fn run_inner(
                         None => EndReason::Other,
                     };
                     info!(reason = reason.as_str(), seconds = 0.0, "call ended");
-                    return reason;
+                    return reason.as_str();
                 }
+                c = controls.recv(), if controls_open => match c {
+                    Some(Control::Hangup) => {
+                        info!("the operator hung up");
+                        call.sip.hang_up(EndReason::RelayBye).await;
+                        info!(reason = OPERATOR_HANGUP, seconds = 0.0, "call ended");
+                        return OPERATOR_HANGUP;
+                    }
+                    Some(Control::Mute(m)) => set_muted(publisher, &mut muted, m),
+                    // the registry refuses these for a call without a model
+                    Some(Control::Interrupt | Control::Say(_)) => {}
+                    None => controls_open = false,
+                },
                 _ = stop.cancelled() => {
                     call.sip.hang_up(EndReason::Shutdown).await;
                     info!(reason = EndReason::Shutdown.as_str(), seconds = 0.0, "call ended");
-                    return EndReason::Shutdown;
+                    return EndReason::Shutdown.as_str();
                 }
             }
         }
     }
     if let Err(e) = call.sip.answer() {
         info!(error = %e, reason = "rejected", "call ended");
-        return EndReason::Rejected;
+        return EndReason::Rejected.as_str();
     }
     call.rtp.answered();
     let answered = Instant::now();
@@ -113,6 +141,7 @@ async fn run_inner(
     reports.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let max_end = answered + settings.max_call;
     let mut last_rx = Instant::now();
+    let mut outcome = None;
 
     let reason = loop {
         tokio::select! {
@@ -136,7 +165,8 @@ async fn run_inner(
                     last_rx = Instant::now();
                     let arrival = (answered.elapsed().as_micros() / 125) as u32;
                     rx.on_packet(&p, arrival);
-                    if p.payload_type == payload_type {
+                    // muted: the caller hears silence, not themselves
+                    if p.payload_type == payload_type && !muted {
                         echo.push(&in_buf[p.payload_start..p.payload_end]);
                     } else if Some(p.payload_type) == neg.dtmf_payload_type {
                         dtmf_packets += 1;
@@ -169,6 +199,18 @@ async fn run_inner(
                 let sr = rtcp::sender_report(&tx, &mut rx, SystemTime::now());
                 call.rtp.send_rtcp(&sr);
             }
+            c = controls.recv(), if controls_open => match c {
+                Some(Control::Hangup) => {
+                    info!("the operator hung up");
+                    call.sip.hang_up(EndReason::RelayBye).await;
+                    outcome = Some(OPERATOR_HANGUP);
+                    break EndReason::RelayBye;
+                }
+                Some(Control::Mute(m)) => set_muted(publisher, &mut muted, m),
+                // the registry refuses these for a call without a model
+                Some(Control::Interrupt | Control::Say(_)) => {}
+                None => controls_open = false,
+            },
             _ = sleep_until(max_end) => {
                 call.sip.hang_up(EndReason::MaxDuration).await;
                 break EndReason::MaxDuration;
@@ -183,8 +225,9 @@ async fn run_inner(
     // Free the call's slot and ports before saying it ended, so whoever reads the log line
     // can count on both.
     drop(call);
+    let outcome = outcome.unwrap_or(reason.as_str());
     info!(
-        reason = reason.as_str(),
+        reason = outcome,
         seconds = answered.elapsed().as_secs_f32(),
         rtp_in = c.rx_packets,
         rtp_out = c.tx_packets,
@@ -199,5 +242,5 @@ async fn run_inner(
         peer_lost = peer.lost,
         "call ended"
     );
-    reason
+    outcome
 }

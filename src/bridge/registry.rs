@@ -335,6 +335,14 @@ pub enum Control {
     Mute(bool),
 }
 
+impl Control {
+    /// It acts on a model (interrupt, say): a call without one (the `echo` line test) cannot
+    /// take it.
+    pub fn needs_model(&self) -> bool {
+        matches!(self, Control::Interrupt | Control::Say(_))
+    }
+}
+
 /// Why a control request did not reach a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
@@ -347,11 +355,16 @@ pub enum ControlError {
     /// The call's queue is full (it is not keeping up).
     #[error("the call is busy; try again")]
     Busy,
+    /// The call has no model to interrupt or speak to (the `echo` line test).
+    #[error("this call has no model to take that control")]
+    NotSupported,
 }
 
 struct Live {
     detail: Arc<RwLock<CallDetail>>,
     control: mpsc::Sender<Control>,
+    /// It has a model: [`Control::needs_model`] requests reach it.
+    has_model: bool,
 }
 
 struct Inner {
@@ -395,6 +408,19 @@ impl Registry {
 
     /// Adds a new call; the call's task keeps the publisher and reads its controls.
     pub fn register(&self, detail: CallDetail) -> (CallPublisher, mpsc::Receiver<Control>) {
+        self.add(detail, true)
+    }
+
+    /// Adds a call that has no model (the `echo` line test): it reads hang-up and mute only,
+    /// and [`Registry::control`] answers [`ControlError::NotSupported`] to the others.
+    pub fn register_without_model(
+        &self,
+        detail: CallDetail,
+    ) -> (CallPublisher, mpsc::Receiver<Control>) {
+        self.add(detail, false)
+    }
+
+    fn add(&self, detail: CallDetail, has_model: bool) -> (CallPublisher, mpsc::Receiver<Control>) {
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         let id = detail.id.clone();
         let summary = detail.summary();
@@ -404,6 +430,7 @@ impl Registry {
             Live {
                 detail: detail.clone(),
                 control: tx,
+                has_model,
             },
         );
         let publisher = CallPublisher {
@@ -451,6 +478,9 @@ impl Registry {
     /// Sends a control request to a live call.
     pub fn control(&self, id: &str, c: Control) -> Result<(), ControlError> {
         let tx = match self.inner.live.get(id) {
+            Some(e) if !e.value().has_model && c.needs_model() => {
+                return Err(ControlError::NotSupported)
+            }
             Some(e) => e.value().control.clone(),
             None => {
                 return Err(if self.get(id).is_some() {
@@ -577,6 +607,20 @@ impl Drop for CallPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_call_without_a_model_takes_hang_up_and_mute_only() {
+        let reg = Registry::new();
+        let (_p, mut ctl) =
+            reg.register_without_model(CallDetail::new("e1", "sip:a@x", "sip:b@y", "echo", None));
+        for c in [Control::Interrupt, Control::Say("hi".into())] {
+            assert_eq!(reg.control("e1", c), Err(ControlError::NotSupported));
+        }
+        reg.control("e1", Control::Mute(true)).unwrap();
+        reg.control("e1", Control::Hangup).unwrap();
+        assert_eq!(ctl.recv().await, Some(Control::Mute(true)));
+        assert_eq!(ctl.recv().await, Some(Control::Hangup));
+    }
 
     #[tokio::test]
     async fn a_call_is_listed_controlled_and_kept_after_it_ends() {

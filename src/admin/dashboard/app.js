@@ -382,7 +382,8 @@ async function control(action, body) {
   const d = state.detail;
   if (!d) return;
   try {
-    await api(`/api/calls/${encodeURIComponent(d.id)}/${action}`, { method: 'POST', body });
+    // every POST is JSON: the server refuses other bodies (a page elsewhere can send those)
+    await api(`/api/calls/${encodeURIComponent(d.id)}/${action}`, { method: 'POST', body: body === undefined ? {} : body });
     return true;
   } catch (e) {
     if (e instanceof AuthError) { showLogin(true); return false; }
