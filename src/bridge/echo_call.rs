@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, Instrument};
 
 use super::echo::EchoBuffer;
-use super::registry::{CallDetail, CallEvent, CallPublisher, Control};
+use super::registry::{CallDetail, CallPublisher, Control};
 use super::{BridgeSettings, Shared};
 use crate::media::rtcp::{self, PeerReport, REPORT_INTERVAL};
 use crate::media::rtp::{Packetizer, ReceiveStats, FRAME_SAMPLES, HEADER_LEN};
@@ -53,12 +53,10 @@ pub async fn run(
     publisher.finish(outcome);
 }
 
-/// Applies a mute request: the call's view and its event say so.
+/// Applies a mute request.
 fn set_muted(publisher: &CallPublisher, muted: &mut bool, m: bool) {
-    info!(muted = m, "the operator muted the caller");
     *muted = m;
-    publisher.update(|d| d.muted = m);
-    publisher.emit(CallEvent::Muted { muted: m });
+    publisher.muted(m);
 }
 
 /// Runs the call; returns its outcome label (an [`EndReason`]'s, or `operator_hangup`).

@@ -876,6 +876,8 @@ impl Live {
         if !self.agent.allows(&tc.name) {
             warn!(tool = %truncate(&tc.name, 64), agent = %self.agent.name, "tool refused: not one of the agent's tools");
             self.ctx.metrics.tools_refused.inc();
+            // also a failed tool call, under `other` unless the name is a known tool
+            self.ctx.metrics.tool(&tc.name, false, 0.0);
             let out = refused_json(&tc.name);
             self.record_result(&tc.call_id, &out, false, Duration::ZERO);
             self.p.emit(CallEvent::ToolResult {
@@ -1117,10 +1119,8 @@ impl Live {
                 .await;
             }
             Control::Mute(m) => {
-                info!(muted = m, "the operator muted the caller");
                 self.muted = m;
-                self.p.update(|d| d.muted = m);
-                self.p.emit(CallEvent::Muted { muted: m });
+                self.p.muted(m);
             }
         }
         None

@@ -525,6 +525,14 @@ impl std::fmt::Debug for CallPublisher {
 }
 
 impl CallPublisher {
+    /// The operator muted or unmuted the caller: the call's view and its event say so, then
+    /// the log (so a reader of the log finds the view already changed).
+    pub fn muted(&self, muted: bool) {
+        self.update(|d| d.muted = muted);
+        self.emit(CallEvent::Muted { muted });
+        tracing::info!(muted, "the operator muted the caller");
+    }
+
     /// The call's id.
     pub fn id(&self) -> &str {
         &self.id
