@@ -457,6 +457,21 @@ mod tests {
         }
     }
 
+    /// Found by `sip_message`: rsipstack's stream codec adds a Content-Length of
+    /// 2^64 - 1 to the header length, which panicked with overflow checks on (see the
+    /// `rsipstack` profile override in Cargo.toml). The fuzzer's input, and a minimal one.
+    #[test]
+    fn a_content_length_of_2_64_on_a_stream_does_not_panic() {
+        sip_message(include_bytes!(
+            "../fuzz/seeds/sip_message/crash-content-length-overflow"
+        ));
+        let minimal = b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nl: 18446744073709551615\r\n\r\nrest";
+        sip_message(minimal);
+        let mut buf = BytesMut::from(&minimal[..]);
+        // Not a whole message, or a malformed one: nothing to hand on, and no panic.
+        let _ = SipCodec::new().decode(&mut buf);
+    }
+
     #[test]
     fn chunks_split_length_prefixed_items() {
         let data = chunked(&[b"ab", b"", b"cde"]);
