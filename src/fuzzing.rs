@@ -321,7 +321,11 @@ pub fn realtime_events(data: &[u8]) {
             let _ = base64::engine::general_purpose::STANDARD.decode_vec(delta, &mut audio);
         }
     }
-    let _ = (turns.response_active(), turns.cancel_needed(), turns.queued());
+    let _ = (
+        turns.response_active(),
+        turns.cancel_needed(),
+        turns.queued(),
+    );
 }
 
 /// Client events, one per line, into a simulator session (the `booking` scenario) on a fake
@@ -373,7 +377,12 @@ pub fn sim_client_events(data: &[u8]) {
     // The typed client event parser on its own, as the relay's tests and tools use it.
     for line in text.lines().take(MAX_ITEMS) {
         if let Ok(ev) = ClientEvent::parse(line) {
-            let _ = (ev.kind().len(), ev.event_id(), ev.is_malformed(), ev.to_json());
+            let _ = (
+                ev.kind().len(),
+                ev.event_id(),
+                ev.is_malformed(),
+                ev.to_json(),
+            );
         }
     }
 }
