@@ -442,7 +442,8 @@ mod tests {
     /// valid inputs and the harnesses keep compiling and running in the ordinary tests.
     #[test]
     fn the_fuzz_seeds_run_without_a_panic() {
-        let targets: [(&str, fn(&[u8])); 9] = [
+        type Harness = fn(&[u8]);
+        let targets: [(&str, Harness); 9] = [
             ("sip_message", sip_message),
             ("sdp_offer", sdp_offer),
             ("rtp_packet", rtp_packets),
