@@ -188,11 +188,11 @@ impl ReceiveStats {
         let transit = i64::from(arrival_ticks) - i64::from(p.timestamp);
         if let Some(last) = self.last_transit {
             let d = (transit - last).unsigned_abs().min(u64::from(u32::MAX)) as u32;
-            // J += (|D| - J) / 16, kept scaled by 16.
-            self.jitter_q4 = self
-                .jitter_q4
-                .wrapping_add(d)
-                .wrapping_sub((self.jitter_q4 + 8) >> 4);
+            // J += (|D| - J) / 16, kept scaled by 16; in 64 bits and saturated, as a
+            // peer's timestamps can make |D| as large as 2^32 - 1 (found by fuzzing).
+            let j = u64::from(self.jitter_q4);
+            let j = j + u64::from(d) - ((j + 8) >> 4);
+            self.jitter_q4 = j.min(u64::from(u32::MAX)) as u32;
         }
         self.last_transit = Some(transit);
     }
@@ -272,6 +272,26 @@ mod tests {
         assert_eq!(seen[3], (1, 59 + 480, false, 0xdead_beef));
         assert_eq!(p.packets(), 4);
         assert_eq!(p.octets(), 640);
+    }
+
+    #[test]
+    fn timestamps_far_apart_saturate_the_jitter() {
+        // Found by fuzzing: a transit jump of 2^32 - 1 took the scaled jitter to its
+        // maximum, and the next packet overflowed it.
+        let mut stats = ReceiveStats::default();
+        for (seq, ts) in [(1u16, 0u32), (2, u32::MAX), (3, 0), (4, u32::MAX)] {
+            let p = RtpIn {
+                payload_type: 0,
+                marker: false,
+                sequence: seq,
+                timestamp: ts,
+                ssrc: 7,
+                payload_start: 12,
+                payload_end: 12,
+            };
+            stats.on_packet(&p, 0);
+        }
+        assert_eq!(stats.jitter(), u32::MAX >> 4);
     }
 
     #[test]
