@@ -103,23 +103,7 @@ fn rtp_sprayed_from_another_address_around_answer_is_never_taken() {
     assert!((ports[0]..=ports[1]).contains(&relay_rtp.port()));
     uac.ack();
     // The caller talks: 50 frames of its own, each a distinct byte pattern (never STRANGE).
-    let mut sent = std::collections::HashSet::new();
-    let mut got = Vec::new();
-    for i in 0..50u16 {
-        let payload = [(i % 50) as u8 + 1; 160];
-        sent.insert(payload[0]);
-        uac.send_rtp(0, 1000 + i, 5000 + u32::from(i) * 160, 0xabcdef, &payload);
-        // Paced by what comes back: one packet out of the relay per 20 ms frame.
-        if let Some(p) = uac.recv_rtp(Duration::from_millis(100)) {
-            got.push(p);
-        }
-    }
-    while let Some(p) = uac.recv_rtp(Duration::from_millis(300)) {
-        got.push(p);
-        if got.len() > 400 {
-            break;
-        }
-    }
+    let (sent, got) = uac.talk_and_listen(50);
     assert_eq!(uac.bye().status(), 200);
     let ended = relay.wait_for(|v| msg(v) == "call ended", Duration::from_secs(30));
     stranger.stop();

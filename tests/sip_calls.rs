@@ -138,23 +138,7 @@ fn the_echo_agent_plays_the_callers_audio_back_with_clean_rtp() {
     assert_eq!(ok.header("content-type"), Some("application/sdp"));
     uac.ack();
     // 50 frames, each a distinct byte pattern; the caller's own SSRC and numbering.
-    let mut sent = std::collections::HashSet::new();
-    let mut got = Vec::new();
-    for i in 0..50u16 {
-        let payload = [(i % 200) as u8 + 1; 160];
-        sent.insert(payload[0]);
-        uac.send_rtp(0, 1000 + i, 5000 + u32::from(i) * 160, 0xabcdef, &payload);
-        // Paced by what comes back: one packet out of the relay per 20 ms frame.
-        if let Some(p) = uac.recv_rtp(Duration::from_millis(100)) {
-            got.push(p);
-        }
-    }
-    while let Some(p) = uac.recv_rtp(Duration::from_millis(300)) {
-        got.push(p);
-        if got.len() > 400 {
-            break;
-        }
-    }
+    let (sent, got) = uac.talk_and_listen(50);
     let _ = uac.bye();
     assert!(got.len() >= 10, "the relay sends a frame every 20 ms");
     let ssrc = got[0].4;

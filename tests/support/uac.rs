@@ -1,8 +1,12 @@
 //! A small SIP caller over UDP for the checks SIPp cannot make: what comes back on RTP,
 //! how often a 200 OK is repeated, a call held open while other things happen.
 
+use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
+
+/// A received RTP packet: (marker, pt, seq, ts, ssrc, payload).
+pub type RtpPacket = (bool, u8, u16, u32, u32, Vec<u8>);
 
 /// A parsed SIP message, as much as the tests need.
 #[derive(Debug, Clone)]
@@ -295,8 +299,32 @@ impl Uac {
             .unwrap();
     }
 
+    /// Talks for `frames` 20 ms PCMU frames (SSRC 0xabcdef, sequence from 1000), each filled
+    /// with a distinct byte (1, 2, ...), paced by what comes back, then listens until the relay
+    /// falls quiet (400 packets at most). Returns the bytes sent and the packets heard.
+    pub fn talk_and_listen(&self, frames: u16) -> (HashSet<u8>, Vec<RtpPacket>) {
+        let mut sent = HashSet::new();
+        let mut got = Vec::new();
+        for i in 0..frames {
+            let payload = [(i % 200) as u8 + 1; 160];
+            sent.insert(payload[0]);
+            self.send_rtp(0, 1000 + i, 5000 + u32::from(i) * 160, 0xabcdef, &payload);
+            // one packet out of the relay per 20 ms frame
+            if let Some(p) = self.recv_rtp(Duration::from_millis(100)) {
+                got.push(p);
+            }
+        }
+        while let Some(p) = self.recv_rtp(Duration::from_millis(300)) {
+            got.push(p);
+            if got.len() > 400 {
+                break;
+            }
+        }
+        (sent, got)
+    }
+
     /// The next RTP packet: (marker, pt, seq, ts, ssrc, payload).
-    pub fn recv_rtp(&self, timeout: Duration) -> Option<(bool, u8, u16, u32, u32, Vec<u8>)> {
+    pub fn recv_rtp(&self, timeout: Duration) -> Option<RtpPacket> {
         self.rtp.set_read_timeout(Some(timeout)).unwrap();
         let mut buf = [0u8; 2048];
         let (n, _) = self.rtp.recv_from(&mut buf).ok()?;
