@@ -210,28 +210,37 @@ impl SipServer {
             let gate = gate.clone();
             tl.set_whitelist(move |ip: IpAddr| std::future::ready(gate.allow_packet(ip)));
         }
-        let udp = UdpConnection::create_connection(cfg.listen, None, Some(token.child_token()))
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on udp {}: {e}", cfg.listen))?;
-        let local_addr = udp
-            .get_addr()
-            .addr
-            .clone()
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("udp listener has no socket address"))?;
-        tl.add_transport(udp.into());
         // TCP and TLS are accepted by the relay itself, bounded (see streams.rs); rsipstack's
         // own idle timeout is off, as a trunk's connection may be quiet for a whole call.
         let tls_files = cfg.tls_files()?;
         if tls_files.is_some() {
             super::tls::install_crypto_provider();
         }
-        let listeners = StreamListeners::bind(
-            local_addr,
-            tls_files
+        // TCP takes the UDP port. With port 0 the port UDP got may be held over TCP by another
+        // socket (a client's ephemeral port): then both are picked again, a few times at most.
+        let attempts = if cfg.listen.port() == 0 { 16 } else { 1 };
+        let mut attempt = 0;
+        let (udp, local_addr, listeners) = loop {
+            attempt += 1;
+            let udp = UdpConnection::create_connection(cfg.listen, None, Some(token.child_token()))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on udp {}: {e}", cfg.listen))?;
+            let local_addr: SocketAddr = udp
+                .get_addr()
+                .addr
+                .clone()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("udp listener has no socket address"))?;
+            let tls = tls_files
                 .as_ref()
-                .map(|f| (cfg.tls_listen.unwrap_or(local_addr), f)),
-        )?;
+                .map(|f| (cfg.tls_listen.unwrap_or(local_addr), f));
+            match StreamListeners::bind(local_addr, tls) {
+                Ok(listeners) => break (udp, local_addr, listeners),
+                Err(_) if attempt < attempts => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        tl.add_transport(udp.into());
         let tls_addr = listeners.tls_addr();
         tl.set_stream_idle_timeout(Duration::ZERO);
         let streams = Streams::new(cfg.streams.clone(), gate.clone());
