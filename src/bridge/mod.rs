@@ -3,11 +3,11 @@
 
 pub mod agent;
 pub mod call_agent;
+pub mod call_core;
+pub mod call_task;
 pub mod digits;
 pub mod echo;
-pub mod echo_call;
 pub mod guardrail;
-pub mod live_call;
 pub mod moderation;
 pub mod phone_media;
 pub mod prompts;
@@ -25,7 +25,8 @@ use crate::metrics::Metrics;
 use crate::sip::{CallHandler, EndReason, IncomingCall};
 use registry::Registry;
 
-pub use live_call::LiveContext;
+pub use call_task::LiveContext;
+use call_task::Answerer;
 
 /// What every call task needs to know, shared.
 #[derive(Debug, Clone)]
@@ -100,12 +101,8 @@ impl CallHandler for Bridge {
     fn on_call(&self, mut call: IncomingCall) {
         let stop = self.hangup_all.child_token();
         if call.agent == "echo" {
-            tokio::spawn(echo_call::run(
-                call,
-                self.settings.clone(),
-                self.shared.clone(),
-                stop,
-            ));
+            let who = Answerer::Echo(self.settings.clone(), self.shared.clone());
+            tokio::spawn(call_task::run(call, who, stop));
             return;
         }
         let agent = self
@@ -114,7 +111,7 @@ impl CallHandler for Bridge {
             .and_then(|live| Some((live.clone(), live.agents.get(&call.agent)?)));
         match agent {
             Some((live, agent)) => {
-                tokio::spawn(live_call::run(call, agent, live, stop));
+                tokio::spawn(call_task::run(call, Answerer::Agent(agent, live), stop));
             }
             None => {
                 // routes and agents are checked at start, so this is a configuration the

@@ -149,6 +149,26 @@ impl PhoneMedia {
         }
     }
 
+    /// Counts a packet in the receive statistics only (a call that does not decode it: the
+    /// echo line test).
+    pub fn count_rtp(&mut self, now: Duration, p: &RtpIn) {
+        self.rx
+            .on_packet(p, (now.as_micros() / 125) as u32 /* 8 kHz ticks */);
+    }
+
+    /// The payload type of the call's audio.
+    pub fn payload_type(&self) -> u8 {
+        self.payload_type
+    }
+
+    /// Stamps one frame of G.711 the caller is to hear as is (the echo line test) into
+    /// `out`; returns the packet's length.
+    pub fn write_g711(&mut self, frame: &G711Frame, out: &mut [u8]) -> usize {
+        self.counters.frames_out += 1;
+        self.tx
+            .write(self.payload_type, frame, FRAME_SAMPLES as u32, out)
+    }
+
     /// A DTMF key whose end packet was lost, reported once its time passed.
     pub fn poll_dtmf(&mut self, now: Duration) -> Option<char> {
         self.dtmf.poll(now).map(|d| d.key)

@@ -1,0 +1,708 @@
+//! Every decision of one call, without IO, in the shape of str0m and quinn-proto: the call's
+//! task feeds it what happened (`handle_*(now, …)`), then carries out what it asks for
+//! ([`CallCore::poll_output`]) and wakes it at [`CallCore::poll_timeout`].
+//!
+//! `now` is the time since the call's task started, on the task's clock; a test drives the
+//! core with any clock it likes. The core owns the phone media (jitter buffer, pacer, RTP
+//! stamping, DTMF), the transcript, the guardrail watch and the call's timers; it writes to
+//! the call's registry entry and the metrics (both in memory). The task owns the sockets,
+//! the dialog, the realtime leg, running tools and the database.
+//!
+//! Decisions: the answer (greeting, or the apology when the session did not open), barge-in
+//! (once per answer), the hold sound while a tool runs long, tool dispatch (booking tools,
+//! `end_call` and its grace, handoffs, transfer and its deadline), guardrail and moderation
+//! trips, roll-over to a new session, keypad digit grouping, operator controls, the call's
+//! time limit and RTP timeout. Echo calls (the line test) use the same core without a model.
+
+mod realtime;
+mod tools;
+
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tracing::info;
+
+use super::call_agent::{AgentBook, CallAgent};
+use super::digits::{keypad_text, DigitGrouper};
+use super::echo::EchoBuffer;
+use super::guardrail::TranscriptWatch;
+use super::phone_media::{PhoneMedia, MAX_OUT};
+use super::prompts;
+use super::registry::{CallEvent, CallPublisher, Control, MediaStats, Speaker};
+use super::transcript::Transcript;
+use super::BridgeSettings;
+use crate::media::frame::{Frame, FRAME_SAMPLES, SILENCE};
+use crate::media::jitter::Playout;
+use crate::media::rtp::RtpIn;
+use crate::media::rtp_leg::LegCounters;
+use crate::metrics::Metrics;
+use crate::openai::events::{ClientEvent, ContentPart, Item};
+use crate::openai::ToolCall;
+use crate::sip::sdp::Direction;
+use crate::sip::EndReason;
+
+/// After `end_call`, the goodbye gets this long to play before the BYE goes anyway.
+pub const END_CALL_GRACE: Duration = Duration::from_secs(15);
+/// Quiet this long (nothing queued, nothing playing) after `end_call` means the goodbye is
+/// over: covers the last frames still on their way from the service.
+pub const END_CALL_QUIET: Duration = Duration::from_millis(200);
+/// How long a transfer may take before the agent is told it failed.
+pub const TRANSFER_LIMIT: Duration = Duration::from_secs(30);
+
+/// What the call's task must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send this event to the realtime session.
+    Send(ClientEvent),
+    /// Stop the agent's answer at the service; `unplayed_ms` of it never reached the caller.
+    Interrupt { unplayed_ms: u32 },
+    /// Give a tool's output to the session (the leg adds the `response.create`).
+    ToolOutput { call_id: String, output: String },
+    /// Run this booking tool beside the call; answer with [`CallCore::handle_tool_done`].
+    RunTool(ToolCall),
+    /// Check this finished agent turn with the moderation service; answer with
+    /// [`CallCore::handle_moderation`].
+    Moderate(String),
+    /// Close the realtime session; the call goes on without it.
+    CloseLeg,
+    /// Open a new realtime session for the current agent; answer with
+    /// [`CallCore::handle_leg_opened`].
+    OpenLeg,
+    /// Ask the caller's side to transfer the call (SIP REFER); answer with
+    /// [`CallCore::handle_refer_answer`].
+    Refer(String),
+    /// The call is over: close the session, send the BYE when `sip` says so, store it.
+    End(Ended),
+}
+
+/// Why a call ended, as its record says, and the BYE the relay sends (`None`: the other
+/// side already ended it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// The call record's outcome.
+    pub reason: String,
+    /// The relay hangs up with this reason.
+    pub sip: Option<EndReason>,
+}
+
+impl Ended {
+    /// The caller's side ended the call.
+    pub fn by_phone(r: EndReason) -> Self {
+        Self {
+            reason: r.as_str().into(),
+            sip: None,
+        }
+    }
+
+    /// The relay hangs up (BYE) and records `reason`.
+    pub fn relay(reason: &str) -> Self {
+        Self {
+            reason: reason.into(),
+            sip: Some(EndReason::RelayBye),
+        }
+    }
+
+    /// The relay hangs up for `r`, recorded as such.
+    pub fn hang_up(r: EndReason) -> Self {
+        Self {
+            reason: r.as_str().into(),
+            sip: Some(r),
+        }
+    }
+}
+
+/// Who answers the caller.
+#[derive(Debug)]
+pub enum Mode {
+    /// A realtime agent.
+    Agent(Arc<CallAgent>),
+    /// The built-in line test: the caller hears their own voice.
+    Echo(EchoBuffer),
+}
+
+/// What a core is made of.
+#[derive(Debug)]
+pub struct CoreParts {
+    pub mode: Mode,
+    /// Every agent, for handoffs.
+    pub agents: AgentBook,
+    pub settings: Arc<BridgeSettings>,
+    /// The call's registry entry.
+    pub publisher: CallPublisher,
+    pub metrics: Arc<Metrics>,
+    pub media: PhoneMedia,
+    /// The negotiated direction of the phone media.
+    pub direction: Direction,
+    /// A moderation check is configured.
+    pub moderation: bool,
+}
+
+/// The call's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Ringing,
+    Live,
+    Over,
+}
+
+/// `end_call` was called: hang up at the deadline, or once the goodbye has been heard.
+#[derive(Debug, Clone, Copy)]
+struct Ending {
+    deadline: Duration,
+    quiet_since: Option<Duration>,
+}
+
+/// A transfer in progress.
+#[derive(Debug, Clone)]
+struct Transfer {
+    call_id: String,
+    target: String,
+    started: Duration,
+    deadline: Duration,
+}
+
+/// The state of one call.
+#[derive(Debug)]
+pub struct CallCore {
+    mode: Mode,
+    agents: AgentBook,
+    settings: Arc<BridgeSettings>,
+    p: CallPublisher,
+    metrics: Arc<Metrics>,
+    moderation: bool,
+    media: PhoneMedia,
+    direction: Direction,
+    phase: Phase,
+    outputs: VecDeque<Output>,
+    /// A realtime session is open.
+    has_leg: bool,
+    /// A new session is being opened to replace an expired one.
+    rolling_over: bool,
+    transcript: Transcript,
+    digits: DigitGrouper,
+    watch: TranscriptWatch,
+    tools_running: usize,
+    /// When the oldest running tool started.
+    tool_since: Option<Duration>,
+    muted: bool,
+    /// Between a barge-in and the next response: late audio of the old answer is dropped.
+    dropping_agent_audio: bool,
+    response_active: bool,
+    /// The id of the response running (or last run).
+    current_response: Option<String>,
+    /// WebRTC: the service is still playing audio out (`output_audio_buffer.started`).
+    service_playing: bool,
+    ending: Option<Ending>,
+    transfer: Option<Transfer>,
+    /// A relay prompt plays, then BYE for this reason (no session).
+    goodbye: Option<(&'static str, EndReason)>,
+    /// The call's time limit (from the answer).
+    max_end: Option<Duration>,
+    last_rx: Duration,
+    noise: u32,
+    hold_pos: usize,
+    /// Frames of comfort noise or hold sound played (all calls long).
+    hold_frames: u64,
+    barge_ins: u64,
+    to_agent: Frame,
+    out: [u8; MAX_OUT],
+    reported_lost: u64,
+    reported_concealed: u64,
+}
+
+impl CallCore {
+    /// A ringing call.
+    pub fn new(parts: CoreParts) -> Self {
+        let settings = parts.settings;
+        Self {
+            mode: parts.mode,
+            agents: parts.agents,
+            p: parts.publisher,
+            metrics: parts.metrics,
+            moderation: parts.moderation,
+            media: parts.media,
+            direction: parts.direction,
+            phase: Phase::Ringing,
+            outputs: VecDeque::new(),
+            has_leg: false,
+            rolling_over: false,
+            transcript: Transcript::new(),
+            digits: DigitGrouper::new(settings.dtmf_inter_digit),
+            watch: TranscriptWatch::new(settings.guardrail_every),
+            settings,
+            tools_running: 0,
+            tool_since: None,
+            muted: false,
+            dropping_agent_audio: false,
+            response_active: false,
+            current_response: None,
+            service_playing: false,
+            ending: None,
+            transfer: None,
+            goodbye: None,
+            max_end: None,
+            last_rx: Duration::ZERO,
+            noise: 0x9E37_79B9,
+            hold_pos: 0,
+            hold_frames: 0,
+            barge_ins: 0,
+            to_agent: SILENCE,
+            out: [0; MAX_OUT],
+            reported_lost: 0,
+            reported_concealed: 0,
+        }
+    }
+
+    /// The next thing the task must do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the core must next be woken with [`CallCore::handle_timeout`] (besides the
+    /// 20 ms media ticks, which check the same deadlines).
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.phase != Phase::Live {
+            return None;
+        }
+        let rtp = self
+            .settings
+            .rtp_timeout
+            .filter(|_| self.receiving())
+            .map(|limit| self.last_rx + limit);
+        [
+            self.max_end.filter(|_| self.goodbye.is_none()),
+            self.ending.map(|e| e.deadline),
+            self.transfer.as_ref().map(|t| t.deadline),
+            self.digits.deadline(),
+            rtp,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The call is over (an [`Output::End`] was given).
+    pub fn is_over(&self) -> bool {
+        self.phase == Phase::Over
+    }
+
+    /// The agent answering now (`None` on an echo call).
+    pub fn agent(&self) -> Option<&Arc<CallAgent>> {
+        match &self.mode {
+            Mode::Agent(a) => Some(a),
+            Mode::Echo(_) => None,
+        }
+    }
+
+    /// The phone media, for RTCP reports.
+    pub fn media(&self) -> &PhoneMedia {
+        &self.media
+    }
+
+    /// The phone media, for RTCP reports.
+    pub fn media_mut(&mut self) -> &mut PhoneMedia {
+        &mut self.media
+    }
+
+    /// The call's registry entry.
+    pub fn publisher(&self) -> &CallPublisher {
+        &self.p
+    }
+
+    /// The call's registry entry back, to close it.
+    pub fn into_publisher(self) -> CallPublisher {
+        self.p
+    }
+
+    /// Frames of comfort noise or hold sound played so far.
+    pub fn hold_frames(&self) -> u64 {
+        self.hold_frames
+    }
+
+    /// The operator muted the caller.
+    pub fn is_muted(&self) -> bool {
+        self.muted
+    }
+
+    fn end(&mut self, e: Ended) {
+        if self.phase == Phase::Over {
+            return;
+        }
+        self.phase = Phase::Over;
+        self.outputs.push_back(Output::End(e));
+    }
+
+    fn send(&mut self, ev: ClientEvent) {
+        if self.has_leg {
+            self.outputs.push_back(Output::Send(ev));
+        }
+    }
+
+    fn respond(&mut self) {
+        self.send(ClientEvent::ResponseCreate {
+            event_id: None,
+            response: None,
+        });
+    }
+
+    fn receiving(&self) -> bool {
+        matches!(self.direction, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    /// The call was answered. `opened`: the realtime session that is ready (its id), or why
+    /// it could not be opened (the failure metric's cause); an echo call passes `Ok(None)`.
+    pub fn handle_answered(&mut self, now: Duration, opened: Result<Option<String>, &str>) {
+        if self.phase != Phase::Ringing {
+            return;
+        }
+        self.phase = Phase::Live;
+        self.max_end = Some(now + self.settings.max_call);
+        self.last_rx = now;
+        self.p.answered();
+        let greeting = match &self.mode {
+            Mode::Echo(_) => return,
+            Mode::Agent(a) => a.greeting.clone(),
+        };
+        match opened {
+            Ok(session_id) => {
+                self.has_leg = true;
+                self.p.update(|d| d.session_id = session_id);
+                // the agent speaks first: its greeting when configured, else its own opening
+                let response = greeting.map(|g| {
+                    json!({"instructions": format!("Greet the caller by saying exactly: \"{g}\"")})
+                });
+                self.send(ClientEvent::ResponseCreate {
+                    event_id: None,
+                    response,
+                });
+            }
+            Err(cause) => {
+                self.metrics.realtime_failed(cause);
+                self.say_goodbye(now, prompts::apology(), "realtime_failed", EndReason::RelayBye);
+            }
+        }
+    }
+
+    /// The session's id became known or changed.
+    pub fn handle_session_id(&mut self, id: Option<&str>) {
+        if let Some(id) = id {
+            self.p.update(|d| d.session_id = Some(id.to_string()));
+        }
+    }
+
+    /// The phone side ended the call (BYE, CANCEL, the dialog failed).
+    pub fn handle_phone_ended(&mut self, r: EndReason) {
+        self.end(Ended::by_phone(r));
+    }
+
+    /// The relay is shutting down.
+    pub fn handle_shutdown(&mut self) {
+        self.end(Ended::hang_up(EndReason::Shutdown));
+    }
+
+    /// The caller's media moved (re-INVITE): new payload types and direction.
+    pub fn handle_media_changed(
+        &mut self,
+        now: Duration,
+        direction: Direction,
+        payload_type: u8,
+        dtmf_payload_type: Option<u8>,
+    ) {
+        self.direction = direction;
+        self.media.set_payload_types(payload_type, dtmf_payload_type);
+        self.last_rx = now;
+    }
+
+    /// An accepted RTP packet from the caller (source, SSRC and SRTP already checked).
+    pub fn handle_rtp(&mut self, now: Duration, p: &RtpIn, payload: &[u8]) {
+        self.last_rx = now;
+        if let Mode::Echo(echo) = &mut self.mode {
+            self.media.count_rtp(now, p);
+            // muted: the caller hears silence, not themselves
+            if p.payload_type == self.media.payload_type() && !self.muted {
+                echo.push(payload);
+            }
+            return;
+        }
+        if let Some(key) = self.media.on_rtp(now, p, payload) {
+            self.on_key(now, key);
+        }
+    }
+
+    /// The caller's 20 ms frame for the agent at this tick (silence while muted). Call it
+    /// once per tick, before [`CallCore::handle_tick`].
+    pub fn caller_frame(&mut self, now: Duration) -> &Frame {
+        if matches!(self.mode, Mode::Echo(_)) {
+            return &SILENCE;
+        }
+        let depth = self.media.jitter_depth_ms();
+        let (frame, kind) = self.media.caller_frame(now);
+        if matches!(kind, Playout::Audio | Playout::Recovered) {
+            // what leaves now arrived about one jitter buffer depth ago
+            self.metrics
+                .added_latency("to_agent", depth as f64 / 1000.0);
+        }
+        self.to_agent = if self.muted { SILENCE } else { *frame };
+        &self.to_agent
+    }
+
+    /// One 20 ms tick (its scheduled time): returns the packet to send to the caller (none
+    /// when the caller's side does not receive), then checks the call's deadlines.
+    pub fn handle_tick(&mut self, now: Duration) -> Option<&[u8]> {
+        if self.phase != Phase::Live {
+            return None;
+        }
+        // a tool running long: comfort noise or the hold sound, so the line is not dead
+        if self.tools_running > 0
+            && self.media.is_idle()
+            && self
+                .tool_since
+                .is_some_and(|t| now.saturating_sub(t) >= self.settings.hold_after)
+        {
+            self.push_hold_frame();
+        }
+        let n = if !self.direction.relay_sends() {
+            self.media.skip();
+            0
+        } else if let Mode::Echo(echo) = &mut self.mode {
+            let mut frame = [0u8; FRAME_SAMPLES];
+            echo.pop_into(&mut frame);
+            self.media.write_g711(&frame, &mut self.out)
+        } else {
+            let (n, held) = self.media.poll_out(now, &mut self.out);
+            if let Some(held) = held {
+                self.metrics
+                    .added_latency("to_caller", held.as_secs_f64());
+            }
+            n
+        };
+        if let Some(key) = self.media.poll_dtmf(now) {
+            self.on_key(now, key);
+        }
+        self.handle_timeout(now);
+        if self.goodbye.is_some() && !self.has_leg && self.media.is_idle() {
+            let (reason, sip) = self.goodbye.expect("checked");
+            self.end(Ended {
+                reason: reason.into(),
+                sip: Some(sip),
+            });
+        }
+        self.check_ending(now);
+        (n > 0).then(|| &self.out[..n])
+    }
+
+    /// The call's deadlines: keypad digits, the time limit, a transfer, RTP silence.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if self.phase != Phase::Live {
+            return;
+        }
+        if let Some(group) = self.digits.poll(now) {
+            self.send_keypad(now, group);
+        }
+        if self.max_end.is_some_and(|end| now >= end) {
+            self.max_end = None;
+            match self.mode {
+                Mode::Echo(_) => self.end(Ended::hang_up(EndReason::MaxDuration)),
+                Mode::Agent(_) => {
+                    info!("the call reached bridge.max_call_seconds: saying goodbye");
+                    self.close_leg();
+                    self.say_goodbye(
+                        now,
+                        prompts::time_limit(),
+                        EndReason::MaxDuration.as_str(),
+                        EndReason::MaxDuration,
+                    );
+                }
+            }
+        }
+        if self.ending.is_some_and(|e| now >= e.deadline) {
+            self.end(Ended::relay("agent_end_call"));
+        }
+        if self.transfer.as_ref().is_some_and(|t| now >= t.deadline) {
+            let t = self.transfer.take().expect("checked");
+            self.transfer_failed(now, t, "the transfer target did not answer in time");
+        }
+        if let Some(limit) = self.settings.rtp_timeout {
+            if self.receiving() && now.saturating_sub(self.last_rx) > limit {
+                self.end(Ended::hang_up(EndReason::RtpTimeout));
+            }
+        }
+    }
+
+    fn push_hold_frame(&mut self) {
+        let sound = match &self.mode {
+            Mode::Agent(a) => a.hold_sound.clone(),
+            Mode::Echo(_) => None,
+        };
+        if self.hold_pos == 0 {
+            info!(
+                sound = if sound.is_some() { "hold" } else { "comfort_noise" },
+                "a tool runs long: the caller hears the hold sound"
+            );
+            // marks the start of this wait (comfort noise does not move `hold_pos`)
+            self.hold_pos = 1;
+        }
+        self.hold_frames += 1;
+        let mut frame = SILENCE;
+        match &sound {
+            Some(sound) if !sound.is_empty() => {
+                for s in frame.iter_mut() {
+                    *s = sound[self.hold_pos % sound.len()];
+                    self.hold_pos += 1;
+                }
+            }
+            _ => prompts::comfort_noise(&mut self.noise, &mut frame),
+        }
+        self.media.push_pcm(&frame);
+    }
+
+    /// After `end_call`: BYE once the goodbye has played out.
+    fn check_ending(&mut self, now: Duration) {
+        let Some(ending) = self.ending else {
+            return;
+        };
+        let quiet = !self.response_active && !self.service_playing && self.media.is_idle();
+        match (quiet, ending.quiet_since) {
+            (true, Some(since)) if now.saturating_sub(since) >= END_CALL_QUIET => {
+                self.end(Ended::relay("agent_end_call"))
+            }
+            (true, None) => self.ending = Some(Ending {
+                quiet_since: Some(now),
+                ..ending
+            }),
+            (false, Some(_)) => self.ending = Some(Ending {
+                quiet_since: None,
+                ..ending
+            }),
+            _ => {}
+        }
+    }
+
+    /// Ends the realtime side's part and plays `prompt` to the caller, then BYE.
+    fn say_goodbye(&mut self, now: Duration, prompt: &[i16], reason: &'static str, sip: EndReason) {
+        self.media.flush(now);
+        self.media.push_pcm(prompt);
+        self.goodbye = Some((reason, sip));
+        self.dropping_agent_audio = true;
+    }
+
+    fn close_leg(&mut self) {
+        if self.has_leg {
+            self.has_leg = false;
+            self.outputs.push_back(Output::CloseLeg);
+        }
+    }
+
+    fn on_key(&mut self, now: Duration, key: char) {
+        if let Some(group) = self.digits.push(now, key) {
+            self.send_keypad(now, group);
+        }
+    }
+
+    fn send_keypad(&mut self, now: Duration, digits: String) {
+        if matches!(self.mode, Mode::Echo(_)) {
+            return;
+        }
+        info!(digits = digits.len(), "keypad digits to the agent");
+        self.transcript
+            .note(&self.p, Speaker::Keypad, &digits, at_ms(now));
+        self.p.emit(CallEvent::Dtmf {
+            digits: digits.clone(),
+        });
+        self.send(message("user", keypad_text(&digits)));
+        self.respond();
+    }
+
+    /// An operator's control from the admin API.
+    pub fn handle_control(&mut self, now: Duration, c: Control) {
+        match c {
+            Control::Hangup => {
+                info!("the operator hung up");
+                self.end(Ended::relay("operator_hangup"));
+            }
+            Control::Mute(m) => {
+                self.muted = m;
+                self.p.muted(m);
+            }
+            // the registry refuses these for a call without a model
+            Control::Interrupt | Control::Say(_) if matches!(self.mode, Mode::Echo(_)) => {}
+            Control::Interrupt => self.barge_in(now, true),
+            Control::Say(text) => {
+                self.transcript
+                    .note(&self.p, Speaker::Operator, &text, at_ms(now));
+                self.send(message(
+                    "system",
+                    format!("A message from the clinic's operator, for you to act on now: {text}"),
+                ));
+                self.respond();
+            }
+        }
+    }
+
+    /// Publishes the call's media statistics (registry and metrics); `rtp` are the RTP
+    /// socket's counters.
+    pub fn publish_stats(&mut self, rtp: LegCounters) {
+        let c = self.media.counters();
+        let rx = self.media.receive_stats();
+        let lost = rx.lost() as u64;
+        let jitter_ms = rx.jitter() as f64 / 8.0;
+        let stats = MediaStats {
+            codec: self.p.update(|d| d.media.codec.clone()),
+            rtp_in: rtp.rx_packets,
+            rtp_out: rtp.tx_packets,
+            lost,
+            jitter_ms,
+            concealed_frames: c.concealed,
+            jitter_buffer_ms: self.media.jitter_depth_ms(),
+            barge_ins: self.barge_ins,
+            audio_to_agent_s: c.frames_in as f64 * 0.02,
+            audio_to_caller_s: c.frames_out as f64 * 0.02,
+        };
+        let m = &self.metrics;
+        m.rtp_jitter_seconds.observe(jitter_ms / 1000.0);
+        m.rtp_lost_packets
+            .inc_by(lost.saturating_sub(self.reported_lost));
+        m.concealed_frames
+            .inc_by(c.concealed.saturating_sub(self.reported_concealed));
+        self.reported_lost = lost;
+        self.reported_concealed = c.concealed;
+        self.p.update(|d| d.media = stats.clone());
+        self.p.emit(CallEvent::Media { stats });
+    }
+}
+
+/// Milliseconds since the call's start, as transcript lines carry them.
+fn at_ms(now: Duration) -> u64 {
+    now.as_millis() as u64
+}
+
+/// A conversation message: the model's own words are output text, everything else input.
+pub(crate) fn message(role: &str, text: String) -> ClientEvent {
+    let part = if role == "assistant" {
+        ContentPart::OutputText { text: Some(text) }
+    } else {
+        ContentPart::InputText { text }
+    };
+    ClientEvent::ConversationItemCreate {
+        event_id: None,
+        previous_item_id: None,
+        item: Item::Message {
+            id: None,
+            object: None,
+            status: None,
+            role: role.into(),
+            content: vec![part],
+        },
+    }
+}
+
+/// At most `max` characters of `s` (for logging names the model made up).
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

@@ -1,0 +1,535 @@
+//! The task of one call: the IO around its [`CallCore`]. It owns the dialog, the RTP socket,
+//! the realtime leg, the running tools and moderation checks; it feeds the core what happens
+//! and carries out what the core asks for, in order. Every decision is the core's.
+//!
+//! Set-up: 180 Ringing while the realtime session opens (or, for the echo line test, for
+//! `bridge.answer_delay_ms`), then 200 OK. Then one loop: caller RTP, one 20 ms tick (the
+//! caller's frame to the agent, one packet to the caller), realtime events, tool results,
+//! operator controls, RTCP, statistics and the core's deadlines. At the end: the session
+//! closed, BYE when the relay ends the call, running tools given time to finish (a booking
+//! being written is kept), the record stored.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{interval, sleep, sleep_until, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::call_agent::{AgentBook, CallAgent};
+use super::call_core::{CallCore, CoreParts, Ended, Mode, Output};
+use super::echo::EchoBuffer;
+use super::moderation::Moderation;
+use super::phone_media::PhoneMedia;
+use super::registry::{CallDetail, CallPublisher, Control, Registry};
+use super::tool_run::{self, ToolDone};
+use super::{BridgeSettings, Shared};
+use crate::booking::{CallRecord, Caller, Tools};
+use crate::media::rtcp::{self, PeerReport, REPORT_INTERVAL};
+use crate::metrics::Metrics;
+use crate::openai::{CallerAudio, Connector, LegError, RealtimeLeg};
+use crate::sip::{EndReason, IncomingCall, PhoneEvent};
+
+const FRAME: Duration = Duration::from_millis(20);
+/// Media counters go out as an event this often.
+const STATS_EVERY: Duration = Duration::from_secs(5);
+/// Running tools get this long to finish after the call ended (a booking being written is
+/// kept, never cut off half-way).
+const TOOL_DRAIN: Duration = Duration::from_secs(10);
+
+/// What every realtime call shares.
+#[derive(Debug)]
+pub struct LiveContext {
+    /// Opens realtime legs.
+    pub connector: Connector,
+    /// The agents.
+    pub agents: AgentBook,
+    /// The booking tools (`None`: no database, every booking tool answers an error).
+    pub tools: Option<Tools>,
+    /// Where calls are listed for the admin API.
+    pub registry: Registry,
+    /// Where calls are counted.
+    pub metrics: Arc<Metrics>,
+    /// Limits and timings.
+    pub settings: Arc<BridgeSettings>,
+    /// The optional moderation check of the agent's words.
+    pub moderation: Option<Arc<Moderation>>,
+}
+
+/// Who answers a call.
+#[derive(Debug)]
+pub enum Answerer {
+    /// A realtime agent.
+    Agent(Arc<CallAgent>, Arc<LiveContext>),
+    /// The built-in `echo` line test.
+    Echo(Arc<BridgeSettings>, Shared),
+}
+
+/// Runs one call to its end.
+pub async fn run(call: IncomingCall, who: Answerer, stop: CancellationToken) {
+    let span = info_span!("call", id = %call.id);
+    run_inner(call, who, stop).instrument(span).await
+}
+
+async fn run_inner(mut call: IncomingCall, who: Answerer, stop: CancellationToken) {
+    let t0 = Instant::now();
+    let neg = call.sip.negotiated().clone();
+    let (settings, registry, metrics, ctx) = match &who {
+        Answerer::Agent(_, ctx) => (
+            ctx.settings.clone(),
+            ctx.registry.clone(),
+            ctx.metrics.clone(),
+            Some(ctx.clone()),
+        ),
+        Answerer::Echo(settings, shared) => (
+            settings.clone(),
+            shared.registry.clone(),
+            shared.metrics.clone(),
+            None,
+        ),
+    };
+    // the booking tools act for this caller: a trusted trunk's number, else nobody in particular
+    let caller = ctx
+        .as_ref()
+        .and_then(|c| c.tools.as_ref())
+        .map(|t| t.caller(call.caller_number.as_deref()))
+        .unwrap_or_default();
+    let agent_name = match &who {
+        Answerer::Agent(a, _) => a.name.clone(),
+        Answerer::Echo(..) => "echo".into(),
+    };
+    info!(
+        from = %call.from, to = %call.to, transport = call.transport,
+        sip_call_id = %call.sip_call_id, source = call.source.map(tracing::field::display),
+        trunk = call.trunk.as_deref().unwrap_or("-"), agent = %agent_name,
+        codec = neg.codec.name(), dtmf_pt = ?neg.dtmf_payload_type,
+        verified_caller = caller.number().is_some(), "call started"
+    );
+    let mut detail = CallDetail::new(&call.id, &call.from, &call.to, &agent_name, call.trunk.as_deref());
+    detail.transport = call.transport.into();
+    detail.sip_call_id = call.sip_call_id.clone();
+    detail.started_at = call.started.into();
+    detail.media.codec = neg.codec.name().into();
+    let (publisher, controls) = match &who {
+        Answerer::Agent(..) => registry.register(detail),
+        Answerer::Echo(..) => registry.register_without_model(detail),
+    };
+    metrics.calls_active.inc();
+
+    let codec = match neg.codec {
+        crate::sip::sdp::Codec::Pcmu => crate::media::codec::Codec::Pcmu,
+        crate::sip::sdp::Codec::Pcma => crate::media::codec::Codec::Pcma,
+    };
+    let media = match PhoneMedia::new(codec, neg.payload_type, neg.dtmf_payload_type) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "no decoder for the call");
+            call.sip.hang_up(EndReason::Other).await;
+            let tools = ctx.as_ref().and_then(|c| c.tools.as_ref());
+            finish(&metrics, tools, publisher, "media_error").await;
+            info!(reason = "media_error", seconds = 0.0, "call ended");
+            return;
+        }
+    };
+    let (mode, agents, moderation) = match who {
+        Answerer::Agent(agent, ctx) => (
+            Mode::Agent(agent),
+            ctx.agents.clone(),
+            ctx.moderation.is_some(),
+        ),
+        Answerer::Echo(..) => (
+            Mode::Echo(EchoBuffer::new(neg.codec.silence_byte())),
+            AgentBook::default(),
+            false,
+        ),
+    };
+    let core = CallCore::new(CoreParts {
+        mode,
+        agents,
+        settings: settings.clone(),
+        publisher,
+        metrics: metrics.clone(),
+        media,
+        direction: neg.direction,
+        moderation,
+    });
+    let mut task = Task {
+        call,
+        core,
+        leg: None,
+        ctx,
+        settings,
+        metrics,
+        caller,
+        tools: JoinSet::new(),
+        checks: JoinSet::new(),
+        t0,
+        peer: PeerReport::default(),
+    };
+    let end = task.run(controls, stop).await;
+    task.finish(end).await;
+}
+
+/// The IO of one call.
+struct Task {
+    call: IncomingCall,
+    core: CallCore,
+    /// The realtime session, while one is open.
+    leg: Option<Box<dyn RealtimeLeg>>,
+    /// `None` for the echo line test.
+    ctx: Option<Arc<LiveContext>>,
+    settings: Arc<BridgeSettings>,
+    metrics: Arc<Metrics>,
+    /// Whom the booking tools act for.
+    caller: Caller,
+    tools: JoinSet<ToolDone>,
+    /// Moderation checks running.
+    checks: JoinSet<Result<Option<String>, String>>,
+    t0: Instant,
+    peer: PeerReport,
+}
+
+/// Why a leg could not be opened, as the failure metric's `cause` label.
+fn failure_cause(e: &LegError) -> &'static str {
+    match e {
+        LegError::Mint(_) => "mint",
+        LegError::Refused { status: 429, .. } => "rate_limited",
+        LegError::Refused { status, .. } if *status >= 500 => "server_error",
+        LegError::Refused { .. } => "refused",
+        LegError::Timeout { .. } => "timeout",
+        LegError::BadAnswer(_) => "bad_answer",
+        LegError::Transport(_) => "transport",
+        LegError::Ended(_) => "ended",
+    }
+}
+
+impl Task {
+    fn now(&self) -> Duration {
+        self.t0.elapsed()
+    }
+
+    /// Opens a realtime session for the core's current agent (`None`: no agent). Made of
+    /// owned parts, so that it can be kept across the loop's other branches.
+    fn open_leg(
+        &self,
+    ) -> impl std::future::Future<Output = Option<Result<Box<dyn RealtimeLeg>, LegError>>> + 'static
+    {
+        let spec = self.core.agent().map(|a| a.spec.clone());
+        let ctx = self.ctx.clone();
+        let law = self.core.media().law();
+        async move {
+            let (ctx, spec) = (ctx?, spec?);
+            Some(ctx.connector.connect(&spec, law).await)
+        }
+    }
+
+    /// Rings until the session is open (or the echo call's answer delay is over), then
+    /// answers. `None`: the call goes on to its loop.
+    async fn ring(
+        &mut self,
+        controls: &mut mpsc::Receiver<Control>,
+        stop: &CancellationToken,
+    ) -> Option<Ended> {
+        self.call.sip.ring();
+        let leg = self.open_leg();
+        let delay = self.settings.answer_delay;
+        let echo = self.ctx.is_none();
+        let ready = async move {
+            if echo {
+                sleep(delay).await;
+                return None;
+            }
+            leg.await
+        };
+        tokio::pin!(ready);
+        let mut opened = None;
+        let mut controls_open = true;
+        while opened.is_none() && !self.core.is_over() {
+            tokio::select! {
+                r = &mut ready => opened = Some(r),
+                ev = self.call.sip.next_event() => match ev {
+                    Some(PhoneEvent::Ended(r)) => self.core.handle_phone_ended(r),
+                    Some(_) => {}
+                    None => self.core.handle_phone_ended(EndReason::Other),
+                },
+                c = controls.recv(), if controls_open => match c {
+                    Some(c) => self.core.handle_control(self.t0.elapsed(), c),
+                    None => controls_open = false,
+                },
+                _ = stop.cancelled() => self.core.handle_shutdown(),
+            }
+        }
+        if let Some(end) = self.drain().await {
+            return Some(end);
+        }
+        if let Err(e) = self.call.sip.answer() {
+            info!(error = %e, "the answer was refused");
+            return Some(Ended::by_phone(EndReason::Rejected));
+        }
+        self.call.rtp.answered();
+        let now = self.now();
+        let opened = match opened.flatten() {
+            Some(Ok(leg)) => {
+                let setup = self.call.started.elapsed().unwrap_or_default();
+                self.metrics.call_setup_seconds.observe(setup.as_secs_f64());
+                let session = leg.session_id().map(str::to_string);
+                info!(setup_ms = setup.as_millis() as u64,
+                    session = session.as_deref().unwrap_or("-"), "call answered");
+                self.leg = Some(leg);
+                Ok(session)
+            }
+            Some(Err(e)) => {
+                let cause = failure_cause(&e);
+                warn!(error = %e, cause, "the realtime session did not open: apologising");
+                Err(cause)
+            }
+            None => {
+                info!("call answered");
+                Ok(None)
+            }
+        };
+        self.core.handle_answered(now, opened);
+        self.drain().await
+    }
+
+    async fn run(&mut self, mut controls: mpsc::Receiver<Control>, stop: CancellationToken) -> Ended {
+        if let Some(end) = self.ring(&mut controls, &stop).await {
+            return end;
+        }
+        let mut ticks = interval(FRAME);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let mut reports = interval(REPORT_INTERVAL);
+        reports.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut stats = interval(STATS_EVERY);
+        stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut controls_open = true;
+        let mut rtp_buf = [0u8; 1500];
+        let mut rtcp_buf = [0u8; 1500];
+        loop {
+            let deadline = self.core.poll_timeout().map(|d| self.t0 + d);
+            let leg = self.leg.as_mut();
+            let has_leg = leg.is_some();
+            tokio::select! {
+                ev = self.call.sip.next_event() => match ev {
+                    Some(PhoneEvent::Acked) => info!("call acked"),
+                    Some(PhoneEvent::MediaChanged { remote_rtp, remote_rtcp, direction }) => {
+                        info!(remote = ?remote_rtp, direction = direction.attr(), "call media changed");
+                        self.call.rtp.set_remote(remote_rtp, remote_rtcp);
+                        let n = self.call.sip.negotiated();
+                        let (pt, dtmf) = (n.payload_type, n.dtmf_payload_type);
+                        self.core.handle_media_changed(self.t0.elapsed(), direction, pt, dtmf);
+                    }
+                    Some(PhoneEvent::TransferProgress { status }) => {
+                        self.core.handle_transfer_progress(self.t0.elapsed(), status)
+                    }
+                    Some(PhoneEvent::Ended(r)) => self.core.handle_phone_ended(r),
+                    None => self.core.handle_phone_ended(EndReason::Other),
+                },
+                r = self.call.rtp.recv_from(&mut rtp_buf) => {
+                    if let Some(p) = r.ok().and_then(|(n, src)| self.call.rtp.accept(&rtp_buf[..n], src)) {
+                        let payload = &rtp_buf[p.payload_start..p.payload_end];
+                        self.core.handle_rtp(self.t0.elapsed(), &p, payload);
+                    }
+                }
+                tick = ticks.tick() => self.on_tick(tick.saturating_duration_since(self.t0)).await,
+                ev = async { leg.expect("guarded").recv().await }, if has_leg => {
+                    if let crate::openai::LegEvent::Event(
+                        crate::openai::events::ServerEvent::SessionCreated { .. }
+                        | crate::openai::events::ServerEvent::SessionUpdated { .. },
+                    ) = &ev
+                    {
+                        let id = self.leg.as_ref().and_then(|l| l.session_id());
+                        self.core.handle_session_id(id);
+                    }
+                    self.core.handle_leg(self.t0.elapsed(), ev);
+                }
+                Some(done) = self.tools.join_next(), if !self.tools.is_empty() => match done {
+                    Ok(done) => self.core.handle_tool_done(self.t0.elapsed(), done),
+                    Err(e) => warn!(error = %e, "a tool task failed"),
+                },
+                Some(r) = self.checks.join_next(), if !self.checks.is_empty() => {
+                    if let Ok(r) = r {
+                        self.core.handle_moderation(self.t0.elapsed(), r);
+                    }
+                }
+                c = controls.recv(), if controls_open => match c {
+                    Some(c) => self.core.handle_control(self.t0.elapsed(), c),
+                    None => controls_open = false,
+                },
+                r = self.call.rtp.recv_rtcp_from(&mut rtcp_buf) => {
+                    // RTCP from a source not taken is dropped (and counted by the leg).
+                    if let Some((n, _)) = r.ok().filter(|(_, src)| self.call.rtp.accept_rtcp(*src)) {
+                        let ssrc = self.core.media().packetizer().ssrc();
+                        rtcp::on_peer_packet(&rtcp_buf[..n], ssrc, &mut self.peer);
+                    }
+                }
+                _ = reports.tick() => {
+                    let tx = self.core.media().packetizer().clone();
+                    let rx = self.core.media_mut().receive_stats();
+                    let sr = rtcp::sender_report(&tx, rx, SystemTime::now());
+                    self.call.rtp.send_rtcp(&sr);
+                }
+                _ = stats.tick() => self.core.publish_stats(self.call.rtp.counters),
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.core.handle_timeout(self.t0.elapsed());
+                }
+                _ = stop.cancelled() => self.core.handle_shutdown(),
+            }
+            if let Some(end) = self.drain().await {
+                return end;
+            }
+        }
+    }
+
+    /// One 20 ms tick: the caller's frame to the agent, one packet to the caller.
+    async fn on_tick(&mut self, now: Duration) {
+        let started = std::time::Instant::now();
+        let frame = self.core.caller_frame(now);
+        if let Some(leg) = self.leg.as_mut() {
+            // a failed send shows up as the leg ending; nothing to do here
+            let _ = leg.send_audio(CallerAudio::Pcm(frame)).await;
+        }
+        self.metrics.frame("to_agent", started.elapsed().as_secs_f64());
+        let started = std::time::Instant::now();
+        if let Some(packet) = self.core.handle_tick(now) {
+            self.call.rtp.send(packet);
+        }
+        self.metrics.frame("to_caller", started.elapsed().as_secs_f64());
+    }
+
+    /// Carries out what the core asked for, in order; the call's end when it is over.
+    async fn drain(&mut self) -> Option<Ended> {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Send(ev) => {
+                    if let Some(leg) = self.leg.as_mut() {
+                        if let Err(e) = leg.send(ev).await {
+                            warn!(error = %e, "sending to the realtime session failed");
+                        }
+                    }
+                }
+                Output::Interrupt { unplayed_ms } => {
+                    if let Some(leg) = self.leg.as_mut() {
+                        if let Err(e) = leg.interrupt(unplayed_ms).await {
+                            warn!(error = %e, "interrupting the realtime session failed");
+                        }
+                    }
+                }
+                Output::ToolOutput { call_id, output } => {
+                    if let Some(leg) = self.leg.as_mut() {
+                        if let Err(e) = leg.submit_tool_output(&call_id, output).await {
+                            warn!(error = %e, "the tool output did not reach the session");
+                        }
+                    }
+                }
+                Output::RunTool(tc) => {
+                    let tools = self.ctx.as_ref().and_then(|c| c.tools.clone());
+                    let limit = self.settings.tool_timeout;
+                    self.tools
+                        .spawn(tool_run::run_booking(tools, self.caller.clone(), tc, limit));
+                }
+                Output::Moderate(text) => {
+                    if let Some(m) = self.ctx.as_ref().and_then(|c| c.moderation.clone()) {
+                        self.checks
+                            .spawn(async move { m.check(&text).await.map_err(|e| e.to_string()) });
+                    }
+                }
+                Output::CloseLeg => {
+                    if let Some(mut leg) = self.leg.take() {
+                        leg.close().await;
+                    }
+                }
+                Output::OpenLeg => {
+                    let opened = match self.open_leg().await {
+                        Some(Ok(leg)) => {
+                            let id = leg.session_id().map(str::to_string);
+                            self.leg = Some(leg);
+                            Ok(id)
+                        }
+                        Some(Err(e)) => Err(e.to_string()),
+                        None => Err("no realtime service".into()),
+                    };
+                    self.core.handle_leg_opened(self.t0.elapsed(), opened);
+                }
+                Output::Refer(target) => {
+                    let r = self.call.sip.refer(&target).await;
+                    self.core.handle_refer_answer(self.t0.elapsed(), r);
+                }
+                Output::End(end) => return Some(end),
+            }
+        }
+        None
+    }
+
+    /// The call is over: close the realtime side, hang up if the relay ends the call, wait
+    /// for running tools, store the record.
+    async fn finish(mut self, end: Ended) {
+        // the caller's BYE must end the realtime call at once
+        if let Some(mut leg) = self.leg.take() {
+            leg.close().await;
+        }
+        if let Some(r) = end.sip {
+            self.call.sip.hang_up(r).await;
+        }
+        // a booking being written is kept: let running tools finish (bounded)
+        let drain = async {
+            while let Some(done) = self.tools.join_next().await {
+                if let Ok(done) = done {
+                    self.core.handle_tool_done(self.t0.elapsed(), done);
+                }
+            }
+        };
+        if tokio::time::timeout(TOOL_DRAIN, drain).await.is_err() {
+            warn!("tools still running at hang-up were abandoned");
+        }
+        self.core.publish_stats(self.call.rtp.counters);
+        let c = self.call.rtp.counters;
+        let seconds = self.t0.elapsed().as_secs_f32();
+        let hold_frames = self.core.hold_frames();
+        let rx = self.core.media_mut().receive_stats();
+        let (lost, jitter) = (rx.lost(), rx.jitter());
+        let Task { core, call, ctx, metrics, peer, .. } = self;
+        // free the call's slot and ports before saying it ended
+        drop(call);
+        // the record is stored before the line that says the call ended, so whoever reads
+        // that line finds the record
+        let tools = ctx.as_ref().and_then(|c| c.tools.as_ref());
+        finish(&metrics, tools, core.into_publisher(), &end.reason).await;
+        info!(
+            reason = %end.reason, seconds,
+            rtp_in = c.rx_packets, rtp_out = c.tx_packets, lost, jitter,
+            srtp_auth_failed = c.srtp_auth_failed, srtp_replayed = c.srtp_replayed,
+            foreign = c.foreign_dropped, rtcp_foreign = c.rtcp_foreign_dropped,
+            malformed = c.malformed, rtcp_in = c.rtcp_rx, rtcp_out = c.rtcp_tx,
+            peer_lost = peer.lost, hold_frames,
+            "call ended"
+        );
+    }
+}
+
+/// Records a call that ended: metrics, the registry's ended list, the database.
+async fn finish(metrics: &Metrics, tools: Option<&Tools>, p: CallPublisher, reason: &str) {
+    metrics.calls_active.dec();
+    metrics.call_ended(reason);
+    let d = p.finish(reason);
+    if let Some(tools) = tools {
+        let record = CallRecord {
+            id: d.id.clone(),
+            caller: d.from.clone(),
+            callee: d.to.clone(),
+            agent: d.agent.clone(),
+            started_at: d.started_at,
+            answered_at: d.answered_at,
+            ended_at: d.ended_at,
+            outcome: reason.to_string(),
+            transcript: serde_json::to_value(&d.transcript).unwrap_or(Value::Null),
+            tool_calls: serde_json::to_value(&d.tool_calls).unwrap_or(Value::Null),
+        };
+        if let Err(e) = tools.store().insert_call(&record).await {
+            warn!(error = %e, "the call record was not stored");
+        }
+    }
+}
