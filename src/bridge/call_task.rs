@@ -108,7 +108,13 @@ async fn run_inner(mut call: IncomingCall, who: Answerer, stop: CancellationToke
         codec = neg.codec.name(), dtmf_pt = ?neg.dtmf_payload_type,
         verified_caller = caller.number().is_some(), "call started"
     );
-    let mut detail = CallDetail::new(&call.id, &call.from, &call.to, &agent_name, call.trunk.as_deref());
+    let mut detail = CallDetail::new(
+        &call.id,
+        &call.from,
+        &call.to,
+        &agent_name,
+        call.trunk.as_deref(),
+    );
     detail.transport = call.transport.into();
     detail.sip_call_id = call.sip_call_id.clone();
     detail.started_at = call.started.into();
@@ -276,8 +282,11 @@ impl Task {
                 let setup = self.call.started.elapsed().unwrap_or_default();
                 self.metrics.call_setup_seconds.observe(setup.as_secs_f64());
                 let session = leg.session_id().map(str::to_string);
-                info!(setup_ms = setup.as_millis() as u64,
-                    session = session.as_deref().unwrap_or("-"), "call answered");
+                info!(
+                    setup_ms = setup.as_millis() as u64,
+                    session = session.as_deref().unwrap_or("-"),
+                    "call answered"
+                );
                 self.leg = Some(leg);
                 Ok(session)
             }
@@ -295,7 +304,11 @@ impl Task {
         self.drain().await
     }
 
-    async fn run(&mut self, mut controls: mpsc::Receiver<Control>, stop: CancellationToken) -> Ended {
+    async fn run(
+        &mut self,
+        mut controls: mpsc::Receiver<Control>,
+        stop: CancellationToken,
+    ) -> Ended {
         if let Some(end) = self.ring(&mut controls, &stop).await {
             return end;
         }
@@ -392,12 +405,14 @@ impl Task {
             // a failed send shows up as the leg ending; nothing to do here
             let _ = leg.send_audio(CallerAudio::Pcm(frame)).await;
         }
-        self.metrics.frame("to_agent", started.elapsed().as_secs_f64());
+        self.metrics
+            .frame("to_agent", started.elapsed().as_secs_f64());
         let started = std::time::Instant::now();
         if let Some(packet) = self.core.handle_tick(now) {
             self.call.rtp.send(packet);
         }
-        self.metrics.frame("to_caller", started.elapsed().as_secs_f64());
+        self.metrics
+            .frame("to_caller", started.elapsed().as_secs_f64());
     }
 
     /// Carries out what the core asked for, in order; the call's end when it is over.
@@ -491,7 +506,14 @@ impl Task {
         let hold_frames = self.core.hold_frames();
         let rx = self.core.media_mut().receive_stats();
         let (lost, jitter) = (rx.lost(), rx.jitter());
-        let Task { core, call, ctx, metrics, peer, .. } = self;
+        let Task {
+            core,
+            call,
+            ctx,
+            metrics,
+            peer,
+            ..
+        } = self;
         // free the call's slot and ports before saying it ended
         drop(call);
         // the record is stored before the line that says the call ended, so whoever reads

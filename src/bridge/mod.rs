@@ -25,8 +25,8 @@ use crate::metrics::Metrics;
 use crate::sip::{CallHandler, EndReason, IncomingCall};
 use registry::Registry;
 
-pub use call_task::LiveContext;
 use call_task::Answerer;
+pub use call_task::LiveContext;
 
 /// What every call task needs to know, shared.
 #[derive(Debug, Clone)]

@@ -17,7 +17,6 @@
 mod realtime;
 mod tools;
 
-
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -381,7 +380,12 @@ impl CallCore {
             }
             Err(cause) => {
                 self.metrics.realtime_failed(cause);
-                self.say_goodbye(now, prompts::apology(), "realtime_failed", EndReason::RelayBye);
+                self.say_goodbye(
+                    now,
+                    prompts::apology(),
+                    "realtime_failed",
+                    EndReason::RelayBye,
+                );
             }
         }
     }
@@ -412,7 +416,8 @@ impl CallCore {
         dtmf_payload_type: Option<u8>,
     ) {
         self.direction = direction;
-        self.media.set_payload_types(payload_type, dtmf_payload_type);
+        self.media
+            .set_payload_types(payload_type, dtmf_payload_type);
         self.last_rx = now;
     }
 
@@ -474,8 +479,7 @@ impl CallCore {
         } else {
             let (n, held) = self.media.poll_out(now, &mut self.out);
             if let Some(held) = held {
-                self.metrics
-                    .added_latency("to_caller", held.as_secs_f64());
+                self.metrics.added_latency("to_caller", held.as_secs_f64());
             }
             n
         };
@@ -539,7 +543,11 @@ impl CallCore {
         };
         if self.hold_pos == 0 {
             info!(
-                sound = if sound.is_some() { "hold" } else { "comfort_noise" },
+                sound = if sound.is_some() {
+                    "hold"
+                } else {
+                    "comfort_noise"
+                },
                 "a tool runs long: the caller hears the hold sound"
             );
             // marks the start of this wait (comfort noise does not move `hold_pos`)
@@ -569,14 +577,18 @@ impl CallCore {
             (true, Some(since)) if now.saturating_sub(since) >= END_CALL_QUIET => {
                 self.end(Ended::relay("agent_end_call"))
             }
-            (true, None) => self.ending = Some(Ending {
-                quiet_since: Some(now),
-                ..ending
-            }),
-            (false, Some(_)) => self.ending = Some(Ending {
-                quiet_since: None,
-                ..ending
-            }),
+            (true, None) => {
+                self.ending = Some(Ending {
+                    quiet_since: Some(now),
+                    ..ending
+                })
+            }
+            (false, Some(_)) => {
+                self.ending = Some(Ending {
+                    quiet_since: None,
+                    ..ending
+                })
+            }
             _ => {}
         }
     }

@@ -225,7 +225,12 @@ impl CallCore {
     fn session_lost(&mut self, now: Duration, cause: &'static str, why: &str) {
         warn!(reason = %why, "the realtime session ended mid-call: apologising");
         self.metrics.realtime_failed(cause);
-        self.say_goodbye(now, prompts::apology(), "realtime_failed", EndReason::RelayBye);
+        self.say_goodbye(
+            now,
+            prompts::apology(),
+            "realtime_failed",
+            EndReason::RelayBye,
+        );
     }
 
     /// The session asked for with [`Output::OpenLeg`] is open (its id) or could not be.

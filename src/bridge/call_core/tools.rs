@@ -10,7 +10,9 @@ use tracing::{info, warn};
 use super::{truncate, CallCore, Ended, Ending, Mode, Output, Transfer};
 use super::{END_CALL_GRACE, TRANSFER_LIMIT};
 use crate::bridge::registry::{CallEvent, ToolCallRecord};
-use crate::bridge::tool_run::{arguments_value, classify, error_json, refused_json, ToolDone, ToolKind};
+use crate::bridge::tool_run::{
+    arguments_value, classify, error_json, refused_json, ToolDone, ToolKind,
+};
 use crate::openai::events::ClientEvent;
 use crate::openai::{ToolCall, Turns};
 
