@@ -12,25 +12,25 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::{interval, sleep, sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{interval, sleep, sleep_until, Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::call_agent::{AgentBook, CallAgent};
+use super::call_agent::CallAgent;
 use super::call_core::{CallCore, CoreParts, Ended, Mode, Output};
+use super::call_record;
 use super::echo::EchoBuffer;
-use super::moderation::Moderation;
 use super::phone_media::PhoneMedia;
-use super::registry::{CallDetail, CallPublisher, Control, Registry};
+use super::registry::Control;
 use super::tool_run::{self, ToolDone};
-use super::{BridgeSettings, Shared};
-use crate::booking::{CallRecord, Caller, Tools};
-use crate::media::rtcp::{self, PeerReport, REPORT_INTERVAL};
+use super::{BridgeSettings, LiveContext, Shared};
+use crate::booking::Caller;
+use crate::media::g711::Law;
+use crate::media::rtcp::REPORT_INTERVAL;
 use crate::metrics::Metrics;
-use crate::openai::{CallerAudio, Connector, LegError, RealtimeLeg};
+use crate::openai::{CallerAudio, LegError, RealtimeLeg};
 use crate::sip::{EndReason, IncomingCall, PhoneEvent};
 
 const FRAME: Duration = Duration::from_millis(20);
@@ -39,25 +39,6 @@ const STATS_EVERY: Duration = Duration::from_secs(5);
 /// Running tools get this long to finish after the call ended (a booking being written is
 /// kept, never cut off half-way).
 const TOOL_DRAIN: Duration = Duration::from_secs(10);
-
-/// What every realtime call shares.
-#[derive(Debug)]
-pub struct LiveContext {
-    /// Opens realtime legs.
-    pub connector: Connector,
-    /// The agents.
-    pub agents: AgentBook,
-    /// The booking tools (`None`: no database, every booking tool answers an error).
-    pub tools: Option<Tools>,
-    /// Where calls are listed for the admin API.
-    pub registry: Registry,
-    /// Where calls are counted.
-    pub metrics: Arc<Metrics>,
-    /// Limits and timings.
-    pub settings: Arc<BridgeSettings>,
-    /// The optional moderation check of the agent's words.
-    pub moderation: Option<Arc<Moderation>>,
-}
 
 /// Who answers a call.
 #[derive(Debug)]
@@ -74,93 +55,56 @@ pub async fn run(call: IncomingCall, who: Answerer, stop: CancellationToken) {
     run_inner(call, who, stop).instrument(span).await
 }
 
-async fn run_inner(mut call: IncomingCall, who: Answerer, stop: CancellationToken) {
+async fn run_inner(call: IncomingCall, who: Answerer, stop: CancellationToken) {
     let t0 = Instant::now();
     let neg = call.sip.negotiated().clone();
-    let (settings, registry, metrics, ctx) = match &who {
-        Answerer::Agent(_, ctx) => (
-            ctx.settings.clone(),
-            ctx.registry.clone(),
-            ctx.metrics.clone(),
-            Some(ctx.clone()),
-        ),
-        Answerer::Echo(settings, shared) => (
-            settings.clone(),
-            shared.registry.clone(),
-            shared.metrics.clone(),
-            None,
-        ),
+    let (settings, registry, metrics, ctx, agent) = match who {
+        Answerer::Agent(a, c) => {
+            let (s, r, m) = (c.settings.clone(), c.registry.clone(), c.metrics.clone());
+            (s, r, m, Some(c), Some(a))
+        }
+        Answerer::Echo(s, shared) => (s, shared.registry, shared.metrics, None, None),
     };
+    let tools = ctx.as_ref().and_then(|c| c.tools.clone());
     // the booking tools act for this caller: a trusted trunk's number, else nobody in particular
-    let caller = ctx
+    let caller = tools
         .as_ref()
-        .and_then(|c| c.tools.as_ref())
-        .map(|t| t.caller(call.caller_number.as_deref()))
-        .unwrap_or_default();
-    let agent_name = match &who {
-        Answerer::Agent(a, _) => a.name.clone(),
-        Answerer::Echo(..) => "echo".into(),
-    };
+        .map(|t| t.caller(call.caller_number.as_deref()));
+    let agent_name = agent
+        .as_ref()
+        .map_or("echo", |a| a.name.as_str())
+        .to_string();
     info!(
         from = %call.from, to = %call.to, transport = call.transport,
         sip_call_id = %call.sip_call_id, source = call.source.map(tracing::field::display),
         trunk = call.trunk.as_deref().unwrap_or("-"), agent = %agent_name,
         codec = neg.codec.name(), dtmf_pt = ?neg.dtmf_payload_type,
-        verified_caller = caller.number().is_some(), "call started"
+        verified_caller = caller.as_ref().is_some_and(|c| c.number().is_some()), "call started"
     );
-    let mut detail = CallDetail::new(
-        &call.id,
-        &call.from,
-        &call.to,
-        &agent_name,
-        call.trunk.as_deref(),
-    );
-    detail.transport = call.transport.into();
-    detail.sip_call_id = call.sip_call_id.clone();
-    detail.started_at = call.started.into();
-    detail.media.codec = neg.codec.name().into();
-    let (publisher, controls) = match &who {
-        Answerer::Agent(..) => registry.register(detail),
-        Answerer::Echo(..) => registry.register_without_model(detail),
+    let detail = call_record::detail(&call, &agent_name);
+    let (publisher, controls) = match agent {
+        Some(_) => registry.register(detail),
+        None => registry.register_without_model(detail),
     };
     metrics.calls_active.inc();
-
-    let codec = match neg.codec {
-        crate::sip::sdp::Codec::Pcmu => crate::media::codec::Codec::Pcmu,
-        crate::sip::sdp::Codec::Pcma => crate::media::codec::Codec::Pcma,
+    let law = match neg.codec {
+        crate::sip::sdp::Codec::Pcmu => Law::Mu,
+        crate::sip::sdp::Codec::Pcma => Law::A,
     };
-    let media = match PhoneMedia::new(codec, neg.payload_type, neg.dtmf_payload_type) {
-        Ok(m) => m,
-        Err(e) => {
-            warn!(error = %e, "no decoder for the call");
-            call.sip.hang_up(EndReason::Other).await;
-            let tools = ctx.as_ref().and_then(|c| c.tools.as_ref());
-            finish(&metrics, tools, publisher, "media_error").await;
-            info!(reason = "media_error", seconds = 0.0, "call ended");
-            return;
-        }
-    };
-    let (mode, agents, moderation) = match who {
-        Answerer::Agent(agent, ctx) => (
-            Mode::Agent(agent),
-            ctx.agents.clone(),
-            ctx.moderation.is_some(),
-        ),
-        Answerer::Echo(..) => (
-            Mode::Echo(EchoBuffer::new(neg.codec.silence_byte())),
-            AgentBook::default(),
-            false,
-        ),
+    let media = PhoneMedia::g711(law, neg.payload_type, neg.dtmf_payload_type);
+    let mode = match agent {
+        Some(a) => Mode::Agent(a),
+        None => Mode::Echo(EchoBuffer::new(neg.codec.silence_byte())),
     };
     let core = CallCore::new(CoreParts {
         mode,
-        agents,
+        agents: ctx.as_ref().map(|c| c.agents.clone()).unwrap_or_default(),
         settings: settings.clone(),
         publisher,
         metrics: metrics.clone(),
         media,
         direction: neg.direction,
-        moderation,
+        moderation: ctx.as_ref().is_some_and(|c| c.moderation.is_some()),
     });
     let mut task = Task {
         call,
@@ -169,11 +113,10 @@ async fn run_inner(mut call: IncomingCall, who: Answerer, stop: CancellationToke
         ctx,
         settings,
         metrics,
-        caller,
+        caller: caller.unwrap_or_default(),
         tools: JoinSet::new(),
         checks: JoinSet::new(),
         t0,
-        peer: PeerReport::default(),
     };
     let end = task.run(controls, stop).await;
     task.finish(end).await;
@@ -195,28 +138,9 @@ struct Task {
     /// Moderation checks running.
     checks: JoinSet<Result<Option<String>, String>>,
     t0: Instant,
-    peer: PeerReport,
-}
-
-/// Why a leg could not be opened, as the failure metric's `cause` label.
-fn failure_cause(e: &LegError) -> &'static str {
-    match e {
-        LegError::Mint(_) => "mint",
-        LegError::Refused { status: 429, .. } => "rate_limited",
-        LegError::Refused { status, .. } if *status >= 500 => "server_error",
-        LegError::Refused { .. } => "refused",
-        LegError::Timeout { .. } => "timeout",
-        LegError::BadAnswer(_) => "bad_answer",
-        LegError::Transport(_) => "transport",
-        LegError::Ended(_) => "ended",
-    }
 }
 
 impl Task {
-    fn now(&self) -> Duration {
-        self.t0.elapsed()
-    }
-
     /// Opens a realtime session for the core's current agent (`None`: no agent). Made of
     /// owned parts, so that it can be kept across the loop's other branches.
     fn open_leg(
@@ -276,31 +200,18 @@ impl Task {
             return Some(Ended::by_phone(EndReason::Rejected));
         }
         self.call.rtp.answered();
-        let now = self.now();
+        let now = self.t0.elapsed();
+        let setup = self.call.started.elapsed().unwrap_or_default();
         let opened = match opened.flatten() {
             Some(Ok(leg)) => {
-                let setup = self.call.started.elapsed().unwrap_or_default();
-                self.metrics.call_setup_seconds.observe(setup.as_secs_f64());
-                let session = leg.session_id().map(str::to_string);
-                info!(
-                    setup_ms = setup.as_millis() as u64,
-                    session = session.as_deref().unwrap_or("-"),
-                    "call answered"
-                );
+                let id = leg.session_id().map(str::to_string);
                 self.leg = Some(leg);
-                Ok(session)
+                Ok(id)
             }
-            Some(Err(e)) => {
-                let cause = failure_cause(&e);
-                warn!(error = %e, cause, "the realtime session did not open: apologising");
-                Err(cause)
-            }
-            None => {
-                info!("call answered");
-                Ok(None)
-            }
+            Some(Err(e)) => Err(e),
+            None => Ok(None),
         };
-        self.core.handle_answered(now, opened);
+        self.core.handle_answered(now, setup, opened);
         self.drain().await
     }
 
@@ -312,12 +223,10 @@ impl Task {
         if let Some(end) = self.ring(&mut controls, &stop).await {
             return end;
         }
-        let mut ticks = interval(FRAME);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        let mut reports = interval(REPORT_INTERVAL);
-        reports.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut stats = interval(STATS_EVERY);
-        stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // the media clock catches up after a stall; reports and statistics need not
+        let mut ticks = every(FRAME, MissedTickBehavior::Burst);
+        let mut reports = every(REPORT_INTERVAL, MissedTickBehavior::Delay);
+        let mut stats = every(STATS_EVERY, MissedTickBehavior::Delay);
         let mut controls_open = true;
         let mut rtp_buf = [0u8; 1500];
         let mut rtcp_buf = [0u8; 1500];
@@ -349,14 +258,6 @@ impl Task {
                 }
                 tick = ticks.tick() => self.on_tick(tick.saturating_duration_since(self.t0)).await,
                 ev = async { leg.expect("guarded").recv().await }, if has_leg => {
-                    if let crate::openai::LegEvent::Event(
-                        crate::openai::events::ServerEvent::SessionCreated { .. }
-                        | crate::openai::events::ServerEvent::SessionUpdated { .. },
-                    ) = &ev
-                    {
-                        let id = self.leg.as_ref().and_then(|l| l.session_id());
-                        self.core.handle_session_id(id);
-                    }
                     self.core.handle_leg(self.t0.elapsed(), ev);
                 }
                 Some(done) = self.tools.join_next(), if !self.tools.is_empty() => match done {
@@ -375,16 +276,10 @@ impl Task {
                 r = self.call.rtp.recv_rtcp_from(&mut rtcp_buf) => {
                     // RTCP from a source not taken is dropped (and counted by the leg).
                     if let Some((n, _)) = r.ok().filter(|(_, src)| self.call.rtp.accept_rtcp(*src)) {
-                        let ssrc = self.core.media().packetizer().ssrc();
-                        rtcp::on_peer_packet(&rtcp_buf[..n], ssrc, &mut self.peer);
+                        self.core.handle_rtcp(&rtcp_buf[..n]);
                     }
                 }
-                _ = reports.tick() => {
-                    let tx = self.core.media().packetizer().clone();
-                    let rx = self.core.media_mut().receive_stats();
-                    let sr = rtcp::sender_report(&tx, rx, SystemTime::now());
-                    self.call.rtp.send_rtcp(&sr);
-                }
+                _ = reports.tick() => self.call.rtp.send_rtcp(&self.core.rtcp_report(SystemTime::now())),
                 _ = stats.tick() => self.core.publish_stats(self.call.rtp.counters),
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.core.handle_timeout(self.t0.elapsed());
@@ -421,23 +316,23 @@ impl Task {
             match out {
                 Output::Send(ev) => {
                     if let Some(leg) = self.leg.as_mut() {
-                        if let Err(e) = leg.send(ev).await {
-                            warn!(error = %e, "sending to the realtime session failed");
-                        }
+                        warn_failed(leg.send(ev).await, "sending to the realtime session failed");
                     }
                 }
                 Output::Interrupt { unplayed_ms } => {
                     if let Some(leg) = self.leg.as_mut() {
-                        if let Err(e) = leg.interrupt(unplayed_ms).await {
-                            warn!(error = %e, "interrupting the realtime session failed");
-                        }
+                        warn_failed(
+                            leg.interrupt(unplayed_ms).await,
+                            "interrupting the realtime session failed",
+                        );
                     }
                 }
                 Output::ToolOutput { call_id, output } => {
                     if let Some(leg) = self.leg.as_mut() {
-                        if let Err(e) = leg.submit_tool_output(&call_id, output).await {
-                            warn!(error = %e, "the tool output did not reach the session");
-                        }
+                        warn_failed(
+                            leg.submit_tool_output(&call_id, output).await,
+                            "the tool output did not reach the session",
+                        );
                     }
                 }
                 Output::RunTool(tc) => {
@@ -501,17 +396,12 @@ impl Task {
             warn!("tools still running at hang-up were abandoned");
         }
         self.core.publish_stats(self.call.rtp.counters);
-        let c = self.call.rtp.counters;
-        let seconds = self.t0.elapsed().as_secs_f32();
-        let hold_frames = self.core.hold_frames();
-        let rx = self.core.media_mut().receive_stats();
-        let (lost, jitter) = (rx.lost(), rx.jitter());
+        let (c, seconds) = (self.call.rtp.counters, self.t0.elapsed().as_secs_f32());
         let Task {
             core,
             call,
             ctx,
             metrics,
-            peer,
             ..
         } = self;
         // free the call's slot and ports before saying it ended
@@ -519,39 +409,22 @@ impl Task {
         // the record is stored before the line that says the call ended, so whoever reads
         // that line finds the record
         let tools = ctx.as_ref().and_then(|c| c.tools.as_ref());
-        finish(&metrics, tools, core.into_publisher(), &end.reason).await;
-        info!(
-            reason = %end.reason, seconds,
-            rtp_in = c.rx_packets, rtp_out = c.tx_packets, lost, jitter,
-            srtp_auth_failed = c.srtp_auth_failed, srtp_replayed = c.srtp_replayed,
-            foreign = c.foreign_dropped, rtcp_foreign = c.rtcp_foreign_dropped,
-            malformed = c.malformed, rtcp_in = c.rtcp_rx, rtcp_out = c.rtcp_tx,
-            peer_lost = peer.lost, hold_frames,
-            "call ended"
-        );
+        let mut core = core;
+        core.log_ended(&end.reason, seconds, &c);
+        call_record::finish(&metrics, tools, core.into_publisher(), &end.reason).await;
     }
 }
 
-/// Records a call that ended: metrics, the registry's ended list, the database.
-async fn finish(metrics: &Metrics, tools: Option<&Tools>, p: CallPublisher, reason: &str) {
-    metrics.calls_active.dec();
-    metrics.call_ended(reason);
-    let d = p.finish(reason);
-    if let Some(tools) = tools {
-        let record = CallRecord {
-            id: d.id.clone(),
-            caller: d.from.clone(),
-            callee: d.to.clone(),
-            agent: d.agent.clone(),
-            started_at: d.started_at,
-            answered_at: d.answered_at,
-            ended_at: d.ended_at,
-            outcome: reason.to_string(),
-            transcript: serde_json::to_value(&d.transcript).unwrap_or(Value::Null),
-            tool_calls: serde_json::to_value(&d.tool_calls).unwrap_or(Value::Null),
-        };
-        if let Err(e) = tools.store().insert_call(&record).await {
-            warn!(error = %e, "the call record was not stored");
-        }
+fn every(period: Duration, missed: MissedTickBehavior) -> Interval {
+    let mut i = interval(period);
+    i.set_missed_tick_behavior(missed);
+    i
+}
+
+/// Logs a failed operation on the realtime session (the session's end shows up as its own
+/// event).
+fn warn_failed(r: Result<(), LegError>, what: &'static str) {
+    if let Err(e) = r {
+        warn!(error = %e, "{what}");
     }
 }

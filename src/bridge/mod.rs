@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod call_agent;
 pub mod call_core;
+pub mod call_record;
 pub mod call_task;
 pub mod digits;
 pub mod echo;
@@ -21,12 +22,34 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::booking::Tools;
 use crate::metrics::Metrics;
+use crate::openai::Connector;
 use crate::sip::{CallHandler, EndReason, IncomingCall};
+use call_agent::AgentBook;
+use moderation::Moderation;
 use registry::Registry;
 
 use call_task::Answerer;
-pub use call_task::LiveContext;
+
+/// What every realtime call shares.
+#[derive(Debug)]
+pub struct LiveContext {
+    /// Opens realtime legs.
+    pub connector: Connector,
+    /// The agents.
+    pub agents: AgentBook,
+    /// The booking tools (`None`: no database, every booking tool answers an error).
+    pub tools: Option<Tools>,
+    /// Where calls are listed for the admin API.
+    pub registry: Registry,
+    /// Where calls are counted.
+    pub metrics: Arc<Metrics>,
+    /// Limits and timings.
+    pub settings: Arc<BridgeSettings>,
+    /// The optional moderation check of the agent's words.
+    pub moderation: Option<Arc<Moderation>>,
+}
 
 /// What every call task needs to know, shared.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::media::codec::{Codec, Decoder};
+use crate::media::codec::{Codec, Decoder, G711Decoder};
 use crate::media::dtmf::DtmfReceiver;
 use crate::media::frame::{Frame, FRAME_MS, FRAME_SAMPLES, SILENCE};
 use crate::media::g711::Law;
@@ -86,6 +86,20 @@ pub struct PhoneMedia {
 }
 
 impl PhoneMedia {
+    /// The media of a phone call in G.711 (`law`): what a phone leg always carries.
+    pub fn g711(law: Law, payload_type: u8, dtmf_payload_type: Option<u8>) -> Self {
+        let codec = match law {
+            Law::Mu => Codec::Pcmu,
+            Law::A => Codec::Pcma,
+        };
+        Self::with_decoder(
+            codec,
+            Decoder::G711(G711Decoder::new(law)),
+            payload_type,
+            dtmf_payload_type,
+        )
+    }
+
     /// Media for a call that agreed on `codec` (PCMU or PCMA) with `payload_type`, and
     /// telephone-event on `dtmf_payload_type`.
     pub fn new(
@@ -93,14 +107,29 @@ impl PhoneMedia {
         payload_type: u8,
         dtmf_payload_type: Option<u8>,
     ) -> Result<Self, OpusError> {
+        let decoder = Decoder::new(codec)?;
+        Ok(Self::with_decoder(
+            codec,
+            decoder,
+            payload_type,
+            dtmf_payload_type,
+        ))
+    }
+
+    fn with_decoder(
+        codec: Codec,
+        decoder: Decoder,
+        payload_type: u8,
+        dtmf_payload_type: Option<u8>,
+    ) -> Self {
         let law = codec.law().unwrap_or(Law::Mu);
         let silence = [law.silence_byte(); FRAME_SAMPLES];
-        Ok(Self {
+        Self {
             law,
             payload_type,
             dtmf_payload_type,
             jitter: JitterBuffer::new(JitterConfig::new(codec)),
-            decoder: Decoder::new(codec)?,
+            decoder,
             dtmf: DtmfReceiver::new(),
             rx: ReceiveStats::default(),
             tx: Packetizer::new(rand::random(), rand::random(), rand::random()),
@@ -113,7 +142,7 @@ impl PhoneMedia {
             silence,
             last_agent_sent: None,
             counters: PhoneCounters::default(),
-        })
+        }
     }
 
     /// The phone leg's G.711 law.

@@ -17,12 +17,17 @@
 mod realtime;
 mod tools;
 
+pub use realtime::{end_cause, failure_cause};
+
+#[cfg(test)]
+mod tests;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::call_agent::{AgentBook, CallAgent};
 use super::digits::{keypad_text, DigitGrouper};
@@ -35,11 +40,12 @@ use super::transcript::Transcript;
 use super::BridgeSettings;
 use crate::media::frame::{Frame, FRAME_SAMPLES, SILENCE};
 use crate::media::jitter::Playout;
+use crate::media::rtcp::{self, PeerReport};
 use crate::media::rtp::RtpIn;
 use crate::media::rtp_leg::LegCounters;
 use crate::metrics::Metrics;
 use crate::openai::events::{ClientEvent, ContentPart, Item};
-use crate::openai::ToolCall;
+use crate::openai::{LegError, ToolCall};
 use crate::sip::sdp::Direction;
 use crate::sip::EndReason;
 
@@ -210,6 +216,8 @@ pub struct CallCore {
     out: [u8; MAX_OUT],
     reported_lost: u64,
     reported_concealed: u64,
+    /// What the caller's side reports of our stream.
+    peer: PeerReport,
 }
 
 impl CallCore {
@@ -252,6 +260,7 @@ impl CallCore {
             out: [0; MAX_OUT],
             reported_lost: 0,
             reported_concealed: 0,
+            peer: PeerReport::default(),
         }
     }
 
@@ -351,9 +360,14 @@ impl CallCore {
         matches!(self.direction, Direction::SendRecv | Direction::RecvOnly)
     }
 
-    /// The call was answered. `opened`: the realtime session that is ready (its id), or why
-    /// it could not be opened (the failure metric's cause); an echo call passes `Ok(None)`.
-    pub fn handle_answered(&mut self, now: Duration, opened: Result<Option<String>, &str>) {
+    /// The call was answered, `setup` after its INVITE. `opened`: the realtime session
+    /// that is ready (its id), or why it could not be opened; an echo call passes `Ok(None)`.
+    pub fn handle_answered(
+        &mut self,
+        now: Duration,
+        setup: Duration,
+        opened: Result<Option<String>, LegError>,
+    ) {
         if self.phase != Phase::Ringing {
             return;
         }
@@ -362,11 +376,20 @@ impl CallCore {
         self.last_rx = now;
         self.p.answered();
         let greeting = match &self.mode {
-            Mode::Echo(_) => return,
+            Mode::Echo(_) => {
+                info!("call answered");
+                return;
+            }
             Mode::Agent(a) => a.greeting.clone(),
         };
         match opened {
             Ok(session_id) => {
+                self.metrics.call_setup_seconds.observe(setup.as_secs_f64());
+                info!(
+                    setup_ms = setup.as_millis() as u64,
+                    session = session_id.as_deref().unwrap_or("-"),
+                    "call answered"
+                );
                 self.has_leg = true;
                 self.p.update(|d| d.session_id = session_id);
                 // the agent speaks first: its greeting when configured, else its own opening
@@ -378,7 +401,9 @@ impl CallCore {
                     response,
                 });
             }
-            Err(cause) => {
+            Err(e) => {
+                let cause = failure_cause(&e);
+                warn!(error = %e, cause, "the realtime session did not open: apologising");
                 self.metrics.realtime_failed(cause);
                 self.say_goodbye(
                     now,
@@ -387,13 +412,6 @@ impl CallCore {
                     EndReason::RelayBye,
                 );
             }
-        }
-    }
-
-    /// The session's id became known or changed.
-    pub fn handle_session_id(&mut self, id: Option<&str>) {
-        if let Some(id) = id {
-            self.p.update(|d| d.session_id = Some(id.to_string()));
         }
     }
 
@@ -652,6 +670,34 @@ impl CallCore {
                 self.respond();
             }
         }
+    }
+
+    /// An RTCP packet from the caller's side (its source already checked).
+    pub fn handle_rtcp(&mut self, packet: &[u8]) {
+        let ssrc = self.media.packetizer().ssrc();
+        rtcp::on_peer_packet(packet, ssrc, &mut self.peer);
+    }
+
+    /// The RTCP sender report to send now (`wall`: the wall clock, for its NTP time).
+    pub fn rtcp_report(&mut self, wall: SystemTime) -> Vec<u8> {
+        let tx = self.media.packetizer().clone();
+        rtcp::sender_report(&tx, self.media.receive_stats(), wall)
+    }
+
+    /// Logs the call's end with its media figures (`rtp`: the RTP socket's counters). Said
+    /// after the call's record is stored, so whoever reads the line finds the record.
+    pub fn log_ended(&mut self, reason: &str, seconds: f32, c: &LegCounters) {
+        let rx = self.media.receive_stats();
+        let (lost, jitter) = (rx.lost(), rx.jitter());
+        info!(
+            reason = %reason, seconds,
+            rtp_in = c.rx_packets, rtp_out = c.tx_packets, lost, jitter,
+            srtp_auth_failed = c.srtp_auth_failed, srtp_replayed = c.srtp_replayed,
+            foreign = c.foreign_dropped, rtcp_foreign = c.rtcp_foreign_dropped,
+            malformed = c.malformed, rtcp_in = c.rtcp_rx, rtcp_out = c.rtcp_tx,
+            peer_lost = self.peer.lost, hold_frames = self.hold_frames,
+            "call ended"
+        );
     }
 
     /// Publishes the call's media statistics (registry and metrics); `rtp` are the RTP

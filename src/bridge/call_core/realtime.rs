@@ -11,7 +11,7 @@ use crate::bridge::prompts;
 use crate::bridge::registry::CallEvent;
 use crate::bridge::transcript::Transcript;
 use crate::openai::events::ServerEvent;
-use crate::openai::{EndReason as LegEnd, LegEvent};
+use crate::openai::{EndReason as LegEnd, LegError, LegEvent};
 use crate::sip::EndReason;
 
 /// The note that opens a rolled-over session, before the conversation so far.
@@ -31,6 +31,20 @@ pub fn end_cause(e: &LegEnd) -> &'static str {
         LegEnd::ChannelClosed => "channel_closed",
         LegEnd::SocketClosed { .. } => "socket_closed",
         LegEnd::Transport(_) => "transport",
+    }
+}
+
+/// Why a leg could not be opened, as the failure metric's `cause` label.
+pub fn failure_cause(e: &LegError) -> &'static str {
+    match e {
+        LegError::Mint(_) => "mint",
+        LegError::Refused { status: 429, .. } => "rate_limited",
+        LegError::Refused { status, .. } if *status >= 500 => "server_error",
+        LegError::Refused { .. } => "refused",
+        LegError::Timeout { .. } => "timeout",
+        LegError::BadAnswer(_) => "bad_answer",
+        LegError::Transport(_) => "transport",
+        LegError::Ended(_) => "ended",
     }
 }
 
@@ -54,6 +68,12 @@ impl CallCore {
 
     fn on_event(&mut self, now: Duration, ev: ServerEvent) {
         match ev {
+            ServerEvent::SessionCreated { session, .. }
+            | ServerEvent::SessionUpdated { session, .. } => {
+                if session.id.is_some() {
+                    self.p.update(|d| d.session_id = session.id);
+                }
+            }
             ServerEvent::SpeechStarted { .. } => self.barge_in(now, false),
             ServerEvent::OutputAudioBufferCleared { response_id, .. } => {
                 self.service_playing = false;

@@ -1,0 +1,44 @@
+//! A call's entry in the registry and its stored record: made when the call starts, stored
+//! when it ends.
+
+use serde_json::Value;
+use tracing::warn;
+
+use super::registry::{CallDetail, CallPublisher};
+use crate::booking::{CallRecord, Tools};
+use crate::metrics::Metrics;
+use crate::sip::IncomingCall;
+
+/// The registry entry of a call that starts, answered by `agent`.
+pub fn detail(call: &IncomingCall, agent: &str) -> CallDetail {
+    let mut d = CallDetail::new(&call.id, &call.from, &call.to, agent, call.trunk.as_deref());
+    d.transport = call.transport.into();
+    d.sip_call_id = call.sip_call_id.clone();
+    d.started_at = call.started.into();
+    d.media.codec = call.sip.negotiated().codec.name().into();
+    d
+}
+
+/// Records a call that ended: metrics, the registry's ended list, the database.
+pub async fn finish(metrics: &Metrics, tools: Option<&Tools>, p: CallPublisher, reason: &str) {
+    metrics.calls_active.dec();
+    metrics.call_ended(reason);
+    let d = p.finish(reason);
+    if let Some(tools) = tools {
+        let record = CallRecord {
+            id: d.id.clone(),
+            caller: d.from.clone(),
+            callee: d.to.clone(),
+            agent: d.agent.clone(),
+            started_at: d.started_at,
+            answered_at: d.answered_at,
+            ended_at: d.ended_at,
+            outcome: reason.to_string(),
+            transcript: serde_json::to_value(&d.transcript).unwrap_or(Value::Null),
+            tool_calls: serde_json::to_value(&d.tool_calls).unwrap_or(Value::Null),
+        };
+        if let Err(e) = tools.store().insert_call(&record).await {
+            warn!(error = %e, "the call record was not stored");
+        }
+    }
+}
