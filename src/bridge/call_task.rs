@@ -40,31 +40,34 @@ const STATS_EVERY: Duration = Duration::from_secs(5);
 /// kept, never cut off half-way).
 const TOOL_DRAIN: Duration = Duration::from_secs(10);
 
-/// Who answers a call.
-#[derive(Debug)]
-pub enum Answerer {
-    /// A realtime agent.
-    Agent(Arc<CallAgent>, Arc<LiveContext>),
-    /// The built-in `echo` line test.
-    Echo(Arc<BridgeSettings>, Shared),
-}
+/// Who answers a call: an agent, with what realtime calls share; `None`: the built-in
+/// `echo` line test.
+pub type Answerer = Option<(Arc<CallAgent>, Arc<LiveContext>)>;
 
 /// Runs one call to its end.
-pub async fn run(call: IncomingCall, who: Answerer, stop: CancellationToken) {
+pub async fn run(
+    call: IncomingCall,
+    who: Answerer,
+    settings: Arc<BridgeSettings>,
+    shared: Shared,
+    stop: CancellationToken,
+) {
     let span = info_span!("call", id = %call.id);
-    run_inner(call, who, stop).instrument(span).await
+    run_inner(call, who, settings, shared, stop)
+        .instrument(span)
+        .await
 }
 
-async fn run_inner(call: IncomingCall, who: Answerer, stop: CancellationToken) {
+async fn run_inner(
+    call: IncomingCall,
+    who: Answerer,
+    settings: Arc<BridgeSettings>,
+    Shared { registry, metrics }: Shared,
+    stop: CancellationToken,
+) {
     let t0 = Instant::now();
     let neg = call.sip.negotiated().clone();
-    let (settings, registry, metrics, ctx, agent) = match who {
-        Answerer::Agent(a, c) => {
-            let (s, r, m) = (c.settings.clone(), c.registry.clone(), c.metrics.clone());
-            (s, r, m, Some(c), Some(a))
-        }
-        Answerer::Echo(s, shared) => (s, shared.registry, shared.metrics, None, None),
-    };
+    let (agent, ctx) = who.unzip();
     let tools = ctx.as_ref().and_then(|c| c.tools.clone());
     // the booking tools act for this caller: a trusted trunk's number, else nobody in particular
     let caller = tools
@@ -410,8 +413,9 @@ impl Task {
         // that line finds the record
         let tools = ctx.as_ref().and_then(|c| c.tools.as_ref());
         let mut core = core;
-        core.log_ended(&end.reason, seconds, &c);
+        let figures = core.end_figures();
         call_record::finish(&metrics, tools, core.into_publisher(), &end.reason).await;
+        figures.log(&end.reason, seconds, &c);
     }
 }
 

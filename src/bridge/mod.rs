@@ -30,8 +30,6 @@ use call_agent::AgentBook;
 use moderation::Moderation;
 use registry::Registry;
 
-use call_task::Answerer;
-
 /// What every realtime call shares.
 #[derive(Debug)]
 pub struct LiveContext {
@@ -124,8 +122,8 @@ impl CallHandler for Bridge {
     fn on_call(&self, mut call: IncomingCall) {
         let stop = self.hangup_all.child_token();
         if call.agent == "echo" {
-            let who = Answerer::Echo(self.settings.clone(), self.shared.clone());
-            tokio::spawn(call_task::run(call, who, stop));
+            let (settings, shared) = (self.settings.clone(), self.shared.clone());
+            tokio::spawn(call_task::run(call, None, settings, shared, stop));
             return;
         }
         let agent = self
@@ -134,7 +132,14 @@ impl CallHandler for Bridge {
             .and_then(|live| Some((live.clone(), live.agents.get(&call.agent)?)));
         match agent {
             Some((live, agent)) => {
-                tokio::spawn(call_task::run(call, Answerer::Agent(agent, live), stop));
+                let (settings, shared) = (self.settings.clone(), self.shared.clone());
+                tokio::spawn(call_task::run(
+                    call,
+                    Some((agent, live)),
+                    settings,
+                    shared,
+                    stop,
+                ));
             }
             None => {
                 // routes and agents are checked at start, so this is a configuration the

@@ -684,20 +684,15 @@ impl CallCore {
         rtcp::sender_report(&tx, self.media.receive_stats(), wall)
     }
 
-    /// Logs the call's end with its media figures (`rtp`: the RTP socket's counters). Said
-    /// after the call's record is stored, so whoever reads the line finds the record.
-    pub fn log_ended(&mut self, reason: &str, seconds: f32, c: &LegCounters) {
+    /// The figures of the line that says the call ended.
+    pub fn end_figures(&mut self) -> EndFigures {
         let rx = self.media.receive_stats();
-        let (lost, jitter) = (rx.lost(), rx.jitter());
-        info!(
-            reason = %reason, seconds,
-            rtp_in = c.rx_packets, rtp_out = c.tx_packets, lost, jitter,
-            srtp_auth_failed = c.srtp_auth_failed, srtp_replayed = c.srtp_replayed,
-            foreign = c.foreign_dropped, rtcp_foreign = c.rtcp_foreign_dropped,
-            malformed = c.malformed, rtcp_in = c.rtcp_rx, rtcp_out = c.rtcp_tx,
-            peer_lost = self.peer.lost, hold_frames = self.hold_frames,
-            "call ended"
-        );
+        EndFigures {
+            lost: rx.lost(),
+            jitter: rx.jitter(),
+            peer_lost: self.peer.lost,
+            hold_frames: self.hold_frames,
+        }
     }
 
     /// Publishes the call's media statistics (registry and metrics); `rtp` are the RTP
@@ -729,6 +724,31 @@ impl CallCore {
         self.reported_concealed = c.concealed;
         self.p.update(|d| d.media = stats.clone());
         self.p.emit(CallEvent::Media { stats });
+    }
+}
+
+/// The core's figures for the line that says a call ended.
+#[derive(Debug, Clone, Copy)]
+pub struct EndFigures {
+    lost: u32,
+    jitter: u32,
+    peer_lost: u32,
+    hold_frames: u64,
+}
+
+impl EndFigures {
+    /// Logs the call's end (`c`: the RTP socket's counters). Said after the call's record
+    /// is stored, so whoever reads the line finds the record.
+    pub fn log(&self, reason: &str, seconds: f32, c: &LegCounters) {
+        info!(
+            reason = %reason, seconds,
+            rtp_in = c.rx_packets, rtp_out = c.tx_packets, lost = self.lost, jitter = self.jitter,
+            srtp_auth_failed = c.srtp_auth_failed, srtp_replayed = c.srtp_replayed,
+            foreign = c.foreign_dropped, rtcp_foreign = c.rtcp_foreign_dropped,
+            malformed = c.malformed, rtcp_in = c.rtcp_rx, rtcp_out = c.rtcp_tx,
+            peer_lost = self.peer_lost, hold_frames = self.hold_frames,
+            "call ended"
+        );
     }
 }
 
