@@ -323,6 +323,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
             outcome: "agent_end_call".into(),
             transcript: json!([{"speaker": "agent", "text": "Goodbye!", "at_ms": 100, "final": true, "cut_off": false}]),
             tool_calls: json!([]),
+            recording: None,
         })
         .await
         .unwrap();

@@ -86,6 +86,10 @@ pub struct AgentConfig {
     /// Output guardrails checked on the agent's transcript.
     #[serde(default)]
     pub guardrails: Vec<RuleConfig>,
+    /// Record this agent's calls (`true`) or not (`false`) whatever `recording.enabled`
+    /// says; `None` follows `recording.enabled`.
+    #[serde(default)]
+    pub record: Option<bool>,
 }
 
 /// `turn_detection` as an agent file writes it: [`TurnDetection`]'s keys with unknown ones
@@ -757,6 +761,7 @@ mod tests {
             turn_detection: None,
             hold_sound: None,
             guardrails: Vec::new(),
+            record: None,
         }
     }
 

@@ -213,6 +213,15 @@ async fn run_inner(
         reported_lost: 0,
         reported_concealed: 0,
     };
+    // recording: from the answer on; its notice is queued before the greeting
+    let now = live.now();
+    super::call_recording::begin(
+        &mut live.media,
+        &ctx.settings.recording,
+        live.agent.record,
+        &live.call.id,
+        now,
+    );
     match opened {
         Ok(leg) => {
             info!(
@@ -1165,6 +1174,10 @@ impl Live {
         if let Some(r) = end.sip {
             live.call.sip.hang_up(r).await;
         }
+        // recording: closed with the call; the record says where it is
+        if let Some(info) = live.media.finish_recording() {
+            live.p.update(|d| d.recording = Some(info.into()));
+        }
         // a booking being written is kept: let running tools finish (bounded)
         let drain = async {
             while let Some(done) = live.tools.join_next().await {
@@ -1225,6 +1238,7 @@ async fn finish(ctx: &LiveContext, p: CallPublisher, reason: &str) {
             outcome: reason.to_string(),
             transcript: serde_json::to_value(&d.transcript).unwrap_or(Value::Null),
             tool_calls: serde_json::to_value(&d.tool_calls).unwrap_or(Value::Null),
+            recording: d.recording.clone(), // recording:
         };
         if let Err(e) = tools.store().insert_call(&record).await {
             warn!(error = %e, "the call record was not stored");

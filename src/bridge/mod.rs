@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod call_agent;
+pub mod call_recording;
 pub mod digits;
 pub mod echo;
 pub mod echo_call;
@@ -11,6 +12,7 @@ pub mod live_call;
 pub mod moderation;
 pub mod phone_media;
 pub mod prompts;
+pub mod recording_retention;
 pub mod registry;
 pub mod tool_run;
 pub mod transcript;
@@ -44,6 +46,8 @@ pub struct BridgeSettings {
     pub dtmf_inter_digit: Duration,
     /// Guardrails check every this many new characters of the agent's transcript.
     pub guardrail_every: usize,
+    /// Call recordings.
+    pub recording: call_recording::RecordingSettings,
 }
 
 impl Default for BridgeSettings {
@@ -56,6 +60,7 @@ impl Default for BridgeSettings {
             hold_after: Duration::from_millis(700),
             dtmf_inter_digit: Duration::from_millis(1500),
             guardrail_every: 100,
+            recording: call_recording::RecordingSettings::default(),
         }
     }
 }

@@ -9,9 +9,16 @@
 //! Agent audio beyond the pacer's 60 ms waits upstream in a bounded queue (a transport may
 //! deliver faster than real time); [`PhoneMedia::flush`] drops both at once on barge-in and
 //! reports what the caller will now not hear, and what they still hear (the residual).
+//!
+//! When the call is recorded ([`PhoneMedia::start_recording`]), the tap is here, where the
+//! audio is exactly as on the line: the caller's frame as popped each tick, and the PCM of
+//! each packet sent (see [`super::call_recording`]).
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::time::Duration;
+
+use super::call_recording::{CallRecording, RecordingInfo};
 
 use crate::media::codec::{Codec, Decoder};
 use crate::media::dtmf::DtmfReceiver;
@@ -83,6 +90,8 @@ pub struct PhoneMedia {
     /// When the last agent frame went out (tick time), for the residual.
     last_agent_sent: Option<Duration>,
     counters: PhoneCounters,
+    /// The call's recording, while it runs.
+    recording: Option<CallRecording>,
 }
 
 impl PhoneMedia {
@@ -113,6 +122,7 @@ impl PhoneMedia {
             silence,
             last_agent_sent: None,
             counters: PhoneCounters::default(),
+            recording: None,
         })
     }
 
@@ -157,6 +167,9 @@ impl PhoneMedia {
     /// The caller's next 20 ms (call once per tick).
     pub fn caller_frame(&mut self, now: Duration) -> (&Frame, Playout) {
         let kind = self.jitter.pop(now, &mut self.decoder, &mut self.caller);
+        if let Some(r) = self.recording.as_mut() {
+            r.caller(now, &self.caller);
+        }
         self.counters.frames_in += 1;
         if kind == Playout::Concealed {
             self.counters.concealed += 1;
@@ -232,10 +245,33 @@ impl PhoneMedia {
             }
             None => (self.silence, None),
         };
+        if let Some(r) = self.recording.as_mut() {
+            // what the caller hears is the G.711 sent, decoded
+            let mut pcm = SILENCE;
+            self.law.decode(&frame, &mut pcm);
+            r.agent(now, &pcm);
+        }
         let n = self
             .tx
             .write(self.payload_type, &frame, FRAME_SAMPLES as u32, out);
         (n, held)
+    }
+
+    /// Starts recording the call into `path` (a WAV, created or truncated) from tick `now`,
+    /// stopping at `max_bytes` of file (0: no cap).
+    pub fn start_recording(
+        &mut self,
+        path: &Path,
+        max_bytes: u64,
+        now: Duration,
+    ) -> std::io::Result<()> {
+        self.recording = Some(CallRecording::start(path, max_bytes, now)?);
+        Ok(())
+    }
+
+    /// Ends the recording, if there is one, and describes the file.
+    pub fn finish_recording(&mut self) -> Option<RecordingInfo> {
+        self.recording.take()?.finish()
     }
 
     /// Time passes with nothing sent (on hold): keeps the media clock going.
