@@ -448,4 +448,54 @@ mod tests {
         Law::A.decode(&out[HEADER_LEN..n], &mut back);
         assert!((back[10] - tone()[10]).abs() < 600);
     }
+
+    #[test]
+    fn the_recording_holds_the_caller_as_taken_and_a_barge_in_cut_as_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.wav");
+        let mut m = PhoneMedia::new(Codec::Pcmu, 0, None).unwrap();
+        m.start_recording(&path, 0, ms(0)).unwrap();
+        let mut enc = [0u8; 160];
+        Law::Mu.encode(&tone(), &mut enc);
+        for _ in 0..50 {
+            m.push_agent(ms(0), &AgentAudio::Pcm(tone()));
+        }
+        let mut out = [0u8; MAX_OUT];
+        let mut sent = Vec::new();
+        for i in 0..20u16 {
+            let t = ms(20 * i as u64);
+            let d = packet(i, i as u32 * 160, 0, &enc);
+            let p = rtp::parse(&d).unwrap();
+            m.on_rtp(t, &p, &d[p.payload_start..p.payload_end]);
+            m.caller_frame(t);
+            if i == 10 {
+                // the caller barges in: the rest of the answer is dropped
+                m.flush(t);
+            }
+            let (n, _) = m.poll_out(t, &mut out);
+            sent.push(out[HEADER_LEN..n].to_vec());
+        }
+        let info = m.finish_recording().unwrap();
+        assert_eq!(info.duration, ms(400));
+        assert!(m.finish_recording().is_none(), "finished once");
+        let b = std::fs::read(&path).unwrap();
+        let at = |i: usize, ch: usize| {
+            i16::from_le_bytes([b[44 + i * 4 + ch * 2], b[45 + i * 4 + ch * 2]])
+        };
+        for (k, bytes) in sent.iter().enumerate() {
+            let mut pcm = SILENCE;
+            Law::Mu.decode(bytes, &mut pcm);
+            let got: Vec<i16> = (0..160).map(|i| at(k * 160 + i, 1)).collect();
+            assert_eq!(got, pcm, "frame {k}: the right channel is what was sent");
+            let loud = got.iter().any(|s| s.abs() > 4000);
+            assert_eq!(
+                loud,
+                k < 10,
+                "frame {k}: the answer until the cut, silence after"
+            );
+        }
+        // the left channel: the caller's tone once the jitter buffer plays out
+        let left_loud = (0..20 * 160).filter(|&i| at(i, 0).abs() > 4000).count();
+        assert!(left_loud > 10 * 160, "{left_loud}");
+    }
 }
