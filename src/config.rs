@@ -351,7 +351,7 @@ pub struct RecordingConfig {
     /// Play the bundled notice "This call is recorded." before the greeting of every recorded
     /// call.
     pub announce: bool,
-    /// The longest recording in MB (10^6 bytes, about 62 s per MB); the recording stops
+    /// The longest recording in MB (10^6 bytes, about 31 s per MB); the recording stops
     /// cleanly there and the call goes on. 0: no cap.
     pub max_call_mb: u32,
 }
@@ -1074,6 +1074,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/v.toml"), "{e}");
+    }
+
+    #[test]
+    fn recording_is_off_by_default_and_its_folder_is_relative_to_the_file() {
+        let c = load_str("", &[]).unwrap();
+        assert!(
+            !c.recording.enabled,
+            "recording callers needs their consent"
+        );
+        assert_eq!(c.recording.keep_days, 30);
+        assert!(!c.recording.announce);
+        assert_eq!(c.recording.max_call_mb, 100);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[recording]\nenabled = true\ndir = \"rec\"\nkeep_days = 7\nannounce = true\nmax_call_mb = 5\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(&p), env(&[])).unwrap();
+        let folder = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(c.recording.dir, folder.join("rec"));
+        assert!(c.recording.enabled && c.recording.announce);
+        assert_eq!((c.recording.keep_days, c.recording.max_call_mb), (7, 5));
+        let c = Config::load_with_env(
+            Some(&p),
+            env(&[
+                ("VOXRELAY__RECORDING__ENABLED", "false"),
+                ("VOXRELAY__RECORDING__DIR", "elsewhere"),
+            ]),
+        )
+        .unwrap();
+        assert!(!c.recording.enabled);
+        assert_eq!(
+            c.recording.dir,
+            Path::new("elsewhere"),
+            "relative to the working folder"
+        );
+        assert!(
+            load_str("[recording]\nrecord = true\n", &[]).is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

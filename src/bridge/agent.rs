@@ -791,6 +791,21 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_may_say_whether_its_calls_are_recorded() {
+        let parse = |t: &str| toml::from_str::<AgentConfig>(t).map(|c| c.record);
+        assert_eq!(parse("instructions = \"x\"").unwrap(), None);
+        assert_eq!(
+            parse("instructions = \"x\"\nrecord = false").unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            parse("instructions = \"x\"\nrecord = true").unwrap(),
+            Some(true)
+        );
+        assert!(parse("instructions = \"x\"\nrecord = \"yes\"").is_err());
+    }
+
+    #[test]
     fn the_bundled_agents_load_and_a_folder_extends_and_replaces_them() {
         let bundled = Agents::load_with_bundled(None).unwrap();
         assert_eq!(bundled.names(), ["billing", "receptionist"]);
