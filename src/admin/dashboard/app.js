@@ -232,6 +232,8 @@ function applyToDetail(ev) {
     case 'ended':
       d.state = 'ended'; d.ended_at = ev.at; d.end_reason = ev.reason;
       d.transcript.forEach((t) => { t.final = true; });
+      // the recording is named in the record once the call has ended
+      refreshRecording(d.id);
       break;
     case 'transcript': d.transcript[ev.index] = ev.turn; break;
     case 'tool_call':
@@ -378,6 +380,17 @@ function renderRecording(d) {
   clearPlayer();
   state.player.id = d.id;
   loadRecording(d.id);
+}
+
+async function refreshRecording(id) {
+  try {
+    const d = await api(`/api/calls/${encodeURIComponent(id)}`);
+    if (!state.detail || state.detail.id !== id || !d.recording) return;
+    state.detail.recording = d.recording;
+    renderDetail();
+  } catch (e) {
+    if (e instanceof AuthError) showLogin(true);
+  }
 }
 
 function clearPlayer() {
