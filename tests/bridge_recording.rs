@@ -212,3 +212,49 @@ fn a_recorded_call_holds_what_the_caller_said_and_heard() {
         .join(format!("{id}.wav"))
         .exists());
 }
+
+/// At start the relay repairs a recording a crash left with a stale header, and deletes a
+/// recording older than `recording.keep_days`.
+#[test]
+fn at_start_a_torn_recording_is_repaired_and_an_old_one_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    // a crash: the header still says 0 bytes, 1,000 stereo samples and half of one follow
+    let torn = dir.path().join("0000000000000001.wav");
+    let mut bytes = voxrelay::media::recording::header(0).to_vec();
+    bytes.extend(std::iter::repeat_n(7u8, 4002));
+    std::fs::write(&torn, &bytes).unwrap();
+    // a recording last written 40 days ago
+    let old = dir.path().join("0000000000000002.wav");
+    std::fs::write(&old, voxrelay::media::recording::header(0)).unwrap();
+    let forty_days = std::time::SystemTime::now() - Duration::from_secs(40 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(forty_days)
+        .unwrap();
+    let folder = dir.path().display().to_string();
+    let relay = Relay::start(&[
+        ("VOXRELAY__RECORDING__DIR", folder.as_str()),
+        ("VOXRELAY__RECORDING__KEEP_DAYS", "30"),
+    ]);
+    let repaired = relay.wait_for(
+        |v| msg(v) == "recordings left open by a stop were repaired",
+        Duration::from_secs(5),
+    );
+    assert_eq!(repaired["files"], 1);
+    let fixed = std::fs::read(&torn).unwrap();
+    assert_eq!(fixed.len(), 44 + 4000, "the torn sample is cut off");
+    assert_eq!(u32::from_le_bytes(fixed[40..44].try_into().unwrap()), 4000);
+    assert_eq!(
+        u32::from_le_bytes(fixed[4..8].try_into().unwrap()),
+        36 + 4000
+    );
+    let swept = relay.wait_for(
+        |v| msg(v) == "old recordings deleted",
+        Duration::from_secs(10),
+    );
+    assert_eq!(swept["files"], 1);
+    assert!(!old.exists(), "the old recording is gone");
+    assert!(torn.exists(), "the recent one stays");
+}
