@@ -19,3 +19,4 @@ say still_there "Are you still there?"
 # The relay's own prompts, played to the caller without the model:
 say apology "I am sorry, our assistant is not available right now. Please call again later. Goodbye."
 say time_limit "We have reached the time limit for this call. Thank you for calling. Goodbye."
+say recording_notice "This call is recorded."

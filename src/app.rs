@@ -47,6 +47,8 @@ pub struct Relay {
     drain: Duration,
     /// Deletes old call records (`booking.keep_call_records_days`).
     pruner: Option<tokio::task::JoinHandle<()>>,
+    /// Deletes old recordings (`recording.keep_days`).
+    recording_sweep: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What answers calls: the realtime side, set up from the config.
@@ -171,6 +173,7 @@ impl Relay {
             hold_after: Duration::from_millis(b.hold_after_ms),
             dtmf_inter_digit: Duration::from_millis(b.dtmf_inter_digit_ms),
             guardrail_every: b.guardrail_every_chars,
+            recording: recording_settings(&cfg),
         });
         let metrics = Metrics::shared();
         let registry = Registry::new();
@@ -184,6 +187,12 @@ impl Relay {
         let pruner = crate::booking::retention::spawn(
             store.clone(),
             cfg.booking.keep_call_records_days,
+            Arc::new(SystemClock),
+        );
+        let recording_sweep = crate::bridge::recording_retention::spawn(
+            Some(store.clone()),
+            settings.recording.dir.clone(),
+            cfg.recording.keep_days,
             Arc::new(SystemClock),
         );
         let rt = realtime(&cfg, &settings, Some(tools), &registry, &metrics).await?;
@@ -247,6 +256,7 @@ impl Relay {
             hangup_all,
             drain: Duration::from_secs(cfg.bridge.drain_seconds),
             pruner,
+            recording_sweep,
         })
     }
 
@@ -279,10 +289,35 @@ impl Relay {
         if let Some(p) = self.pruner {
             p.abort();
         }
+        if let Some(p) = self.recording_sweep {
+            p.abort();
+        }
         if let Some(store) = self.store {
             store.close().await;
         }
         info!("stopped");
+    }
+}
+
+/// The call tasks' view of `[recording]`, with the folder made absolute (the record keeps
+/// the file's path), and the recordings a crash left open repaired.
+fn recording_settings(cfg: &Config) -> crate::bridge::call_recording::RecordingSettings {
+    let r = &cfg.recording;
+    let dir = std::path::absolute(&r.dir).unwrap_or_else(|_| r.dir.clone());
+    match crate::media::recording::repair_dir(&dir) {
+        Ok(fixed) if !fixed.is_empty() => {
+            info!(files = fixed.len(), dir = %dir.display(), "recordings left open by a stop were repaired")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "the recordings folder could not be checked")
+        }
+    }
+    crate::bridge::call_recording::RecordingSettings {
+        enabled: r.enabled,
+        dir,
+        max_bytes: u64::from(r.max_call_mb) * 1_000_000,
+        announce: r.announce,
     }
 }
 

@@ -66,6 +66,8 @@ pub struct Config {
     pub sim: SimSection,
     /// Logging.
     pub log: LogConfig,
+    /// Call recordings (off by default).
+    pub recording: RecordingConfig,
     /// SIP trunks: who may call, and registrations. None: any source may call.
     pub trunks: Vec<TrunkConfig>,
     /// Dialled number -> agent; `*` for every other number. Empty: `agents.default` answers.
@@ -333,6 +335,39 @@ impl Default for BridgeConfig {
     }
 }
 
+/// `[recording]`: one stereo WAV per call, the caller left and the agent right.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Record calls. Off by default: recording callers needs their consent. An agent's
+    /// `record` overrides it for that agent's calls.
+    pub enabled: bool,
+    /// Folder of the WAV files (`<call id>.wav`); created when missing. A relative path in
+    /// the file is relative to the file's folder.
+    pub dir: PathBuf,
+    /// Recordings of calls that started more than this many days ago are deleted (at start and
+    /// every hour); 0 keeps them forever.
+    pub keep_days: u32,
+    /// Play the bundled notice "This call is recorded." before the greeting of every recorded
+    /// call.
+    pub announce: bool,
+    /// The longest recording in MB (10^6 bytes, about 31 s per MB); the recording stops
+    /// cleanly there and the call goes on. 0: no cap.
+    pub max_call_mb: u32,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: PathBuf::from("recordings"),
+            keep_days: 30,
+            announce: false,
+            max_call_mb: 100,
+        }
+    }
+}
+
 /// `[sim]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -453,7 +488,7 @@ impl Config {
     /// key's value is relative to (the config file's folder when the value came from the
     /// file), `None` leaves it as it is (relative to the working directory). The keys:
     /// `agents.dir`, `sim.scenario` (unless it names a bundled scenario), `sip.tls_cert`,
-    /// `sip.tls_key` and a `sqlite:` file in `booking.database_url`.
+    /// `sip.tls_key`, `recording.dir` and a `sqlite:` file in `booking.database_url`.
     pub fn resolve_paths(&mut self, base: impl Fn(&str) -> Option<PathBuf>) {
         let join = |key: &str, p: &Path| match base(key) {
             Some(dir) if p.is_relative() => dir.join(p),
@@ -474,6 +509,7 @@ impl Config {
                 *value = Some(join(key, p));
             }
         }
+        self.recording.dir = join("recording.dir", &self.recording.dir);
         if let Some(dir) = base("booking.database_url") {
             self.booking.database_url = sqlite_relative_to(&self.booking.database_url, &dir);
         }
@@ -1038,6 +1074,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/v.toml"), "{e}");
+    }
+
+    #[test]
+    fn recording_is_off_by_default_and_its_folder_is_relative_to_the_file() {
+        let c = load_str("", &[]).unwrap();
+        assert!(
+            !c.recording.enabled,
+            "recording callers needs their consent"
+        );
+        assert_eq!(c.recording.keep_days, 30);
+        assert!(!c.recording.announce);
+        assert_eq!(c.recording.max_call_mb, 100);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[recording]\nenabled = true\ndir = \"rec\"\nkeep_days = 7\nannounce = true\nmax_call_mb = 5\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(&p), env(&[])).unwrap();
+        let folder = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(c.recording.dir, folder.join("rec"));
+        assert!(c.recording.enabled && c.recording.announce);
+        assert_eq!((c.recording.keep_days, c.recording.max_call_mb), (7, 5));
+        let c = Config::load_with_env(
+            Some(&p),
+            env(&[
+                ("VOXRELAY__RECORDING__ENABLED", "false"),
+                ("VOXRELAY__RECORDING__DIR", "elsewhere"),
+            ]),
+        )
+        .unwrap();
+        assert!(!c.recording.enabled);
+        assert_eq!(
+            c.recording.dir,
+            Path::new("elsewhere"),
+            "relative to the working folder"
+        );
+        assert!(
+            load_str("[recording]\nrecord = true\n", &[]).is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

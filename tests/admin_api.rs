@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use voxrelay::admin::{self, AdminServer, AdminState, Readiness};
-use voxrelay::booking::store::{CallRecord, NewBooking, Store};
+use voxrelay::booking::store::{CallRecord, NewBooking, RecordingRef, Store};
 use voxrelay::bridge::registry::{
     CallDetail, CallEvent, CallPublisher, Control, MediaStats, Registry, Speaker, ToolCallRecord,
     Turn,
@@ -310,7 +310,43 @@ async fn every_route_answers_as_the_openapi_document_says() {
     // calls: one live, one ended in the registry, one only in the database
     let (live, mut controls) = place_call(&f.registry, "call-live");
     let (over, _c) = place_call(&f.registry, "call-over");
+    // its recording: a WAV header and 2,000 bytes of samples 0, 1, 2, ...
+    let wav_path = dir.path().join("call-over.wav");
+    let mut wav = voxrelay::media::recording::header(2000).to_vec();
+    wav.extend((0..2000u32).map(|i| i as u8));
+    std::fs::write(&wav_path, &wav).unwrap();
+    let recording = RecordingRef {
+        path: wav_path.display().to_string(),
+        bytes: wav.len() as u64,
+        duration_ms: 62,
+        offset_ms: 300,
+        deleted_at: None,
+    };
+    over.update(|d| d.recording = Some(recording.clone()));
     over.finish("caller_bye");
+    // in the database only: one recorded, one whose recording retention deleted
+    let three_days_ago = Utc::now() - chrono::Duration::days(3);
+    for (id, deleted_at) in [("call-rec", None), ("call-gone", Some(Utc::now()))] {
+        store
+            .insert_call(&CallRecord {
+                id: id.into(),
+                caller: "sip:+15557654321@127.0.0.1".into(),
+                callee: "sip:+15550001111@127.0.0.1".into(),
+                agent: "receptionist".into(),
+                started_at: three_days_ago,
+                answered_at: None,
+                ended_at: None,
+                outcome: "caller_bye".into(),
+                transcript: json!([]),
+                tool_calls: json!([]),
+                recording: Some(RecordingRef {
+                    deleted_at,
+                    ..recording.clone()
+                }),
+            })
+            .await
+            .unwrap();
+    }
     store
         .insert_call(&CallRecord {
             id: "call-stored".into(),
@@ -323,6 +359,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
             outcome: "agent_end_call".into(),
             transcript: json!([{"speaker": "agent", "text": "Goodbye!", "at_ms": 100, "final": true, "cut_off": false}]),
             tool_calls: json!([]),
+            recording: None,
         })
         .await
         .unwrap();
@@ -349,7 +386,11 @@ async fn every_route_answers_as_the_openapi_document_says() {
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["call-over", "call-stored"], "newest first");
+    assert_eq!(
+        ids,
+        ["call-over", "call-stored", "call-gone", "call-rec"],
+        "newest first"
+    );
     assert_eq!(v["calls"][1]["end_reason"], "agent_end_call");
 
     let (s, v) = f.call(Method::GET, "/api/calls?state=sideways", None).await;
@@ -383,6 +424,91 @@ async fn every_route_answers_as_the_openapi_document_says() {
         .await;
     assert_eq!(s, 404);
     spec.check("get", "/api/calls/{id}/events", s, &v);
+
+    // the recording: the whole file, ranges, HEAD, and the refusals
+    let rec_path = "/api/calls/{id}/recording";
+    let (s, v) = f.call(Method::GET, "/api/calls/call-over", None).await;
+    assert_eq!(s, 200);
+    spec.check("get", "/api/calls/{id}", s, &v);
+    assert_eq!(v["recording"]["offset_ms"], 300, "{v}");
+    assert!(
+        !v.to_string().contains(&wav_path.display().to_string()),
+        "the file's path stays on the relay"
+    );
+    let (s, v) = f.call(Method::GET, "/api/calls/call-rec", None).await;
+    spec.check("get", "/api/calls/{id}", s, &v);
+    assert_eq!(v["recording"]["bytes"], wav.len());
+    let fetch = |id: &str, method: Method, range: Option<&str>| {
+        let mut req = f
+            .http
+            .request(method, format!("{}/api/calls/{id}/recording", f.base))
+            .bearer_auth(TOKEN)
+            .timeout(WAIT);
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let h = resp.headers().clone();
+            let header = move |n: &str| {
+                h.get(n)
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default()
+            };
+            (status, header, resp.bytes().await.unwrap().to_vec())
+        }
+    };
+    for id in ["call-over", "call-rec"] {
+        let (status, h, body) = fetch(id, Method::GET, None).await;
+        assert_eq!(status, 200, "{id}");
+        assert_eq!(h("content-type"), "audio/wav");
+        assert_eq!(h("accept-ranges"), "bytes");
+        assert_eq!(body, wav, "{id}: the whole file");
+    }
+    let len = wav.len();
+    for (range, from, to) in [
+        ("bytes=44-143", 44, 143),
+        ("bytes=-10", len - 10, len - 1),
+        ("bytes=2000-", 2000, len - 1),
+        ("bytes=0-999999", 0, len - 1),
+    ] {
+        let (status, h, body) = fetch("call-over", Method::GET, Some(range)).await;
+        assert_eq!(status, 206, "{range}");
+        assert_eq!(h("content-range"), format!("bytes {from}-{to}/{len}"));
+        assert_eq!(h("content-length"), (to - from + 1).to_string());
+        assert_eq!(body, wav[from..=to], "{range}");
+    }
+    for range in [
+        format!("bytes={len}-"),
+        "bytes=9-3".into(),
+        "bytes=x".into(),
+    ] {
+        let (status, h, body) = fetch("call-over", Method::GET, Some(&range)).await;
+        assert_eq!(status, 416, "{range}");
+        assert_eq!(h("content-range"), format!("bytes */{len}"));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        spec.check("get", rec_path, status, &v);
+        assert_eq!(v["error"]["code"], "bad_range");
+    }
+    let (status, h, body) = fetch("call-over", Method::HEAD, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(h("content-length"), len.to_string());
+    assert!(body.is_empty(), "HEAD has no body");
+    for (id, code) in [
+        ("call-live", "no_recording"),
+        ("call-stored", "no_recording"),
+        ("call-gone", "recording_deleted"),
+        ("no-such-call", "call_not_found"),
+        ("..%2F..%2Fetc%2Fpasswd", "call_not_found"),
+    ] {
+        let (s, v) = f
+            .call(Method::GET, &format!("/api/calls/{id}/recording"), None)
+            .await;
+        assert_eq!(s, 404, "{id}: {v}");
+        spec.check("get", rec_path, s, &v);
+        assert_eq!(v["error"]["code"], code, "{id}");
+    }
 
     // controls reach the call's task
     for (action, body, expect) in [
@@ -604,6 +730,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
         ("post", "/api/calls/{id}/interrupt"),
         ("post", "/api/calls/{id}/say"),
         ("post", "/api/calls/{id}/mute"),
+        ("get", "/api/calls/{id}/recording"),
         ("get", "/api/events"),
         ("get", "/api/bookings"),
         ("get", "/api/trunks"),
@@ -667,6 +794,11 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!(s, 503);
     spec.check("get", "/api/calls/{id}", s, &v);
     assert_eq!(v["error"]["code"], "database_error");
+    let (s, v) = f
+        .call(Method::GET, "/api/calls/call-stored/recording", None)
+        .await;
+    assert_eq!(s, 503);
+    spec.check("get", "/api/calls/{id}/recording", s, &v);
     let (s, v) = f.call(Method::GET, "/api/bookings", None).await;
     assert_eq!(s, 503);
     spec.check("get", "/api/bookings", s, &v);
@@ -1366,6 +1498,7 @@ async fn the_document_lists_exactly_the_served_routes() {
         "/api/calls/{id}/interrupt",
         "/api/calls/{id}/say",
         "/api/calls/{id}/mute",
+        "/api/calls/{id}/recording",
         "/api/events",
         "/api/bookings",
         "/api/trunks",

@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: headless Chromium (Debian `chromium`) driven by
 //! `playwright-core` (`tests/browser/`, installed by `npm ci` there). The script signs in,
 //! waits for a live call and a transcript line, clicks Hang up and waits for the call to end;
-//! screenshots go to `target/tmp/dashboard/`.
+//! screenshots go to `target/tmp/dashboard/`. A second script plays an ended call's recording
+//! and seeks it from the transcript (screenshot in `tests/artifacts/`).
 
 mod support;
 
@@ -13,11 +14,12 @@ use std::time::Duration;
 use chrono::{NaiveTime, Utc};
 use serde_json::{json, Value};
 use voxrelay::admin::{self, AdminState, Readiness};
-use voxrelay::booking::store::{NewBooking, Store};
+use voxrelay::booking::store::{NewBooking, RecordingRef, Store};
 use voxrelay::bridge::registry::{
     CallDetail, CallEvent, CallPublisher, Control, MediaStats, Registry, Speaker, ToolCallRecord,
     Turn,
 };
+use voxrelay::media::recording::Recorder;
 use voxrelay::metrics::Metrics;
 use voxrelay::openai::secret::Secret;
 use voxrelay::openai::session::AgentSpec;
@@ -30,13 +32,25 @@ fn artifacts(name: &str) -> PathBuf {
 
 /// Runs the browser script against `url` and returns what it saw.
 fn run_dashboard(url: &str, token: &str, artifact_dir: &Path) -> Value {
+    run_script("dashboard.mjs", url, token, artifact_dir, &[])
+}
+
+/// Runs `tests/browser/<script>` against `url` with `env` added; what it saw.
+fn run_script(
+    script: &str,
+    url: &str,
+    token: &str,
+    artifact_dir: &Path,
+    env: &[(&str, &str)],
+) -> Value {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").exists(),
         "playwright-core is missing: run `npm ci` in tests/browser"
     );
     let out = Command::new("node")
-        .arg("dashboard.mjs")
+        .arg(script)
+        .envs(env.iter().copied())
         .current_dir(&dir)
         .env("DASHBOARD_URL", url)
         .env("DASHBOARD_TOKEN", token)
@@ -258,6 +272,117 @@ async fn the_dashboard_follows_a_call_and_hangs_it_up() {
         Some("operator_hangup")
     );
     assert!(artifacts("dashboard").join("dashboard-live.png").exists());
+    server.shutdown().await;
+}
+
+/// An ended call with a recording: the dashboard's player loads it (its length known) and a
+/// click on a transcript line moves it to that line's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_plays_a_calls_recording_and_a_transcript_line_seeks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // 6 s of call: a low tone from the caller, a higher one from the agent
+    let wav = dir.path().join("c-rec1.wav");
+    let mut rec = Recorder::create(&wav).unwrap();
+    for k in 0..300u64 {
+        let at = Duration::from_millis(k * 20);
+        let tone = |hz: f32| -> Vec<i16> {
+            (0..160)
+                .map(|i| {
+                    let t = (k * 160 + i) as f32 / 8000.0;
+                    ((2.0 * std::f32::consts::PI * hz * t).sin() * 6000.0) as i16
+                })
+                .collect()
+        };
+        rec.caller(at, &tone(220.0)).unwrap();
+        rec.agent(at, &tone(440.0)).unwrap();
+    }
+    let length = rec.finish().unwrap();
+    // the page also lists today's bookings: an empty database answers them
+    let url = format!("sqlite://{}", dir.path().join("b.db").display());
+    let store = Store::open(&url, 2).await.unwrap();
+    let registry = Registry::new();
+    let (p, _c) = registry.register(CallDetail::new(
+        "c-rec1",
+        "sip:+15551234567@127.0.0.1",
+        "sip:+15550001111@127.0.0.1",
+        "receptionist",
+        Some("main"),
+    ));
+    p.answered();
+    add_turn(
+        &p,
+        turn(Speaker::Agent, "Hello, Bright Smile Dental.", 900, true),
+    );
+    add_turn(
+        &p,
+        turn(
+            Speaker::Caller,
+            "I'd like to move my appointment.",
+            4_500,
+            true,
+        ),
+    );
+    p.update(|d| {
+        d.recording = Some(RecordingRef {
+            path: wav.display().to_string(),
+            bytes: std::fs::metadata(&wav).unwrap().len(),
+            duration_ms: length.as_millis() as u64,
+            offset_ms: 500,
+            deleted_at: None,
+        })
+    });
+    p.finish("caller_bye");
+    let server = admin::start(
+        "127.0.0.1:0".parse().unwrap(),
+        AdminState {
+            registry: registry.clone(),
+            metrics: Metrics::shared(),
+            store: Some(store),
+            minter: None,
+            session: AgentSpec::default().session(None),
+            token: Some(Secret::new(TOKEN)),
+            trunks: Default::default(),
+            readiness: Arc::new(Readiness::ready),
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    let seen = {
+        let shots = shots.clone();
+        tokio::task::spawn_blocking(move || {
+            run_script(
+                "recording.mjs",
+                &base,
+                TOKEN,
+                &shots,
+                &[("CALL_ID", "c-rec1")],
+            )
+        })
+        .await
+        .unwrap()
+    };
+    let duration = seen["duration"].as_f64().unwrap();
+    assert!(
+        (5.9..6.1).contains(&duration),
+        "the player knows the length: {seen}"
+    );
+    assert_eq!(seen["src_is_blob"], true, "fetched with the token: {seen}");
+    // the caller's line is 4.5 s into the call, 4.0 s into the recording (which starts at 0.5 s)
+    assert_eq!(seen["seek_to"], 4.0, "{seen}");
+    assert_eq!(seen["before"], 0.0, "{seen}");
+    let after = seen["after"].as_f64().unwrap();
+    assert!(
+        (3.95..5.0).contains(&after),
+        "the click moved the player: {seen}"
+    );
+    assert_eq!(
+        seen["problems"],
+        json!([]),
+        "no errors, nothing from elsewhere"
+    );
+    assert!(shots.join("dashboard-recording.png").exists());
     server.shutdown().await;
 }
 

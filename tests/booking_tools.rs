@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{json, Value};
 use tokio::sync::Barrier;
 use voxrelay::booking::{
-    Backend, BookingConfig, CallRecord, FixedClock, Status, Store, Tools, TOOL_NAMES,
+    Backend, BookingConfig, CallRecord, FixedClock, RecordingRef, Status, Store, Tools, TOOL_NAMES,
 };
 
 /// Tuesday 24 November 2026, 09:10 in Berlin.
@@ -763,6 +763,7 @@ async fn call_records_round_trip(b: Backend) {
         outcome: "caller_hangup".into(),
         transcript: json!([{"role": "assistant", "text": "Good morning, ünïcode clinic."}, {"role": "user", "text": "I'd like an appointment."}]),
         tool_calls: json!([{"name": "check_availability", "arguments": {"start_date": "2026-11-25"}, "output": {"free_count": 3}}]),
+        recording: None,
     };
     let a = rec("call-a", t0);
     let b2 = rec("call-b", t0 + Duration::minutes(5));
@@ -776,6 +777,39 @@ async fn call_records_round_trip(b: Backend) {
     }
     assert_eq!(store.get_call("call-a").await.unwrap().as_ref(), Some(&a));
     assert_eq!(store.get_call("call-c").await.unwrap().as_ref(), Some(&c));
+    // a recorded call: where its file is, how big and long; retention marks it deleted
+    let mut r = rec("call-r", t0 - Duration::days(40));
+    r.recording = Some(RecordingRef {
+        path: "/var/lib/voxrelay/recordings/call-r.wav".into(),
+        bytes: 3_200_044,
+        duration_ms: 100_000,
+        offset_ms: 40,
+        deleted_at: None,
+    });
+    store.insert_call(&r).await.unwrap();
+    assert_eq!(store.get_call("call-r").await.unwrap().as_ref(), Some(&r));
+    let old = store
+        .recordings_before(t0 - Duration::days(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        old,
+        [(
+            "call-r".to_string(),
+            "/var/lib/voxrelay/recordings/call-r.wav".to_string()
+        )]
+    );
+    store.mark_recording_deleted("call-r", t0).await.unwrap();
+    let got = store
+        .get_call("call-r")
+        .await
+        .unwrap()
+        .unwrap()
+        .recording
+        .unwrap();
+    assert_eq!(got.deleted_at, Some(t0));
+    assert!(store.recordings_before(t0).await.unwrap().is_empty());
+    store.prune_calls(t0 - Duration::days(30)).await.unwrap();
     assert_eq!(store.get_call("nope").await.unwrap(), None);
     let ids: Vec<String> = store
         .list_calls(10)
@@ -1016,6 +1050,7 @@ async fn old_call_records_are_pruned(b: Backend) {
                 outcome: "caller_bye".into(),
                 transcript: json!([{"speaker": "caller", "text": "I am Ada Lovelace"}]),
                 tool_calls: json!([]),
+                recording: None,
             })
             .await
             .unwrap();

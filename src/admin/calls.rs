@@ -141,6 +141,7 @@ fn record_detail(r: &CallRecord) -> Value {
         "transcript": list(&r.transcript),
         "tool_calls": list(&r.tool_calls),
         "media": MediaStats::default(),
+        "recording": r.recording,
     })
 }
 

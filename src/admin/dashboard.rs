@@ -8,10 +8,11 @@ const INDEX: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/app.js");
 const STYLE: &str = include_str!("dashboard/style.css");
 
-/// Only this origin, no inline script, no frames.
+/// Only this origin, no inline script, no frames. Media from `blob:` is a call's recording,
+/// fetched with the token by the script.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
-    frame-ancestors 'none'";
+    connect-src 'self'; img-src 'self' data:; media-src 'self' blob:; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
     let headers: [(HeaderName, HeaderValue); 4] = [

@@ -13,6 +13,7 @@ mod error;
 mod guard;
 mod health;
 pub mod openapi;
+pub mod recording;
 mod routes;
 mod serve;
 mod session;

@@ -12,7 +12,8 @@ use super::access::AccessPolicy;
 
 use super::error::ApiError;
 use super::{
-    auth, bookings, calls, dashboard, guard, health, openapi, session, sse, trunks, AdminState,
+    auth, bookings, calls, dashboard, guard, health, openapi, recording, session, sse, trunks,
+    AdminState,
 };
 
 /// Request bodies are small JSON objects.
@@ -31,6 +32,7 @@ pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationTo
         .route("/api/calls/{id}/interrupt", post(calls::interrupt))
         .route("/api/calls/{id}/say", post(calls::say))
         .route("/api/calls/{id}/mute", post(calls::mute))
+        .route("/api/calls/{id}/recording", get(recording::get))
         .route("/api/events", get(sse::all_events))
         .route("/api/bookings", get(bookings::list))
         .route("/api/trunks", get(trunks::list))

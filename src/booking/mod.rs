@@ -25,5 +25,5 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{BookingConfig, WeeklyHours};
 pub use error::{ConfigError, InsertError, StoreError};
 pub use schedule::Schedule;
-pub use store::{Backend, Booking, CallRecord, NewBooking, Status, Store};
+pub use store::{Backend, Booking, CallRecord, NewBooking, RecordingRef, Status, Store};
 pub use tools::{Tools, TOOL_NAMES};

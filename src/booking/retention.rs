@@ -71,6 +71,7 @@ mod tests {
             outcome: "caller_bye".into(),
             transcript: serde_json::json!([{"speaker": "caller", "text": "my name is Ada"}]),
             tool_calls: serde_json::json!([]),
+            recording: None,
         }
     }
 

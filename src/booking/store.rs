@@ -148,6 +148,25 @@ pub struct CallRecord {
     pub transcript: serde_json::Value,
     /// The tool calls with arguments and results, as the bridge shapes them.
     pub tool_calls: serde_json::Value,
+    /// The call's recording, when it was recorded.
+    pub recording: Option<RecordingRef>,
+}
+
+/// Where a call's recording is and what it holds. The file's path stays on the relay: it is
+/// never serialised (the admin API serves the file by call id).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RecordingRef {
+    /// The WAV file (absolute).
+    #[serde(skip)]
+    pub path: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its length in ms.
+    pub duration_ms: u64,
+    /// When it starts, in ms from the call's start (the clock of the transcript's `at_ms`).
+    pub offset_ms: u64,
+    /// When retention deleted the file (`recording.keep_days`); `None` while it is there.
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -162,6 +181,11 @@ struct CallRow {
     outcome: String,
     transcript: String,
     tool_calls: String,
+    recording_path: Option<String>,
+    recording_bytes: Option<i64>,
+    recording_ms: Option<i64>,
+    recording_offset_ms: Option<i64>,
+    recording_deleted_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<CallRow> for CallRecord {
@@ -178,6 +202,13 @@ impl TryFrom<CallRow> for CallRecord {
             outcome: r.outcome,
             transcript: serde_json::from_str(&r.transcript)?,
             tool_calls: serde_json::from_str(&r.tool_calls)?,
+            recording: r.recording_path.map(|path| RecordingRef {
+                path,
+                bytes: r.recording_bytes.unwrap_or(0).max(0) as u64,
+                duration_ms: r.recording_ms.unwrap_or(0).max(0) as u64,
+                offset_ms: r.recording_offset_ms.unwrap_or(0).max(0) as u64,
+                deleted_at: r.recording_deleted_at,
+            }),
         })
     }
 }
@@ -442,12 +473,18 @@ impl Store {
             Pool::Postgres(_) => ("$9::jsonb", "$10::jsonb"),
         };
         let sql = format!(
-            "INSERT INTO calls (id, caller, callee, agent, started_at, answered_at, ended_at, outcome, transcript, tool_calls) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {t}, {c}) \
+            "INSERT INTO calls (id, caller, callee, agent, started_at, answered_at, ended_at, outcome, transcript, tool_calls, \
+             recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {t}, {c}, $11, $12, $13, $14, $15) \
              ON CONFLICT (id) DO UPDATE SET caller = excluded.caller, callee = excluded.callee, agent = excluded.agent, \
              started_at = excluded.started_at, answered_at = excluded.answered_at, ended_at = excluded.ended_at, \
-             outcome = excluded.outcome, transcript = excluded.transcript, tool_calls = excluded.tool_calls"
+             outcome = excluded.outcome, transcript = excluded.transcript, tool_calls = excluded.tool_calls, \
+             recording_path = excluded.recording_path, recording_bytes = excluded.recording_bytes, \
+             recording_ms = excluded.recording_ms, recording_offset_ms = excluded.recording_offset_ms, \
+             recording_deleted_at = excluded.recording_deleted_at"
         );
+        let rec = call.recording.as_ref();
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         on_pool!(self, p => sqlx::query(&sql)
             .bind(&call.id)
             .bind(&call.caller)
@@ -459,6 +496,11 @@ impl Store {
             .bind(&call.outcome)
             .bind(&transcript)
             .bind(&tool_calls)
+            .bind(rec.map(|r| r.path.as_str()))
+            .bind(rec.map(|r| int(r.bytes)))
+            .bind(rec.map(|r| int(r.duration_ms)))
+            .bind(rec.map(|r| int(r.offset_ms)))
+            .bind(rec.and_then(|r| r.deleted_at))
             .execute(p)
             .await
             .map(|_| ()))?;
@@ -476,6 +518,35 @@ impl Store {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(n)
+    }
+
+    /// The calls that started before `before` whose recording is still there: (id, path).
+    pub async fn recordings_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let sql = "SELECT id, recording_path FROM calls WHERE started_at < $1 \
+                   AND recording_path IS NOT NULL AND recording_deleted_at IS NULL";
+        let rows: Vec<(String, String)> = on_pool!(self, p => sqlx::query_as(sql)
+            .bind(before)
+            .fetch_all(p)
+            .await)?;
+        Ok(rows)
+    }
+
+    /// Notes that the recording of call `id` was deleted at `at`.
+    pub async fn mark_recording_deleted(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        on_pool!(self, p => sqlx::query("UPDATE calls SET recording_deleted_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|_| ()))?;
+        Ok(())
     }
 
     /// One call record by id.
@@ -498,11 +569,13 @@ impl Store {
     fn call_columns(&self) -> &'static str {
         match self.pool {
             Pool::Sqlite(_) => {
-                "id, caller, callee, agent, started_at, answered_at, ended_at, outcome, transcript, tool_calls"
+                "id, caller, callee, agent, started_at, answered_at, ended_at, outcome, transcript, tool_calls, \
+                 recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at"
             }
             Pool::Postgres(_) => {
                 "id, caller, callee, agent, started_at, answered_at, ended_at, outcome, \
-                 transcript::text AS transcript, tool_calls::text AS tool_calls"
+                 transcript::text AS transcript, tool_calls::text AS tool_calls, \
+                 recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at"
             }
         }
     }

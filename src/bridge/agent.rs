@@ -86,6 +86,10 @@ pub struct AgentConfig {
     /// Output guardrails checked on the agent's transcript.
     #[serde(default)]
     pub guardrails: Vec<RuleConfig>,
+    /// Record this agent's calls (`true`) or not (`false`) whatever `recording.enabled`
+    /// says; `None` follows `recording.enabled`.
+    #[serde(default)]
+    pub record: Option<bool>,
 }
 
 /// `turn_detection` as an agent file writes it: [`TurnDetection`]'s keys with unknown ones
@@ -757,6 +761,7 @@ mod tests {
             turn_detection: None,
             hold_sound: None,
             guardrails: Vec::new(),
+            record: None,
         }
     }
 
@@ -783,6 +788,21 @@ mod tests {
 
     fn project_file(rel: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    }
+
+    #[test]
+    fn an_agent_may_say_whether_its_calls_are_recorded() {
+        let parse = |t: &str| toml::from_str::<AgentConfig>(t).map(|c| c.record);
+        assert_eq!(parse("instructions = \"x\"").unwrap(), None);
+        assert_eq!(
+            parse("instructions = \"x\"\nrecord = false").unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            parse("instructions = \"x\"\nrecord = true").unwrap(),
+            Some(true)
+        );
+        assert!(parse("instructions = \"x\"\nrecord = \"yes\"").is_err());
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct CallAgent {
     pub guardrails: Arc<Guardrails>,
     /// Played while a tool runs long; `None` for comfort noise.
     pub hold_sound: Option<Arc<[i16]>>,
+    /// Its calls are recorded (`Some(true)`) or not (`Some(false)`) whatever
+    /// `recording.enabled` says.
+    pub record: Option<bool>,
     config: Arc<AgentConfig>,
 }
 
@@ -64,6 +67,7 @@ impl AgentBook {
                     transfer_target: cfg.transfer_target.clone(),
                     guardrails,
                     hold_sound: agents.hold_sound(&name),
+                    record: cfg.record,
                     config: cfg,
                 }),
             );

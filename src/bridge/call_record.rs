@@ -36,6 +36,7 @@ pub async fn finish(metrics: &Metrics, tools: Option<&Tools>, p: CallPublisher, 
             outcome: reason.to_string(),
             transcript: serde_json::to_value(&d.transcript).unwrap_or(Value::Null),
             tool_calls: serde_json::to_value(&d.tool_calls).unwrap_or(Value::Null),
+            recording: d.recording.clone(),
         };
         if let Err(e) = tools.store().insert_call(&record).await {
             warn!(error = %e, "the call record was not stored");

@@ -21,6 +21,7 @@ use tracing::{info, info_span, warn, Instrument};
 use super::call_agent::CallAgent;
 use super::call_core::{CallCore, CoreParts, Ended, Mode, Output};
 use super::call_record;
+use super::call_recording;
 use super::echo::EchoBuffer;
 use super::phone_media::PhoneMedia;
 use super::registry::Control;
@@ -214,6 +215,11 @@ impl Task {
             Some(Err(e)) => Err(e),
             None => Ok(None),
         };
+        // recording (agent calls): from the answer on, its notice queued before the greeting
+        if let Some(record) = self.core.agent().map(|a| a.record) {
+            let (id, rec) = (&self.call.id, &self.settings.recording);
+            call_recording::begin(self.core.media_mut(), rec, record, id, now);
+        }
         self.core.handle_answered(now, setup, opened);
         self.drain().await
     }
@@ -386,6 +392,12 @@ impl Task {
         }
         if let Some(r) = end.sip {
             self.call.sip.hang_up(r).await;
+        }
+        // recording: closed with the call; the record says where it is
+        if let Some(info) = self.core.media_mut().finish_recording() {
+            self.core
+                .publisher()
+                .update(|d| d.recording = Some(info.into()));
         }
         // a booking being written is kept: let running tools finish (bounded)
         let drain = async {

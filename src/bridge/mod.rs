@@ -1,10 +1,12 @@
 //! The per-call task: joins a phone leg to an agent. A call goes to an OpenAI Realtime agent
-//! (`live_call`), or to the built-in `echo` line test (`echo_call`).
+//! or to the built-in `echo` line test; either way its task (`call_task`) runs the call's
+//! decisions in the IO-free call core (`call_core`).
 
 pub mod agent;
 pub mod call_agent;
 pub mod call_core;
 pub mod call_record;
+pub mod call_recording;
 pub mod call_task;
 pub mod digits;
 pub mod echo;
@@ -12,6 +14,7 @@ pub mod guardrail;
 pub mod moderation;
 pub mod phone_media;
 pub mod prompts;
+pub mod recording_retention;
 pub mod registry;
 pub mod tool_run;
 pub mod transcript;
@@ -66,6 +69,8 @@ pub struct BridgeSettings {
     pub dtmf_inter_digit: Duration,
     /// Guardrails check every this many new characters of the agent's transcript.
     pub guardrail_every: usize,
+    /// Call recordings.
+    pub recording: call_recording::RecordingSettings,
 }
 
 impl Default for BridgeSettings {
@@ -78,6 +83,7 @@ impl Default for BridgeSettings {
             hold_after: Duration::from_millis(700),
             dtmf_inter_digit: Duration::from_millis(1500),
             guardrail_every: 100,
+            recording: call_recording::RecordingSettings::default(),
         }
     }
 }

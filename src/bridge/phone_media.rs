@@ -9,9 +9,16 @@
 //! Agent audio beyond the pacer's 60 ms waits upstream in a bounded queue (a transport may
 //! deliver faster than real time); [`PhoneMedia::flush`] drops both at once on barge-in and
 //! reports what the caller will now not hear, and what they still hear (the residual).
+//!
+//! When the call is recorded ([`PhoneMedia::start_recording`]), the tap is here, where the
+//! audio is exactly as on the line: the caller's frame as popped each tick, and the PCM of
+//! each packet sent (see [`super::call_recording`]).
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::time::Duration;
+
+use super::call_recording::{CallRecording, RecordingInfo};
 
 use crate::media::codec::{Codec, Decoder, G711Decoder};
 use crate::media::dtmf::DtmfReceiver;
@@ -83,6 +90,8 @@ pub struct PhoneMedia {
     /// When the last agent frame went out (tick time), for the residual.
     last_agent_sent: Option<Duration>,
     counters: PhoneCounters,
+    /// The call's recording, while it runs.
+    recording: Option<CallRecording>,
 }
 
 impl PhoneMedia {
@@ -142,6 +151,7 @@ impl PhoneMedia {
             silence,
             last_agent_sent: None,
             counters: PhoneCounters::default(),
+            recording: None,
         }
     }
 
@@ -206,6 +216,9 @@ impl PhoneMedia {
     /// The caller's next 20 ms (call once per tick).
     pub fn caller_frame(&mut self, now: Duration) -> (&Frame, Playout) {
         let kind = self.jitter.pop(now, &mut self.decoder, &mut self.caller);
+        if let Some(r) = self.recording.as_mut() {
+            r.caller(now, &self.caller);
+        }
         self.counters.frames_in += 1;
         if kind == Playout::Concealed {
             self.counters.concealed += 1;
@@ -281,10 +294,33 @@ impl PhoneMedia {
             }
             None => (self.silence, None),
         };
+        if let Some(r) = self.recording.as_mut() {
+            // what the caller hears is the G.711 sent, decoded
+            let mut pcm = SILENCE;
+            self.law.decode(&frame, &mut pcm);
+            r.agent(now, &pcm);
+        }
         let n = self
             .tx
             .write(self.payload_type, &frame, FRAME_SAMPLES as u32, out);
         (n, held)
+    }
+
+    /// Starts recording the call into `path` (a WAV, created or truncated) from tick `now`,
+    /// stopping at `max_bytes` of file (0: no cap).
+    pub fn start_recording(
+        &mut self,
+        path: &Path,
+        max_bytes: u64,
+        now: Duration,
+    ) -> std::io::Result<()> {
+        self.recording = Some(CallRecording::start(path, max_bytes, now)?);
+        Ok(())
+    }
+
+    /// Ends the recording, if there is one, and describes the file.
+    pub fn finish_recording(&mut self) -> Option<RecordingInfo> {
+        self.recording.take()?.finish()
     }
 
     /// Time passes with nothing sent (on hold): keeps the media clock going.
@@ -460,5 +496,55 @@ mod tests {
         let mut back = SILENCE;
         Law::A.decode(&out[HEADER_LEN..n], &mut back);
         assert!((back[10] - tone()[10]).abs() < 600);
+    }
+
+    #[test]
+    fn the_recording_holds_the_caller_as_taken_and_a_barge_in_cut_as_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.wav");
+        let mut m = PhoneMedia::new(Codec::Pcmu, 0, None).unwrap();
+        m.start_recording(&path, 0, ms(0)).unwrap();
+        let mut enc = [0u8; 160];
+        Law::Mu.encode(&tone(), &mut enc);
+        for _ in 0..50 {
+            m.push_agent(ms(0), &AgentAudio::Pcm(tone()));
+        }
+        let mut out = [0u8; MAX_OUT];
+        let mut sent = Vec::new();
+        for i in 0..20u16 {
+            let t = ms(20 * i as u64);
+            let d = packet(i, i as u32 * 160, 0, &enc);
+            let p = rtp::parse(&d).unwrap();
+            m.on_rtp(t, &p, &d[p.payload_start..p.payload_end]);
+            m.caller_frame(t);
+            if i == 10 {
+                // the caller barges in: the rest of the answer is dropped
+                m.flush(t);
+            }
+            let (n, _) = m.poll_out(t, &mut out);
+            sent.push(out[HEADER_LEN..n].to_vec());
+        }
+        let info = m.finish_recording().unwrap();
+        assert_eq!(info.duration, ms(400));
+        assert!(m.finish_recording().is_none(), "finished once");
+        let b = std::fs::read(&path).unwrap();
+        let at = |i: usize, ch: usize| {
+            i16::from_le_bytes([b[44 + i * 4 + ch * 2], b[45 + i * 4 + ch * 2]])
+        };
+        for (k, bytes) in sent.iter().enumerate() {
+            let mut pcm = SILENCE;
+            Law::Mu.decode(bytes, &mut pcm);
+            let got: Vec<i16> = (0..160).map(|i| at(k * 160 + i, 1)).collect();
+            assert_eq!(got, pcm, "frame {k}: the right channel is what was sent");
+            let loud = got.iter().any(|s| s.abs() > 4000);
+            assert_eq!(
+                loud,
+                k < 10,
+                "frame {k}: the answer until the cut, silence after"
+            );
+        }
+        // the left channel: the caller's tone once the jitter buffer plays out
+        let left_loud = (0..20 * 160).filter(|&i| at(i, 0).abs() > 4000).count();
+        assert!(left_loud > 10 * 160, "{left_loud}");
     }
 }

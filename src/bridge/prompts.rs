@@ -1,5 +1,5 @@
 //! The relay's own spoken prompts, played to the caller without the model: the apology when
-//! the realtime service fails and the goodbye at the call time limit. Bundled in the binary
+//! the realtime service fails, the goodbye at the call time limit and the recording notice. Bundled in the binary
 //! (8 kHz µ-law WAV under `assets/prompts`, made with espeak-ng), decoded once.
 
 use std::sync::OnceLock;
@@ -8,6 +8,7 @@ use crate::media::wav;
 
 static APOLOGY: OnceLock<Vec<i16>> = OnceLock::new();
 static TIME_LIMIT: OnceLock<Vec<i16>> = OnceLock::new();
+static RECORDING_NOTICE: OnceLock<Vec<i16>> = OnceLock::new();
 
 fn load(cell: &'static OnceLock<Vec<i16>>, bytes: &'static [u8]) -> &'static [i16] {
     // The files are part of the build and tested below, so a failure here would be a broken
@@ -25,6 +26,14 @@ pub fn time_limit() -> &'static [i16] {
     load(
         &TIME_LIMIT,
         include_bytes!("../../assets/prompts/time_limit.wav"),
+    )
+}
+
+/// "This call is recorded." (`recording.announce`, before the greeting).
+pub fn recording_notice() -> &'static [i16] {
+    load(
+        &RECORDING_NOTICE,
+        include_bytes!("../../assets/prompts/recording_notice.wav"),
     )
 }
 
@@ -50,9 +59,9 @@ mod tests {
 
     #[test]
     fn prompts_are_seconds_of_speech() {
-        for p in [apology(), time_limit()] {
+        for p in [apology(), time_limit(), recording_notice()] {
             let secs = p.len() as f32 / 8000.0;
-            assert!((2.0..10.0).contains(&secs), "{secs}");
+            assert!((1.0..10.0).contains(&secs), "{secs}");
             assert!(p.iter().any(|s| s.abs() > 8000), "audible");
         }
     }

@@ -149,6 +149,8 @@ pub struct CallDetail {
     pub tool_calls: Vec<ToolCallRecord>,
     /// Media counters.
     pub media: MediaStats,
+    /// The call's recording, once it is finished (`None`: not recorded).
+    pub recording: Option<crate::booking::RecordingRef>,
 }
 
 /// The short form of a call, for lists.
@@ -199,6 +201,7 @@ impl CallDetail {
             transcript: Vec::new(),
             tool_calls: Vec::new(),
             media: MediaStats::default(),
+            recording: None,
         }
     }
 

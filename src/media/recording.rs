@@ -17,25 +17,6 @@ use std::time::Duration;
 
 use super::frame::{FRAME_SAMPLES, SAMPLE_RATE};
 
-/// Recording settings (the `recording` config section).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(default)]
-pub struct RecordingConfig {
-    /// Record calls at all. Off by default: recording callers needs their consent.
-    pub enabled: bool,
-    /// Folder for the WAV files (`<call id>.wav`).
-    pub dir: PathBuf,
-}
-
-impl Default for RecordingConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            dir: PathBuf::from("recordings"),
-        }
-    }
-}
-
 /// Which side of the call a frame belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -302,11 +283,6 @@ mod tests {
                 ]
             })
             .collect()
-    }
-
-    #[test]
-    fn off_by_default() {
-        assert!(!RecordingConfig::default().enabled);
     }
 
     #[test]

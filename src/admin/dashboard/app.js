@@ -2,8 +2,9 @@
 //
 // Live events come from GET /api/events read with fetch() and a small Server-Sent Events
 // parser rather than EventSource: EventSource cannot send an Authorization header, and a
-// token in the URL would end up in access logs and browser history. Text from calls is only
-// ever set with textContent, never parsed as HTML.
+// token in the URL would end up in access logs and browser history. For the same reason a
+// call's recording is fetched with the token and played from a blob: URL. Text from calls is
+// only ever set with textContent, never parsed as HTML.
 'use strict';
 
 const TOKEN_KEY = 'voxrelay.admin.token';
@@ -19,6 +20,7 @@ const state = {
   stream: null,         // AbortController of the event stream
   retryMs: 500,
   day: localDate(new Date()),
+  player: { id: null, url: null }, // the call whose recording the player holds
 };
 
 const $ = (id) => document.getElementById(id);
@@ -230,6 +232,8 @@ function applyToDetail(ev) {
     case 'ended':
       d.state = 'ended'; d.ended_at = ev.at; d.end_reason = ev.reason;
       d.transcript.forEach((t) => { t.final = true; });
+      // the recording is named in the record once the call has ended
+      refreshRecording(d.id);
       break;
     case 'transcript': d.transcript[ev.index] = ev.turn; break;
     case 'tool_call':
@@ -282,11 +286,17 @@ function renderLists() {
   $('live-count').classList.toggle('on', live.length > 0);
 }
 
-function turnEl(t, i) {
+function turnEl(t, i, rec) {
   const who = { caller: 'Caller', agent: 'Agent', keypad: 'Keypad', operator: 'Operator' }[t.speaker] || t.speaker;
+  // with a recording, a line plays the call from its moment (at_ms counts from the call's
+  // start, the recording from its offset_ms)
+  const at = rec ? Math.max(0, (t.at_ms - rec.offset_ms) / 1000) : null;
   return h('div', {
-    class: `turn ${t.speaker}${t.final ? '' : ' partial'}${t.cut_off ? ' cut' : ''}`,
+    class: `turn ${t.speaker}${t.final ? '' : ' partial'}${t.cut_off ? ' cut' : ''}${rec ? ' seekable' : ''}`,
     'data-testid': 'transcript-line', 'data-index': i, 'data-speaker': t.speaker,
+    'data-seek': rec ? at.toFixed(3) : null,
+    title: rec ? 'Play the recording from here' : null,
+    onclick: rec ? () => seek(at) : null,
   },
   h('div', { class: 'turn-who' }, who, h('span', { class: 'turn-at', text: duration(t.at_ms) })),
   h('div', { class: 'turn-text', text: t.text || '…' }),
@@ -326,7 +336,9 @@ function renderDetail() {
   $('btn-mute').classList.toggle('on', !!d.muted);
 
   // transcript lines and tool calls, in time order
-  const items = d.transcript.map((t, i) => ({ at: t.at_ms, el: () => turnEl(t, i) }))
+  const rec = d.recording && !d.recording.deleted_at ? d.recording : null;
+  renderRecording(d);
+  const items = d.transcript.map((t, i) => ({ at: t.at_ms, el: () => turnEl(t, i, rec) }))
     .concat(d.tool_calls.map((t) => ({ at: t.at_ms, el: () => toolEl(t) })))
     .concat((d.barge_ins || []).map((b) => ({ at: b.at_ms, el: () => h('div', { class: 'event-chip', text: `caller interrupted · ${b.residual_ms} ms heard after` }) })));
   items.sort((a, b) => a.at - b.at);
@@ -346,6 +358,71 @@ function renderDetail() {
     ['Buffer', `${m.jitter_buffer_ms || 0} ms`], ['Concealed', m.concealed_frames || 0],
     ['Barge-ins', m.barge_ins || 0],
   ].map(([k, v]) => h('div', { class: 'stat' }, h('span', { class: 'stat-k', text: k }), h('span', { class: 'stat-v', text: String(v) }))));
+}
+
+// The recording beside the transcript: fetched once per call (with the token), played from
+// a blob: URL.
+function renderRecording(d) {
+  const box = $('recording');
+  const player = $('player');
+  const rec = d.recording;
+  box.hidden = !rec;
+  if (!rec) { clearPlayer(); return; }
+  if (rec.deleted_at) {
+    clearPlayer();
+    player.hidden = true;
+    $('recording-meta').textContent = `deleted ${new Date(rec.deleted_at).toLocaleDateString()} (retention)`;
+    return;
+  }
+  player.hidden = false;
+  $('recording-meta').textContent = `${duration(rec.duration_ms)} · ${(rec.bytes / 1e6).toFixed(1)} MB`;
+  if (state.player.id === d.id) return;
+  clearPlayer();
+  state.player.id = d.id;
+  loadRecording(d.id);
+}
+
+async function refreshRecording(id) {
+  try {
+    const d = await api(`/api/calls/${encodeURIComponent(id)}`);
+    if (!state.detail || state.detail.id !== id || !d.recording) return;
+    state.detail.recording = d.recording;
+    renderDetail();
+  } catch (e) {
+    if (e instanceof AuthError) showLogin(true);
+  }
+}
+
+function clearPlayer() {
+  const player = $('player');
+  if (state.player.url) URL.revokeObjectURL(state.player.url);
+  state.player = { id: null, url: null };
+  player.removeAttribute('src');
+  player.load();
+}
+
+async function loadRecording(id) {
+  try {
+    const headers = { Accept: 'audio/wav' };
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    const resp = await fetch(`/api/calls/${encodeURIComponent(id)}/recording`, { headers, cache: 'no-store' });
+    if (resp.status === 401) throw new AuthError();
+    if (!resp.ok) throw new Error(`${resp.status} ${resp.statusText}`);
+    const blob = await resp.blob();
+    if (state.player.id !== id) return;
+    state.player.url = URL.createObjectURL(blob);
+    $('player').src = state.player.url;
+  } catch (e) {
+    if (e instanceof AuthError) { showLogin(true); return; }
+    if (state.player.id === id) toast(`Could not load the recording: ${e.message}`, 'error');
+  }
+}
+
+function seek(seconds) {
+  const player = $('player');
+  if (!player.src) return;
+  player.currentTime = seconds;
+  player.play().catch(() => {});
 }
 
 function tick() {

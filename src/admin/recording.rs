@@ -1,0 +1,245 @@
+//! `GET /api/calls/{id}/recording`: the call's stereo WAV (caller left, agent right), with
+//! single byte-range requests (206) so a player can seek. HEAD answers the same headers.
+//!
+//! The file's path comes only from the call's record (the registry's or the database's),
+//! never from the request: the id is only looked up.
+
+use std::io::SeekFrom;
+use std::ops::RangeInclusive;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tracing::warn;
+
+use super::error::ApiError;
+use super::AdminState;
+use crate::booking::RecordingRef;
+
+/// Ids longer than this are not looked up (no call has one).
+const ID_MAX_LEN: usize = 128;
+/// The body is read from the file in pieces of this size.
+const CHUNK: usize = 64 * 1024;
+
+/// What a `Range` header asks for, against a file of `len` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    /// The whole file (no `Range`, another unit, or several ranges: RFC 9110 lets a server
+    /// answer those with the whole representation).
+    All,
+    /// These bytes.
+    Part(RangeInclusive<u64>),
+    /// A byte range that is malformed or starts past the end: 416.
+    Unsatisfiable,
+}
+
+/// Reads a `Range` header value (`bytes=a-b`, `bytes=a-`, `bytes=-n`) for a file of `len`
+/// bytes. Never panics on any input.
+pub fn parse_range(value: Option<&str>, len: u64) -> Wanted {
+    let Some(value) = value else {
+        return Wanted::All;
+    };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Wanted::All;
+    };
+    if spec.contains(',') {
+        return Wanted::All;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Wanted::Unsatisfiable;
+    };
+    let num = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    if len == 0 {
+        return Wanted::Unsatisfiable;
+    }
+    match (first.trim().is_empty(), last.trim().is_empty()) {
+        // the last n bytes
+        (true, false) => match num(last) {
+            Some(n) if n > 0 => Wanted::Part(len - n.min(len)..=len - 1),
+            _ => Wanted::Unsatisfiable,
+        },
+        (false, _) => {
+            let Some(start) = num(first) else {
+                return Wanted::Unsatisfiable;
+            };
+            let end = if last.trim().is_empty() {
+                Some(len - 1)
+            } else {
+                num(last)
+            };
+            match end {
+                Some(end) if start <= end && start < len => Wanted::Part(start..=end.min(len - 1)),
+                _ => Wanted::Unsatisfiable,
+            }
+        }
+        (true, true) => Wanted::Unsatisfiable,
+    }
+}
+
+/// `GET` (and `HEAD`) `/api/calls/{id}/recording`.
+pub async fn get(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rec = find(&state, &id).await?;
+    if rec.deleted_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "recording_deleted",
+            "this call's recording was deleted (recording.keep_days)",
+        ));
+    }
+    let mut file = match tokio::fs::File::open(&rec.path).await {
+        Ok(f) => f,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(error = %e, "a recording could not be opened");
+            }
+            return Err(no_recording());
+        }
+    };
+    let len = file.metadata().await.map_err(|_| no_recording())?.len();
+    let range = headers
+        .get(header::RANGE)
+        .map(|v| v.to_str().unwrap_or("bytes=x"));
+    let (status, span) = match parse_range(range, len) {
+        Wanted::All => (StatusCode::OK, None),
+        Wanted::Part(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
+        Wanted::Unsatisfiable => {
+            let mut resp = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "bad_range",
+                format!("the range is not within the recording's {len} bytes"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(resp);
+        }
+    };
+    let (start, count) = match &span {
+        Some(r) => (*r.start(), r.end() - r.start() + 1),
+        None => (0, len),
+    };
+    let mut resp = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "audio/wav")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, count)
+        // a recording is personal data: never kept by caches on the way
+        .header(header::CACHE_CONTROL, "no-store");
+    if let Some(r) = &span {
+        resp = resp.header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{len}", r.start(), r.end()),
+        );
+    }
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        if start > 0 && file.seek(SeekFrom::Start(start)).await.is_err() {
+            return Err(no_recording());
+        }
+        Body::from_stream(file_stream(file, count))
+    };
+    resp.body(body)
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no answer"))
+}
+
+/// `count` bytes of `file` from where it stands, in pieces.
+fn file_stream(
+    file: tokio::fs::File,
+    count: u64,
+) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send {
+    futures::stream::unfold((file, count), |(mut file, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; CHUNK.min(left as usize)];
+        match file.read(&mut buf).await {
+            // the file got shorter: end the body early, the length tells the client
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), (file, left - n as u64)))
+            }
+            Err(e) => Some((Err(e), (file, 0))),
+        }
+    })
+}
+
+fn no_recording() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_recording",
+        "this call has no recording",
+    )
+}
+
+/// The recording the call's record names: the registry's (live or recent), else the
+/// database's.
+async fn find(state: &AdminState, id: &str) -> Result<RecordingRef, ApiError> {
+    if id.len() > ID_MAX_LEN {
+        return Err(ApiError::call_not_found());
+    }
+    if let Some(detail) = state.registry.get(id) {
+        return detail.recording.ok_or_else(no_recording);
+    }
+    let Some(store) = &state.store else {
+        return Err(ApiError::call_not_found());
+    };
+    match store.get_call(id).await {
+        Ok(Some(record)) => record.recording.ok_or_else(no_recording),
+        Ok(None) => Err(ApiError::call_not_found()),
+        Err(e) => {
+            warn!(error = %e, "reading a stored call failed");
+            Err(ApiError::unavailable(
+                "database_error",
+                "the call history could not be read from the database",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_read_as_rfc_9110_says() {
+        let p = |v: &str| parse_range(Some(v), 1000);
+        assert_eq!(parse_range(None, 1000), Wanted::All);
+        assert_eq!(p("bytes=0-99"), Wanted::Part(0..=99));
+        assert_eq!(p("bytes=900-"), Wanted::Part(900..=999));
+        assert_eq!(p("bytes=-100"), Wanted::Part(900..=999));
+        assert_eq!(p("bytes=-5000"), Wanted::Part(0..=999));
+        assert_eq!(p("bytes=990-5000"), Wanted::Part(990..=999));
+        assert_eq!(p("bytes=0-0,5-9"), Wanted::All);
+        assert_eq!(p("items=0-9"), Wanted::All);
+        for bad in [
+            "bytes=1000-",
+            "bytes=5-4",
+            "bytes=-0",
+            "bytes=-",
+            "bytes=abc",
+            "bytes=+1-2",
+            "bytes=1-x",
+            "bytes=99999999999999999999999-",
+            "bytes=",
+        ] {
+            assert_eq!(p(bad), Wanted::Unsatisfiable, "{bad}");
+        }
+        assert_eq!(parse_range(Some("bytes=0-"), 0), Wanted::Unsatisfiable);
+    }
+}
