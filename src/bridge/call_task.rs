@@ -19,16 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::call_agent::CallAgent;
-use super::call_core::{CallCore, CoreParts, Ended, Mode, Output};
+use super::call_core::{CallCore, CoreParts, Ended, Output};
 use super::call_record;
 use super::call_recording;
-use super::echo::EchoBuffer;
-use super::phone_media::PhoneMedia;
 use super::registry::Control;
 use super::tool_run::{self, ToolDone};
 use super::{BridgeSettings, LiveContext, Shared};
 use crate::booking::Caller;
-use crate::media::g711::Law;
 use crate::media::rtcp::REPORT_INTERVAL;
 use crate::metrics::Metrics;
 use crate::openai::{CallerAudio, LegError, RealtimeLeg};
@@ -86,27 +83,20 @@ async fn run_inner(
         verified_caller = caller.as_ref().is_some_and(|c| c.number().is_some()), "call started"
     );
     let detail = call_record::detail(&call, &agent_name);
-    let (publisher, controls) = match agent {
+    let (publisher, controls) = match &agent {
         Some(_) => registry.register(detail),
         None => registry.register_without_model(detail),
     };
     metrics.calls_active.inc();
-    let law = match neg.codec {
-        crate::sip::sdp::Codec::Pcmu => Law::Mu,
-        crate::sip::sdp::Codec::Pcma => Law::A,
-    };
-    let media = PhoneMedia::g711(law, neg.payload_type, neg.dtmf_payload_type);
-    let mode = match agent {
-        Some(a) => Mode::Agent(a),
-        None => Mode::Echo(EchoBuffer::new(neg.codec.silence_byte())),
-    };
     let core = CallCore::new(CoreParts {
-        mode,
+        agent,
         agents: ctx.as_ref().map(|c| c.agents.clone()).unwrap_or_default(),
         settings: settings.clone(),
         publisher,
         metrics: metrics.clone(),
-        media,
+        codec: neg.codec,
+        payload_type: neg.payload_type,
+        dtmf_payload_type: neg.dtmf_payload_type,
         direction: neg.direction,
         moderation: ctx.as_ref().is_some_and(|c| c.moderation.is_some()),
     });
@@ -160,45 +150,26 @@ impl Task {
         }
     }
 
-    /// Rings until the session is open (or the echo call's answer delay is over), then
-    /// answers. `None`: the call goes on to its loop.
-    async fn ring(
-        &mut self,
-        controls: &mut mpsc::Receiver<Control>,
-        stop: &CancellationToken,
-    ) -> Option<Ended> {
-        self.call.sip.ring();
-        let leg = self.open_leg();
-        let delay = self.settings.answer_delay;
+    /// Opens the realtime session while the phone rings (the echo line test waits
+    /// `bridge.answer_delay_ms` instead). Made of owned parts, so that the loop's other
+    /// branches do not restart it.
+    fn ready(
+        &self,
+    ) -> impl std::future::Future<Output = Option<Result<Box<dyn RealtimeLeg>, LegError>>> + 'static
+    {
+        let (leg, delay) = (self.open_leg(), self.settings.answer_delay);
         let echo = self.ctx.is_none();
-        let ready = async move {
+        async move {
             if echo {
                 sleep(delay).await;
                 return None;
             }
             leg.await
-        };
-        tokio::pin!(ready);
-        let mut opened = None;
-        let mut controls_open = true;
-        while opened.is_none() && !self.core.is_over() {
-            tokio::select! {
-                r = &mut ready => opened = Some(r),
-                ev = self.call.sip.next_event() => match ev {
-                    Some(PhoneEvent::Ended(r)) => self.core.handle_phone_ended(r),
-                    Some(_) => {}
-                    None => self.core.handle_phone_ended(EndReason::Other),
-                },
-                c = controls.recv(), if controls_open => match c {
-                    Some(c) => self.core.handle_control(self.t0.elapsed(), c),
-                    None => controls_open = false,
-                },
-                _ = stop.cancelled() => self.core.handle_shutdown(),
-            }
         }
-        if let Some(end) = self.drain().await {
-            return Some(end);
-        }
+    }
+
+    /// Answers (200 OK) once the session is open or could not be; `Some`: the call is over.
+    fn answer(&mut self, opened: Option<Result<Box<dyn RealtimeLeg>, LegError>>) -> Option<Ended> {
         if let Err(e) = self.call.sip.answer() {
             info!(error = %e, "the answer was refused");
             return Some(Ended::by_phone(EndReason::Rejected));
@@ -206,7 +177,7 @@ impl Task {
         self.call.rtp.answered();
         let now = self.t0.elapsed();
         let setup = self.call.started.elapsed().unwrap_or_default();
-        let opened = match opened.flatten() {
+        let opened = match opened {
             Some(Ok(leg)) => {
                 let id = leg.session_id().map(str::to_string);
                 self.leg = Some(leg);
@@ -221,17 +192,19 @@ impl Task {
             call_recording::begin(self.core.media_mut(), rec, record, id, now);
         }
         self.core.handle_answered(now, setup, opened);
-        self.drain().await
+        None
     }
 
+    /// Rings, answers, then runs the call until it is over.
     async fn run(
         &mut self,
         mut controls: mpsc::Receiver<Control>,
         stop: CancellationToken,
     ) -> Ended {
-        if let Some(end) = self.ring(&mut controls, &stop).await {
-            return end;
-        }
+        self.call.sip.ring();
+        let ready = self.ready();
+        tokio::pin!(ready);
+        let mut answered = false;
         // the media clock catches up after a stall; reports and statistics need not
         let mut ticks = every(FRAME, MissedTickBehavior::Burst);
         let mut reports = every(REPORT_INTERVAL, MissedTickBehavior::Delay);
@@ -244,6 +217,15 @@ impl Task {
             let leg = self.leg.as_mut();
             let has_leg = leg.is_some();
             tokio::select! {
+                r = &mut ready, if !answered => {
+                    answered = true;
+                    if let Some(end) = self.answer(r) {
+                        return end;
+                    }
+                    ticks.reset_immediately();
+                    reports.reset();
+                    stats.reset();
+                }
                 ev = self.call.sip.next_event() => match ev {
                     Some(PhoneEvent::Acked) => info!("call acked"),
                     Some(PhoneEvent::MediaChanged { remote_rtp, remote_rtcp, direction }) => {
@@ -259,13 +241,13 @@ impl Task {
                     Some(PhoneEvent::Ended(r)) => self.core.handle_phone_ended(r),
                     None => self.core.handle_phone_ended(EndReason::Other),
                 },
-                r = self.call.rtp.recv_from(&mut rtp_buf) => {
+                r = self.call.rtp.recv_from(&mut rtp_buf), if answered => {
                     if let Some(p) = r.ok().and_then(|(n, src)| self.call.rtp.accept(&rtp_buf[..n], src)) {
                         let payload = &rtp_buf[p.payload_start..p.payload_end];
                         self.core.handle_rtp(self.t0.elapsed(), &p, payload);
                     }
                 }
-                tick = ticks.tick() => self.on_tick(tick.saturating_duration_since(self.t0)).await,
+                tick = ticks.tick(), if answered => self.on_tick(tick.saturating_duration_since(self.t0)).await,
                 ev = async { leg.expect("guarded").recv().await }, if has_leg => {
                     self.core.handle_leg(self.t0.elapsed(), ev);
                 }
@@ -282,14 +264,14 @@ impl Task {
                     Some(c) => self.core.handle_control(self.t0.elapsed(), c),
                     None => controls_open = false,
                 },
-                r = self.call.rtp.recv_rtcp_from(&mut rtcp_buf) => {
+                r = self.call.rtp.recv_rtcp_from(&mut rtcp_buf), if answered => {
                     // RTCP from a source not taken is dropped (and counted by the leg).
                     if let Some((n, _)) = r.ok().filter(|(_, src)| self.call.rtp.accept_rtcp(*src)) {
                         self.core.handle_rtcp(&rtcp_buf[..n]);
                     }
                 }
-                _ = reports.tick() => self.call.rtp.send_rtcp(&self.core.rtcp_report(SystemTime::now())),
-                _ = stats.tick() => self.core.publish_stats(self.call.rtp.counters),
+                _ = reports.tick(), if answered => self.call.rtp.send_rtcp(&self.core.rtcp_report(SystemTime::now())),
+                _ = stats.tick(), if answered => self.core.publish_stats(self.call.rtp.counters),
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.core.handle_timeout(self.t0.elapsed());
                 }

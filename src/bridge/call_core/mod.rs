@@ -39,6 +39,7 @@ use super::registry::{CallEvent, CallPublisher, Control, MediaStats, Speaker};
 use super::transcript::Transcript;
 use super::BridgeSettings;
 use crate::media::frame::{Frame, FRAME_SAMPLES, SILENCE};
+use crate::media::g711::Law;
 use crate::media::jitter::Playout;
 use crate::media::rtcp::{self, PeerReport};
 use crate::media::rtp::RtpIn;
@@ -46,7 +47,7 @@ use crate::media::rtp_leg::LegCounters;
 use crate::metrics::Metrics;
 use crate::openai::events::{ClientEvent, ContentPart, Item};
 use crate::openai::{LegError, ToolCall};
-use crate::sip::sdp::Direction;
+use crate::sip::sdp::{Codec, Direction};
 use crate::sip::EndReason;
 
 /// After `end_call`, the goodbye gets this long to play before the BYE goes anyway.
@@ -131,15 +132,18 @@ pub enum Mode {
 /// What a core is made of.
 #[derive(Debug)]
 pub struct CoreParts {
-    pub mode: Mode,
+    /// The agent that answers; `None`: the built-in echo line test.
+    pub agent: Option<Arc<CallAgent>>,
     /// Every agent, for handoffs.
     pub agents: AgentBook,
     pub settings: Arc<BridgeSettings>,
     /// The call's registry entry.
     pub publisher: CallPublisher,
     pub metrics: Arc<Metrics>,
-    pub media: PhoneMedia,
-    /// The negotiated direction of the phone media.
+    /// The phone media as negotiated: G.711 law, payload types, direction.
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub dtmf_payload_type: Option<u8>,
     pub direction: Direction,
     /// A moderation check is configured.
     pub moderation: bool,
@@ -224,13 +228,21 @@ impl CallCore {
     /// A ringing call.
     pub fn new(parts: CoreParts) -> Self {
         let settings = parts.settings;
+        let law = match parts.codec {
+            Codec::Pcmu => Law::Mu,
+            Codec::Pcma => Law::A,
+        };
+        let mode = match parts.agent {
+            Some(a) => Mode::Agent(a),
+            None => Mode::Echo(EchoBuffer::new(law.silence_byte())),
+        };
         Self {
-            mode: parts.mode,
+            mode,
             agents: parts.agents,
             p: parts.publisher,
             metrics: parts.metrics,
             moderation: parts.moderation,
-            media: parts.media,
+            media: PhoneMedia::g711(law, parts.payload_type, parts.dtmf_payload_type),
             direction: parts.direction,
             phase: Phase::Ringing,
             outputs: VecDeque::new(),

@@ -11,7 +11,6 @@ use super::*;
 use crate::bridge::agent::Agents;
 use crate::bridge::registry::{CallDetail, Registry};
 use crate::bridge::tool_run::ToolDone;
-use crate::media::g711::Law;
 use crate::media::rtp::{self, Packetizer, HEADER_LEN};
 use crate::openai::events::ServerEvent;
 use crate::openai::{AgentAudio, EndReason as LegEnd, LegEvent};
@@ -81,17 +80,15 @@ impl Call {
         );
         let (publisher, _controls) = registry.register(detail);
         let metrics = Arc::new(Metrics::new());
-        let mode = match mode {
-            "echo" => Mode::Echo(EchoBuffer::new(0xFF)),
-            name => Mode::Agent(book.get(name).unwrap()),
-        };
         let core = CallCore::new(CoreParts {
-            mode,
+            agent: book.get(mode),
             agents: book,
             settings: Arc::new(settings),
             publisher,
             metrics: metrics.clone(),
-            media: PhoneMedia::g711(Law::Mu, 0, Some(101)),
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            dtmf_payload_type: Some(101),
             direction: Direction::SendRecv,
             moderation,
         });
