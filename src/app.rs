@@ -15,7 +15,8 @@ use crate::bridge::registry::Registry;
 use crate::bridge::{Bridge, BridgeSettings, LiveContext};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::openai::{Connector, Secret};
+use crate::openai::Connector;
+use crate::secret::Secret;
 use crate::sim::{SimConfig, SimHandle, Simulator};
 use crate::sip::server::SipSettings;
 use crate::sip::trunks::{Routes, Trunks};
@@ -58,7 +59,7 @@ struct Realtime {
 
 /// The admin token, as the admin server takes it.
 fn admin_token(cfg: &Config) -> Option<Secret> {
-    cfg.admin.token.as_ref().map(|t| Secret::new(t.expose()))
+    cfg.admin.token.clone()
 }
 
 /// Every agent a call can reach: the default and every route's.

@@ -3,7 +3,6 @@
 //! Every section denies unknown keys so that a typo is an error naming the key, not a silently
 //! ignored setting. Secrets (the admin token) come from the environment and never print.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -12,39 +11,12 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::booking::BookingConfig;
+use crate::secret::Secret;
 use crate::sip::limits::LimitsConfig;
 use crate::sip::trunks::{TrunkConfig, UnknownSource};
 
 /// The config file read when `--config` is not given and the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/voxrelay.toml";
-
-/// A secret string: never shown by `Debug`, `Display` or serialisation.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    /// The secret itself, for the one place that must use it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"[redacted]\"")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("[redacted]")
-    }
-}
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -19,8 +19,8 @@ use voxrelay::bridge::registry::{
     Turn,
 };
 use voxrelay::metrics::Metrics;
-use voxrelay::openai::secret::Secret;
 use voxrelay::openai::session::AgentSpec;
+use voxrelay::secret::Secret;
 
 const TOKEN: &str = "browser-test-token-41d7";
 

@@ -11,8 +11,9 @@ use voxrelay::media::g711::Law;
 use voxrelay::openai::events::{ClientEvent, ServerEvent};
 use voxrelay::openai::{
     AgentAudio, CallerAudio, Connector, EndReason, LegAudioFormat, LegError, LegEvent, LegSettings,
-    MintError, RealtimeLeg, Secret, WebRtcCodec,
+    MintError, RealtimeLeg, WebRtcCodec,
 };
+use voxrelay::secret::Secret;
 
 fn connector(base: &str, settings: LegSettings) -> Connector {
     Connector::new(

@@ -11,8 +11,9 @@ use voxrelay::media::g711::Law;
 use voxrelay::openai::events::{ClientEvent, ServerEvent};
 use voxrelay::openai::{
     AgentAudio, AgentSpec, CallerAudio, Connector, EndReason, LegAudioFormat, LegError, LegEvent,
-    LegSettings, RealtimeLeg, Secret,
+    LegSettings, RealtimeLeg,
 };
+use voxrelay::secret::Secret;
 
 async fn open(base: &str, key: &str) -> Result<Box<dyn RealtimeLeg>, LegError> {
     Connector::new(

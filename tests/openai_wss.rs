@@ -15,8 +15,8 @@ use voxrelay::media::g711::Law;
 use voxrelay::openai::events::ClientEvent;
 use voxrelay::openai::{
     AgentAudio, CertificateDer, Connector, EndReason, LegError, LegEvent, LegSettings, RealtimeLeg,
-    Secret,
 };
+use voxrelay::secret::Secret;
 
 /// A TLS terminator on `127.0.0.1`: every connection is decrypted and piped to `upstream`.
 /// Returns its `https://` base and the certificate it presents.

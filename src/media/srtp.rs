@@ -22,11 +22,12 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use crate::secret::ct_eq as constant_time_eq;
 use base64::Engine as _;
 use rand::RngCore as _;
 use rtc_crypto::{
-    constant_time_eq, BlockCipherAlgorithm, HmacAlgorithm, Mac, RTCCrypto, RTCCryptoProvider,
-    StreamCipher, StreamCipherAlgorithm,
+    BlockCipherAlgorithm, HmacAlgorithm, Mac, RTCCrypto, RTCCryptoProvider, StreamCipher,
+    StreamCipherAlgorithm,
 };
 
 /// Bytes of an AES-128 master key.

@@ -41,8 +41,8 @@ use super::keys::api_error;
 use super::leg::{
     AgentAudio, CallerAudio, EndReason, LegAudioFormat, LegError, LegEvent, RealtimeLeg,
 };
-use super::secret::Secret;
 use super::session::Turns;
+use crate::secret::Secret;
 
 /// The data channel the Realtime API reads events from.
 pub const EVENTS_LABEL: &str = "oai-events";

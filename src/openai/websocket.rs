@@ -28,8 +28,8 @@ use super::events::{AudioFormat, ClientEvent, ServerEvent};
 use super::leg::{
     AgentAudio, CallerAudio, EndReason, LegAudioFormat, LegError, LegEvent, RealtimeLeg,
 };
-use super::secret::Secret;
 use super::session::{AgentSpec, Turns};
+use crate::secret::Secret;
 
 /// Milliseconds in one frame.
 const FRAME_MS: u64 = 20;

@@ -166,7 +166,7 @@ pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, Ap
         };
     }
     let server_ok = match &state.api_key {
-        Some(expected) => constant_time_eq(expected.as_bytes(), key.as_bytes()),
+        Some(expected) => crate::secret::ct_eq_padded(expected.as_bytes(), key.as_bytes()),
         None => key.starts_with("sk-"),
     };
     if server_ok {
@@ -184,10 +184,6 @@ fn unknown_key() -> ApiError {
         Some("invalid_api_key"),
         "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
     )
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The simulator's routes.

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// One `[[trunks]]` entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
