@@ -191,7 +191,7 @@ pub fn rtp_packets(data: &[u8]) {
     let mut frame = [0i16; crate::media::frame::FRAME_SAMPLES];
     let mut now = Duration::ZERO;
     for packet in Chunks::new(rest).take(MAX_ITEMS) {
-        now += Duration::from_millis(20);
+        now += crate::media::frame::FRAME_DURATION;
         if let Ok(p) = rtp::parse(packet) {
             stats.on_packet(&p, (now.as_millis() as u32).wrapping_mul(8));
             let payload = &packet[p.payload_start..p.payload_end];
@@ -372,7 +372,7 @@ pub fn sim_client_events(data: &[u8]) {
                 _ => break,
             }
         }
-        now += Duration::from_millis(20);
+        now += crate::media::frame::FRAME_DURATION;
     }
     while engine.poll_output().is_some() {}
     // The typed client event parser on its own, as the relay's tests and tools use it.

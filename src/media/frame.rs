@@ -8,7 +8,11 @@ pub const SAMPLE_RATE: u32 = 8_000;
 /// Duration of one frame in milliseconds.
 pub const FRAME_MS: u32 = 20;
 /// Samples in one frame (20 ms at 8 kHz).
-pub const FRAME_SAMPLES: usize = 160;
+pub const FRAME_SAMPLES: usize = (SAMPLE_RATE * FRAME_MS / 1000) as usize;
+/// One frame as a [`Duration`](std::time::Duration): the media tick.
+pub const FRAME_DURATION: std::time::Duration = std::time::Duration::from_millis(FRAME_MS as u64);
+/// RTP timestamp units in one frame (the 8 kHz clock of G.711 and of telephone-event).
+pub const FRAME_TICKS: u32 = FRAME_SAMPLES as u32;
 
 /// One 20 ms frame of 8 kHz mono PCM.
 pub type Frame = [i16; FRAME_SAMPLES];

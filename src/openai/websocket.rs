@@ -29,10 +29,8 @@ use super::leg::{
     AgentAudio, CallerAudio, EndReason, LegAudioFormat, LegError, LegEvent, RealtimeLeg,
 };
 use super::session::{AgentSpec, Turns};
+use crate::media::frame::FRAME_MS;
 use crate::secret::Secret;
-
-/// Milliseconds in one frame.
-const FRAME_MS: u64 = 20;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -454,7 +452,7 @@ impl RealtimeLeg for WebSocketLeg {
             self.flush_outbox().await;
             if let Some(ev) = self.pending.pop_front() {
                 match &ev {
-                    LegEvent::Audio(_) => self.delivered_ms += FRAME_MS,
+                    LegEvent::Audio(_) => self.delivered_ms += u64::from(FRAME_MS),
                     LegEvent::Ended(r) => {
                         self.ended.get_or_insert(r.clone());
                     }
