@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use super::record::{SessionRecord, ToolCall, ToolOutput};
+use super::record::{RecordedToolCall, SessionRecord, ToolOutput};
 use super::scenario::{fill_dates, fill_template, Call, Mode, Prompt, Scenario};
 use super::vad::{EnergyVad, VadEvent, VadSettings};
 use super::voice::{self, FRAME};
@@ -1510,7 +1510,7 @@ impl Engine {
             *slot = item.clone();
         }
         let value = serde_json::to_value(&item).unwrap_or(Value::Null);
-        let record_call = ToolCall {
+        let record_call = RecordedToolCall {
             call_id: call_id.clone(),
             name: call.name.clone(),
             arguments: call.arguments.clone(),

@@ -29,7 +29,7 @@ pub(crate) const MAX_WS_MESSAGE: usize = 32 * 1024 * 1024;
 /// An error answered in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
 #[derive(Debug, thiserror::Error)]
 #[error("{status}: {message}")]
-pub(crate) struct ApiError {
+pub(crate) struct OpenAiError {
     pub status: StatusCode,
     pub kind: &'static str,
     pub code: Option<&'static str>,
@@ -37,7 +37,7 @@ pub(crate) struct ApiError {
     pub param: Option<String>,
 }
 
-impl ApiError {
+impl OpenAiError {
     pub fn new(
         status: StatusCode,
         kind: &'static str,
@@ -102,7 +102,7 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}});
         let mut resp = (self.status, Json(body)).into_response();
@@ -128,7 +128,7 @@ pub(crate) enum Caller {
 
 /// Checks `Authorization: Bearer …` (or, for browsers' WebSockets, the
 /// `openai-insecure-api-key.` subprotocol).
-pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, OpenAiError> {
     let from_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -145,7 +145,7 @@ pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, Ap
                 .find_map(|p| p.trim().strip_prefix("openai-insecure-api-key."))
         });
     let Some(key) = from_header.or(from_protocol).filter(|k| !k.is_empty()) else {
-        return Err(ApiError::new(
+        return Err(OpenAiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             None,
@@ -156,7 +156,7 @@ pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, Ap
         let found = state.keys().lookup(key, state.key_now());
         return match found {
             Lookup::Valid(session) => Ok(Caller::Ephemeral(session)),
-            Lookup::Expired => Err(ApiError::new(
+            Lookup::Expired => Err(OpenAiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 Some("invalid_api_key"),
@@ -176,9 +176,9 @@ pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, Ap
     }
 }
 
-fn unknown_key() -> ApiError {
+fn unknown_key() -> OpenAiError {
     // never echo the key back
-    ApiError::new(
+    OpenAiError::new(
         StatusCode::UNAUTHORIZED,
         "invalid_request_error",
         Some("invalid_api_key"),
@@ -201,7 +201,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
 }
 
 /// Applies a scenario's HTTP fault: an error answer, a hang, or a delay before going on.
-async fn apply_fault(state: &State, which: Endpoint) -> Result<(), ApiError> {
+async fn apply_fault(state: &State, which: Endpoint) -> Result<(), OpenAiError> {
     let Some(HttpFault {
         status,
         hang,
@@ -214,30 +214,30 @@ async fn apply_fault(state: &State, which: Endpoint) -> Result<(), ApiError> {
     if hang {
         // never answer, but let the server shut down
         state.shutdown.cancelled().await;
-        return Err(ApiError::from_status(503));
+        return Err(OpenAiError::from_status(503));
     }
     if let Some(ms) = delay_ms {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
-            _ = state.shutdown.cancelled() => return Err(ApiError::from_status(503)),
+            _ = state.shutdown.cancelled() => return Err(OpenAiError::from_status(503)),
         }
     }
     match status {
-        Some(s) => Err(ApiError::from_status(s)),
+        Some(s) => Err(OpenAiError::from_status(s)),
         None => Ok(()),
     }
 }
 
-fn parse_session(value: &Value, param_prefix: &str) -> Result<Value, ApiError> {
+fn parse_session(value: &Value, param_prefix: &str) -> Result<Value, OpenAiError> {
     let session: Session = serde_json::from_value(value.clone()).map_err(|e| {
-        ApiError::bad_request(
+        OpenAiError::bad_request(
             "invalid_value",
             format!("Invalid '{param_prefix}': {e}"),
             Some(param_prefix),
         )
     })?;
     check_session(&session).map_err(|(code, message, param)| {
-        let mut e = ApiError::bad_request(code, message, None);
+        let mut e = OpenAiError::bad_request(code, message, None);
         e.param = param;
         e
     })?;
@@ -248,11 +248,11 @@ async fn mint(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, OpenAiError> {
     match authorize(&state, &headers)? {
         Caller::Server => {}
         Caller::Ephemeral(_) => {
-            return Err(ApiError::new(
+            return Err(OpenAiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 Some("invalid_api_key"),
@@ -265,7 +265,7 @@ async fn mint(
         json!({})
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(
+            OpenAiError::bad_request(
                 "invalid_json",
                 format!("We could not parse the JSON body of your request: {e}"),
                 None,
@@ -277,7 +277,7 @@ async fn mint(
         Some(v) => match v.as_i64() {
             Some(s) if (10..=7200).contains(&s) => s,
             _ => {
-                return Err(ApiError::bad_request(
+                return Err(OpenAiError::bad_request(
                     "invalid_value",
                     "Invalid 'expires_after.seconds': must be an integer between 10 and 7200.",
                     Some("expires_after.seconds"),
@@ -319,9 +319,9 @@ async fn moderations(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, OpenAiError> {
     if let Caller::Ephemeral(_) = authorize(&state, &headers)? {
-        return Err(ApiError::new(
+        return Err(OpenAiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             Some("invalid_api_key"),
@@ -329,7 +329,7 @@ async fn moderations(
         ));
     }
     let req: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
+        OpenAiError::bad_request(
             "invalid_json",
             format!("We could not parse the JSON body of your request: {e}"),
             None,
@@ -342,21 +342,21 @@ async fn moderations(
             .map(Value::as_str)
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| {
-                ApiError::bad_request(
+                OpenAiError::bad_request(
                     "invalid_value",
                     "Invalid 'input': the simulator takes a string or an array of strings.",
                     Some("input"),
                 )
             })?,
         Some(_) => {
-            return Err(ApiError::bad_request(
+            return Err(OpenAiError::bad_request(
                 "invalid_value",
                 "Invalid 'input': expected a string or an array of strings.",
                 Some("input"),
             ))
         }
         None => {
-            return Err(ApiError::bad_request(
+            return Err(OpenAiError::bad_request(
                 "missing_required_parameter",
                 "Missing required parameter: 'input'.",
                 Some("input"),
@@ -374,7 +374,7 @@ async fn calls(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, OpenAiError> {
     let caller = authorize(&state, &headers)?;
     apply_fault(&state, Endpoint::Calls).await?;
     let content_type = headers
@@ -388,11 +388,11 @@ async fn calls(
     };
     let offer = if content_type.starts_with("application/sdp") {
         String::from_utf8(body.to_vec()).map_err(|_| {
-            ApiError::bad_request("invalid_value", "The SDP offer is not UTF-8.", Some("sdp"))
+            OpenAiError::bad_request("invalid_value", "The SDP offer is not UTF-8.", Some("sdp"))
         })?
     } else if content_type.starts_with("multipart/form-data") {
         let parts = sdp::parse_multipart(&content_type, &body).ok_or_else(|| {
-            ApiError::bad_request("invalid_value", "Could not parse the multipart body.", None)
+            OpenAiError::bad_request("invalid_value", "Could not parse the multipart body.", None)
         })?;
         let mut offer = None;
         for part in parts {
@@ -400,7 +400,7 @@ async fn calls(
                 "sdp" => offer = String::from_utf8(part.body.to_vec()).ok(),
                 "session" => {
                     let v: Value = serde_json::from_slice(part.body).map_err(|e| {
-                        ApiError::bad_request(
+                        OpenAiError::bad_request(
                             "invalid_json",
                             format!("Invalid 'session' part: {e}"),
                             Some("session"),
@@ -416,21 +416,21 @@ async fn calls(
             }
         }
         offer.ok_or_else(|| {
-            ApiError::bad_request(
+            OpenAiError::bad_request(
                 "missing_required_parameter",
                 "Missing required parameter: 'sdp'.",
                 Some("sdp"),
             )
         })?
     } else {
-        return Err(ApiError::bad_request(
+        return Err(OpenAiError::bad_request(
             "invalid_value",
             "Content-Type must be application/sdp or multipart/form-data.",
             None,
         ));
     };
     if !offer.trim_start().starts_with("v=0") || !offer.contains("m=") {
-        return Err(ApiError::bad_request(
+        return Err(OpenAiError::bad_request(
             "invalid_offer",
             "The SDP offer is not a valid session description.",
             Some("sdp"),
@@ -453,7 +453,7 @@ async fn hangup(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, OpenAiError> {
     authorize(&state, &headers)?;
     let tx = state.calls.get(&id).map(|t| t.clone());
     match tx {
@@ -461,7 +461,7 @@ async fn hangup(
             let _ = tx.send(super::rtc::RtcInput::Hangup).await;
             Ok(StatusCode::OK)
         }
-        None => Err(ApiError::new(
+        None => Err(OpenAiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             Some("call_not_found"),
@@ -475,14 +475,14 @@ async fn websocket(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
+) -> Result<Response, OpenAiError> {
     let caller = authorize(&state, &headers)?;
     let initial = match caller {
         Caller::Ephemeral(s) => Some(s),
         Caller::Server => None,
     };
     let Some(model) = query.get("model").cloned() else {
-        return Err(ApiError::bad_request(
+        return Err(OpenAiError::bad_request(
             "missing_required_parameter",
             "Missing required parameter: 'model'.",
             Some("model"),
@@ -512,13 +512,13 @@ async fn list_sessions(AxState(state): AxState<Arc<State>>) -> Json<Value> {
 async fn one_session(
     AxState(state): AxState<Arc<State>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, OpenAiError> {
     let record = state.records.get(&id).map(|r| r.clone());
     match record {
         Some(r) => Ok(Json(
             serde_json::to_value(r.snapshot()).unwrap_or(Value::Null),
         )),
-        None => Err(ApiError::new(
+        None => Err(OpenAiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             Some("session_not_found"),

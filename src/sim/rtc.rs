@@ -29,7 +29,7 @@ use webrtc::peer_connection::{
 };
 
 use super::engine::{CloseReason, Engine, EngineConfig, Output, Transport};
-use super::http::ApiError;
+use super::http::OpenAiError;
 use super::record::SessionRecord;
 use super::server::{random_id, unix_now, State};
 use super::voice::{self, FRAME};
@@ -291,8 +291,8 @@ impl MediaGate {
     }
 }
 
-fn offer_error(message: impl Into<String>) -> ApiError {
-    let mut e = ApiError::new(
+fn offer_error(message: impl Into<String>) -> OpenAiError {
+    let mut e = OpenAiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
         Some("invalid_offer"),
@@ -307,12 +307,12 @@ pub(crate) async fn accept(
     state: Arc<State>,
     offer: &str,
     session: Option<Value>,
-) -> Result<(String, String), ApiError> {
+) -> Result<(String, String), OpenAiError> {
     let codec = Codec::from_offer(offer)
         .ok_or_else(|| offer_error("The offer has no audio m-line with Opus, PCMU or PCMA."))?;
     let internal = |e: webrtc::error::Error| {
         tracing::warn!(error = %e, "simulator peer connection failed");
-        ApiError::new(
+        OpenAiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             None,
@@ -403,7 +403,7 @@ pub(crate) async fn accept(
             .local_description()
             .await
             .ok_or_else(|| internal(webrtc::error::Error::Other("no local description".into())))?;
-        Ok::<String, ApiError>(super::sdp::shape_answer(&local.sdp))
+        Ok::<String, OpenAiError>(super::sdp::shape_answer(&local.sdp))
     }
     .await;
     let mut answer = match answer {
