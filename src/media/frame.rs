@@ -20,11 +20,6 @@ pub type Frame = [i16; FRAME_SAMPLES];
 /// A silent frame.
 pub const SILENCE: Frame = [0; FRAME_SAMPLES];
 
-/// Converts a sample count at 8 kHz into milliseconds (rounded down).
-pub const fn samples_to_ms(samples: usize) -> u32 {
-    (samples as u64 * 1000 / SAMPLE_RATE as u64) as u32
-}
-
 /// Cuts a stream of PCM chunks of any length into whole frames.
 ///
 /// The WebSocket transport delivers model audio in chunks of arbitrary size; this turns them
@@ -111,11 +106,5 @@ mod tests {
         assert_eq!(&last[..40], &input[960..]);
         assert!(last[40..].iter().all(|&s| s == 0));
         assert!(f.finish().is_none());
-    }
-
-    #[test]
-    fn samples_to_ms_is_exact_for_frames() {
-        assert_eq!(samples_to_ms(FRAME_SAMPLES), FRAME_MS);
-        assert_eq!(samples_to_ms(8000), 1000);
     }
 }

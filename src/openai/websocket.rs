@@ -241,11 +241,6 @@ impl WebSocketLeg {
         }
     }
 
-    /// Server messages that were not JSON events.
-    pub fn malformed_count(&self) -> u64 {
-        self.malformed
-    }
-
     async fn write(&mut self, text: String) -> Result<(), LegError> {
         if let Some(r) = &self.ended {
             return Err(LegError::Ended(r.clone()));

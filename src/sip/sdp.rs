@@ -39,13 +39,6 @@ impl Codec {
             Codec::Pcma => "PCMA",
         }
     }
-    /// The static RTP payload type (RFC 3551).
-    pub fn static_payload_type(self) -> u8 {
-        match self {
-            Codec::Pcmu => 0,
-            Codec::Pcma => 8,
-        }
-    }
     /// The payload byte of digital silence.
     pub fn silence_byte(self) -> u8 {
         match self {

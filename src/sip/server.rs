@@ -332,11 +332,6 @@ impl SipServer {
         self.draining.clone()
     }
 
-    /// Whether new calls are refused because the relay is stopping.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
     /// Live calls.
     pub fn active_calls(&self) -> usize {
         self.active.load(Ordering::Acquire)

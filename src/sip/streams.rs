@@ -419,11 +419,6 @@ impl Streams {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Connections held now (all sources).
-    pub fn open_connections(&self) -> usize {
-        self.table().len()
-    }
-
     /// The inspector to give rsipstack's endpoint: it counts stream messages against the
     /// source's budget and keeps connections' idle clocks.
     pub fn inspector(self: &Arc<Self>) -> Box<dyn TransportEventInspector> {
