@@ -129,7 +129,7 @@ async fn realtime(
         &base_url,
         Secret::new(key.clone()),
         cfg.openai.transport,
-        cfg.openai.leg_settings(),
+        crate::openai::LegSettings::from(&cfg.openai),
     )?;
     let book = AgentBook::new(&agents, &cfg.openai.model)?;
     let moderation = cfg.openai.moderation.then(|| {

@@ -57,7 +57,10 @@ pub fn main() -> i32 {
         _ => LogFormat::Text,
     });
     match cmd {
-        Command::CheckConfig { config } => match Config::load(config.as_deref()) {
+        Command::CheckConfig { config } => match Config::load(config.as_deref()).and_then(|cfg| {
+            // the TLS files are read and checked as the relay would at start
+            crate::sip::tls::TlsFiles::from_config(&cfg.sip).map(|_| cfg)
+        }) {
             Ok(cfg) => {
                 print!("{}", cfg.to_redacted_toml());
                 0

@@ -27,8 +27,8 @@ use super::sdp::{self, LocalSdp, SdpError};
 use super::setup::{SetupRefusal, Setups};
 use super::source::{transport_source, ViaFromSocket};
 use super::streams::{SourcePolicy, StreamListeners, Streams};
-use super::trunks::{Routes, SourceVerdict, Trunks, UnknownSource};
-use crate::config::SipConfig;
+use super::trunks::{Routes, SourceVerdict, Trunks};
+use crate::config::{SipConfig, UnknownSource};
 use crate::media::ports::PortPool;
 use crate::media::rtp_leg::RtpLeg;
 
@@ -212,7 +212,7 @@ impl SipServer {
         }
         // TCP and TLS are accepted by the relay itself, bounded (see streams.rs); rsipstack's
         // own idle timeout is off, as a trunk's connection may be quiet for a whole call.
-        let tls_files = cfg.tls_files()?;
+        let tls_files = super::tls::TlsFiles::from_config(&cfg)?;
         if tls_files.is_some() {
             super::tls::install_crypto_provider();
         }
