@@ -15,108 +15,17 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::engine::{check_session, merge};
+use super::error::OpenAiError;
 use super::keys::{Lookup, Minted};
 use super::scenario::HttpFault;
 use super::sdp;
-use super::server::{random_id, Endpoint, State};
+use super::state::{random_id, Endpoint, State};
 use crate::openai::events::Session;
 
 /// Largest request body (an SDP offer with a session is a few KiB).
 const MAX_BODY: usize = 256 * 1024;
 /// Largest WebSocket message (an append of 15 MiB plus framing gets an error event, not a drop).
 pub(crate) const MAX_WS_MESSAGE: usize = 32 * 1024 * 1024;
-
-/// An error answered in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
-#[derive(Debug, thiserror::Error)]
-#[error("{status}: {message}")]
-pub(crate) struct OpenAiError {
-    pub status: StatusCode,
-    pub kind: &'static str,
-    pub code: Option<&'static str>,
-    pub message: String,
-    pub param: Option<String>,
-}
-
-impl OpenAiError {
-    pub fn new(
-        status: StatusCode,
-        kind: &'static str,
-        code: Option<&'static str>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            status,
-            kind,
-            code,
-            message: message.into(),
-            param: None,
-        }
-    }
-
-    fn bad_request(code: &'static str, message: impl Into<String>, param: Option<&str>) -> Self {
-        Self {
-            param: param.map(str::to_string),
-            ..Self::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                Some(code),
-                message,
-            )
-        }
-    }
-
-    fn from_status(status: u16) -> Self {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        match status.as_u16() {
-            429 => Self::new(
-                status,
-                "requests",
-                Some("rate_limit_exceeded"),
-                "Rate limit reached for requests. Please try again in 20ms.",
-            ),
-            401 => Self::new(
-                status,
-                "invalid_request_error",
-                Some("invalid_api_key"),
-                "Incorrect API key provided.",
-            ),
-            403 => Self::new(
-                status,
-                "invalid_request_error",
-                Some("unsupported_country_region_territory"),
-                "Country, region, or territory not supported.",
-            ),
-            s if s >= 500 => Self::new(
-                status,
-                "server_error",
-                None,
-                "The server had an error while processing your request. Sorry about that!",
-            ),
-            _ => Self::new(
-                status,
-                "invalid_request_error",
-                None,
-                "Simulated request failure.",
-            ),
-        }
-    }
-}
-
-impl IntoResponse for OpenAiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}});
-        let mut resp = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers_mut()
-                .insert("retry-after-ms", HeaderValue::from_static("20"));
-            resp.headers_mut().insert(
-                "x-ratelimit-remaining-requests",
-                HeaderValue::from_static("0"),
-            );
-        }
-        resp
-    }
-}
 
 /// What a valid key allows.
 pub(crate) enum Caller {
@@ -458,7 +367,7 @@ async fn hangup(
     let tx = state.calls.get(&id).map(|t| t.clone());
     match tx {
         Some(tx) => {
-            let _ = tx.send(super::rtc::RtcInput::Hangup).await;
+            let _ = tx.send(super::state::RtcInput::Hangup).await;
             Ok(StatusCode::OK)
         }
         None => Err(OpenAiError::new(
