@@ -112,7 +112,7 @@ async fn realtime(
             let sim = Simulator::start(SimConfig {
                 listen: "127.0.0.1:0".parse()?,
                 scenario: cfg.sim.scenario.clone(),
-                api_key: Some(local_key.clone()),
+                api_key: Some(Secret::new(local_key.clone())),
             })
             .await?;
             warn!(

@@ -90,7 +90,7 @@ pub fn main() -> i32 {
             run_async(crate::sim::run(crate::sim::SimConfig {
                 listen,
                 scenario,
-                api_key,
+                api_key: api_key.map(crate::secret::Secret::from),
             }))
         }
     }

@@ -71,6 +71,12 @@ impl From<String> for Secret {
     }
 }
 
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_string())
+    }
+}
+
 /// True when `presented` equals `want`, with `subtle`'s constant-time comparisons: the time
 /// taken depends only on `want`'s length, never on where the two first differ nor on
 /// `presented`'s length (a short value is compared against zeros, a long one is cut).

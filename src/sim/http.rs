@@ -75,7 +75,7 @@ pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, Op
         };
     }
     let server_ok = match &state.api_key {
-        Some(expected) => crate::secret::ct_eq_padded(expected.as_bytes(), key.as_bytes()),
+        Some(expected) => expected.matches(key.as_bytes()),
         None => key.starts_with("sk-"),
     };
     if server_ok {

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::scenario::Scenario;
 use super::state::{RtcInput, State};
+use crate::secret::Secret;
 
 /// How to run the simulator.
 #[derive(Clone)]
@@ -20,7 +21,7 @@ pub struct SimConfig {
     /// `booking`, `echo` or a path to a scenario file.
     pub scenario: String,
     /// The server key clients must present; without it any key starting `sk-` is accepted.
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
 }
 
 impl fmt::Debug for SimConfig {

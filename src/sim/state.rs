@@ -16,6 +16,7 @@ use super::keys::KeyBook;
 use super::record::SessionRecord;
 use super::scenario::{HttpFault, Scenario};
 use super::voice::FRAME;
+use crate::secret::Secret;
 
 /// Session records kept for `/sim/sessions`; the oldest closed ones go first beyond this.
 const MAX_RECORDS: usize = 10_000;
@@ -23,7 +24,7 @@ const MAX_RECORDS: usize = 10_000;
 /// State shared by the HTTP handlers and the session tasks.
 pub(crate) struct State {
     pub scenario: Arc<Scenario>,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// Minted ephemeral keys (expired ones forgotten at the next mint, at most `MAX_KEYS`).
     pub keys: Mutex<KeyBook>,
     pub records: DashMap<String, Arc<SessionRecord>>,
@@ -40,7 +41,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(scenario: Arc<Scenario>, api_key: Option<String>, listen: SocketAddr) -> Self {
+    pub fn new(scenario: Arc<Scenario>, api_key: Option<Secret>, listen: SocketAddr) -> Self {
         let media_ip = if listen.ip().is_unspecified() {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
