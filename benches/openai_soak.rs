@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use voxrelay::config::RealtimeTransport;
 use voxrelay::media::g711::Law;
 use voxrelay::openai::events::ClientEvent;
-use voxrelay::openai::{CallerAudio, Connector, LegEvent, LegSettings, RealtimeLeg, Secret};
+use voxrelay::openai::{CallerAudio, Connector, LegEvent, LegSettings, RealtimeLeg};
+use voxrelay::secret::Secret;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()

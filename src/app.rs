@@ -15,7 +15,8 @@ use crate::bridge::registry::Registry;
 use crate::bridge::{Bridge, BridgeSettings, LiveContext};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::openai::{Connector, Secret};
+use crate::openai::Connector;
+use crate::secret::Secret;
 use crate::sim::{SimConfig, SimHandle, Simulator};
 use crate::sip::server::SipSettings;
 use crate::sip::trunks::{Routes, Trunks};
@@ -60,7 +61,7 @@ struct Realtime {
 
 /// The admin token, as the admin server takes it.
 fn admin_token(cfg: &Config) -> Option<Secret> {
-    cfg.admin.token.as_ref().map(|t| Secret::new(t.expose()))
+    cfg.admin.token.clone()
 }
 
 /// Every agent a call can reach: the default and every route's.
@@ -113,7 +114,7 @@ async fn realtime(
             let sim = Simulator::start(SimConfig {
                 listen: "127.0.0.1:0".parse()?,
                 scenario: cfg.sim.scenario.clone(),
-                api_key: Some(local_key.clone()),
+                api_key: Some(Secret::new(local_key.clone())),
             })
             .await?;
             warn!(
@@ -130,7 +131,7 @@ async fn realtime(
         &base_url,
         Secret::new(key.clone()),
         cfg.openai.transport,
-        cfg.openai.leg_settings(),
+        crate::openai::LegSettings::from(&cfg.openai),
     )?;
     let book = AgentBook::new(&agents, &cfg.openai.model)?;
     let moderation = cfg.openai.moderation.then(|| {

@@ -57,7 +57,10 @@ pub fn main() -> i32 {
         _ => LogFormat::Text,
     });
     match cmd {
-        Command::CheckConfig { config } => match Config::load(config.as_deref()) {
+        Command::CheckConfig { config } => match Config::load(config.as_deref()).and_then(|cfg| {
+            // the TLS files are read and checked as the relay would at start
+            crate::sip::tls::TlsFiles::from_config(&cfg.sip).map(|_| cfg)
+        }) {
             Ok(cfg) => {
                 print!("{}", cfg.to_redacted_toml());
                 0
@@ -87,7 +90,7 @@ pub fn main() -> i32 {
             run_async(crate::sim::run(crate::sim::SimConfig {
                 listen,
                 scenario,
-                api_key,
+                api_key: api_key.map(crate::secret::Secret::from),
             }))
         }
     }

@@ -3,7 +3,6 @@
 //! Every section denies unknown keys so that a typo is an error naming the key, not a silently
 //! ignored setting. Secrets (the admin token) come from the environment and never print.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -12,39 +11,13 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::booking::BookingConfig;
-use crate::sip::limits::LimitsConfig;
-use crate::sip::trunks::{TrunkConfig, UnknownSource};
+use crate::secret::Secret;
+
+mod sip;
+pub use self::sip::{LimitsConfig, StreamsConfig, TrunkConfig, TrunkError, UnknownSource};
 
 /// The config file read when `--config` is not given and the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/voxrelay.toml";
-
-/// A secret string: never shown by `Debug`, `Display` or serialisation.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    /// The secret itself, for the one place that must use it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"[redacted]\"")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("[redacted]")
-    }
-}
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -110,7 +83,7 @@ pub struct SipConfig {
     /// The same from one source address (an IPv6 /64); 0: no cap.
     pub max_setup_calls_per_source: usize,
     /// Bounds on SIP connections over TCP and TLS (`[sip.streams]`).
-    pub streams: crate::sip::streams::StreamsConfig,
+    pub streams: StreamsConfig,
 }
 
 impl Default for SipConfig {
@@ -152,8 +125,9 @@ impl SipConfig {
         !self.listen.ip().is_loopback() || self.tls_listen.is_some_and(|a| !a.ip().is_loopback())
     }
 
-    /// The TLS certificate and key, read and checked; `None` when TLS is off.
-    pub fn tls_files(&self) -> Result<Option<crate::sip::tls::TlsFiles>, ConfigError> {
+    /// The TLS certificate and key files, with the keys TLS needs checked; `None` when TLS
+    /// is off. `sip::tls::TlsFiles::from_config` reads and checks the files themselves.
+    pub fn tls_paths(&self) -> Result<Option<(&Path, &Path)>, ConfigError> {
         let unset = |key: &'static str, reason: &'static str| ConfigError::Invalid {
             key,
             value: "(unset)".into(),
@@ -182,9 +156,7 @@ impl SipConfig {
                 "required when sip.tls_listen is a wildcard address: Contact needs a real address",
             ));
         }
-        crate::sip::tls::TlsFiles::load(cert, key)
-            .map(Some)
-            .map_err(|e| ConfigError::Parse(e.to_string()))
+        Ok(Some((cert.as_path(), key.as_path())))
     }
 }
 
@@ -196,6 +168,18 @@ pub enum RealtimeTransport {
     Webrtc,
     /// A WebSocket per call, with G.711 passed through.
     Websocket,
+}
+
+/// Which codec the WebRTC leg offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebRtcCodec {
+    /// Opus (the default, what OpenAI recommends).
+    #[default]
+    Opus,
+    /// G.711 µ-law only, so a PCMU caller needs no transcoding. Unverified against the real
+    /// service (reported unreliable in mid-2025), hence off by default.
+    Pcmu,
 }
 
 /// `[openai]`
@@ -210,7 +194,7 @@ pub struct OpenAiConfig {
     pub transport: RealtimeTransport,
     /// The WebRTC leg's codec: `opus` (default) or `pcmu` (G.711 only, unverified against
     /// the real service).
-    pub codec: crate::openai::WebRtcCodec,
+    pub codec: WebRtcCodec,
     /// How long minting a call's ephemeral key may take, retries included.
     pub mint_deadline_ms: u64,
     /// From posting the offer (or opening the WebSocket) until the session is ready.
@@ -226,30 +210,17 @@ pub struct OpenAiConfig {
 
 impl Default for OpenAiConfig {
     fn default() -> Self {
-        let leg = crate::openai::LegSettings::default();
         Self {
             base_url: "https://api.openai.com".into(),
             model: "gpt-realtime".into(),
             transport: RealtimeTransport::Webrtc,
-            codec: leg.codec,
-            mint_deadline_ms: leg.mint_deadline_ms,
-            connect_deadline_ms: leg.connect_deadline_ms,
-            key_ttl_seconds: leg.key_ttl_seconds,
-            webrtc_bind: leg.webrtc_bind,
+            codec: WebRtcCodec::Opus,
+            mint_deadline_ms: 3_000,
+            connect_deadline_ms: 10_000,
+            // a running session outlives its key
+            key_ttl_seconds: 600,
+            webrtc_bind: None,
             moderation: false,
-        }
-    }
-}
-
-impl OpenAiConfig {
-    /// The realtime leg's settings.
-    pub fn leg_settings(&self) -> crate::openai::LegSettings {
-        crate::openai::LegSettings {
-            codec: self.codec,
-            mint_deadline_ms: self.mint_deadline_ms,
-            connect_deadline_ms: self.connect_deadline_ms,
-            key_ttl_seconds: self.key_ttl_seconds,
-            webrtc_bind: self.webrtc_bind.clone(),
         }
     }
 }
@@ -479,8 +450,10 @@ impl Config {
             .map_err(|e| ConfigError::Parse(describe(&fig, e)))?;
         cfg.resolve_paths(|key| file_folder(&fig, key));
         cfg.validate()?;
-        crate::sip::trunks::Trunks::new(&cfg.trunks, |k| env.get(k).cloned())
-            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (i, t) in cfg.trunks.iter().enumerate() {
+            t.check(i, |k| env.get(k).cloned())
+                .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        }
         Ok(cfg)
     }
 
@@ -576,7 +549,7 @@ impl Config {
                 reason: "must be at least 1",
             });
         }
-        self.sip.tls_files()?;
+        self.sip.tls_paths()?;
         if self.sip.is_public() && self.trunks.is_empty() && !self.sip.allow_any_source {
             return Err(ConfigError::Invalid {
                 key: "sip.allow_any_source",
@@ -944,14 +917,19 @@ mod tests {
         assert!(e.contains("sip.tls_key"), "{e}");
         let e = load_str("", &tls("", &key)).unwrap_err().to_string();
         assert!(e.contains("sip.tls_cert"), "{e}");
-        let e = load_str("", &tls("/nonexistent/cert.pem", &key))
+        // the files themselves are read and checked by sip::tls, at start and by check-config
+        let files = |env: &[(&str, &str)]| {
+            load_str("", env)
+                .and_then(|c| crate::sip::tls::TlsFiles::from_config(&c.sip).map(|_| c))
+        };
+        let e = files(&tls("/nonexistent/cert.pem", &key))
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("sip.tls_cert") && e.contains("/nonexistent/cert.pem"),
             "{e}"
         );
-        let e = load_str("", &tls(&cert, &cert)).unwrap_err().to_string();
+        let e = files(&tls(&cert, &cert)).unwrap_err().to_string();
         assert!(e.contains("sip.tls_key"), "{e}");
         let e = load_str("", &[("VOXRELAY__SIP__TLS_CERT", cert.as_str())])
             .unwrap_err()
@@ -965,7 +943,7 @@ mod tests {
         assert!(load_str("", &[])
             .unwrap()
             .sip
-            .tls_files()
+            .tls_paths()
             .unwrap()
             .is_none());
     }

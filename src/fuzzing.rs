@@ -38,7 +38,7 @@ use crate::openai::session::Turns;
 use crate::sim::engine::{Engine, EngineConfig, Transport as SimTransport};
 use crate::sim::record::SessionRecord;
 use crate::sim::scenario::Scenario;
-use crate::sip::{call, digest, sdp, server};
+use crate::sip::{digest, headers, sdp};
 
 /// Most items one input is split into, so one exec stays short.
 const MAX_ITEMS: usize = 64;
@@ -119,7 +119,7 @@ fn sip_handling(msg: SipMessage, transport: Transport) {
         SipMessage::Response(resp) => {
             let _ = DialogId::try_from((&resp, TransactionRole::Client));
             let _ = resp.to_header().and_then(|h| h.typed());
-            let _ = call::sipfrag_status(&resp.body);
+            let _ = headers::sipfrag_status(&resp.body);
         }
     }
 }
@@ -138,9 +138,11 @@ fn sip_request(req: &rsipstack::sip::Request) {
     let _ = req.cseq_header().and_then(|h| h.typed());
     let _ = req.call_id_header();
     // Our helpers.
-    let _ = server::dialled_number(req);
-    let _ = server::tx_uri(req, true);
-    let _ = server::tx_uri(req, false);
+    let _ = headers::dialled_number(req);
+    let _ = headers::from_value(req);
+    let _ = headers::to_value(req);
+    let _ = headers::required(req);
+    let _ = headers::authorization(req);
     for h in req.headers.iter() {
         if let Header::Authorization(a) = h {
             let valid = digest::nonce(DIGEST_NOW - 10, 7, DIGEST_SECRET);
@@ -158,7 +160,7 @@ fn sip_request(req: &rsipstack::sip::Request) {
         }
     }
     sdp_offer(&req.body);
-    let _ = call::sipfrag_status(&req.body);
+    let _ = headers::sipfrag_status(&req.body);
 }
 
 /// An SDP offer (the body of an INVITE, re-INVITE or UPDATE), negotiated and answered.
@@ -191,7 +193,7 @@ pub fn rtp_packets(data: &[u8]) {
     let mut frame = [0i16; crate::media::frame::FRAME_SAMPLES];
     let mut now = Duration::ZERO;
     for packet in Chunks::new(rest).take(MAX_ITEMS) {
-        now += Duration::from_millis(20);
+        now += crate::media::frame::FRAME_DURATION;
         if let Ok(p) = rtp::parse(packet) {
             stats.on_packet(&p, (now.as_millis() as u32).wrapping_mul(8));
             let payload = &packet[p.payload_start..p.payload_end];
@@ -372,7 +374,7 @@ pub fn sim_client_events(data: &[u8]) {
                 _ => break,
             }
         }
-        now += Duration::from_millis(20);
+        now += crate::media::frame::FRAME_DURATION;
     }
     while engine.poll_output().is_some() {}
     // The typed client event parser on its own, as the relay's tests and tools use it.

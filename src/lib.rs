@@ -17,5 +17,6 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod openai;
+pub mod secret;
 pub mod sim;
 pub mod sip;

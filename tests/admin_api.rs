@@ -25,8 +25,8 @@ use voxrelay::bridge::registry::{
 };
 use voxrelay::metrics::Metrics;
 use voxrelay::openai::keys::KeyMinter;
-use voxrelay::openai::secret::Secret;
 use voxrelay::openai::session::AgentSpec;
+use voxrelay::secret::Secret;
 use voxrelay::sim::{SimConfig, SimHandle, Simulator};
 
 const TOKEN: &str = "admin-test-token-5b2f";

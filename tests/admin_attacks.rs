@@ -19,7 +19,7 @@ use voxrelay::admin::{self, AccessPolicy, AdminOptions, AdminServer, AdminState,
 use voxrelay::bridge::registry::{CallDetail, CallPublisher, Control, Registry};
 use voxrelay::metrics::Metrics;
 use voxrelay::openai::keys::KeyMinter;
-use voxrelay::openai::secret::Secret;
+use voxrelay::secret::Secret;
 
 const WAIT: Duration = Duration::from_secs(10);
 const APP: &str = "https://app.example.test";

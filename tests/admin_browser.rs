@@ -21,8 +21,8 @@ use voxrelay::bridge::registry::{
 };
 use voxrelay::media::recording::Recorder;
 use voxrelay::metrics::Metrics;
-use voxrelay::openai::secret::Secret;
 use voxrelay::openai::session::AgentSpec;
+use voxrelay::secret::Secret;
 
 const TOKEN: &str = "browser-test-token-41d7";
 

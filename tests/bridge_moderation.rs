@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use voxrelay::bridge::moderation::{Moderation, ModerationError};
-use voxrelay::openai::Secret;
+use voxrelay::secret::Secret;
 use voxrelay::sim::{SimConfig, SimHandle, Simulator};
 
 const KEY: &str = "sk-sim-moderation";

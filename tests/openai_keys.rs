@@ -6,7 +6,8 @@ mod openai_support;
 use std::time::{Duration, Instant};
 
 use openai_support::{agent, scenario, sim};
-use voxrelay::openai::{KeyMinter, MintError, Secret};
+use voxrelay::openai::{KeyMinter, MintError};
+use voxrelay::secret::Secret;
 use voxrelay::sim::{SimConfig, Simulator};
 
 fn minter(base: &str, key: &str, deadline_ms: u64) -> KeyMinter {

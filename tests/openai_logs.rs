@@ -11,7 +11,8 @@ use openai_support::{agent, kind, scenario, sim, until, Seen};
 use voxrelay::config::RealtimeTransport;
 use voxrelay::media::g711::Law;
 use voxrelay::openai::events::ClientEvent;
-use voxrelay::openai::{Connector, LegSettings, Secret};
+use voxrelay::openai::{Connector, LegSettings};
+use voxrelay::secret::Secret;
 
 const SERVER_KEY: &str = "sk-log-secret-42";
 

@@ -10,9 +10,10 @@ use voxrelay::config::RealtimeTransport;
 use voxrelay::media::g711::Law;
 use voxrelay::openai::events::{ClientEvent, ServerEvent};
 use voxrelay::openai::{
-    AgentAudio, CallerAudio, Connector, EndReason, LegAudioFormat, LegError, LegEvent, LegSettings,
-    MintError, RealtimeLeg, Secret, WebRtcCodec,
+    AgentAudio, CallerAudio, Connector, LegAudioFormat, LegEnd, LegError, LegEvent, LegSettings,
+    MintError, RealtimeLeg, WebRtcCodec,
 };
+use voxrelay::secret::Secret;
 
 fn connector(base: &str, settings: LegSettings) -> Connector {
     Connector::new(
@@ -133,7 +134,7 @@ async fn a_call_greets_hears_the_caller_and_runs_a_tool() {
     assert!(log["errors_sent"].as_array().unwrap().is_empty(), "{log}");
 
     leg.close().await;
-    assert_eq!(leg.recv().await, LegEvent::Ended(EndReason::Closed));
+    assert_eq!(leg.recv().await, LegEvent::Ended(LegEnd::Closed));
     // the service heard the hangup
     let mut closed = serde_json::Value::Null;
     for _ in 0..100 {
@@ -279,10 +280,10 @@ async fn the_channel_closing_mid_call_ends_the_session() {
         .unwrap();
     let mut seen = Seen::default();
     let end = until(&mut leg, 10, &mut seen, |e| matches!(e, LegEvent::Ended(_))).await;
-    assert_eq!(end, LegEvent::Ended(EndReason::ChannelClosed));
+    assert_eq!(end, LegEvent::Ended(LegEnd::ChannelClosed));
     assert!(matches!(
         leg.send(create()).await,
-        Err(LegError::Ended(EndReason::ChannelClosed))
+        Err(LegError::Ended(LegEnd::ChannelClosed))
     ));
     leg.close().await;
 }
@@ -299,8 +300,8 @@ async fn session_expired_ends_the_session_as_expired() {
     assert!(
         matches!(&err, LegEvent::Event(ServerEvent::Error { error, .. }) if error.code.as_deref() == Some("session_expired"))
     );
-    assert_eq!(leg.recv().await, LegEvent::Ended(EndReason::SessionExpired));
-    assert_eq!(leg.recv().await, LegEvent::Ended(EndReason::SessionExpired));
+    assert_eq!(leg.recv().await, LegEvent::Ended(LegEnd::SessionExpired));
+    assert_eq!(leg.recv().await, LegEvent::Ended(LegEnd::SessionExpired));
     leg.close().await;
 }
 
@@ -344,7 +345,7 @@ async fn media_going_silent_ends_the_session_as_disconnected() {
     let after = opened.elapsed();
     assert_eq!(
         end,
-        LegEvent::Ended(EndReason::Disconnected(Duration::from_secs(5))),
+        LegEvent::Ended(LegEnd::Disconnected(Duration::from_secs(5))),
         "after {after:?}"
     );
     // not before the silence plus the leg's own 5 s, and well before ICE would fail
@@ -360,7 +361,7 @@ async fn media_going_silent_ends_the_session_as_disconnected() {
     );
     assert!(matches!(
         leg.send(create()).await,
-        Err(LegError::Ended(EndReason::Disconnected(_)))
+        Err(LegError::Ended(LegEnd::Disconnected(_)))
     ));
     leg.close().await;
 }

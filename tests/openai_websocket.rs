@@ -10,9 +10,10 @@ use voxrelay::config::RealtimeTransport;
 use voxrelay::media::g711::Law;
 use voxrelay::openai::events::{ClientEvent, ServerEvent};
 use voxrelay::openai::{
-    AgentAudio, AgentSpec, CallerAudio, Connector, EndReason, LegAudioFormat, LegError, LegEvent,
-    LegSettings, RealtimeLeg, Secret,
+    AgentAudio, AgentSpec, CallerAudio, Connector, LegAudioFormat, LegEnd, LegError, LegEvent,
+    LegSettings, RealtimeLeg,
 };
+use voxrelay::secret::Secret;
 
 async fn open(base: &str, key: &str) -> Result<Box<dyn RealtimeLeg>, LegError> {
     Connector::new(
@@ -160,7 +161,7 @@ async fn g711_passes_through_and_barge_in_truncates_at_what_was_played() {
         "{log}"
     );
     leg.close().await;
-    assert_eq!(leg.recv().await, LegEvent::Ended(EndReason::Closed));
+    assert_eq!(leg.recv().await, LegEvent::Ended(LegEnd::Closed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +187,7 @@ async fn the_socket_closing_mid_call_ends_the_session_with_its_code() {
     assert!(
         matches!(
             end,
-            LegEvent::Ended(EndReason::SocketClosed { code: 1011, .. })
+            LegEvent::Ended(LegEnd::SocketClosed { code: 1011, .. })
         ),
         "{end:?}"
     );
@@ -198,10 +199,10 @@ async fn session_expired_ends_the_session_as_expired() {
     let mut leg = open(&sim.base_url(), "sk-test").await.unwrap();
     let mut seen = Seen::default();
     until(leg.as_mut(), 10, &mut seen, kind("error")).await;
-    assert_eq!(leg.recv().await, LegEvent::Ended(EndReason::SessionExpired));
+    assert_eq!(leg.recv().await, LegEvent::Ended(LegEnd::SessionExpired));
     assert!(matches!(
         leg.send(create()).await,
-        Err(LegError::Ended(EndReason::SessionExpired))
+        Err(LegError::Ended(LegEnd::SessionExpired))
     ));
 }
 

@@ -14,9 +14,9 @@ use voxrelay::config::RealtimeTransport;
 use voxrelay::media::g711::Law;
 use voxrelay::openai::events::ClientEvent;
 use voxrelay::openai::{
-    AgentAudio, CertificateDer, Connector, EndReason, LegError, LegEvent, LegSettings, RealtimeLeg,
-    Secret,
+    AgentAudio, CertificateDer, Connector, LegEnd, LegError, LegEvent, LegSettings, RealtimeLeg,
 };
+use voxrelay::secret::Secret;
 
 /// A TLS terminator on `127.0.0.1`: every connection is decrypted and piped to `upstream`.
 /// Returns its `https://` base and the certificate it presents.
@@ -95,7 +95,7 @@ async fn a_wss_session_runs_through_tls_with_a_trusted_root() {
     // the simulator saw a WebSocket session: the TLS front only piped bytes
     assert_eq!(record(&sim, &session_id).await["transport"], "websocket");
     leg.close().await;
-    assert_eq!(leg.recv().await, LegEvent::Ended(EndReason::Closed));
+    assert_eq!(leg.recv().await, LegEvent::Ended(LegEnd::Closed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ async fn start(scenario: &str, api_key: Option<&str>) -> SimHandle {
     Simulator::start(SimConfig {
         listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
         scenario: scenario.into(),
-        api_key: api_key.map(str::to_string),
+        api_key: api_key.map(Into::into),
     })
     .await
     .unwrap()

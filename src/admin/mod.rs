@@ -33,11 +33,10 @@ use crate::bridge::registry::Registry;
 use crate::metrics::Metrics;
 use crate::openai::events::Session;
 use crate::openai::keys::KeyMinter;
-use crate::openai::secret::Secret;
+use crate::secret::Secret;
 use crate::sip::register::RegistrationStates;
 
 pub use access::{AccessPolicy, PolicyError};
-pub use auth::token_matches;
 pub use error::ApiError;
 pub use guard::REQUEST_TIMEOUT;
 

@@ -4,14 +4,14 @@ use std::fmt;
 
 /// A bad value in the `[booking]` section, naming its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct BookingConfigError {
     /// The full key, e.g. `booking.hours.monday`.
     pub key: String,
     /// What is wrong with it.
     pub message: String,
 }
 
-impl ConfigError {
+impl BookingConfigError {
     pub(crate) fn new(key: &str, message: impl Into<String>) -> Self {
         Self {
             key: format!("booking.{key}"),
@@ -20,13 +20,13 @@ impl ConfigError {
     }
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for BookingConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.key, self.message)
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for BookingConfigError {}
 
 /// A failure of the booking store.
 #[derive(Debug, thiserror::Error)]

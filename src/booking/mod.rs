@@ -23,7 +23,7 @@ pub mod tools;
 pub use caller::Caller;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{BookingConfig, WeeklyHours};
-pub use error::{ConfigError, InsertError, StoreError};
+pub use error::{BookingConfigError, InsertError, StoreError};
 pub use schedule::Schedule;
 pub use store::{Backend, Booking, CallRecord, NewBooking, RecordingRef, Status, Store};
 pub use tools::{Tools, TOOL_NAMES};

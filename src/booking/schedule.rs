@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Timel
 use chrono_tz::Tz;
 
 use super::config::BookingConfig;
-use super::error::ConfigError;
+use super::error::BookingConfigError;
 
 /// Longest range `check_availability` answers for, in days (both ends included).
 pub const MAX_RANGE_DAYS: i64 = 31;
@@ -109,9 +109,9 @@ pub enum RangeError {
 
 impl Schedule {
     /// Parses and checks the schedule rules of `config`; the error names the bad key.
-    pub fn from_config(config: &BookingConfig) -> Result<Self, ConfigError> {
+    pub fn from_config(config: &BookingConfig) -> Result<Self, BookingConfigError> {
         let tz: Tz = config.time_zone.parse().map_err(|_| {
-            ConfigError::new(
+            BookingConfigError::new(
                 "time_zone",
                 format!(
                     "unknown time zone {:?} (use an IANA name such as Europe/Berlin)",
@@ -120,29 +120,29 @@ impl Schedule {
             )
         })?;
         if config.slot_minutes == 0 || config.slot_minutes > 24 * 60 {
-            return Err(ConfigError::new(
+            return Err(BookingConfigError::new(
                 "slot_minutes",
                 "must be between 1 and 1440",
             ));
         }
         if config.max_days_ahead == 0 || config.max_days_ahead > 3660 {
-            return Err(ConfigError::new(
+            return Err(BookingConfigError::new(
                 "max_days_ahead",
                 "must be between 1 and 3660",
             ));
         }
         super::phone::parse_region(&config.default_region)
-            .map_err(|m| ConfigError::new("default_region", m))?;
+            .map_err(|m| BookingConfigError::new("default_region", m))?;
         let mut days: [Vec<(u32, u32)>; 7] = Default::default();
         for (i, (name, ranges)) in config.hours.days().into_iter().enumerate() {
             let key = format!("hours.{name}");
             let mut parsed = Vec::with_capacity(ranges.len());
             for range in ranges {
-                parsed.push(parse_range(range).map_err(|m| ConfigError::new(&key, m))?);
+                parsed.push(parse_range(range).map_err(|m| BookingConfigError::new(&key, m))?);
             }
             parsed.sort();
             if parsed.windows(2).any(|w| w[1].0 < w[0].1) {
-                return Err(ConfigError::new(&key, "opening ranges overlap"));
+                return Err(BookingConfigError::new(&key, "opening ranges overlap"));
             }
             days[i] = parsed;
         }

@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 
 use super::caller::Caller;
 use super::clock::Clock;
-use super::error::{ConfigError, InsertError, StoreError};
+use super::error::{BookingConfigError, InsertError, StoreError};
 use super::schedule::{parse_hhmm, speak_date, speak_time, Schedule};
 use super::store::{Booking, NewBooking, Status, Store};
 use super::{code, name, phone, BookingConfig};
@@ -96,10 +96,10 @@ impl Tools {
         store: Store,
         config: &BookingConfig,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, BookingConfigError> {
         let schedule = Schedule::from_config(config)?;
         let region = phone::parse_region(&config.default_region)
-            .map_err(|m| ConfigError::new("default_region", m))?;
+            .map_err(|m| BookingConfigError::new("default_region", m))?;
         Ok(Self {
             store,
             schedule,

@@ -416,15 +416,6 @@ impl AgentConfig {
             .map(String::as_str)
     }
 
-    /// The sentence that asks the model to say this agent's greeting (for a
-    /// `response.create` when the call starts); `None` when the agent has no greeting.
-    pub fn greeting_prompt(&self) -> Option<String> {
-        let greeting = self.greeting.as_deref()?.trim();
-        Some(format!(
-            "Greet the caller now by saying exactly this, then wait for their answer: \"{greeting}\""
-        ))
-    }
-
     /// The `end_call` tool: hang up after the agent's last words; an optional `reason`.
     pub fn end_call_tool() -> ToolSpec {
         ToolSpec {
@@ -860,7 +851,7 @@ mod tests {
         for tool in [END_CALL, TRANSFER_CALL, "transfer_to_billing"] {
             assert!(names.contains(&tool), "{names:?} lacks {tool}");
         }
-        assert!(r.greeting_prompt().is_some());
+        assert!(r.greeting.is_some());
         assert!(r.instructions.contains("[keypad]"));
         assert!(!r.guardrails.is_empty());
         assert_eq!(
@@ -912,7 +903,7 @@ mod tests {
         );
         assert!(spec.tools.is_empty());
         assert!(spec.turn_detection.is_none());
-        assert!(a.greeting_prompt().is_none());
+        assert!(a.greeting.is_none());
     }
 
     #[test]

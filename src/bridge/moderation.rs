@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::openai::Secret;
+use crate::secret::Secret;
 
 /// The moderation model asked for.
 pub const MODEL: &str = "omni-moderation-latest";

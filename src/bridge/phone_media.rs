@@ -343,11 +343,6 @@ impl PhoneMedia {
         }
     }
 
-    /// Agent audio queued and not yet sent, in ms.
-    pub fn queued_ms(&self) -> u32 {
-        self.pacer.held_ms() + self.upstream.len() as u32 * FRAME_MS
-    }
-
     /// Nothing queued for the caller.
     pub fn is_idle(&self) -> bool {
         self.pacer.is_empty() && self.upstream.is_empty()
@@ -405,7 +400,6 @@ mod tests {
         for _ in 0..5 {
             m.push_agent(ms(0), &AgentAudio::Pcm(tone()));
         }
-        assert_eq!(m.queued_ms(), 100);
         let mut out = [0u8; MAX_OUT];
         let mut agent = 0;
         for t in 0..8u64 {
@@ -490,7 +484,6 @@ mod tests {
         Law::Mu.encode(&tone(), &mut mu);
         m.push_agent(ms(0), &AgentAudio::G711(Law::Mu, mu));
         m.push_pcm(&[1000i16; 200]);
-        assert_eq!(m.queued_ms(), 60, "two frames and a padded one");
         let mut out = [0u8; MAX_OUT];
         let (n, _) = m.poll_out(ms(0), &mut out);
         let mut back = SILENCE;

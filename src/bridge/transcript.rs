@@ -188,30 +188,6 @@ impl Transcript {
                 .collect()
         })
     }
-
-    /// The conversation so far as plain lines (`Caller: …`, `Agent: …`), for a new session
-    /// that continues this one.
-    pub fn as_text(p: &CallPublisher) -> String {
-        p.update(|d| {
-            let mut out = String::new();
-            for t in &d.transcript {
-                let who = match t.speaker {
-                    Speaker::Caller => "Caller",
-                    Speaker::Agent => "Agent",
-                    Speaker::Keypad => "Caller (keypad)",
-                    Speaker::Operator => "Operator",
-                };
-                out.push_str(who);
-                out.push_str(": ");
-                out.push_str(&t.text);
-                if t.cut_off {
-                    out.push_str(" [interrupted]");
-                }
-                out.push('\n');
-            }
-            out
-        })
-    }
 }
 
 #[cfg(test)]
@@ -241,9 +217,6 @@ mod tests {
         t.agent_done(&p, "item3", "Goodbye.", 2000);
         t.note(&p, Speaker::Keypad, "1", 2100);
         assert!(!t.cut_off(&p), "nothing is being said");
-        let text = Transcript::as_text(&p);
-        assert!(text.starts_with("Agent: Hello, how can I [interrupted]\nCaller: I want to book\n"));
-        assert!(text.ends_with("Caller (keypad): 1\n"));
     }
 
     #[test]

@@ -8,18 +8,17 @@ pub const SAMPLE_RATE: u32 = 8_000;
 /// Duration of one frame in milliseconds.
 pub const FRAME_MS: u32 = 20;
 /// Samples in one frame (20 ms at 8 kHz).
-pub const FRAME_SAMPLES: usize = 160;
+pub const FRAME_SAMPLES: usize = (SAMPLE_RATE * FRAME_MS / 1000) as usize;
+/// One frame as a [`Duration`](std::time::Duration): the media tick.
+pub const FRAME_DURATION: std::time::Duration = std::time::Duration::from_millis(FRAME_MS as u64);
+/// RTP timestamp units in one frame (the 8 kHz clock of G.711 and of telephone-event).
+pub const FRAME_TICKS: u32 = FRAME_SAMPLES as u32;
 
 /// One 20 ms frame of 8 kHz mono PCM.
 pub type Frame = [i16; FRAME_SAMPLES];
 
 /// A silent frame.
 pub const SILENCE: Frame = [0; FRAME_SAMPLES];
-
-/// Converts a sample count at 8 kHz into milliseconds (rounded down).
-pub const fn samples_to_ms(samples: usize) -> u32 {
-    (samples as u64 * 1000 / SAMPLE_RATE as u64) as u32
-}
 
 /// Cuts a stream of PCM chunks of any length into whole frames.
 ///
@@ -107,11 +106,5 @@ mod tests {
         assert_eq!(&last[..40], &input[960..]);
         assert!(last[40..].iter().all(|&s| s == 0));
         assert!(f.finish().is_none());
-    }
-
-    #[test]
-    fn samples_to_ms_is_exact_for_frames() {
-        assert_eq!(samples_to_ms(FRAME_SAMPLES), FRAME_MS);
-        assert_eq!(samples_to_ms(8000), 1000);
     }
 }

@@ -37,6 +37,7 @@ use std::time::Duration;
 use super::codec::{Codec, PayloadDecoder};
 use super::frame::{Frame, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE};
 use super::opus_codec::MAX_PACKET_SAMPLES;
+use super::rtp::InterarrivalJitter;
 
 /// Packets the buffer can hold: 640 ms of 20 ms packets, far beyond the 80 ms depth, so a
 /// burst after a stall or deep reordering still fits.
@@ -216,8 +217,7 @@ pub struct JitterBuffer {
     splice: bool,
 
     // adaptation
-    jitter16: i64,
-    prev_transit: Option<i64>,
+    jitter: InterarrivalJitter,
     target_samples: usize,
     compress_due: bool,
     win_min: usize,
@@ -263,8 +263,7 @@ impl JitterBuffer {
             underrun_run: 0,
             last_out: 0,
             splice: false,
-            jitter16: 0,
-            prev_transit: None,
+            jitter: InterarrivalJitter::default(),
             target_samples: min_samples,
             compress_due: false,
             win_min: usize::MAX,
@@ -287,7 +286,7 @@ impl JitterBuffer {
 
     /// RFC 3550 interarrival jitter in RTP timestamp units (for RTCP receiver reports).
     pub fn jitter_ticks(&self) -> u32 {
-        (self.jitter16 >> 4) as u32
+        self.jitter.ticks()
     }
 
     /// Audio held (packets not yet decoded plus decoded samples not yet played), in ms.
@@ -389,7 +388,7 @@ impl JitterBuffer {
         // a virtual packet just before the new first one sits at the old stream's end
         self.max_raw_ts =
             ts.wrapping_sub((self.last_samples as u64 * self.ticks_per_sample) as u32);
-        self.prev_transit = None;
+        self.jitter.forget_transit();
         self.reset_at = Some(self.max_ext + 1);
         self.probe = None;
     }
@@ -416,21 +415,16 @@ impl JitterBuffer {
         self.insert(ext, payload, samples, arrival_us)
     }
 
-    /// RFC 3550 A.8: J += (|D| - J) / 16, in timestamp units, kept scaled by 16.
+    /// RFC 3550 A.8 jitter ([`InterarrivalJitter`]), and the target depth it sets.
     fn update_jitter(&mut self, arrival_us: u64, ext_ts: u64) {
         // u64 holds µs × 48 kHz for over four days: far beyond any call
         let arrival_ticks =
             (arrival_us.saturating_mul(self.codec.clock_rate() as u64) / 1_000_000) as i64;
         let transit = arrival_ticks - ext_ts as i64;
-        if let Some(prev) = self.prev_transit {
-            let d = (transit - prev).abs();
-            // a jump of a second or more is a stall or a restart, not jitter
-            if d < self.codec.clock_rate() as i64 {
-                self.jitter16 += d - ((self.jitter16 + 8) >> 4);
-            }
-        }
-        self.prev_transit = Some(transit);
-        let jitter_samples = (self.jitter16 >> 4) as usize / self.ticks_per_sample as usize;
+        // a jump of a second or more is a stall or a restart, not jitter
+        self.jitter
+            .on_transit(transit, u64::from(self.codec.clock_rate()));
+        let jitter_samples = self.jitter.ticks() as usize / self.ticks_per_sample as usize;
         self.target_samples =
             (FRAME_SAMPLES + 3 * jitter_samples).clamp(self.min_samples, self.max_samples);
     }

@@ -4,8 +4,9 @@
 use rtc_rtp::header::Header;
 use rtc_shared::marshal::{Marshal, MarshalSize, Unmarshal};
 
-/// Samples in one 20 ms frame at 8 kHz.
-pub const FRAME_SAMPLES: u32 = 160;
+/// RTP timestamp units in one frame: the old name of [`super::frame::FRAME_TICKS`], kept until
+/// the call core replaces `bridge/echo_call.rs`, its last user.
+pub use super::frame::FRAME_TICKS as FRAME_SAMPLES;
 /// Size of a fixed RTP header with no CSRC and no extension.
 pub const HEADER_LEN: usize = 12;
 
@@ -149,6 +150,44 @@ impl Packetizer {
     }
 }
 
+/// RFC 3550 A.8 interarrival jitter, the one estimator of the crate: RTCP reports
+/// ([`ReceiveStats`]) and the jitter buffer's depth both read it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InterarrivalJitter {
+    /// The estimate in timestamp units, scaled by 16 as in A.8; at most `u32::MAX`.
+    q4: u64,
+    last_transit: Option<i64>,
+}
+
+impl InterarrivalJitter {
+    /// Records one packet's transit time (arrival minus RTP timestamp, both in timestamp
+    /// units). A difference `|D|` of `max_step` or more is skipped (a stall or a restart, not
+    /// jitter); `u64::MAX` keeps every one, as the RFC does.
+    pub fn on_transit(&mut self, transit: i64, max_step: u64) {
+        if let Some(last) = self.last_transit {
+            let d = transit.saturating_sub(last).unsigned_abs();
+            if d < max_step {
+                // J += (|D| - J) / 16, kept scaled by 16; in 64 bits and saturated, as a
+                // peer's timestamps can make |D| as large as 2^32 - 1 (found by fuzzing).
+                let d = d.min(u64::from(u32::MAX));
+                let j = self.q4 + d - ((self.q4 + 8) >> 4);
+                self.q4 = j.min(u64::from(u32::MAX));
+            }
+        }
+        self.last_transit = Some(transit);
+    }
+
+    /// Forgets the last transit time (a new numbering starts), keeping the estimate.
+    pub fn forget_transit(&mut self) {
+        self.last_transit = None;
+    }
+
+    /// The estimate in timestamp units.
+    pub fn ticks(&self) -> u32 {
+        (self.q4 >> 4) as u32
+    }
+}
+
 /// Reception statistics for one source (RFC 3550 appendix A.1, A.3 and A.8).
 #[derive(Debug, Clone, Default)]
 pub struct ReceiveStats {
@@ -159,9 +198,7 @@ pub struct ReceiveStats {
     received: u32,
     expected_prior: u32,
     received_prior: u32,
-    /// Interarrival jitter in timestamp units, scaled by 16 as in A.8.
-    jitter_q4: u32,
-    last_transit: Option<i64>,
+    jitter: InterarrivalJitter,
 }
 
 impl ReceiveStats {
@@ -186,15 +223,7 @@ impl ReceiveStats {
         }
         self.received = self.received.wrapping_add(1);
         let transit = i64::from(arrival_ticks) - i64::from(p.timestamp);
-        if let Some(last) = self.last_transit {
-            let d = (transit - last).unsigned_abs().min(u64::from(u32::MAX)) as u32;
-            // J += (|D| - J) / 16, kept scaled by 16; in 64 bits and saturated, as a
-            // peer's timestamps can make |D| as large as 2^32 - 1 (found by fuzzing).
-            let j = u64::from(self.jitter_q4);
-            let j = j + u64::from(d) - ((j + 8) >> 4);
-            self.jitter_q4 = j.min(u64::from(u32::MAX)) as u32;
-        }
-        self.last_transit = Some(transit);
+        self.jitter.on_transit(transit, u64::MAX);
     }
 
     /// The source's SSRC, once a packet arrived.
@@ -224,7 +253,7 @@ impl ReceiveStats {
     }
     /// Interarrival jitter in timestamp units.
     pub fn jitter(&self) -> u32 {
-        self.jitter_q4 >> 4
+        self.jitter.ticks()
     }
     /// Fraction lost since the last call, as the 8-bit fixed point of a report block.
     pub fn take_fraction_lost(&mut self) -> u8 {
@@ -245,6 +274,25 @@ impl ReceiveStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::frame::FRAME_TICKS;
+
+    #[test]
+    fn interarrival_jitter_converges_and_skips_stalls() {
+        let mut j = InterarrivalJitter::default();
+        // transit alternating by 80 ticks: |D| = 80 every packet, so J tends to 80
+        for i in 0..500 {
+            j.on_transit(if i % 2 == 0 { 0 } else { 80 }, u64::MAX);
+        }
+        assert!((78..=80).contains(&j.ticks()), "{}", j.ticks());
+        // a 2 s stall at 8 kHz is skipped when the step limit is a second
+        let before = j.ticks();
+        j.on_transit(16_000, 8_000);
+        assert_eq!(j.ticks(), before);
+        // and counted when there is no limit, saturating rather than overflowing
+        j.on_transit(i64::MIN, u64::MAX);
+        j.on_transit(i64::MAX, u64::MAX);
+        assert!(j.ticks() > before);
+    }
 
     #[test]
     fn packets_carry_consecutive_numbers_and_a_running_clock() {
@@ -254,9 +302,9 @@ mod tests {
         let mut seen = Vec::new();
         for i in 0..4 {
             if i == 2 {
-                p.skip(FRAME_SAMPLES);
+                p.skip(FRAME_TICKS);
             }
-            let n = p.write(0, &payload, FRAME_SAMPLES, &mut buf);
+            let n = p.write(0, &payload, FRAME_TICKS, &mut buf);
             assert_eq!(n, HEADER_LEN + 160);
             let h = parse(&buf[..n]).unwrap();
             assert_eq!(&buf[h.payload_start..h.payload_end], &payload[..]);

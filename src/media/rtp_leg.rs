@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use super::ports::{PortLease, PortPool};
 use super::rtp::{self, RtpIn};
-use super::srtp::{KeySlot, SrtpContext, SrtpError, SrtpKeys};
+use super::srtp::{KeySlot, SrtpContext, SrtpError};
 use super::strict_rtp::StrictRtp;
 
 /// How many leased ports to try before giving up (another process may hold some).
@@ -241,11 +241,6 @@ impl RtpLeg {
     /// The slot the SIP side fills with this call's SRTP keys (a clone sharing it).
     pub fn key_slot(&self) -> KeySlot {
         self.keys.clone()
-    }
-
-    /// Keys the leg with SRTP from the next packet on (`None`: plain RTP).
-    pub fn set_srtp(&self, keys: Option<SrtpKeys>) {
-        self.keys.set(keys);
     }
 
     /// Whether the leg protects its media now (as of the last packet it handled).
@@ -619,7 +614,7 @@ mod tests {
 
         // New keys (a re-INVITE): the old ones no longer open anything.
         let (relay_keys, caller_keys) = srtp_keys(50);
-        leg.set_srtp(Some(relay_keys));
+        leg.key_slot().set(Some(relay_keys));
         let n = caller.protect_rtp(&packet(6), &mut sealed).unwrap();
         a.send_to(&sealed[..n], to).await.unwrap();
         let mut caller = SrtpContext::new(&caller_keys).unwrap();
@@ -628,7 +623,7 @@ mod tests {
         assert_eq!(recv_payload(&mut leg).await.unwrap().0, 7);
         assert_eq!(leg.counters.srtp_auth_failed, 3);
         // And back to plain RTP when a re-INVITE says so.
-        leg.set_srtp(None);
+        leg.key_slot().set(None);
         a.send_to(&packet(8), to).await.unwrap();
         assert_eq!(recv_payload(&mut leg).await.unwrap().0, 8);
         assert!(!leg.srtp_active());

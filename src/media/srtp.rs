@@ -22,11 +22,12 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use crate::secret::ct_eq as constant_time_eq;
 use base64::Engine as _;
 use rand::RngCore as _;
 use rtc_crypto::{
-    constant_time_eq, BlockCipherAlgorithm, HmacAlgorithm, Mac, RTCCrypto, RTCCryptoProvider,
-    StreamCipher, StreamCipherAlgorithm,
+    BlockCipherAlgorithm, HmacAlgorithm, Mac, RTCCrypto, RTCCryptoProvider, StreamCipher,
+    StreamCipherAlgorithm,
 };
 
 /// Bytes of an AES-128 master key.
@@ -39,8 +40,6 @@ pub const MASTER_LEN: usize = KEY_LEN + SALT_LEN;
 pub const RTCP_TAG_LEN: usize = 10;
 /// What SRTCP adds to an RTCP packet: the E flag and index word, then the tag.
 pub const RTCP_OVERHEAD: usize = 4 + RTCP_TAG_LEN;
-/// The most SRTP adds to an RTP packet (the 80-bit tag).
-pub const MAX_RTP_OVERHEAD: usize = 10;
 
 const MAX_SRTCP_INDEX: u32 = 0x7FFF_FFFF;
 const MAX_INDEX: u64 = (1 << 48) - 1;

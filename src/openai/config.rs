@@ -1,20 +1,11 @@
-//! Settings of the realtime leg that the `[openai]` config section does not hold yet.
+//! The realtime leg's settings, taken from the `[openai]` config section.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Which codec the WebRTC leg offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WebRtcCodec {
-    /// Opus (the default, what OpenAI recommends).
-    #[default]
-    Opus,
-    /// G.711 µ-law only, so a PCMU caller needs no transcoding. Unverified against the real
-    /// service (reported unreliable in mid-2025), hence off by default.
-    Pcmu,
-}
+use crate::config::OpenAiConfig;
+pub use crate::config::WebRtcCodec;
 
 /// The leg's own settings: keys `openai.codec`, `openai.mint_deadline_ms`,
 /// `openai.connect_deadline_ms`, `openai.key_ttl_seconds`, `openai.webrtc_bind`.
@@ -38,13 +29,20 @@ pub struct LegSettings {
 }
 
 impl Default for LegSettings {
+    /// The `[openai]` section's defaults.
     fn default() -> Self {
+        Self::from(&OpenAiConfig::default())
+    }
+}
+
+impl From<&OpenAiConfig> for LegSettings {
+    fn from(c: &OpenAiConfig) -> Self {
         Self {
-            codec: WebRtcCodec::Opus,
-            mint_deadline_ms: 3_000,
-            connect_deadline_ms: 10_000,
-            key_ttl_seconds: 600,
-            webrtc_bind: None,
+            codec: c.codec,
+            mint_deadline_ms: c.mint_deadline_ms,
+            connect_deadline_ms: c.connect_deadline_ms,
+            key_ttl_seconds: c.key_ttl_seconds,
+            webrtc_bind: c.webrtc_bind.clone(),
         }
     }
 }

@@ -6,10 +6,10 @@ use crate::media::g711::Law;
 use super::config::LegSettings;
 use super::keys::KeyMinter;
 use super::leg::{LegError, RealtimeLeg};
-use super::secret::Secret;
 use super::session::AgentSpec;
 use super::webrtc::{WebRtcLeg, WebRtcOptions};
 use super::websocket::{CertificateDer, WebSocketLeg, WsTls};
+use crate::secret::Secret;
 
 /// Opens realtime legs: one HTTP client, the server key, the transport and its settings.
 #[derive(Debug, Clone)]

@@ -146,13 +146,6 @@ pub struct AudioFormat {
 }
 
 impl AudioFormat {
-    /// 16-bit little-endian mono PCM at 24 kHz.
-    pub fn pcm24k() -> Self {
-        Self {
-            kind: "audio/pcm".into(),
-            rate: Some(24_000),
-        }
-    }
     /// G.711 µ-law at 8 kHz.
     pub fn pcmu() -> Self {
         Self {

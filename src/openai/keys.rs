@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::events::Session;
-use super::secret::Secret;
+use crate::secret::Secret;
 
 /// First retry waits up to this long (full jitter: a random share of it).
 const BACKOFF_BASE: Duration = Duration::from_millis(100);

@@ -51,12 +51,12 @@ pub enum LegEvent {
     /// 20 ms of the agent's voice.
     Audio(AgentAudio),
     /// The session is over; every later `recv` says the same.
-    Ended(EndReason),
+    Ended(LegEnd),
 }
 
-/// Why a session ended.
+/// Why the realtime leg's session ended (the phone side's is [`crate::sip::EndReason`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EndReason {
+pub enum LegEnd {
     /// This side closed it.
     #[error("closed by the relay")]
     Closed,
@@ -120,7 +120,7 @@ pub enum LegError {
     Transport(String),
     /// The session already ended.
     #[error("the session ended: {0}")]
-    Ended(EndReason),
+    Ended(LegEnd),
 }
 
 /// A realtime session as the call bridge uses it: the same on WebRTC and WebSocket.

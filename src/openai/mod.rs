@@ -4,14 +4,13 @@
 //! [`RealtimeLeg`] trait: caller audio in, agent audio, typed events and tool calls out, the
 //! same on WebRTC and WebSocket. The pieces: `keys` (ephemeral keys with retries), `session`
 //! (the agent's session config and the IO-free turn logic), `webrtc` and `websocket` (the
-//! transports), `secret` (keys that never print), `config` (the leg's settings).
+//! transports), `config` (the leg's settings). Keys are [`crate::secret::Secret`]s.
 
 pub mod config;
 pub mod connector;
 pub mod events;
 pub mod keys;
 pub mod leg;
-pub mod secret;
 pub mod session;
 pub mod webrtc;
 pub mod websocket;
@@ -19,9 +18,9 @@ pub mod websocket;
 pub use config::{LegSettings, WebRtcCodec};
 pub use connector::Connector;
 pub use keys::{EphemeralKey, KeyMinter, MintError};
-pub use leg::{
-    AgentAudio, CallerAudio, EndReason, LegAudioFormat, LegError, LegEvent, RealtimeLeg,
-};
-pub use secret::Secret;
+/// The old name of [`LegEnd`], kept until the call core replaces `bridge/live_call.rs`, its last
+/// user (it imports it `as LegEnd`).
+pub use leg::LegEnd as EndReason;
+pub use leg::{AgentAudio, CallerAudio, LegAudioFormat, LegEnd, LegError, LegEvent, RealtimeLeg};
 pub use session::{AgentSpec, ToolCall, ToolSpec, Turns};
 pub use websocket::{CertificateDer, WsTls};

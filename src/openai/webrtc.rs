@@ -39,10 +39,10 @@ use super::config::WebRtcCodec;
 use super::events::{ClientEvent, ServerEvent};
 use super::keys::api_error;
 use super::leg::{
-    AgentAudio, CallerAudio, EndReason, LegAudioFormat, LegError, LegEvent, RealtimeLeg,
+    AgentAudio, CallerAudio, LegAudioFormat, LegEnd, LegError, LegEvent, RealtimeLeg,
 };
-use super::secret::Secret;
 use super::session::Turns;
+use crate::secret::Secret;
 
 /// The data channel the Realtime API reads events from.
 pub const EVENTS_LABEL: &str = "oai-events";
@@ -197,7 +197,7 @@ pub struct WebRtcLeg {
     call_id: String,
     disconnected_since: Option<Instant>,
     expired: bool,
-    ended: Option<EndReason>,
+    ended: Option<LegEnd>,
     closed: bool,
     times: ConnectTimes,
     /// Counters instead of per-packet logs.
@@ -488,15 +488,15 @@ impl WebRtcLeg {
                     }
                 }
                 Some(Input::PcState(RTCPeerConnectionState::Failed)) => {
-                    return Err(LegError::Ended(EndReason::PeerFailed))
+                    return Err(LegError::Ended(LegEnd::PeerFailed))
                 }
                 Some(Input::PcState(RTCPeerConnectionState::Closed)) => {
-                    return Err(LegError::Ended(EndReason::PeerClosed))
+                    return Err(LegError::Ended(LegEnd::PeerClosed))
                 }
-                Some(Input::DcClosed) => return Err(LegError::Ended(EndReason::ChannelClosed)),
+                Some(Input::DcClosed) => return Err(LegError::Ended(LegEnd::ChannelClosed)),
                 Some(Input::Rtp { pt, payload }) => self.take_rtp(pt, &payload),
                 Some(Input::PcState(_)) => {}
-                None => return Err(LegError::Ended(EndReason::PeerClosed)),
+                None => return Err(LegError::Ended(LegEnd::PeerClosed)),
             }
         }
     }
@@ -537,7 +537,7 @@ impl WebRtcLeg {
                 self.expired = true;
                 self.pending.push_back(LegEvent::Event(ev));
                 self.pending
-                    .push_back(LegEvent::Ended(EndReason::SessionExpired));
+                    .push_back(LegEvent::Ended(LegEnd::SessionExpired));
                 return;
             }
             // the service stopped sending audio: what the bridge holds is all there is
@@ -582,14 +582,14 @@ impl WebRtcLeg {
     }
 
     /// Takes one input in; returns why the session ended, if it did.
-    async fn take_input(&mut self, input: Option<Input>) -> Option<EndReason> {
+    async fn take_input(&mut self, input: Option<Input>) -> Option<LegEnd> {
         match input {
             Some(Input::DcMessage(bytes)) => self.take_message(&bytes).await,
             Some(Input::Rtp { pt, payload }) => self.take_rtp(pt, &payload),
-            Some(Input::DcClosed) => return Some(EndReason::ChannelClosed),
+            Some(Input::DcClosed) => return Some(LegEnd::ChannelClosed),
             Some(Input::PcState(state)) => match state {
-                RTCPeerConnectionState::Failed => return Some(EndReason::PeerFailed),
-                RTCPeerConnectionState::Closed => return Some(EndReason::PeerClosed),
+                RTCPeerConnectionState::Failed => return Some(LegEnd::PeerFailed),
+                RTCPeerConnectionState::Closed => return Some(LegEnd::PeerClosed),
                 RTCPeerConnectionState::Disconnected => {
                     self.disconnected_since.get_or_insert_with(Instant::now);
                 }
@@ -597,7 +597,7 @@ impl WebRtcLeg {
                 _ => {}
             },
             Some(Input::DcOpen) => {}
-            None => return Some(EndReason::PeerClosed),
+            None => return Some(LegEnd::PeerClosed),
         }
         None
     }
@@ -624,9 +624,9 @@ impl WebRtcLeg {
         }
     }
 
-    fn end(&mut self, reason: EndReason) -> LegEvent {
+    fn end(&mut self, reason: LegEnd) -> LegEvent {
         let reason = if self.expired {
-            EndReason::SessionExpired
+            LegEnd::SessionExpired
         } else {
             reason
         };
@@ -758,7 +758,7 @@ impl RealtimeLeg for WebRtcLeg {
             let input = match limit {
                 Some(limit) => match tokio::time::timeout_at(limit, self.rx.recv()).await {
                     Ok(input) => input,
-                    Err(_) => return self.end(EndReason::Disconnected(DISCONNECTED_LIMIT)),
+                    Err(_) => return self.end(LegEnd::Disconnected(DISCONNECTED_LIMIT)),
                 },
                 None => self.rx.recv().await,
             };
@@ -788,7 +788,7 @@ impl RealtimeLeg for WebRtcLeg {
             return;
         }
         self.closed = true;
-        self.ended.get_or_insert(EndReason::Closed);
+        self.ended.get_or_insert(LegEnd::Closed);
         let hangup = self
             .http
             .post(&self.hangup_url)

@@ -26,13 +26,11 @@ use crate::media::g711::Law;
 
 use super::events::{AudioFormat, ClientEvent, ServerEvent};
 use super::leg::{
-    AgentAudio, CallerAudio, EndReason, LegAudioFormat, LegError, LegEvent, RealtimeLeg,
+    AgentAudio, CallerAudio, LegAudioFormat, LegEnd, LegError, LegEvent, RealtimeLeg,
 };
-use super::secret::Secret;
 use super::session::{AgentSpec, Turns};
-
-/// Milliseconds in one frame.
-const FRAME_MS: u64 = 20;
+use crate::media::frame::FRAME_MS;
+use crate::secret::Secret;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -46,7 +44,7 @@ pub struct WebSocketLeg {
     outbox: VecDeque<ClientEvent>,
     pending: VecDeque<LegEvent>,
     session_id: Option<String>,
-    ended: Option<EndReason>,
+    ended: Option<LegEnd>,
     expired: bool,
     /// Reused buffers: base64 text of caller frames, decoded agent audio, a G.711 frame.
     b64: String,
@@ -243,17 +241,12 @@ impl WebSocketLeg {
         }
     }
 
-    /// Server messages that were not JSON events.
-    pub fn malformed_count(&self) -> u64 {
-        self.malformed
-    }
-
     async fn write(&mut self, text: String) -> Result<(), LegError> {
         if let Some(r) = &self.ended {
             return Err(LegError::Ended(r.clone()));
         }
         if let Err(e) = self.ws.send(Message::Text(text.into())).await {
-            let reason = EndReason::Transport(e.to_string());
+            let reason = LegEnd::Transport(e.to_string());
             self.ended = Some(reason.clone());
             return Err(LegError::Ended(reason));
         }
@@ -309,7 +302,7 @@ impl WebSocketLeg {
                 self.expired = true;
                 self.pending.push_back(LegEvent::Event(ev));
                 self.pending
-                    .push_back(LegEvent::Ended(EndReason::SessionExpired));
+                    .push_back(LegEvent::Ended(LegEnd::SessionExpired));
             }
             ServerEvent::SessionCreated { ref session, .. } => {
                 self.session_id = session.id.clone();
@@ -336,12 +329,12 @@ impl WebSocketLeg {
     }
 
     /// Takes one socket message in; returns why the session ended, if it did.
-    async fn take_message(&mut self, next: Option<Result<Message, WsError>>) -> Option<EndReason> {
+    async fn take_message(&mut self, next: Option<Result<Message, WsError>>) -> Option<LegEnd> {
         let msg = match next {
             Some(Ok(msg)) => msg,
-            Some(Err(e)) => return Some(EndReason::Transport(e.to_string())),
+            Some(Err(e)) => return Some(LegEnd::Transport(e.to_string())),
             None => {
-                return Some(EndReason::SocketClosed {
+                return Some(LegEnd::SocketClosed {
                     code: 1006,
                     reason: String::new(),
                 })
@@ -361,7 +354,7 @@ impl WebSocketLeg {
                     .as_ref()
                     .map(|f| (u16::from(f.code), f.reason.to_string()))
                     .unwrap_or((1005, String::new()));
-                return Some(EndReason::SocketClosed { code, reason });
+                return Some(LegEnd::SocketClosed { code, reason });
             }
             _ => return None,
         };
@@ -386,9 +379,9 @@ impl WebSocketLeg {
         }
     }
 
-    fn end(&mut self, reason: EndReason) -> LegEvent {
+    fn end(&mut self, reason: LegEnd) -> LegEvent {
         let reason = if self.expired {
-            EndReason::SessionExpired
+            LegEnd::SessionExpired
         } else {
             reason
         };
@@ -454,7 +447,7 @@ impl RealtimeLeg for WebSocketLeg {
             self.flush_outbox().await;
             if let Some(ev) = self.pending.pop_front() {
                 match &ev {
-                    LegEvent::Audio(_) => self.delivered_ms += FRAME_MS,
+                    LegEvent::Audio(_) => self.delivered_ms += u64::from(FRAME_MS),
                     LegEvent::Ended(r) => {
                         self.ended.get_or_insert(r.clone());
                     }
@@ -525,7 +518,7 @@ impl RealtimeLeg for WebSocketLeg {
                 })))
                 .await;
             let _ = self.ws.close(None).await;
-            self.ended = Some(EndReason::Closed);
+            self.ended = Some(LegEnd::Closed);
         }
     }
 }

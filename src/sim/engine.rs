@@ -10,10 +10,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use super::record::{SessionRecord, ToolCall, ToolOutput};
+use super::record::{RecordedToolCall, SessionRecord, ToolOutput};
 use super::scenario::{fill_dates, fill_template, Call, Mode, Prompt, Scenario};
 use super::vad::{EnergyVad, VadEvent, VadSettings};
 use super::voice::{self, FRAME};
+use crate::media::frame::FRAME_DURATION;
 use crate::media::g711;
 use crate::openai::events::{
     ClientEvent, ContentPart, ErrorBody, Item, RateLimit, Response, ResponsePart, ServerEvent,
@@ -29,7 +30,6 @@ const MAX_TURN_SAMPLES: usize = 30 * 24_000;
 /// How long audio "plays out" after `response.cancel` before `output_audio_buffer.stopped`,
 /// giving the client time for the `output_audio_buffer.clear` of a manual interrupt.
 const CANCEL_PLAYOUT: Duration = Duration::from_millis(100);
-const FRAME_DUR: Duration = Duration::from_millis(20);
 /// Frames per `response.output_audio.delta` on WebSocket (100 ms).
 const WS_FRAMES_PER_DELTA: usize = 5;
 
@@ -1293,7 +1293,7 @@ impl Engine {
                 delta: a.text[from..to].to_string(),
             });
         }
-        a.next_frame_at += FRAME_DUR;
+        a.next_frame_at += FRAME_DURATION;
         if a.pos >= total {
             let playout_end = a.next_frame_at.max(now);
             self.finish_say(playout_end, a, "completed", None, false);
@@ -1510,7 +1510,7 @@ impl Engine {
             *slot = item.clone();
         }
         let value = serde_json::to_value(&item).unwrap_or(Value::Null);
-        let record_call = ToolCall {
+        let record_call = RecordedToolCall {
             call_id: call_id.clone(),
             name: call.name.clone(),
             arguments: call.arguments.clone(),

@@ -15,108 +15,17 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::engine::{check_session, merge};
+use super::error::OpenAiError;
 use super::keys::{Lookup, Minted};
 use super::scenario::HttpFault;
 use super::sdp;
-use super::server::{random_id, Endpoint, State};
+use super::state::{random_id, Endpoint, State};
 use crate::openai::events::Session;
 
 /// Largest request body (an SDP offer with a session is a few KiB).
 const MAX_BODY: usize = 256 * 1024;
 /// Largest WebSocket message (an append of 15 MiB plus framing gets an error event, not a drop).
 pub(crate) const MAX_WS_MESSAGE: usize = 32 * 1024 * 1024;
-
-/// An error answered in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
-#[derive(Debug, thiserror::Error)]
-#[error("{status}: {message}")]
-pub(crate) struct ApiError {
-    pub status: StatusCode,
-    pub kind: &'static str,
-    pub code: Option<&'static str>,
-    pub message: String,
-    pub param: Option<String>,
-}
-
-impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        kind: &'static str,
-        code: Option<&'static str>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            status,
-            kind,
-            code,
-            message: message.into(),
-            param: None,
-        }
-    }
-
-    fn bad_request(code: &'static str, message: impl Into<String>, param: Option<&str>) -> Self {
-        Self {
-            param: param.map(str::to_string),
-            ..Self::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                Some(code),
-                message,
-            )
-        }
-    }
-
-    fn from_status(status: u16) -> Self {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        match status.as_u16() {
-            429 => Self::new(
-                status,
-                "requests",
-                Some("rate_limit_exceeded"),
-                "Rate limit reached for requests. Please try again in 20ms.",
-            ),
-            401 => Self::new(
-                status,
-                "invalid_request_error",
-                Some("invalid_api_key"),
-                "Incorrect API key provided.",
-            ),
-            403 => Self::new(
-                status,
-                "invalid_request_error",
-                Some("unsupported_country_region_territory"),
-                "Country, region, or territory not supported.",
-            ),
-            s if s >= 500 => Self::new(
-                status,
-                "server_error",
-                None,
-                "The server had an error while processing your request. Sorry about that!",
-            ),
-            _ => Self::new(
-                status,
-                "invalid_request_error",
-                None,
-                "Simulated request failure.",
-            ),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}});
-        let mut resp = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers_mut()
-                .insert("retry-after-ms", HeaderValue::from_static("20"));
-            resp.headers_mut().insert(
-                "x-ratelimit-remaining-requests",
-                HeaderValue::from_static("0"),
-            );
-        }
-        resp
-    }
-}
 
 /// What a valid key allows.
 pub(crate) enum Caller {
@@ -128,7 +37,7 @@ pub(crate) enum Caller {
 
 /// Checks `Authorization: Bearer …` (or, for browsers' WebSockets, the
 /// `openai-insecure-api-key.` subprotocol).
-pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, OpenAiError> {
     let from_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -145,7 +54,7 @@ pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, Ap
                 .find_map(|p| p.trim().strip_prefix("openai-insecure-api-key."))
         });
     let Some(key) = from_header.or(from_protocol).filter(|k| !k.is_empty()) else {
-        return Err(ApiError::new(
+        return Err(OpenAiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             None,
@@ -156,7 +65,7 @@ pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, Ap
         let found = state.keys().lookup(key, state.key_now());
         return match found {
             Lookup::Valid(session) => Ok(Caller::Ephemeral(session)),
-            Lookup::Expired => Err(ApiError::new(
+            Lookup::Expired => Err(OpenAiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 Some("invalid_api_key"),
@@ -166,7 +75,7 @@ pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, Ap
         };
     }
     let server_ok = match &state.api_key {
-        Some(expected) => constant_time_eq(expected.as_bytes(), key.as_bytes()),
+        Some(expected) => expected.matches(key.as_bytes()),
         None => key.starts_with("sk-"),
     };
     if server_ok {
@@ -176,18 +85,14 @@ pub(crate) fn authorize(state: &State, headers: &HeaderMap) -> Result<Caller, Ap
     }
 }
 
-fn unknown_key() -> ApiError {
+fn unknown_key() -> OpenAiError {
     // never echo the key back
-    ApiError::new(
+    OpenAiError::new(
         StatusCode::UNAUTHORIZED,
         "invalid_request_error",
         Some("invalid_api_key"),
         "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
     )
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The simulator's routes.
@@ -205,7 +110,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
 }
 
 /// Applies a scenario's HTTP fault: an error answer, a hang, or a delay before going on.
-async fn apply_fault(state: &State, which: Endpoint) -> Result<(), ApiError> {
+async fn apply_fault(state: &State, which: Endpoint) -> Result<(), OpenAiError> {
     let Some(HttpFault {
         status,
         hang,
@@ -218,30 +123,30 @@ async fn apply_fault(state: &State, which: Endpoint) -> Result<(), ApiError> {
     if hang {
         // never answer, but let the server shut down
         state.shutdown.cancelled().await;
-        return Err(ApiError::from_status(503));
+        return Err(OpenAiError::from_status(503));
     }
     if let Some(ms) = delay_ms {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
-            _ = state.shutdown.cancelled() => return Err(ApiError::from_status(503)),
+            _ = state.shutdown.cancelled() => return Err(OpenAiError::from_status(503)),
         }
     }
     match status {
-        Some(s) => Err(ApiError::from_status(s)),
+        Some(s) => Err(OpenAiError::from_status(s)),
         None => Ok(()),
     }
 }
 
-fn parse_session(value: &Value, param_prefix: &str) -> Result<Value, ApiError> {
+fn parse_session(value: &Value, param_prefix: &str) -> Result<Value, OpenAiError> {
     let session: Session = serde_json::from_value(value.clone()).map_err(|e| {
-        ApiError::bad_request(
+        OpenAiError::bad_request(
             "invalid_value",
             format!("Invalid '{param_prefix}': {e}"),
             Some(param_prefix),
         )
     })?;
     check_session(&session).map_err(|(code, message, param)| {
-        let mut e = ApiError::bad_request(code, message, None);
+        let mut e = OpenAiError::bad_request(code, message, None);
         e.param = param;
         e
     })?;
@@ -252,11 +157,11 @@ async fn mint(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, OpenAiError> {
     match authorize(&state, &headers)? {
         Caller::Server => {}
         Caller::Ephemeral(_) => {
-            return Err(ApiError::new(
+            return Err(OpenAiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 Some("invalid_api_key"),
@@ -269,7 +174,7 @@ async fn mint(
         json!({})
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(
+            OpenAiError::bad_request(
                 "invalid_json",
                 format!("We could not parse the JSON body of your request: {e}"),
                 None,
@@ -281,7 +186,7 @@ async fn mint(
         Some(v) => match v.as_i64() {
             Some(s) if (10..=7200).contains(&s) => s,
             _ => {
-                return Err(ApiError::bad_request(
+                return Err(OpenAiError::bad_request(
                     "invalid_value",
                     "Invalid 'expires_after.seconds': must be an integer between 10 and 7200.",
                     Some("expires_after.seconds"),
@@ -323,9 +228,9 @@ async fn moderations(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, OpenAiError> {
     if let Caller::Ephemeral(_) = authorize(&state, &headers)? {
-        return Err(ApiError::new(
+        return Err(OpenAiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             Some("invalid_api_key"),
@@ -333,7 +238,7 @@ async fn moderations(
         ));
     }
     let req: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
+        OpenAiError::bad_request(
             "invalid_json",
             format!("We could not parse the JSON body of your request: {e}"),
             None,
@@ -346,21 +251,21 @@ async fn moderations(
             .map(Value::as_str)
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| {
-                ApiError::bad_request(
+                OpenAiError::bad_request(
                     "invalid_value",
                     "Invalid 'input': the simulator takes a string or an array of strings.",
                     Some("input"),
                 )
             })?,
         Some(_) => {
-            return Err(ApiError::bad_request(
+            return Err(OpenAiError::bad_request(
                 "invalid_value",
                 "Invalid 'input': expected a string or an array of strings.",
                 Some("input"),
             ))
         }
         None => {
-            return Err(ApiError::bad_request(
+            return Err(OpenAiError::bad_request(
                 "missing_required_parameter",
                 "Missing required parameter: 'input'.",
                 Some("input"),
@@ -378,7 +283,7 @@ async fn calls(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, OpenAiError> {
     let caller = authorize(&state, &headers)?;
     apply_fault(&state, Endpoint::Calls).await?;
     let content_type = headers
@@ -392,11 +297,11 @@ async fn calls(
     };
     let offer = if content_type.starts_with("application/sdp") {
         String::from_utf8(body.to_vec()).map_err(|_| {
-            ApiError::bad_request("invalid_value", "The SDP offer is not UTF-8.", Some("sdp"))
+            OpenAiError::bad_request("invalid_value", "The SDP offer is not UTF-8.", Some("sdp"))
         })?
     } else if content_type.starts_with("multipart/form-data") {
         let parts = sdp::parse_multipart(&content_type, &body).ok_or_else(|| {
-            ApiError::bad_request("invalid_value", "Could not parse the multipart body.", None)
+            OpenAiError::bad_request("invalid_value", "Could not parse the multipart body.", None)
         })?;
         let mut offer = None;
         for part in parts {
@@ -404,7 +309,7 @@ async fn calls(
                 "sdp" => offer = String::from_utf8(part.body.to_vec()).ok(),
                 "session" => {
                     let v: Value = serde_json::from_slice(part.body).map_err(|e| {
-                        ApiError::bad_request(
+                        OpenAiError::bad_request(
                             "invalid_json",
                             format!("Invalid 'session' part: {e}"),
                             Some("session"),
@@ -420,21 +325,21 @@ async fn calls(
             }
         }
         offer.ok_or_else(|| {
-            ApiError::bad_request(
+            OpenAiError::bad_request(
                 "missing_required_parameter",
                 "Missing required parameter: 'sdp'.",
                 Some("sdp"),
             )
         })?
     } else {
-        return Err(ApiError::bad_request(
+        return Err(OpenAiError::bad_request(
             "invalid_value",
             "Content-Type must be application/sdp or multipart/form-data.",
             None,
         ));
     };
     if !offer.trim_start().starts_with("v=0") || !offer.contains("m=") {
-        return Err(ApiError::bad_request(
+        return Err(OpenAiError::bad_request(
             "invalid_offer",
             "The SDP offer is not a valid session description.",
             Some("sdp"),
@@ -457,15 +362,15 @@ async fn hangup(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, OpenAiError> {
     authorize(&state, &headers)?;
     let tx = state.calls.get(&id).map(|t| t.clone());
     match tx {
         Some(tx) => {
-            let _ = tx.send(super::rtc::RtcInput::Hangup).await;
+            let _ = tx.send(super::state::RtcInput::Hangup).await;
             Ok(StatusCode::OK)
         }
-        None => Err(ApiError::new(
+        None => Err(OpenAiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             Some("call_not_found"),
@@ -479,14 +384,14 @@ async fn websocket(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
+) -> Result<Response, OpenAiError> {
     let caller = authorize(&state, &headers)?;
     let initial = match caller {
         Caller::Ephemeral(s) => Some(s),
         Caller::Server => None,
     };
     let Some(model) = query.get("model").cloned() else {
-        return Err(ApiError::bad_request(
+        return Err(OpenAiError::bad_request(
             "missing_required_parameter",
             "Missing required parameter: 'model'.",
             Some("model"),
@@ -516,13 +421,13 @@ async fn list_sessions(AxState(state): AxState<Arc<State>>) -> Json<Value> {
 async fn one_session(
     AxState(state): AxState<Arc<State>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, OpenAiError> {
     let record = state.records.get(&id).map(|r| r.clone());
     match record {
         Some(r) => Ok(Json(
             serde_json::to_value(r.snapshot()).unwrap_or(Value::Null),
         )),
-        None => Err(ApiError::new(
+        None => Err(OpenAiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             Some("session_not_found"),

@@ -53,11 +53,13 @@ pub mod sdp;
 pub mod vad;
 pub mod voice;
 
+mod error;
 mod http;
 mod keys;
 mod moderation;
 mod rtc;
 mod server;
+mod state;
 mod ws;
 
 pub use server::{run, SimConfig, SimHandle, Simulator};

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::server::random_id;
+use super::state::random_id;
 
 /// Input containing any of these (in any case) is flagged as `harassment`; the list is
 /// documented in `config/scenarios/README.md`.

@@ -24,7 +24,7 @@ pub struct ToolOutput {
 
 /// A function call the simulated model made.
 #[derive(Debug, Clone, Serialize)]
-pub struct ToolCall {
+pub struct RecordedToolCall {
     /// `call_…`.
     pub call_id: String,
     /// The tool.
@@ -51,7 +51,7 @@ pub struct SessionLog {
     /// Items in the conversation, in order (the client's and the model's).
     pub items: Vec<Value>,
     /// Function calls the model made.
-    pub tool_calls: Vec<ToolCall>,
+    pub tool_calls: Vec<RecordedToolCall>,
     /// Function call outputs the client sent.
     pub tool_outputs: Vec<ToolOutput>,
     /// `input_text` of user messages (DTMF digits the relay forwards).

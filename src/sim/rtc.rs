@@ -29,9 +29,9 @@ use webrtc::peer_connection::{
 };
 
 use super::engine::{CloseReason, Engine, EngineConfig, Output, Transport};
-use super::http::ApiError;
+use super::error::OpenAiError;
 use super::record::SessionRecord;
-use super::server::{random_id, unix_now, State};
+use super::state::{random_id, unix_now, RtcInput, State};
 use super::voice::{self, FRAME};
 use crate::media::g711;
 
@@ -41,37 +41,6 @@ const OPEN_DEADLINE: Duration = Duration::from_secs(30);
 const DISCONNECTED_LIMIT: Duration = Duration::from_secs(5);
 /// An ICE-never-completes answer's black hole stays bound this long at most.
 const BLACK_HOLE_LIFETIME: Duration = Duration::from_secs(120);
-
-/// What reaches a call's task.
-// Audio frames travel by value so that no packet allocates.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum RtcInput {
-    /// The client's data channel opened.
-    DcOpen(Arc<dyn DataChannel>),
-    /// A text message on it.
-    DcMessage(String),
-    /// It closed.
-    DcClosed,
-    /// 20 ms (or less) of caller audio at 24 kHz.
-    Audio([i16; FRAME], usize),
-    /// The peer connection's state changed.
-    PcState(RTCPeerConnectionState),
-    /// `POST …/hangup` or the simulator stopping.
-    Hangup,
-}
-
-impl std::fmt::Debug for RtcInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RtcInput::DcOpen(_) => f.write_str("DcOpen"),
-            RtcInput::DcMessage(m) => write!(f, "DcMessage({} bytes)", m.len()),
-            RtcInput::DcClosed => f.write_str("DcClosed"),
-            RtcInput::Audio(_, n) => write!(f, "Audio({n})"),
-            RtcInput::PcState(s) => write!(f, "PcState({s})"),
-            RtcInput::Hangup => f.write_str("Hangup"),
-        }
-    }
-}
 
 /// The codec the call's audio uses, both ways.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,8 +260,8 @@ impl MediaGate {
     }
 }
 
-fn offer_error(message: impl Into<String>) -> ApiError {
-    let mut e = ApiError::new(
+fn offer_error(message: impl Into<String>) -> OpenAiError {
+    let mut e = OpenAiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
         Some("invalid_offer"),
@@ -307,12 +276,12 @@ pub(crate) async fn accept(
     state: Arc<State>,
     offer: &str,
     session: Option<Value>,
-) -> Result<(String, String), ApiError> {
+) -> Result<(String, String), OpenAiError> {
     let codec = Codec::from_offer(offer)
         .ok_or_else(|| offer_error("The offer has no audio m-line with Opus, PCMU or PCMA."))?;
     let internal = |e: webrtc::error::Error| {
         tracing::warn!(error = %e, "simulator peer connection failed");
-        ApiError::new(
+        OpenAiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             None,
@@ -403,7 +372,7 @@ pub(crate) async fn accept(
             .local_description()
             .await
             .ok_or_else(|| internal(webrtc::error::Error::Other("no local description".into())))?;
-        Ok::<String, ApiError>(super::sdp::shape_answer(&local.sdp))
+        Ok::<String, OpenAiError>(super::sdp::shape_answer(&local.sdp))
     }
     .await;
     let mut answer = match answer {

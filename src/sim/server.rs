@@ -1,24 +1,17 @@
-//! The simulator's process-level parts: configuration, the shared state of keys, calls and
-//! session records, and starting and stopping the HTTP server.
+//! The simulator's process-level parts: configuration, and starting and stopping the HTTP
+//! server (the shared state is in `state.rs`).
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use dashmap::DashMap;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::keys::KeyBook;
-use super::record::SessionRecord;
-use super::rtc::RtcInput;
-use super::scenario::{HttpFault, Scenario};
-
-/// Session records kept for `/sim/sessions`; the oldest closed ones go first beyond this.
-const MAX_RECORDS: usize = 10_000;
+use super::scenario::Scenario;
+use super::state::{RtcInput, State};
+use crate::secret::Secret;
 
 /// How to run the simulator.
 #[derive(Clone)]
@@ -28,7 +21,7 @@ pub struct SimConfig {
     /// `booking`, `echo` or a path to a scenario file.
     pub scenario: String,
     /// The server key clients must present; without it any key starting `sk-` is accepted.
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
 }
 
 impl fmt::Debug for SimConfig {
@@ -39,101 +32,6 @@ impl fmt::Debug for SimConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
-}
-
-/// State shared by the HTTP handlers and the session tasks.
-pub(crate) struct State {
-    pub scenario: Arc<Scenario>,
-    pub api_key: Option<String>,
-    /// Minted ephemeral keys (expired ones forgotten at the next mint, at most `MAX_KEYS`).
-    pub keys: Mutex<KeyBook>,
-    pub records: DashMap<String, Arc<SessionRecord>>,
-    record_order: Mutex<VecDeque<String>>,
-    pub calls: DashMap<String, mpsc::Sender<RtcInput>>,
-    mint_faults: AtomicU32,
-    calls_faults: AtomicU32,
-    pub shutdown: CancellationToken,
-    pub media_ip: IpAddr,
-    /// Seconds added to the wall clock when checking key expiry (tests move it forward).
-    pub key_clock_offset: AtomicI64,
-    /// Ephemeral keys minted since start (`keys_minted` in `/sim/sessions`).
-    pub keys_minted: std::sync::atomic::AtomicU64,
-}
-
-impl State {
-    pub fn new(scenario: Arc<Scenario>, api_key: Option<String>, listen: SocketAddr) -> Self {
-        let media_ip = if listen.ip().is_unspecified() {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            listen.ip()
-        };
-        Self {
-            scenario,
-            api_key,
-            keys: Mutex::new(KeyBook::default()),
-            records: DashMap::new(),
-            record_order: Mutex::new(VecDeque::new()),
-            calls: DashMap::new(),
-            mint_faults: AtomicU32::new(0),
-            calls_faults: AtomicU32::new(0),
-            shutdown: CancellationToken::new(),
-            media_ip,
-            key_clock_offset: AtomicI64::new(0),
-            keys_minted: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// The minted keys, locked (a poisoned lock still holds a consistent book).
-    pub fn keys(&self) -> std::sync::MutexGuard<'_, KeyBook> {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Unix seconds on the key clock (wall clock plus the test offset).
-    pub fn key_now(&self) -> i64 {
-        unix_now() + self.key_clock_offset.load(Ordering::Relaxed)
-    }
-
-    /// Keeps a session's record for `/sim/sessions`, dropping the oldest closed ones past the cap.
-    pub fn add_record(&self, id: &str, record: Arc<SessionRecord>) {
-        self.records.insert(id.to_string(), record);
-        let mut order = self.record_order.lock().unwrap_or_else(|p| p.into_inner());
-        order.push_back(id.to_string());
-        while order.len() > MAX_RECORDS {
-            let Some(old) = order.pop_front() else { break };
-            self.records.remove(&old);
-        }
-    }
-
-    /// The record ids, oldest first.
-    pub fn record_ids(&self) -> Vec<String> {
-        self.record_order
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-
-    /// Whether this request to `client_secrets` (`mint`) or `/calls` is to be faulted.
-    pub fn fault_for(&self, which: Endpoint) -> Option<HttpFault> {
-        let (fault, counter) = match which {
-            Endpoint::Mint => (&self.scenario.faults.mint, &self.mint_faults),
-            Endpoint::Calls => (&self.scenario.faults.calls, &self.calls_faults),
-        };
-        let fault = fault.as_ref()?;
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        match fault.times {
-            Some(times) if times > 0 && n >= times => None,
-            _ => Some(fault.clone()),
-        }
-    }
-}
-
-/// Which endpoint a fault applies to.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Endpoint {
-    Mint,
-    Calls,
 }
 
 /// Starts simulators.
@@ -218,23 +116,4 @@ pub async fn run(cfg: SimConfig) -> anyhow::Result<()> {
         .context("waiting for ctrl-c")?;
     handle.shutdown().await;
     Ok(())
-}
-
-/// Unix seconds now.
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// A random id with this prefix, e.g. `sess_…`.
-pub(crate) fn random_id(prefix: &str, len: usize) -> String {
-    use rand::Rng as _;
-    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    let tail: String = (0..len)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect();
-    format!("{prefix}_{tail}")
 }

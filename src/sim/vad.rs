@@ -40,7 +40,7 @@ impl Default for VadSettings {
 
 /// Frames of continuous energy needed to call it speech (filters clicks).
 const START_FRAMES: u32 = 2;
-const FRAME_MS: u64 = 20;
+const FRAME_MS: u64 = crate::media::frame::FRAME_MS as u64;
 
 /// The detector's state.
 #[derive(Debug, Clone)]

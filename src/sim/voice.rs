@@ -10,7 +10,7 @@ pub use crate::media::wav::WavError;
 /// Samples per second of the simulator's internal audio.
 pub const RATE: u32 = 24_000;
 /// Samples in one 20 ms frame at [`RATE`].
-pub const FRAME: usize = 480;
+pub const FRAME: usize = (RATE * crate::media::frame::FRAME_MS / 1000) as usize;
 
 const BUILTIN: &[(&str, &[u8])] = &[
     (

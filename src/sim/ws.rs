@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::engine::{CloseReason, Engine, EngineConfig, Output, Transport};
 use super::record::SessionRecord;
-use super::server::{random_id, unix_now, State};
+use super::state::{random_id, unix_now, State};
 
 /// Runs one WebSocket session to its end.
 pub(crate) async fn serve(

@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 
 use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::{Header, Method, StatusCode};
+use rsipstack::sip::{Method, StatusCode};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::headers::{allow_headers, sdp_headers, sipfrag_status};
 use super::sdp::{self, Direction, LocalSdp, Negotiated};
-use super::server::ALLOW;
 use super::setup::SetupSlot;
 use crate::media::srtp::KeySlot;
 
@@ -305,46 +305,5 @@ impl SipCall {
             }
             _ => None,
         }
-    }
-}
-
-/// The status code of a `message/sipfrag` body (`SIP/2.0 200 OK`).
-pub(crate) fn sipfrag_status(body: &[u8]) -> Option<u16> {
-    let text = std::str::from_utf8(body).ok()?;
-    let line = text.lines().next()?.trim();
-    let mut parts = line.split_whitespace();
-    if !parts.next()?.starts_with("SIP/") {
-        return None;
-    }
-    parts
-        .next()?
-        .parse()
-        .ok()
-        .filter(|c| (100..700).contains(c))
-}
-
-fn allow_headers() -> Vec<Header> {
-    vec![Header::Allow(ALLOW.into())]
-}
-
-fn sdp_headers() -> Vec<Header> {
-    vec![
-        Header::ContentType("application/sdp".into()),
-        Header::Allow(ALLOW.into()),
-    ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sipfrag_status;
-
-    #[test]
-    fn sipfrag_bodies() {
-        assert_eq!(sipfrag_status(b"SIP/2.0 200 OK\r\n"), Some(200));
-        assert_eq!(sipfrag_status(b"SIP/2.0 486 Busy Here"), Some(486));
-        assert_eq!(sipfrag_status(b""), None);
-        assert_eq!(sipfrag_status(b"HTTP/1.1 200 OK"), None);
-        assert_eq!(sipfrag_status(b"SIP/2.0 99999 x"), None);
-        assert_eq!(sipfrag_status(&[0xff, 0xfe]), None);
     }
 }

@@ -251,7 +251,7 @@ mod tests {
     }
 
     fn trunk(trust: bool) -> Trunk {
-        let cfg: crate::sip::trunks::TrunkConfig = toml::from_str(&format!(
+        let cfg: crate::config::TrunkConfig = toml::from_str(&format!(
             "name = \"main\"\naddresses = [\"127.0.0.2/32\"]\ntrust_caller_id = {trust}"
         ))
         .unwrap();
@@ -278,7 +278,7 @@ mod tests {
             Some("2015550123")
         );
         // trust is the default of a trunk entry
-        let cfg: crate::sip::trunks::TrunkConfig = toml::from_str("name = \"t\"").unwrap();
+        let cfg: crate::config::TrunkConfig = toml::from_str("name = \"t\"").unwrap();
         assert!(cfg.trust_caller_id);
     }
 }

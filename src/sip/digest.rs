@@ -142,14 +142,9 @@ fn same_uri(digest_uri: &str, request_uri: &str) -> bool {
     }
 }
 
-/// Compares without an early exit on the first differing byte.
+/// Compares without an early exit on the first differing byte (`subtle`).
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let diff = a.len() ^ b.len();
-    a.iter()
-        .zip(b.iter())
-        .fold(diff, |acc, (x, y)| acc | usize::from(x ^ y))
-        == 0
+    crate::secret::ct_eq(a.as_bytes(), b.as_bytes())
 }
 
 /// Checks an Authorization header against what the request must prove, and records the

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use crate::config::LimitsConfig;
 
 /// What is being counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,34 +40,6 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
                 IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
             }
         },
-    }
-}
-
-/// `[sip.limits]`: sustained rates per source address, with bursts of twice the rate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Datagrams per second from one address that is not a trunk's (dropped unparsed beyond).
-    pub packets_per_second: u32,
-    /// New INVITEs per second from one address.
-    pub invites_per_second: u32,
-    /// REGISTERs per second from one address.
-    pub registers_per_second: u32,
-    /// OPTIONS per second from one address.
-    pub options_per_second: u32,
-    /// In-dialog requests per second from one address that is not a trunk's.
-    pub in_dialog_per_second: u32,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            packets_per_second: 300,
-            invites_per_second: 30,
-            registers_per_second: 5,
-            options_per_second: 10,
-            in_dialog_per_second: 20,
-        }
     }
 }
 

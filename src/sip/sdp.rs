@@ -19,6 +19,10 @@ use rtc_sdp::description::session::SessionDescription;
 use crate::media::srtp::{CryptoSuite, MasterKey, SrtpKeys};
 
 /// A G.711 codec the relay can carry on the phone leg.
+///
+/// The same concept as [`crate::media::codec::Codec`]; it stays a second type only until the
+/// call core replaces `bridge/live_call.rs` and `bridge/echo_call.rs`, which match on its two
+/// variants to map it. Then `Negotiated::codec` becomes a `media::codec::Codec` and this goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     /// G.711 µ-law.
@@ -33,13 +37,6 @@ impl Codec {
         match self {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
-        }
-    }
-    /// The static RTP payload type (RFC 3551).
-    pub fn static_payload_type(self) -> u8 {
-        match self {
-            Codec::Pcmu => 0,
-            Codec::Pcma => 8,
         }
     }
     /// The payload byte of digital silence.

@@ -22,18 +22,16 @@ use tracing::{debug, info, warn};
 
 use super::call::SipCall;
 use super::digest;
+use super::headers::{self, host_ip, ALLOW};
 use super::limits::{Kind, RateLimiter};
 use super::sdp::{self, LocalSdp, SdpError};
 use super::setup::{SetupRefusal, Setups};
 use super::source::{transport_source, ViaFromSocket};
 use super::streams::{SourcePolicy, StreamListeners, Streams};
-use super::trunks::{Routes, SourceVerdict, Trunks, UnknownSource};
-use crate::config::SipConfig;
+use super::trunks::{Routes, SourceVerdict, Trunks};
+use crate::config::{SipConfig, UnknownSource};
 use crate::media::ports::PortPool;
 use crate::media::rtp_leg::RtpLeg;
-
-/// Methods the relay accepts, for `Allow` headers.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO";
 
 /// Dialog events queued for one call at most; past it an in-dialog request is dropped (the
 /// stack answers it 501), so a peer flooding its own dialog cannot grow memory.
@@ -212,7 +210,7 @@ impl SipServer {
         }
         // TCP and TLS are accepted by the relay itself, bounded (see streams.rs); rsipstack's
         // own idle timeout is off, as a trunk's connection may be quiet for a whole call.
-        let tls_files = cfg.tls_files()?;
+        let tls_files = super::tls::TlsFiles::from_config(&cfg)?;
         if tls_files.is_some() {
             super::tls::install_crypto_provider();
         }
@@ -330,11 +328,6 @@ impl SipServer {
     /// The draining flag itself, for readiness probes.
     pub fn draining_flag(&self) -> Arc<AtomicBool> {
         self.draining.clone()
-    }
-
-    /// Whether new calls are refused because the relay is stopping.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
     }
 
     /// Live calls.
@@ -538,11 +531,7 @@ async fn handle_invite(
             .reply_with(StatusCode::ServiceUnavailable, retry_after(), None)
             .await?);
     }
-    let required = tx.original.headers.iter().find_map(|h| match h {
-        Header::Require(r) => Some(r.value().to_string()),
-        _ => None,
-    });
-    if let Some(req) = required {
+    if let Some(req) = headers::required(&tx.original) {
         // No extension is required-capable here (no 100rel, no session timers).
         let headers = vec![Header::Unsupported(req.into())];
         return Ok(tx
@@ -566,7 +555,7 @@ async fn handle_invite(
                 .await?);
         }
     }
-    let dialled = dialled_number(&tx.original);
+    let dialled = headers::dialled_number(&tx.original);
     let Some(agent) = shared
         .routes
         .agent_for(&dialled, &shared.default_agent)
@@ -673,8 +662,8 @@ async fn handle_invite(
         });
     }
 
-    let from = tx_uri(&dialog.initial_request(), true);
-    let to = tx_uri(&dialog.initial_request(), false);
+    let from = headers::from_value(&dialog.initial_request());
+    let to = headers::to_value(&dialog.initial_request());
     let caller_number = super::caller_id::trusted_number(&dialog.initial_request(), trunk.as_ref());
     let local = LocalSdp::new(
         shared.advertised,
@@ -725,14 +714,7 @@ fn check_digest(
     req: &rsipstack::sip::Request,
     trunk: &super::trunks::Trunk,
 ) -> Result<(), digest::AuthError> {
-    let auth = req
-        .headers
-        .iter()
-        .find_map(|h| match h {
-            Header::Authorization(a) => Some(a.value().to_string()),
-            _ => None,
-        })
-        .ok_or(digest::AuthError::Malformed)?;
+    let auth = headers::authorization(req).ok_or(digest::AuthError::Malformed)?;
     let user = trunk.cfg.username.as_deref().unwrap_or_default();
     let pass = trunk
         .password
@@ -755,51 +737,6 @@ fn check_digest(
         &shared.nonce_secret,
         &mut nonces,
     )
-}
-
-/// The IP of `host`, `host:port`, `[v6]:port` or a `sip:` URI, when it is a literal.
-fn host_ip(s: &str) -> Option<IpAddr> {
-    let s = s
-        .trim()
-        .trim_start_matches("sips:")
-        .trim_start_matches("sip:");
-    let s = s.split(['@']).next_back()?.split(';').next()?;
-    if let Some(v6) = s.strip_prefix('[') {
-        return v6.split(']').next()?.parse().ok();
-    }
-    s.split(':').next()?.parse().ok()
-}
-
-/// The dialled number: the Request-URI's user part, else the To URI's.
-pub(crate) fn dialled_number(req: &rsipstack::sip::Request) -> String {
-    let user_of = |uri: &str| {
-        let u = uri.trim().trim_start_matches('<');
-        let u = u
-            .trim_start_matches("sips:")
-            .trim_start_matches("sip:")
-            .trim_start_matches("tel:");
-        u.split(['@', ';', '>']).next().unwrap_or("").to_string()
-    };
-    let ruri = req.uri.to_string();
-    if ruri.contains('@') || ruri.starts_with("tel:") {
-        return user_of(&ruri);
-    }
-    let to = req
-        .to_header()
-        .map(|h| h.value().to_string())
-        .unwrap_or_default();
-    let to = to.split('<').nth(1).unwrap_or(&to).to_string();
-    user_of(&to)
-}
-
-/// The From (`from`) or To header value of a request, for the call record.
-pub(crate) fn tx_uri(req: &rsipstack::sip::Request, from: bool) -> String {
-    let h = if from {
-        req.from_header().map(|h| h.value().to_string())
-    } else {
-        req.to_header().map(|h| h.value().to_string())
-    };
-    h.unwrap_or_default()
 }
 
 /// Our Contact for a call over `transport`: `sips:` with `transport=tls` over TLS (as rsipstack

@@ -31,43 +31,12 @@ use rsipstack::transport::tcp::TcpConnection;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
 use rsipstack::transport::tls::{TlsConfig, TlsConnection, TlsListenerConnection};
 use rsipstack::transport::{SipAddr, SipConnection, TransportEvent};
-use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-/// `[sip.streams]`: bounds on SIP connections over TCP and TLS.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StreamsConfig {
-    /// Seconds without a SIP message after which a connection from a source that is not a
-    /// trunk is closed (0: never). A trunk's connection may stay quiet for a whole call.
-    pub idle_seconds: f64,
-    /// Seconds a TLS client has to finish its handshake.
-    pub tls_handshake_seconds: f64,
-    /// Connections open at once from one source address (an IPv6 /64 counts as one) that is
-    /// not a trunk; past it new ones are closed at once.
-    pub max_per_source: usize,
-    /// Connections open at once from all sources that are not trunks.
-    pub max_total: usize,
-}
-
-impl Default for StreamsConfig {
-    fn default() -> Self {
-        Self {
-            // Kamailio's tcp_connection_lifetime; SIP over TCP from a phone re-registers or
-            // sends keep-alive requests well within it.
-            idle_seconds: 120.0,
-            // A handshake takes a few round trips; 10 s covers a slow link.
-            tls_handshake_seconds: 10.0,
-            // A PBX or an office behind one NAT address opens a few; a flood opens thousands.
-            max_per_source: 32,
-            // Far below a usual 64k descriptor limit, far above sip.max_calls' needs.
-            max_total: 4096,
-        }
-    }
-}
+use crate::config::StreamsConfig;
 
 impl StreamsConfig {
     fn idle(&self) -> Option<Duration> {
@@ -76,32 +45,6 @@ impl StreamsConfig {
 
     fn handshake(&self) -> Duration {
         secs(self.tls_handshake_seconds)
-    }
-
-    /// Checks the values; the error names the key and the value.
-    pub fn validate(&self) -> Result<(), String> {
-        let ok = |v: f64| v.is_finite() && (0.0..1e9).contains(&v);
-        if !ok(self.idle_seconds) {
-            return Err(format!(
-                "sip.streams.idle_seconds = {}: must be a number of seconds (0: never)",
-                self.idle_seconds
-            ));
-        }
-        if !ok(self.tls_handshake_seconds) || self.tls_handshake_seconds == 0.0 {
-            return Err(format!(
-                "sip.streams.tls_handshake_seconds = {}: must be more than 0",
-                self.tls_handshake_seconds
-            ));
-        }
-        for (key, v) in [
-            ("sip.streams.max_per_source", self.max_per_source),
-            ("sip.streams.max_total", self.max_total),
-        ] {
-            if v == 0 {
-                return Err(format!("{key} = 0: must be at least 1"));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -417,11 +360,6 @@ impl Streams {
 
     fn table(&self) -> std::sync::MutexGuard<'_, StreamTable> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Connections held now (all sources).
-    pub fn open_connections(&self) -> usize {
-        self.table().len()
     }
 
     /// The inspector to give rsipstack's endpoint: it counts stream messages against the

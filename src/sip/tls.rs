@@ -14,6 +14,20 @@ use rustls::pki_types::{
 };
 use rustls::sign::CertifiedKey;
 
+use crate::config::{ConfigError, SipConfig};
+
+impl TlsFiles {
+    /// The certificate and key `[sip]` names, read and checked; `None` when TLS is off.
+    pub fn from_config(cfg: &SipConfig) -> Result<Option<Self>, ConfigError> {
+        let Some((cert, key)) = cfg.tls_paths()? else {
+            return Ok(None);
+        };
+        Self::load(cert, key)
+            .map(Some)
+            .map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+}
+
 /// A certificate chain and its private key, both PEM, checked to belong together.
 #[derive(Clone)]
 pub struct TlsFiles {

@@ -4,63 +4,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-
-use crate::config::Secret;
-
-/// One `[[trunks]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrunkConfig {
-    /// A name for logs, metrics and the admin API.
-    pub name: String,
-    /// Addresses or CIDRs the trunk's requests come from.
-    #[serde(default)]
-    pub addresses: Vec<IpNet>,
-    /// Register to this registrar (`sip:host[:port]`), if set.
-    #[serde(default)]
-    pub registrar: Option<String>,
-    /// Digest user name for registration and for inbound authentication.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// The environment variable that holds the password (never the password itself).
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// Registration expiry asked for, in seconds.
-    #[serde(default = "default_expires")]
-    pub expires: u32,
-    /// Send registrations through this proxy (`host:port`).
-    #[serde(default)]
-    pub outbound_proxy: Option<String>,
-    /// Require digest authentication (username/password above) of this trunk's INVITEs.
-    #[serde(default)]
-    pub inbound_auth: bool,
-    /// Take the caller's number from this trunk's `P-Asserted-Identity` / `From`: the booking
-    /// tools then show and cancel only that number's bookings. `false` for a trunk that passes
-    /// on whatever number its callers claim.
-    #[serde(default = "default_trust_caller_id")]
-    pub trust_caller_id: bool,
-}
-
-fn default_trust_caller_id() -> bool {
-    true
-}
-
-fn default_expires() -> u32 {
-    300
-}
-
-/// What to do with a request from an address no trunk lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum UnknownSource {
-    /// Answer 403 Forbidden.
-    #[default]
-    Reject,
-    /// Drop it without an answer (scanners learn nothing).
-    Ignore,
-}
+use crate::config::TrunkConfig;
+pub use crate::config::TrunkError;
+use crate::secret::Secret;
 
 /// A trunk with its password read from the environment.
 #[derive(Debug, Clone)]
@@ -69,16 +15,6 @@ pub struct Trunk {
     pub cfg: TrunkConfig,
     /// The password, when `password_env` names one.
     pub password: Option<Secret>,
-}
-
-/// A problem with the trunks section, naming the key.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid config: {key}: {reason}")]
-pub struct TrunkError {
-    /// e.g. `trunks[0].password_env`.
-    pub key: String,
-    /// What is wrong.
-    pub reason: String,
 }
 
 /// Who may call.
@@ -106,52 +42,7 @@ impl Trunks {
     ) -> Result<Self, TrunkError> {
         let mut trunks = Vec::with_capacity(cfgs.len());
         for (i, c) in cfgs.iter().enumerate() {
-            let key = |k: &str| format!("trunks[{i}].{k}");
-            if c.name.trim().is_empty() {
-                return Err(TrunkError {
-                    key: key("name"),
-                    reason: "must not be empty".into(),
-                });
-            }
-            let password = match &c.password_env {
-                Some(var) => match env(var) {
-                    Some(p) if !p.is_empty() => Some(Secret::new(p)),
-                    _ => {
-                        return Err(TrunkError {
-                            key: key("password_env"),
-                            reason: format!("environment variable {var} is not set"),
-                        })
-                    }
-                },
-                None => None,
-            };
-            let needs_creds = c.registrar.is_some() || c.inbound_auth;
-            if needs_creds && (c.username.is_none() || password.is_none()) {
-                return Err(TrunkError {
-                    key: key("username"),
-                    reason: "registration and inbound_auth need username and password_env".into(),
-                });
-            }
-            if c.addresses.is_empty() && c.registrar.is_none() {
-                return Err(TrunkError {
-                    key: key("addresses"),
-                    reason: "a trunk needs the addresses its calls come from".into(),
-                });
-            }
-            if let Some(r) = &c.registrar {
-                if !(r.starts_with("sip:") || r.starts_with("sips:")) {
-                    return Err(TrunkError {
-                        key: key("registrar"),
-                        reason: format!("{r:?} is not a sip: URI"),
-                    });
-                }
-            }
-            if !(60..=86_400).contains(&c.expires) {
-                return Err(TrunkError {
-                    key: key("expires"),
-                    reason: "must be 60 to 86400 seconds".into(),
-                });
-            }
+            let password = c.check(i, &env)?;
             trunks.push(Trunk {
                 cfg: c.clone(),
                 password,
