@@ -26,12 +26,12 @@ use super::registry::Control;
 use super::tool_run::{self, ToolDone};
 use super::{BridgeSettings, LiveContext, Shared};
 use crate::booking::Caller;
+use crate::media::frame::FRAME_DURATION;
 use crate::media::rtcp::REPORT_INTERVAL;
 use crate::metrics::Metrics;
 use crate::openai::{CallerAudio, LegError, RealtimeLeg};
 use crate::sip::{EndReason, IncomingCall, PhoneEvent};
 
-const FRAME: Duration = Duration::from_millis(20);
 /// Media counters go out as an event this often.
 const STATS_EVERY: Duration = Duration::from_secs(5);
 /// Running tools get this long to finish after the call ended (a booking being written is
@@ -206,7 +206,7 @@ impl Task {
         tokio::pin!(ready);
         let mut answered = false;
         // the media clock catches up after a stall; reports and statistics need not
-        let mut ticks = every(FRAME, MissedTickBehavior::Burst);
+        let mut ticks = every(FRAME_DURATION, MissedTickBehavior::Burst);
         let mut reports = every(REPORT_INTERVAL, MissedTickBehavior::Delay);
         let mut stats = every(STATS_EVERY, MissedTickBehavior::Delay);
         let mut controls_open = true;
@@ -307,7 +307,10 @@ impl Task {
             match out {
                 Output::Send(ev) => {
                     if let Some(leg) = self.leg.as_mut() {
-                        warn_failed(leg.send(ev).await, "sending to the realtime session failed");
+                        warn_failed(
+                            leg.send(*ev).await,
+                            "sending to the realtime session failed",
+                        );
                     }
                 }
                 Output::Interrupt { unplayed_ms } => {

@@ -25,6 +25,14 @@ impl Law {
         }
     }
 
+    /// Its encoding name in SDP (`a=rtpmap`): `PCMU` or `PCMA`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Law::Mu => "PCMU",
+            Law::A => "PCMA",
+        }
+    }
+
     /// The byte a silent sample encodes to (for comfort silence without a table lookup).
     pub const fn silence_byte(self) -> u8 {
         match self {

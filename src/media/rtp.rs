@@ -4,9 +4,6 @@
 use rtc_rtp::header::Header;
 use rtc_shared::marshal::{Marshal, MarshalSize, Unmarshal};
 
-/// RTP timestamp units in one frame: the old name of [`super::frame::FRAME_TICKS`], kept until
-/// the call core replaces `bridge/echo_call.rs`, its last user.
-pub use super::frame::FRAME_TICKS as FRAME_SAMPLES;
 /// Size of a fixed RTP header with no CSRC and no extension.
 pub const HEADER_LEN: usize = 12;
 

@@ -18,9 +18,6 @@ pub mod websocket;
 pub use config::{LegSettings, WebRtcCodec};
 pub use connector::Connector;
 pub use keys::{EphemeralKey, KeyMinter, MintError};
-/// The old name of [`LegEnd`], kept until the call core replaces `bridge/live_call.rs`, its last
-/// user (it imports it `as LegEnd`).
-pub use leg::LegEnd as EndReason;
 pub use leg::{AgentAudio, CallerAudio, LegAudioFormat, LegEnd, LegError, LegEvent, RealtimeLeg};
 pub use session::{AgentSpec, ToolCall, ToolSpec, Turns};
 pub use websocket::{CertificateDer, WsTls};

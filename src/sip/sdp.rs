@@ -16,37 +16,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use rtc_sdp::description::session::SessionDescription;
 
+use crate::media::g711::Law;
 use crate::media::srtp::{CryptoSuite, MasterKey, SrtpKeys};
-
-/// A G.711 codec the relay can carry on the phone leg.
-///
-/// The same concept as [`crate::media::codec::Codec`]; it stays a second type only until the
-/// call core replaces `bridge/live_call.rs` and `bridge/echo_call.rs`, which match on its two
-/// variants to map it. Then `Negotiated::codec` becomes a `media::codec::Codec` and this goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    /// G.711 µ-law.
-    Pcmu,
-    /// G.711 A-law.
-    Pcma,
-}
-
-impl Codec {
-    /// The encoding name in `a=rtpmap`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Codec::Pcmu => "PCMU",
-            Codec::Pcma => "PCMA",
-        }
-    }
-    /// The payload byte of digital silence.
-    pub fn silence_byte(self) -> u8 {
-        match self {
-            Codec::Pcmu => 0xFF,
-            Codec::Pcma => 0xD5,
-        }
-    }
-}
 
 /// Media direction (RFC 3264 section 6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,7 +194,7 @@ pub struct OfferedStream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
     /// The voice codec.
-    pub codec: Codec,
+    pub codec: Law,
     /// Its payload type as offered (static 0/8, or the offerer's dynamic number).
     pub payload_type: u8,
     /// telephone-event's payload type, when offered at 8 kHz.
@@ -358,15 +329,15 @@ pub fn negotiate(body: &[u8]) -> Result<Negotiated, SdpError> {
                 continue;
             };
             let codec = match rtpmap(pt) {
-                Some((name, 8000)) if name == "PCMU" => Some(Codec::Pcmu),
-                Some((name, 8000)) if name == "PCMA" => Some(Codec::Pcma),
+                Some((name, 8000)) if name == "PCMU" => Some(Law::Mu),
+                Some((name, 8000)) if name == "PCMA" => Some(Law::A),
                 Some((name, 8000)) if name == "TELEPHONE-EVENT" => {
                     dtmf.get_or_insert(pt);
                     None
                 }
                 Some(_) => None,
-                None if pt == 0 => Some(Codec::Pcmu),
-                None if pt == 8 => Some(Codec::Pcma),
+                None if pt == 0 => Some(Law::Mu),
+                None if pt == 8 => Some(Law::A),
                 None => None,
             };
             if let (Some(c), None) = (codec, chosen) {
@@ -560,7 +531,7 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
-        assert_eq!(n.codec, Codec::Pcma);
+        assert_eq!(n.codec, Law::A);
         assert_eq!(n.payload_type, 8);
         assert_eq!(n.dtmf_payload_type, Some(101));
         assert_eq!(n.remote_rtp, Some("10.0.0.5:4000".parse().unwrap()));
@@ -574,7 +545,7 @@ mod tests {
             b"v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP4 1.2.3.4\nt=0 0\nm=audio 5000 RTP/AVP 0\n",
         )
         .unwrap();
-        assert_eq!(n.codec, Codec::Pcmu);
+        assert_eq!(n.codec, Law::Mu);
         assert_eq!(n.dtmf_payload_type, None);
     }
 
@@ -646,7 +617,7 @@ mod tests {
         assert!(a2.contains("a=recvonly"));
         // The answer parses as an offer would.
         let back = negotiate(a2.as_bytes()).unwrap();
-        assert_eq!(back.codec, Codec::Pcmu);
+        assert_eq!(back.codec, Law::Mu);
         assert_eq!(back.remote_rtp, Some("192.0.2.1:20000".parse().unwrap()));
     }
 
@@ -654,7 +625,7 @@ mod tests {
     fn dynamic_payload_type_for_g711_is_kept() {
         let n = negotiate(offer("m=audio 4000 RTP/AVP 97\r\na=rtpmap:97 pcma/8000\r\n").as_bytes())
             .unwrap();
-        assert_eq!((n.codec, n.payload_type), (Codec::Pcma, 97));
+        assert_eq!((n.codec, n.payload_type), (Law::A, 97));
     }
 
     #[test]
@@ -671,7 +642,7 @@ mod tests {
             .as_bytes(),
         )
         .unwrap();
-        assert_eq!((n.codec, n.payload_type), (Codec::Pcmu, 0));
+        assert_eq!((n.codec, n.payload_type), (Law::Mu, 0));
         assert_eq!(n.dtmf_payload_type, None);
     }
 
@@ -761,7 +732,7 @@ mod tests {
             .as_bytes(),
         )
         .unwrap();
-        assert_eq!((n.stream_index, n.codec), (1, Codec::Pcma));
+        assert_eq!((n.stream_index, n.codec), (1, Law::A));
     }
 
     #[test]

@@ -38,7 +38,7 @@ use super::prompts;
 use super::registry::{CallEvent, CallPublisher, Control, MediaStats, Speaker};
 use super::transcript::Transcript;
 use super::BridgeSettings;
-use crate::media::frame::{Frame, FRAME_SAMPLES, SILENCE};
+use crate::media::frame::{Frame, FRAME_DURATION, FRAME_SAMPLES, SILENCE};
 use crate::media::g711::Law;
 use crate::media::jitter::Playout;
 use crate::media::rtcp::{self, PeerReport};
@@ -47,7 +47,7 @@ use crate::media::rtp_leg::LegCounters;
 use crate::metrics::Metrics;
 use crate::openai::events::{ClientEvent, ContentPart, Item};
 use crate::openai::{LegError, ToolCall};
-use crate::sip::sdp::{Codec, Direction};
+use crate::sip::sdp::Direction;
 use crate::sip::EndReason;
 
 /// After `end_call`, the goodbye gets this long to play before the BYE goes anyway.
@@ -62,7 +62,7 @@ pub const TRANSFER_LIMIT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Send this event to the realtime session.
-    Send(ClientEvent),
+    Send(Box<ClientEvent>),
     /// Stop the agent's answer at the service; `unplayed_ms` of it never reached the caller.
     Interrupt { unplayed_ms: u32 },
     /// Give a tool's output to the session (the leg adds the `response.create`).
@@ -126,7 +126,7 @@ pub enum Mode {
     /// A realtime agent.
     Agent(Arc<CallAgent>),
     /// The built-in line test: the caller hears their own voice.
-    Echo(EchoBuffer),
+    Echo(Box<EchoBuffer>),
 }
 
 /// What a core is made of.
@@ -141,7 +141,7 @@ pub struct CoreParts {
     pub publisher: CallPublisher,
     pub metrics: Arc<Metrics>,
     /// The phone media as negotiated: G.711 law, payload types, direction.
-    pub codec: Codec,
+    pub codec: Law,
     pub payload_type: u8,
     pub dtmf_payload_type: Option<u8>,
     pub direction: Direction,
@@ -228,13 +228,10 @@ impl CallCore {
     /// A ringing call.
     pub fn new(parts: CoreParts) -> Self {
         let settings = parts.settings;
-        let law = match parts.codec {
-            Codec::Pcmu => Law::Mu,
-            Codec::Pcma => Law::A,
-        };
+        let law = parts.codec;
         let mode = match parts.agent {
             Some(a) => Mode::Agent(a),
-            None => Mode::Echo(EchoBuffer::new(law.silence_byte())),
+            None => Mode::Echo(Box::new(EchoBuffer::new(law.silence_byte()))),
         };
         Self {
             mode,
@@ -357,7 +354,7 @@ impl CallCore {
 
     fn send(&mut self, ev: ClientEvent) {
         if self.has_leg {
-            self.outputs.push_back(Output::Send(ev));
+            self.outputs.push_back(Output::Send(Box::new(ev)));
         }
     }
 
@@ -723,8 +720,8 @@ impl CallCore {
             concealed_frames: c.concealed,
             jitter_buffer_ms: self.media.jitter_depth_ms(),
             barge_ins: self.barge_ins,
-            audio_to_agent_s: c.frames_in as f64 * 0.02,
-            audio_to_caller_s: c.frames_out as f64 * 0.02,
+            audio_to_agent_s: c.frames_in as f64 * FRAME_DURATION.as_secs_f64(),
+            audio_to_caller_s: c.frames_out as f64 * FRAME_DURATION.as_secs_f64(),
         };
         let m = &self.metrics;
         m.rtp_jitter_seconds.observe(jitter_ms / 1000.0);

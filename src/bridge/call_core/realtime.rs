@@ -11,7 +11,7 @@ use crate::bridge::prompts;
 use crate::bridge::registry::CallEvent;
 use crate::bridge::transcript::Transcript;
 use crate::openai::events::ServerEvent;
-use crate::openai::{EndReason as LegEnd, LegError, LegEvent};
+use crate::openai::{LegEnd, LegError, LegEvent};
 use crate::sip::EndReason;
 
 /// The note that opens a rolled-over session, before the conversation so far.
@@ -69,10 +69,10 @@ impl CallCore {
     fn on_event(&mut self, now: Duration, ev: ServerEvent) {
         match ev {
             ServerEvent::SessionCreated { session, .. }
-            | ServerEvent::SessionUpdated { session, .. } => {
-                if session.id.is_some() {
-                    self.p.update(|d| d.session_id = session.id);
-                }
+            | ServerEvent::SessionUpdated { session, .. }
+                if session.id.is_some() =>
+            {
+                self.p.update(|d| d.session_id = session.id);
             }
             ServerEvent::SpeechStarted { .. } => self.barge_in(now, false),
             ServerEvent::OutputAudioBufferCleared { response_id, .. } => {

@@ -11,9 +11,10 @@ use super::*;
 use crate::bridge::agent::Agents;
 use crate::bridge::registry::{CallDetail, Registry};
 use crate::bridge::tool_run::ToolDone;
+use crate::media::g711::Law;
 use crate::media::rtp::{self, Packetizer, HEADER_LEN};
 use crate::openai::events::ServerEvent;
-use crate::openai::{AgentAudio, EndReason as LegEnd, LegEvent};
+use crate::openai::{AgentAudio, LegEnd, LegEvent};
 
 const FRONT: &str = r#"
 description = "Front desk."
@@ -86,7 +87,7 @@ impl Call {
             settings: Arc::new(settings),
             publisher,
             metrics: metrics.clone(),
-            codec: Codec::Pcmu,
+            codec: Law::Mu,
             payload_type: 0,
             dtmf_payload_type: Some(101),
             direction: Direction::SendRecv,
@@ -197,7 +198,7 @@ fn ended(outs: &[Output]) -> Option<&Ended> {
 fn sent_texts(outs: &[Output]) -> Vec<String> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::Send(ev) => Some(serde_json::to_string(ev).unwrap()),
+            Output::Send(ev) => Some(serde_json::to_string(&**ev).unwrap()),
             _ => None,
         })
         .collect()
@@ -205,7 +206,9 @@ fn sent_texts(outs: &[Output]) -> Vec<String> {
 
 fn responses_asked(outs: &[Output]) -> usize {
     outs.iter()
-        .filter(|o| matches!(o, Output::Send(ClientEvent::ResponseCreate { .. })))
+        .filter(
+            |o| matches!(o, Output::Send(ev) if matches!(**ev, ClientEvent::ResponseCreate { .. })),
+        )
         .count()
 }
 
