@@ -14,14 +14,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::{interval, sleep, sleep_until, Instant, Interval, MissedTickBehavior};
+use tokio::time::{interval, sleep, sleep_until, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::call_agent::CallAgent;
 use super::call_core::{CallCore, CoreParts, Ended, Output};
 use super::call_record;
-use super::call_recording;
 use super::registry::Control;
 use super::tool_run::{self, ToolDone};
 use super::{BridgeSettings, LiveContext, Shared};
@@ -73,8 +72,7 @@ async fn run_inner(
         .map(|t| t.caller(call.caller_number.as_deref()));
     let agent_name = agent
         .as_ref()
-        .map_or("echo", |a| a.name.as_str())
-        .to_string();
+        .map_or_else(|| "echo".into(), |a| a.name.clone());
     info!(
         from = %call.from, to = %call.to, transport = call.transport,
         sip_call_id = %call.sip_call_id, source = call.source.map(tracing::field::display),
@@ -91,7 +89,7 @@ async fn run_inner(
     let core = CallCore::new(CoreParts {
         agent,
         agents: ctx.as_ref().map(|c| c.agents.clone()).unwrap_or_default(),
-        settings: settings.clone(),
+        settings,
         publisher,
         metrics: metrics.clone(),
         codec: neg.codec,
@@ -105,7 +103,6 @@ async fn run_inner(
         core,
         leg: None,
         ctx,
-        settings,
         metrics,
         caller: caller.unwrap_or_default(),
         tools: JoinSet::new(),
@@ -116,6 +113,9 @@ async fn run_inner(
     task.finish(end).await;
 }
 
+/// A realtime session opened, or why not; `None` for the echo line test.
+type Opened = Option<Result<Box<dyn RealtimeLeg>, LegError>>;
+
 /// The IO of one call.
 struct Task {
     call: IncomingCall,
@@ -124,7 +124,6 @@ struct Task {
     leg: Option<Box<dyn RealtimeLeg>>,
     /// `None` for the echo line test.
     ctx: Option<Arc<LiveContext>>,
-    settings: Arc<BridgeSettings>,
     metrics: Arc<Metrics>,
     /// Whom the booking tools act for.
     caller: Caller,
@@ -135,41 +134,23 @@ struct Task {
 }
 
 impl Task {
-    /// Opens a realtime session for the core's current agent (`None`: no agent). Made of
-    /// owned parts, so that it can be kept across the loop's other branches.
-    fn open_leg(
-        &self,
-    ) -> impl std::future::Future<Output = Option<Result<Box<dyn RealtimeLeg>, LegError>>> + 'static
-    {
+    /// Opens a realtime session for the core's current agent; the echo line test, with no
+    /// agent, waits `wait` instead (`None`). Made of owned parts, so that the loop's other
+    /// branches do not restart it while the phone rings.
+    fn open_leg(&self, wait: Duration) -> impl std::future::Future<Output = Opened> + 'static {
         let spec = self.core.agent().map(|a| a.spec.clone());
-        let ctx = self.ctx.clone();
-        let law = self.core.media().law();
+        let (ctx, law) = (self.ctx.clone(), self.core.media().law());
         async move {
-            let (ctx, spec) = (ctx?, spec?);
+            let (Some(ctx), Some(spec)) = (ctx, spec) else {
+                sleep(wait).await;
+                return None;
+            };
             Some(ctx.connector.connect(&spec, law).await)
         }
     }
 
-    /// Opens the realtime session while the phone rings (the echo line test waits
-    /// `bridge.answer_delay_ms` instead). Made of owned parts, so that the loop's other
-    /// branches do not restart it.
-    fn ready(
-        &self,
-    ) -> impl std::future::Future<Output = Option<Result<Box<dyn RealtimeLeg>, LegError>>> + 'static
-    {
-        let (leg, delay) = (self.open_leg(), self.settings.answer_delay);
-        let echo = self.ctx.is_none();
-        async move {
-            if echo {
-                sleep(delay).await;
-                return None;
-            }
-            leg.await
-        }
-    }
-
     /// Answers (200 OK) once the session is open or could not be; `Some`: the call is over.
-    fn answer(&mut self, opened: Option<Result<Box<dyn RealtimeLeg>, LegError>>) -> Option<Ended> {
+    fn answer(&mut self, opened: Opened) -> Option<Ended> {
         if let Err(e) = self.call.sip.answer() {
             info!(error = %e, "the answer was refused");
             return Some(Ended::by_phone(EndReason::Rejected));
@@ -186,11 +167,7 @@ impl Task {
             Some(Err(e)) => Err(e),
             None => Ok(None),
         };
-        // recording (agent calls): from the answer on, its notice queued before the greeting
-        if let Some(record) = self.core.agent().map(|a| a.record) {
-            let (id, rec) = (&self.call.id, &self.settings.recording);
-            call_recording::begin(self.core.media_mut(), rec, record, id, now);
-        }
+        self.core.start_recording(now, &self.call.id);
         self.core.handle_answered(now, setup, opened);
         None
     }
@@ -202,13 +179,14 @@ impl Task {
         stop: CancellationToken,
     ) -> Ended {
         self.call.sip.ring();
-        let ready = self.ready();
+        let ready = self.open_leg(self.core.settings().answer_delay);
         tokio::pin!(ready);
         let mut answered = false;
-        // the media clock catches up after a stall; reports and statistics need not
-        let mut ticks = every(FRAME_DURATION, MissedTickBehavior::Burst);
-        let mut reports = every(REPORT_INTERVAL, MissedTickBehavior::Delay);
-        let mut stats = every(STATS_EVERY, MissedTickBehavior::Delay);
+        // the media clock catches up after a stall (bursts: the default); the others need not
+        let mut ticks = interval(FRAME_DURATION);
+        let (mut reports, mut stats) = (interval(REPORT_INTERVAL), interval(STATS_EVERY));
+        reports.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut controls_open = true;
         let mut rtp_buf = [0u8; 1500];
         let mut rtcp_buf = [0u8; 1500];
@@ -331,7 +309,7 @@ impl Task {
                 }
                 Output::RunTool(tc) => {
                     let tools = self.ctx.as_ref().and_then(|c| c.tools.clone());
-                    let limit = self.settings.tool_timeout;
+                    let limit = self.core.settings().tool_timeout;
                     self.tools
                         .spawn(tool_run::run_booking(tools, self.caller.clone(), tc, limit));
                 }
@@ -347,7 +325,7 @@ impl Task {
                     }
                 }
                 Output::OpenLeg => {
-                    let opened = match self.open_leg().await {
+                    let opened = match self.open_leg(Duration::ZERO).await {
                         Some(Ok(leg)) => {
                             let id = leg.session_id().map(str::to_string);
                             self.leg = Some(leg);
@@ -378,12 +356,7 @@ impl Task {
         if let Some(r) = end.sip {
             self.call.sip.hang_up(r).await;
         }
-        // recording: closed with the call; the record says where it is
-        if let Some(info) = self.core.media_mut().finish_recording() {
-            self.core
-                .publisher()
-                .update(|d| d.recording = Some(info.into()));
-        }
+        self.core.finish_recording();
         // a booking being written is kept: let running tools finish (bounded)
         let drain = async {
             while let Some(done) = self.tools.join_next().await {
@@ -397,29 +370,16 @@ impl Task {
         }
         self.core.publish_stats(self.call.rtp.counters);
         let (c, seconds) = (self.call.rtp.counters, self.t0.elapsed().as_secs_f32());
-        let Task {
-            core,
-            call,
-            ctx,
-            metrics,
-            ..
-        } = self;
+        let figures = self.core.end_figures();
         // free the call's slot and ports before saying it ended
-        drop(call);
+        drop(self.call);
         // the record is stored before the line that says the call ended, so whoever reads
         // that line finds the record
-        let tools = ctx.as_ref().and_then(|c| c.tools.as_ref());
-        let mut core = core;
-        let figures = core.end_figures();
-        call_record::finish(&metrics, tools, core.into_publisher(), &end.reason).await;
+        let tools = self.ctx.as_ref().and_then(|c| c.tools.as_ref());
+        let p = self.core.into_publisher();
+        call_record::finish(&self.metrics, tools, p, &end.reason).await;
         figures.log(&end.reason, seconds, &c);
     }
-}
-
-fn every(period: Duration, missed: MissedTickBehavior) -> Interval {
-    let mut i = interval(period);
-    i.set_missed_tick_behavior(missed);
-    i
 }
 
 /// Logs a failed operation on the realtime session (the session's end shows up as its own

@@ -314,6 +314,11 @@ impl CallCore {
         }
     }
 
+    /// The call's limits and timings.
+    pub fn settings(&self) -> &BridgeSettings {
+        &self.settings
+    }
+
     /// The phone media, for RTCP reports.
     pub fn media(&self) -> &PhoneMedia {
         &self.media
@@ -691,6 +696,22 @@ impl CallCore {
     pub fn rtcp_report(&mut self, wall: SystemTime) -> Vec<u8> {
         let tx = self.media.packetizer().clone();
         rtcp::sender_report(&tx, self.media.receive_stats(), wall)
+    }
+
+    /// At the answer: records call `id` when `recording.enabled` or the agent's `record` say
+    /// so (echo calls are not recorded), the notice queued before the greeting.
+    pub fn start_recording(&mut self, now: Duration, id: &str) {
+        if let Mode::Agent(a) = &self.mode {
+            let rec = &self.settings.recording;
+            super::call_recording::begin(&mut self.media, rec, a.record, id, now);
+        }
+    }
+
+    /// Closes the call's recording, if it has one; the call's record says where it is.
+    pub fn finish_recording(&mut self) {
+        if let Some(info) = self.media.finish_recording() {
+            self.p.update(|d| d.recording = Some(info.into()));
+        }
     }
 
     /// The figures of the line that says the call ended.
