@@ -418,13 +418,7 @@ impl CallCore {
             Err(e) => {
                 let cause = failure_cause(&e);
                 warn!(error = %e, cause, "the realtime session did not open: apologising");
-                self.metrics.realtime_failed(cause);
-                self.say_goodbye(
-                    now,
-                    prompts::apology(),
-                    "realtime_failed",
-                    EndReason::RelayBye,
-                );
+                self.apologise(now, cause);
             }
         }
     }

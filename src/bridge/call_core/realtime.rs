@@ -244,6 +244,12 @@ impl CallCore {
     /// The session is gone for good: the caller hears the apology, then BYE.
     fn session_lost(&mut self, now: Duration, cause: &'static str, why: &str) {
         warn!(reason = %why, "the realtime session ended mid-call: apologising");
+        self.apologise(now, cause);
+    }
+
+    /// No session, none to come: counts the failure under `cause`, and the caller hears the
+    /// apology, then BYE.
+    pub(super) fn apologise(&mut self, now: Duration, cause: &'static str) {
         self.metrics.realtime_failed(cause);
         self.say_goodbye(
             now,
