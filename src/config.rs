@@ -10,10 +10,11 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::booking::BookingConfig;
 use crate::secret::Secret;
 
+mod booking;
 mod sip;
+pub use self::booking::{redact_url, BookingConfig, WeeklyHours};
 pub use self::sip::{LimitsConfig, StreamsConfig, TrunkConfig, TrunkError, UnknownSource};
 
 /// The config file read when `--config` is not given and the file exists.
@@ -676,7 +677,7 @@ fn shown_value(key: &str, v: &figment::value::Value) -> Option<String> {
         return Some("[redacted]".into());
     }
     match v {
-        Value::String(_, s) => serde_json::to_string(&crate::booking::config::redact_url(s)).ok(),
+        Value::String(_, s) => serde_json::to_string(&redact_url(s)).ok(),
         Value::Dict(..) => None,
         other => serde_json::to_string(other).ok(),
     }

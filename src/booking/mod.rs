@@ -11,7 +11,6 @@
 pub mod caller;
 pub mod clock;
 pub mod code;
-pub mod config;
 pub mod error;
 pub mod name;
 pub mod phone;
@@ -20,10 +19,18 @@ pub mod schedule;
 pub mod store;
 pub mod tools;
 
+pub use crate::config::{redact_url, BookingConfig, WeeklyHours};
 pub use caller::Caller;
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use config::{BookingConfig, WeeklyHours};
 pub use error::{BookingConfigError, InsertError, StoreError};
 pub use schedule::Schedule;
 pub use store::{Backend, Booking, CallRecord, NewBooking, RecordingRef, Status, Store};
 pub use tools::{Tools, TOOL_NAMES};
+
+impl BookingConfig {
+    /// Checks every schedule rule and the phone region; the error names the bad key
+    /// (`booking.hours.monday`, …). The database URL is checked when the store opens.
+    pub fn validate(&self) -> Result<(), BookingConfigError> {
+        Schedule::from_config(self).map(|_| ())
+    }
+}

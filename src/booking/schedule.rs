@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashSet};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
-use super::config::BookingConfig;
 use super::error::BookingConfigError;
+use crate::config::BookingConfig;
 
 /// Longest range `check_availability` answers for, in days (both ends included).
 pub const MAX_RANGE_DAYS: i64 = 31;

@@ -259,7 +259,7 @@ impl Store {
         } else {
             return Err(StoreError::BadUrl(format!(
                 "unsupported database URL {:?}: use sqlite://FILE or postgres://…",
-                super::config::redact_url(url)
+                crate::config::redact_url(url)
             )));
         };
         Ok(Self { pool })

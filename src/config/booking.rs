@@ -233,12 +233,6 @@ impl BookingConfig {
             ..self.clone()
         }
     }
-
-    /// Checks every schedule rule and the phone region; the error names the bad key
-    /// (`booking.hours.monday`, …). The database URL is checked when the store opens.
-    pub fn validate(&self) -> Result<(), crate::booking::BookingConfigError> {
-        crate::booking::Schedule::from_config(self).map(|_| ())
-    }
 }
 
 #[cfg(test)]
