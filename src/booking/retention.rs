@@ -39,18 +39,33 @@ pub fn spawn(store: Store, keep_days: u32, clock: Arc<dyn Clock>) -> Option<Join
     if keep_days == 0 {
         return None;
     }
-    Some(tokio::spawn(async move {
-        let mut every = tokio::time::interval(PRUNE_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            match prune(&store, keep_days, clock.now()).await {
+    Some(every(PRUNE_EVERY, move || {
+        let (store, now) = (store.clone(), clock.now());
+        async move {
+            match prune(&store, keep_days, now).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, keep_days, "old call records deleted"),
                 Err(e) => tracing::warn!(error = %e, "deleting old call records failed"),
             }
         }
     }))
+}
+
+/// Runs `run` at once, then every `period`, until the task is aborted; a run missed while
+/// the last one took long is not made up.
+pub fn every<F, Fut>(period: std::time::Duration, mut run: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            run().await;
+        }
+    })
 }
 
 #[cfg(test)]

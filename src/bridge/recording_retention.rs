@@ -104,12 +104,10 @@ pub fn spawn(
     if keep_days == 0 {
         return None;
     }
-    Some(tokio::spawn(async move {
-        let mut every = tokio::time::interval(SWEEP_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            match sweep(store.as_ref(), &dir, keep_days, clock.now()).await {
+    Some(crate::booking::retention::every(SWEEP_EVERY, move || {
+        let (store, dir, now) = (store.clone(), dir.clone(), clock.now());
+        async move {
+            match sweep(store.as_ref(), &dir, keep_days, now).await {
                 Ok(s) if s == Swept::default() => {}
                 Ok(s) => info!(
                     files = s.files,

@@ -448,7 +448,7 @@ fn a_handoff_changes_the_agent_and_its_instructions_but_not_the_voice() {
 }
 
 #[test]
-fn a_handoff_to_an_agent_that_is_not_there_is_an_error() {
+fn a_handoff_the_agent_was_not_given_is_refused() {
     let mut c = Call::answered();
     // not in the front desk's handoffs: refused as a tool the agent does not have
     c.tool_call("transfer_to_nobody", "{}");
