@@ -225,7 +225,9 @@ impl CallCore {
     }
 
     fn on_leg_ended(&mut self, now: Duration, reason: LegEnd) {
+        // the task lets the ended session go (it would say it ended again and again)
         self.has_leg = false;
+        self.outputs.push_back(Output::CloseLeg);
         if self.goodbye.is_some() || self.ending.is_some() {
             return;
         }
@@ -234,7 +236,6 @@ impl CallCore {
             info!("the realtime session expired: continuing in a new one");
             self.media.flush(now);
             self.rolling_over = true;
-            self.outputs.push_back(Output::CloseLeg);
             self.outputs.push_back(Output::OpenLeg);
             return;
         }
