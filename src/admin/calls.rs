@@ -73,6 +73,25 @@ async fn ended(state: &AdminState) -> Vec<CallSummary> {
     calls
 }
 
+/// The stored record of call `id`: 404 without a database or such a record, 503 when the
+/// database cannot be read.
+pub(super) async fn stored_call(state: &AdminState, id: &str) -> Result<CallRecord, ApiError> {
+    let Some(store) = &state.store else {
+        return Err(ApiError::call_not_found());
+    };
+    match store.get_call(id).await {
+        Ok(Some(record)) => Ok(record),
+        Ok(None) => Err(ApiError::call_not_found()),
+        Err(e) => {
+            warn!(error = %e, "reading a stored call failed");
+            Err(ApiError::unavailable(
+                "database_error",
+                "the call history could not be read from the database",
+            ))
+        }
+    }
+}
+
 /// `GET /api/calls/{id}`: a live or recent call from the registry, else a stored record.
 pub async fn get(
     State(state): State<AdminState>,
@@ -84,20 +103,8 @@ pub async fn get(
     if let Some(detail) = state.registry.get(&id) {
         return Ok(Json(json!(detail)));
     }
-    let Some(store) = &state.store else {
-        return Err(ApiError::call_not_found());
-    };
-    match store.get_call(&id).await {
-        Ok(Some(record)) => Ok(Json(record_detail(&record))),
-        Ok(None) => Err(ApiError::call_not_found()),
-        Err(e) => {
-            warn!(error = %e, "reading a stored call failed");
-            Err(ApiError::unavailable(
-                "database_error",
-                "the call history could not be read from the database",
-            ))
-        }
-    }
+    let record = stored_call(&state, &id).await?;
+    Ok(Json(record_detail(&record)))
 }
 
 /// The short form of a stored call.

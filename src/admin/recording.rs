@@ -196,20 +196,10 @@ async fn find(state: &AdminState, id: &str) -> Result<RecordingRef, ApiError> {
     if let Some(detail) = state.registry.get(id) {
         return detail.recording.ok_or_else(no_recording);
     }
-    let Some(store) = &state.store else {
-        return Err(ApiError::call_not_found());
-    };
-    match store.get_call(id).await {
-        Ok(Some(record)) => record.recording.ok_or_else(no_recording),
-        Ok(None) => Err(ApiError::call_not_found()),
-        Err(e) => {
-            warn!(error = %e, "reading a stored call failed");
-            Err(ApiError::unavailable(
-                "database_error",
-                "the call history could not be read from the database",
-            ))
-        }
-    }
+    super::calls::stored_call(state, id)
+        .await?
+        .recording
+        .ok_or_else(no_recording)
 }
 
 #[cfg(test)]

@@ -45,8 +45,11 @@ impl CallCore {
             self.metrics
                 .added_latency("to_agent", depth as f64 / 1000.0);
         }
-        self.to_agent = if self.muted { SILENCE } else { *frame };
-        &self.to_agent
+        if self.muted {
+            &SILENCE
+        } else {
+            frame
+        }
     }
 
     /// One 20 ms tick (its scheduled time): returns the packet to send to the caller (none

@@ -41,7 +41,6 @@ use super::prompts;
 use super::registry::{CallEvent, CallPublisher, Control, Speaker};
 use super::transcript::Transcript;
 use super::BridgeSettings;
-use crate::media::frame::{Frame, SILENCE};
 use crate::media::g711::Law;
 use crate::media::rtcp::PeerReport;
 use crate::metrics::Metrics;
@@ -216,7 +215,6 @@ pub struct CallCore {
     /// Frames of comfort noise or hold sound played (all calls long).
     hold_frames: u64,
     barge_ins: u64,
-    to_agent: Frame,
     out: [u8; MAX_OUT],
     reported_lost: u64,
     reported_concealed: u64,
@@ -265,7 +263,6 @@ impl CallCore {
             hold_pos: 0,
             hold_frames: 0,
             barge_ins: 0,
-            to_agent: SILENCE,
             out: [0; MAX_OUT],
             reported_lost: 0,
             reported_concealed: 0,
@@ -324,16 +321,6 @@ impl CallCore {
         &self.media
     }
 
-    /// The phone media, for RTCP reports.
-    pub fn media_mut(&mut self) -> &mut PhoneMedia {
-        &mut self.media
-    }
-
-    /// The call's registry entry.
-    pub fn publisher(&self) -> &CallPublisher {
-        &self.p
-    }
-
     /// The call's registry entry back, to close it.
     pub fn into_publisher(self) -> CallPublisher {
         self.p
@@ -342,11 +329,6 @@ impl CallCore {
     /// Frames of comfort noise or hold sound played so far.
     pub fn hold_frames(&self) -> u64 {
         self.hold_frames
-    }
-
-    /// The operator muted the caller.
-    pub fn is_muted(&self) -> bool {
-        self.muted
     }
 
     fn end(&mut self, e: Ended) {

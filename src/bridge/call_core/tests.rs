@@ -11,6 +11,7 @@ use super::*;
 use crate::bridge::agent::Agents;
 use crate::bridge::registry::{CallDetail, Registry};
 use crate::bridge::tool_run::ToolDone;
+use crate::media::frame::{Frame, SILENCE};
 use crate::media::g711::Law;
 use crate::media::rtp::{self, Packetizer, HEADER_LEN};
 use crate::openai::events::ServerEvent;
