@@ -215,7 +215,7 @@ async fn run(call: WebCall, live: Arc<LiveContext>, stop: CancellationToken) {
         setup,
         claim: _claim,
     } = call;
-    info!(agent = %agent.name, service_call = %service_call_id, "browser call started");
+    info!(kind = "web", agent = %agent.name, service_call = %service_call_id, "call started");
     let mut detail = CallDetail::new(&id, "browser", &service_call_id, &agent.name, None);
     detail.kind = CallKind::Web;
     detail.transport = "webrtc".into();
@@ -306,7 +306,7 @@ async fn run(call: WebCall, live: Arc<LiveContext>, stop: CancellationToken) {
     let seconds = t0.elapsed().as_secs_f32();
     let p = core.into_publisher();
     call_record::finish(&metrics, live.tools.as_ref(), p, &end.reason).await;
-    info!(reason = %end.reason, seconds, "browser call ended");
+    info!(kind = "web", reason = %end.reason, seconds, "call ended");
 }
 
 /// Carries out what the core asked for, in order; the call's end when it is over.
