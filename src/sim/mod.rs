@@ -59,6 +59,7 @@ mod keys;
 mod moderation;
 mod rtc;
 mod server;
+mod sideband;
 mod state;
 mod ws;
 
