@@ -69,6 +69,7 @@ struct Browser {
     call_id: String,
     events: mpsc::Receiver<Value>,
     closed: mpsc::Receiver<()>,
+    states: mpsc::Receiver<RTCPeerConnectionState>,
     rtp: mpsc::Receiver<()>,
 }
 
@@ -91,7 +92,7 @@ async fn sim(scenario: &str) -> SimHandle {
 /// Opens a WebRTC call to the simulator with the server key and waits for `session.created`.
 async fn call(sim: &SimHandle) -> Browser {
     let (gathered_tx, mut gathered_rx) = mpsc::channel(1);
-    let (states_tx, _states) = mpsc::channel(64);
+    let (states_tx, states) = mpsc::channel(64);
     let (rtp_tx, rtp) = mpsc::channel(4_096);
     let mut media = MediaEngine::default();
     media.register_default_codecs().unwrap();
@@ -172,6 +173,7 @@ async fn call(sim: &SimHandle) -> Browser {
         call_id,
         events,
         closed,
+        states,
         rtp,
     }
 }
@@ -488,6 +490,24 @@ async fn hanging_up_closes_the_sideband_and_the_browsers_channel() {
     tokio::time::timeout(WAIT, browser.closed.recv())
         .await
         .expect("the browser's channel closes after hangup");
+    // and the browser's connection ends too, not only the channel
+    let mut states = vec![];
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(s) = browser.states.recv().await {
+            states.push(s);
+            if matches!(
+                s,
+                RTCPeerConnectionState::Closed
+                    | RTCPeerConnectionState::Failed
+                    | RTCPeerConnectionState::Disconnected
+            ) {
+                return s;
+            }
+        }
+        panic!("no more connection states");
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection stays up: {states:?}");
     let log = session_of(&sim, &browser.call_id).await;
     assert_eq!(log["closed"], "hangup");
     browser.pc.close().await.unwrap();
