@@ -19,7 +19,7 @@ use voxrelay::sim::{SimConfig, SimHandle, Simulator};
 const SERVER_KEY: &str = "sk-sdk-browser-test";
 const TOKEN: &str = "sdk-browser-admin-token-5c1e";
 
-/// The caller: 6 s of silence (the greeting plays), the question, then silence for the rest of
+/// The caller: 8 s of silence (the greeting plays), the question, then silence for the rest of
 /// the test (Chromium loops the file). 48 kHz mono 16-bit, made with espeak-ng and sox.
 fn microphone(dir: &Path) -> PathBuf {
     let speech = dir.join("speech.wav");
@@ -35,7 +35,7 @@ fn microphone(dir: &Path) -> PathBuf {
         .arg(&speech)
         .args(["-r", "48000", "-c", "1", "-b", "16"])
         .arg(&mic)
-        .args(["pad", "6", "60"])
+        .args(["pad", "8", "60"])
         .status()
         .expect("sox is installed");
     assert!(st.success());
@@ -206,6 +206,14 @@ async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_s
     );
     assert_eq!(s["errors_sent"], serde_json::json!([]), "{s:#}");
     assert!(s["audio_received_seconds"].as_f64().unwrap() > 1.0, "{s:#}");
+    // the relay minted one key for the listed origin, none for the other
+    let all: Value = reqwest::get(format!("{}/sim/sessions", sim.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["keys_minted"], 1, "{all:#}");
 
     // the same page on an origin the relay does not list gets no key: the browser's preflight
     // is refused, so its fetch fails and the GET is never sent
@@ -233,7 +241,7 @@ async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_s
         .is_none());
 
     eprintln!(
-        "sdk page: key from the relay {} ms, connect() {} ms, first greeting audio {} ms after connect() began; bundle {} bytes ({} gzip), page {} bytes",
+        "sdk page: key from the relay {} ms; key + session.connect() {} ms; first greeting sound on the remote track {} ms after the key was asked for; bundle {} bytes ({} gzip), page {} bytes",
         seen["key_ms"], seen["connect_ms"], seen["greeting_audio_ms"],
         seen["bundle"]["js_bytes"], seen["bundle"]["js_gzip_bytes"], seen["bundle"]["html_bytes"]
     );
