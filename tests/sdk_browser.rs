@@ -137,10 +137,7 @@ async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_s
     let env = vec![
         ("RELAY_URL", format!("http://{}", relay.admin)),
         ("RELAY_TOKEN", TOKEN.to_string()),
-        (
-            "CALLS_URL",
-            format!("{}/v1/realtime/calls", sim.base_url()),
-        ),
+        ("CALLS_URL", format!("{}/v1/realtime/calls", sim.base_url())),
         ("PAGE_PORT", page_port.to_string()),
         ("OTHER_PORT", other_port.to_string()),
         ("MIC_WAV", mic.display().to_string()),
@@ -158,7 +155,11 @@ async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_s
 
     // the page: a key from the relay (its Authorization header preflighted), the call up, the
     // greeting heard, its own tool run, no error from the SDK, none in the console
-    assert_eq!(seen["relay_answers"], serde_json::json!(["GET 200"]), "{seen}");
+    assert_eq!(
+        seen["relay_answers"],
+        serde_json::json!(["GET 200"]),
+        "{seen}"
+    );
     let call_id = seen["call_id"].as_str().expect("the SDK read Location");
     assert!(call_id.starts_with("rtc_"), "{seen}");
     assert!(
@@ -185,8 +186,16 @@ async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_s
         "the microphone track is off: {seen}"
     );
     assert_eq!(seen["closed_status"], "disconnected", "{seen}");
-    assert_eq!(seen["errors"], serde_json::json!([]), "no error event: {seen}");
-    assert_eq!(seen["problems"], serde_json::json!([]), "no console error: {seen}");
+    assert_eq!(
+        seen["errors"],
+        serde_json::json!([]),
+        "no error event: {seen}"
+    );
+    assert_eq!(
+        seen["problems"],
+        serde_json::json!([]),
+        "no console error: {seen}"
+    );
 
     // the simulator: it heard the caller, got the tool's output, the interrupt and the close
     let s = sim_session(&sim, call_id, |s| !s["closed"].is_null()).await;

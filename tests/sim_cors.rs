@@ -140,7 +140,13 @@ async fn the_offer_preflight_allows_what_the_agents_sdk_sends() {
         assert!(allowed.contains(&wanted.into()), "{wanted} in {allowed:?}");
     }
     // a header outside OpenAI's list is not allowed: the browser then refuses the request
-    let resp = preflight(&sim, "/v1/realtime/calls", "POST", "authorization,originator").await;
+    let resp = preflight(
+        &sim,
+        "/v1/realtime/calls",
+        "POST",
+        "authorization,originator",
+    )
+    .await;
     assert!(!list(resp.headers(), "access-control-allow-headers").contains(&"originator".into()));
     sim.shutdown().await;
 }
@@ -165,7 +171,10 @@ async fn a_call_posted_from_a_page_is_readable_with_its_location() {
     assert_eq!(h["access-control-allow-origin"], "*");
     assert_eq!(list(&h, "access-control-expose-headers"), vec!["location"]);
     let location = h["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with("/v1/realtime/calls/rtc_"), "{location}");
+    assert!(
+        location.starts_with("/v1/realtime/calls/rtc_"),
+        "{location}"
+    );
     assert!(resp.text().await.unwrap().starts_with("v=0"));
 
     // the hangup sub-resource answers the page too, preflight and all
