@@ -89,6 +89,7 @@ async fn fixture_with(opts: Options, store: Option<Store>) -> Fixture {
         store,
         minter: opts.minter,
         session: agent.session(None),
+        web: None,
         token: opts.token.then(|| Secret::new(TOKEN)),
         trunks: trunks.clone(),
         readiness: Arc::new(move || Readiness {
@@ -333,6 +334,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
                 caller: "sip:+15557654321@127.0.0.1".into(),
                 callee: "sip:+15550001111@127.0.0.1".into(),
                 agent: "receptionist".into(),
+                kind: Default::default(),
                 started_at: three_days_ago,
                 answered_at: None,
                 ended_at: None,
@@ -353,6 +355,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
             caller: "sip:+15557654321@127.0.0.1".into(),
             callee: "sip:+15550001111@127.0.0.1".into(),
             agent: "receptionist".into(),
+            kind: voxrelay::booking::CallKind::Web,
             started_at: Utc::now() - chrono::Duration::days(2),
             answered_at: Some(Utc::now() - chrono::Duration::days(2)),
             ended_at: Some(Utc::now() - chrono::Duration::days(2)),
@@ -392,6 +395,9 @@ async fn every_route_answers_as_the_openapi_document_says() {
         "newest first"
     );
     assert_eq!(v["calls"][1]["end_reason"], "agent_end_call");
+    // the stored record keeps where the call came from
+    assert_eq!(v["calls"][1]["kind"], "web");
+    assert_eq!(v["calls"][0]["kind"], "phone");
 
     let (s, v) = f.call(Method::GET, "/api/calls?state=sideways", None).await;
     assert_eq!(s, 400);
@@ -413,6 +419,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!(s, 200);
     spec.check("get", "/api/calls/{id}", s, &v);
     assert_eq!(v["state"], "ended");
+    assert_eq!(v["kind"], "web");
     assert_eq!(v["transcript"][0]["text"], "Goodbye!");
 
     let (s, v) = f.call(Method::GET, "/api/calls/no-such-call", None).await;
@@ -917,6 +924,7 @@ async fn a_non_loopback_listen_without_a_token_is_refused() {
         store: None,
         minter: None,
         session: AgentSpec::default().session(None),
+        web: None,
         token: None,
         trunks: Default::default(),
         readiness: Arc::new(Readiness::ready),
