@@ -715,6 +715,14 @@ async fn every_route_answers_as_the_openapi_document_says() {
         .as_str()
         .unwrap()
         .contains("OPENAI_API_KEY"));
+    let (s, v) = f.call(Method::GET, "/api/session?model=x", None).await;
+    assert_eq!(s, 400);
+    spec.check("get", "/api/session", s, &v);
+    // nor browser calls
+    let body = json!({"call_id": "rtc_1", "client_secret": "ek_1"});
+    let (s, v) = f.call(Method::POST, "/api/calls/web", Some(body)).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (503, Some("no_api_key")));
+    spec.check("post", "/api/calls/web", s, &v);
 
     // unknown routes and methods
     let (s, v) = f.call(Method::GET, "/api/nothing-here", None).await;
@@ -732,6 +740,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
     for (method, path) in [
         ("get", "/api/calls"),
         ("get", "/api/calls/{id}"),
+        ("post", "/api/calls/web"),
         ("get", "/api/calls/{id}/events"),
         ("post", "/api/calls/{id}/hangup"),
         ("post", "/api/calls/{id}/interrupt"),
@@ -855,6 +864,11 @@ async fn every_route_answers_as_the_openapi_document_says() {
         .filter(|k| !seen.contains(k))
         // each of these has its own test below
         .filter(|(p, _, c)| !(p == "/api/session" && [200, 502, 504].contains(c)))
+        // browser calls need a realtime service: tests/web_calls.rs
+        .filter(|(p, _, c)| !(p == "/api/session" && *c == 404))
+        .filter(|(p, _, c)| {
+            !(p == "/api/calls/web" && [201, 400, 403, 404, 409, 502].contains(c))
+        })
         .filter(|(p, _, c)| {
             !(p == "/api/bookings" && *c == 503 && seen.contains(&(p.clone(), "get".into(), 503)))
         })
