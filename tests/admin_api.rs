@@ -343,6 +343,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
                 caller: "sip:+15557654321@127.0.0.1".into(),
                 callee: "sip:+15550001111@127.0.0.1".into(),
                 agent: "receptionist".into(),
+                kind: Default::default(),
                 started_at: three_days_ago,
                 answered_at: None,
                 ended_at: None,
@@ -363,6 +364,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
             caller: "sip:+15557654321@127.0.0.1".into(),
             callee: "sip:+15550001111@127.0.0.1".into(),
             agent: "receptionist".into(),
+            kind: voxrelay::booking::CallKind::Web,
             started_at: Utc::now() - chrono::Duration::days(2),
             answered_at: Some(Utc::now() - chrono::Duration::days(2)),
             ended_at: Some(Utc::now() - chrono::Duration::days(2)),
@@ -402,6 +404,9 @@ async fn every_route_answers_as_the_openapi_document_says() {
         "newest first"
     );
     assert_eq!(v["calls"][1]["end_reason"], "agent_end_call");
+    // the stored record keeps where the call came from
+    assert_eq!(v["calls"][1]["kind"], "web");
+    assert_eq!(v["calls"][0]["kind"], "phone");
 
     let (s, v) = f.call(Method::GET, "/api/calls?state=sideways", None).await;
     assert_eq!(s, 400);
@@ -423,6 +428,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!(s, 200);
     spec.check("get", "/api/calls/{id}", s, &v);
     assert_eq!(v["state"], "ended");
+    assert_eq!(v["kind"], "web");
     assert_eq!(v["transcript"][0]["text"], "Goodbye!");
 
     let (s, v) = f.call(Method::GET, "/api/calls/no-such-call", None).await;

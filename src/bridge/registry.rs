@@ -6,6 +6,7 @@
 //! change is also broadcast as a [`CallEvent`]; a subscriber that falls behind loses events
 //! (and is told so), it never slows a call.
 
+use crate::booking::CallKind;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -122,6 +123,8 @@ pub struct CallDetail {
     pub to: String,
     /// The agent answering now (changes on a handoff).
     pub agent: String,
+    /// A phone call or a browser's call.
+    pub kind: CallKind,
     /// The trunk the call came from.
     pub trunk: Option<String>,
     /// `udp` or `tcp`.
@@ -164,6 +167,8 @@ pub struct CallSummary {
     pub to: String,
     /// The agent answering now.
     pub agent: String,
+    /// A phone call or a browser's call.
+    pub kind: CallKind,
     /// Where the call is.
     pub state: CallState,
     /// When the INVITE arrived.
@@ -188,6 +193,7 @@ impl CallDetail {
             from: from.into(),
             to: to.into(),
             agent: agent.into(),
+            kind: CallKind::Phone,
             trunk: trunk.map(Into::into),
             transport: "udp".into(),
             sip_call_id: String::new(),
@@ -212,6 +218,7 @@ impl CallDetail {
             from: self.from.clone(),
             to: self.to.clone(),
             agent: self.agent.clone(),
+            kind: self.kind,
             state: self.state,
             started_at: self.started_at,
             answered_at: self.answered_at,
