@@ -36,7 +36,7 @@ fn speech_file(dir: &Path) -> PathBuf {
         .arg(&raw)
         .args(["-r", "48000", "-c", "1", "-b", "16"])
         .arg(&wav)
-        .args(["pad", "6", "4"])
+        .args(["norm", "-3", "pad", "6", "4"])
         .status()
         .expect("sox runs");
     assert!(converted.success(), "sox failed");

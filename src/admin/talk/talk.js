@@ -256,8 +256,10 @@ async function connect() {
     if (c.relayId) $('state').dataset.callId = c.relayId;
   } catch (e) {
     if (e instanceof AuthError) { hangup(c, 'failed'); showLogin(true); return; }
-    toast(`Could not connect: ${e.message}`, 'error');
     hangup(c, 'failed');
+    // kept on the page (a toast goes away): why this attempt failed
+    if (state.call === c) $('timing').textContent = `Could not connect: ${e.message}`;
+    toast(`Could not connect: ${e.message}`, 'error');
   }
 }
 
