@@ -209,6 +209,13 @@ impl Relay {
             .as_ref()
             .map(|l| l.agents.clone())
             .unwrap_or_default();
+        let web = rt.live.as_ref().map(|live| {
+            Arc::new(crate::bridge::web_call::WebCalls::new(
+                live.clone(),
+                &cfg.agents.default,
+                hangup_all.clone(),
+            ))
+        });
         let shared = crate::bridge::Shared {
             registry: registry.clone(),
             metrics: metrics.clone(),
@@ -231,6 +238,7 @@ impl Relay {
                 store: Some(store.clone()),
                 minter,
                 session,
+                web,
                 token: admin_token(&cfg),
                 trunks: sip.registrations().clone(),
                 readiness: Arc::new(move || Readiness {

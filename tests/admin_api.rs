@@ -97,6 +97,7 @@ async fn fixture_with(opts: Options, store: Option<Store>) -> Fixture {
         store,
         minter: opts.minter,
         session: agent.session(None),
+        web: None,
         token: opts.token.then(|| Secret::new(TOKEN)),
         trunks: trunks.clone(),
         readiness: Arc::new(move || Readiness {
@@ -960,6 +961,7 @@ async fn a_non_loopback_listen_without_a_token_is_refused() {
         store: None,
         minter: None,
         session: AgentSpec::default().session(None),
+        web: None,
         token: None,
         trunks: Default::default(),
         readiness: Arc::new(Readiness::ready),

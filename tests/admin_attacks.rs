@@ -51,6 +51,7 @@ async fn fixture(header_read_timeout: Duration) -> Fixture {
         store: None,
         minter: Some(minter),
         session: Default::default(),
+        web: None,
         token: None,
         trunks: Default::default(),
         readiness: Arc::new(Readiness::ready),

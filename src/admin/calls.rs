@@ -255,7 +255,7 @@ fn send(
         Err(ControlError::NotSupported) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_supported",
-            "this call has no model to interrupt or speak to (the echo line test); hang up and mute work",
+            "this call cannot take that control: the echo line test has no model to interrupt or speak to (hang up and mute work); a browser's call has its microphone in the browser (hang up, interrupt and say work)",
         )),
         Err(ControlError::Busy) => Err(ApiError::unavailable(
             "call_busy",

@@ -22,6 +22,7 @@ mod session;
 mod sse;
 mod talk;
 mod trunks;
+mod web_calls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,6 +115,8 @@ pub struct AdminState {
     pub minter: Option<KeyMinter>,
     /// The default agent's session config, sent when minting a key.
     pub session: Session,
+    /// Browser calls (`/talk`): keys per agent and the attach; `None` without an API key.
+    pub web: Option<Arc<crate::bridge::web_call::WebCalls>>,
     /// The bearer token; `None`: no authentication (allowed on loopback only).
     pub token: Option<Secret>,
     /// Each trunk's registration state (empty without registering trunks).
@@ -133,6 +136,7 @@ impl std::fmt::Debug for AdminState {
             .field("registry", &self.registry)
             .field("store", &self.store.is_some())
             .field("minter", &self.minter.is_some())
+            .field("web", &self.web.is_some())
             .field("token", &self.token)
             .finish_non_exhaustive()
     }

@@ -13,7 +13,7 @@ use super::access::AccessPolicy;
 use super::error::ApiError;
 use super::{
     agents, auth, bookings, calls, dashboard, guard, health, openapi, recording, session, sse,
-    talk, trunks, AdminState,
+    talk, trunks, web_calls, AdminState,
 };
 
 /// Request bodies are small JSON objects.
@@ -26,6 +26,7 @@ const BODY_LIMIT: usize = 16 * 1024;
 pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationToken) -> Router {
     let api = Router::new()
         .route("/api/calls", get(calls::list))
+        .route("/api/calls/web", post(web_calls::attach))
         .route("/api/calls/{id}", get(calls::get))
         .route("/api/calls/{id}/events", get(sse::call_events))
         .route("/api/calls/{id}/hangup", post(calls::hangup))

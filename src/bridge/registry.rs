@@ -365,8 +365,9 @@ pub enum ControlError {
     /// The call's queue is full (it is not keeping up).
     #[error("the call is busy; try again")]
     Busy,
-    /// The call has no model to interrupt or speak to (the `echo` line test).
-    #[error("this call has no model to take that control")]
+    /// The call cannot take it: no model to interrupt or speak to (the `echo` line test),
+    /// or a browser's call, whose microphone the relay cannot mute.
+    #[error("this call cannot take that control")]
     NotSupported,
 }
 
@@ -375,6 +376,8 @@ struct Live {
     control: mpsc::Sender<Control>,
     /// It has a model: [`Control::needs_model`] requests reach it.
     has_model: bool,
+    /// A browser's call: its microphone is the browser's, not the relay's to mute.
+    web: bool,
 }
 
 struct Inner {
@@ -434,6 +437,7 @@ impl Registry {
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         let id = detail.id.clone();
         let summary = detail.summary();
+        let web = detail.kind == CallKind::Web;
         let detail = Arc::new(RwLock::new(detail));
         self.inner.live.insert(
             id.clone(),
@@ -441,6 +445,7 @@ impl Registry {
                 detail: detail.clone(),
                 control: tx,
                 has_model,
+                web,
             },
         );
         let publisher = CallPublisher {
@@ -489,6 +494,9 @@ impl Registry {
     pub fn control(&self, id: &str, c: Control) -> Result<(), ControlError> {
         let tx = match self.inner.live.get(id) {
             Some(e) if !e.value().has_model && c.needs_model() => {
+                return Err(ControlError::NotSupported)
+            }
+            Some(e) if e.value().web && matches!(c, Control::Mute(_)) => {
                 return Err(ControlError::NotSupported)
             }
             Some(e) => e.value().control.clone(),

@@ -385,6 +385,10 @@ async fn websocket(
     Query(query): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, OpenAiError> {
+    if let Some(call_id) = query.get("call_id") {
+        // the sideband of a live WebRTC call (`model`, if also given, is the call's already)
+        return super::sideband::attach(state, &headers, call_id, ws).await;
+    }
     let caller = authorize(&state, &headers)?;
     let initial = match caller {
         Caller::Ephemeral(s) => Some(s),

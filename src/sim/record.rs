@@ -74,6 +74,11 @@ pub struct SessionLog {
     pub errors_sent: Vec<Value>,
     /// Why the session ended, once it has.
     pub closed: Option<String>,
+    /// Sideband WebSockets (`GET /v1/realtime?call_id=…`) that attached to this call.
+    pub sideband_attachments: u64,
+    /// Types of the client events that arrived over a sideband, in order (the first 2 000;
+    /// also in `events_received`).
+    pub sideband_events_received: Vec<String>,
 }
 
 /// A session's record, shared between its task (writer) and the HTTP handlers (readers).
@@ -151,6 +156,23 @@ impl SessionRecord {
                 l.events_received.push(kind.to_string());
             }
         });
+    }
+
+    /// Notes client events that arrived over a sideband: those `events_received` gained
+    /// since it held `before` names.
+    pub fn received_over_sideband(&self, before: usize) {
+        self.with(|l| {
+            let room = MAX_EVENT_NAMES.saturating_sub(l.sideband_events_received.len());
+            let new = l.events_received.get(before..).unwrap_or_default();
+            let take = new.len().min(room);
+            let new: Vec<String> = new[..take].to_vec();
+            l.sideband_events_received.extend(new);
+        });
+    }
+
+    /// How many event names `events_received` holds.
+    pub fn received_count(&self) -> usize {
+        self.with(|l| l.events_received.len())
     }
 
     /// A copy of the log with the audio counters filled in.

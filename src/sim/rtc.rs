@@ -31,6 +31,7 @@ use webrtc::peer_connection::{
 use super::engine::{CloseReason, Engine, EngineConfig, Output, Transport};
 use super::error::OpenAiError;
 use super::record::SessionRecord;
+use super::sideband::Sidebands;
 use super::state::{random_id, unix_now, RtcInput, State};
 use super::voice::{self, FRAME};
 use crate::media::g711;
@@ -542,6 +543,24 @@ impl Sender {
     }
 }
 
+/// Lets the events queued on the channel leave (the last may say why it closes, as
+/// `session_expired` does), then closes it.
+async fn close_channel(dc: Arc<dyn DataChannel>) {
+    let until = Instant::now() + Duration::from_millis(500);
+    while dc.outstanding_bytes().await.unwrap_or(0) > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = dc.close().await;
+}
+
+/// A client event from a sideband: handled as one from the data channel, and noted as having
+/// come over the sideband.
+fn handle_sideband_text(engine: &mut Engine, record: &SessionRecord, start: Instant, text: &str) {
+    let before = record.received_count();
+    engine.handle_text(start.elapsed(), text);
+    record.received_over_sideband(before);
+}
+
 impl Call {
     async fn run(self, mut rx: mpsc::Receiver<RtcInput>) {
         let accepted = Instant::now();
@@ -551,20 +570,24 @@ impl Call {
         let mut sender = Sender::new(self.codec, self.ssrc);
         let mut disconnected_since: Option<Instant> = None;
         let mut last_frame_at: Option<Instant> = None;
+        let mut sidebands = Sidebands::default();
         let why;
         'call: loop {
             if let Some(engine) = engine.as_mut() {
                 while let Some(out) = engine.poll_output() {
                     match out {
                         Output::Event(ev) => {
+                            let text = ev.to_json();
                             if let Some(dc) = &dc {
-                                let _ = dc.send_text(&ev.to_json()).await;
+                                let _ = dc.send_text(&text).await;
                             }
+                            sidebands.send(&text);
                         }
                         Output::Raw(text) => {
                             if let Some(dc) = &dc {
                                 let _ = dc.send_text(&text).await;
                             }
+                            sidebands.send(&text);
                         }
                         Output::Audio(frame) => {
                             let now = Instant::now();
@@ -583,16 +606,8 @@ impl Call {
                                 CloseReason::Expired => "session_expired",
                                 CloseReason::Fault => "fault: channel closed",
                             };
-                            if let Some(dc) = &dc {
-                                // let the last event (`session_expired`) leave before the
-                                // channel resets, or the client never sees why it closed
-                                let until = Instant::now() + Duration::from_millis(500);
-                                while dc.outstanding_bytes().await.unwrap_or(0) > 0
-                                    && Instant::now() < until
-                                {
-                                    tokio::time::sleep(Duration::from_millis(5)).await;
-                                }
-                                let _ = dc.close().await;
+                            if let Some(dc) = dc.take() {
+                                close_channel(dc).await;
                             }
                             break 'call;
                         }
@@ -631,6 +646,9 @@ impl Call {
                                 self.record.clone(),
                             );
                             e.open(Duration::ZERO);
+                            for text in sidebands.take_pending() {
+                                handle_sideband_text(&mut e, &self.record, start, &text);
+                            }
                             engine = Some(e);
                             if let Some((cut, after)) = self.media_cut.clone() {
                                 tokio::spawn(async move {
@@ -652,10 +670,23 @@ impl Call {
                             None => self.record.add_audio_in(n),
                         }
                     }
-                    Some(RtcInput::DcClosed) => { why = "data channel closed"; break }
+                    Some(RtcInput::SidebandAttach(link, reply)) => {
+                        let taken = sidebands.attach(link);
+                        if taken {
+                            self.record.with(|l| l.sideband_attachments += 1);
+                        }
+                        let _ = reply.send(taken);
+                    }
+                    Some(RtcInput::SidebandText(_, text)) => match engine.as_mut() {
+                        Some(e) => handle_sideband_text(e, &self.record, start, &text),
+                        // the browser's channel is not open yet: the session starts then
+                        None => sidebands.hold(text),
+                    },
+                    Some(RtcInput::SidebandGone(id)) => sidebands.remove(id),
+                    Some(RtcInput::DcClosed) => { why = "data channel closed"; dc = None; break }
                     Some(RtcInput::PcState(s)) => match s {
-                        RTCPeerConnectionState::Failed => { why = "peer connection failed"; break }
-                        RTCPeerConnectionState::Closed => { why = "peer connection closed"; break }
+                        RTCPeerConnectionState::Failed => { why = "peer connection failed"; dc = None; break }
+                        RTCPeerConnectionState::Closed => { why = "peer connection closed"; dc = None; break }
                         RTCPeerConnectionState::Disconnected => disconnected_since = Some(Instant::now()),
                         RTCPeerConnectionState::Connected => disconnected_since = None,
                         _ => {}
@@ -680,6 +711,12 @@ impl Call {
         match engine.as_mut() {
             Some(e) => e.closed_by_peer(why),
             None => self.record.with(|l| l.closed = Some(why.to_string())),
+        }
+        sidebands.close_all(why);
+        // a hangup closes the channel before the connection, so that a browser sees the
+        // channel's `close` at once rather than only when the transport times out
+        if let Some(dc) = dc.take() {
+            close_channel(dc).await;
         }
         let _ = self.pc.close().await;
     }

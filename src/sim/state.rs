@@ -132,6 +132,23 @@ pub(crate) enum RtcInput {
     PcState(RTCPeerConnectionState),
     /// `POST …/hangup` or the simulator stopping.
     Hangup,
+    /// A sideband WebSocket asks to attach; the call answers `true` if it took it.
+    SidebandAttach(SidebandLink, tokio::sync::oneshot::Sender<bool>),
+    /// A client event (one text frame) from the sideband with this id.
+    SidebandText(u64, String),
+    /// The sideband with this id went away (its socket closed).
+    SidebandGone(u64),
+}
+
+/// A call's end of one sideband WebSocket: the call task queues server events (JSON text) on
+/// `events`, and before dropping it says why in `close` (code and reason of the close frame).
+pub(crate) struct SidebandLink {
+    /// Unique per simulator.
+    pub id: u64,
+    /// Server events to the socket, bounded.
+    pub events: mpsc::Sender<String>,
+    /// Set once by the call when it lets the socket go.
+    pub close: Arc<std::sync::OnceLock<(u16, String)>>,
 }
 
 impl std::fmt::Debug for RtcInput {
@@ -143,6 +160,9 @@ impl std::fmt::Debug for RtcInput {
             RtcInput::Audio(_, n) => write!(f, "Audio({n})"),
             RtcInput::PcState(s) => write!(f, "PcState({s})"),
             RtcInput::Hangup => f.write_str("Hangup"),
+            RtcInput::SidebandAttach(link, _) => write!(f, "SidebandAttach({})", link.id),
+            RtcInput::SidebandText(id, m) => write!(f, "SidebandText({id}, {} bytes)", m.len()),
+            RtcInput::SidebandGone(id) => write!(f, "SidebandGone({id})"),
         }
     }
 }
