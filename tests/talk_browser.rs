@@ -130,6 +130,17 @@ fn a_spoken_request_on_the_talk_page_books_and_the_dashboard_hangs_up() {
         "I would like to book an appointment on Tuesday at ten."
     );
 
+    assert_eq!(seen["typed"], "Thank you, that is all.");
+    assert_eq!(
+        seen["reply"], "Is there anything else I can help you with?",
+        "{seen}"
+    );
+    assert_eq!(
+        seen["muted"],
+        json!({"pressed": "true", "label": "Unmute", "track_enabled": false})
+    );
+    assert_eq!(seen["unmuted_track_enabled"], true);
+
     // the call as the relay recorded it: a web call, whose create_booking ran on the relay
     let id = seen["call_id"].as_str().expect("the relay's call id");
     let call = get(&base, &format!("/api/calls/{id}"));

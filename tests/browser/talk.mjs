@@ -123,6 +123,27 @@ try {
   result.confirmation = (await confirm.locator('.turn-text').textContent()).trim();
   result.call_id = await talk.locator('#state').getAttribute('data-call-id');
   step('booked');
+
+  // a typed message: shown as yours, and the agent answers it (the script's fallback line)
+  await talk.getByLabel('Message to the agent').fill('Thank you, that is all.');
+  await talk.getByRole('button', { name: 'Send' }).click();
+  result.typed = (await talk.locator('#transcript .turn.caller').last().locator('.turn-text').textContent()).trim();
+  const reply = talk.locator('#transcript .turn.agent:not(.partial)', { hasText: 'anything else' }).first();
+  await reply.waitFor({ timeout: wait });
+  result.reply = (await reply.locator('.turn-text').textContent()).trim();
+  step('typed message answered');
+
+  // Mute stops the microphone track (the button says so), and Unmute brings it back
+  const mute = talk.getByTestId('mute');
+  await mute.click();
+  result.muted = {
+    pressed: await mute.getAttribute('aria-pressed'),
+    label: (await mute.textContent()).trim(),
+    track_enabled: await talk.evaluate(() => state.call.mic.getAudioTracks()[0].enabled),
+  };
+  await mute.click();
+  result.unmuted_track_enabled = await talk.evaluate(() => state.call.mic.getAudioTracks()[0].enabled);
+  step('muted and unmuted');
   await talk.screenshot({ path: join(artifacts, 'talk-live.png'), fullPage: true });
 
   // the operator's view: the web call, its transcript, and Hang up
