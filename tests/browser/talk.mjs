@@ -133,6 +133,16 @@ try {
   result.reply = (await reply.locator('.turn-text').textContent()).trim();
   step('typed message answered');
 
+  // Interrupt while the agent speaks: its audio is cut off
+  await talk.getByLabel('Message to the agent').fill('Could you say that again?');
+  await talk.getByRole('button', { name: 'Send' }).click();
+  await talk.locator('#agent-level[data-speaking="true"]').waitFor({ state: 'attached', timeout: wait });
+  await talk.getByRole('button', { name: 'Interrupt' }).click();
+  await talk.locator('#transcript [data-testid="event-chip"]', { hasText: 'agent interrupted' })
+    .waitFor({ timeout: wait });
+  result.interrupted = await talk.locator('#agent-level').getAttribute('data-speaking');
+  step('interrupted');
+
   // Mute stops the microphone track (the button says so), and Unmute brings it back
   const mute = talk.getByTestId('mute');
   await mute.click();

@@ -125,6 +125,17 @@ function onServerEvent(ev) {
       c.partial.delete(ev.item_id);
       setLine('agent', ev.item_id, ev.transcript || '', true);
       break;
+    case 'output_audio_buffer.started':
+      $('agent-level').dataset.speaking = 'true';
+      break;
+    case 'output_audio_buffer.stopped':
+      $('agent-level').dataset.speaking = 'false';
+      break;
+    case 'output_audio_buffer.cleared':
+      // the agent's audio was cut off: by Interrupt, or by the caller speaking over it
+      $('agent-level').dataset.speaking = 'false';
+      chip('agent interrupted');
+      break;
     case 'response.output_item.done':
       if (ev.item && ev.item.type === 'function_call') chip(`tool: ${ev.item.name}`);
       break;
@@ -272,6 +283,7 @@ function teardown(c) {
   $('remote').srcObject = null;
   $('mic-level').value = 0;
   $('agent-level').value = 0;
+  $('agent-level').dataset.speaking = 'false';
   $('btn-mute').setAttribute('aria-pressed', 'false');
   $('btn-mute').textContent = 'Mute';
 }
