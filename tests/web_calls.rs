@@ -194,9 +194,10 @@ async fn a_browser_call_books_through_the_relays_own_tool_run_and_is_recorded_as
     browser.say("Yes please. My name is Ada Lovelace and my number is 201 555 0123.");
     browser.until("tool:create_booking", 15).await;
     let call = wait_call(&relay, &id, |c| {
-        c["tool_calls"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|t| t["name"] == "create_booking"))
+        c["tool_calls"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|t| t["name"] == "create_booking" && !t["duration_ms"].is_null())
+        })
     })
     .await;
     let booked = call["tool_calls"]
@@ -262,9 +263,10 @@ async fn a_key_for_one_agent_cannot_run_another_agents_tools() {
     browser.say("Yes please. My name is Ada Lovelace and my number is 201 555 0123.");
     browser.until("tool:create_booking", 15).await;
     let call = wait_call(&relay, &id, |c| {
-        c["tool_calls"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|t| t["name"] == "create_booking"))
+        c["tool_calls"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|t| t["name"] == "create_booking" && !t["duration_ms"].is_null())
+        })
     })
     .await;
     for t in call["tool_calls"].as_array().unwrap() {
