@@ -135,7 +135,10 @@ fn a_spoken_request_on_the_talk_page_books_and_the_dashboard_hangs_up() {
         seen["reply"], "Is there anything else I can help you with?",
         "{seen}"
     );
-    assert_eq!(seen["interrupted"], "false", "the agent stopped speaking: {seen}");
+    assert_eq!(
+        seen["interrupted"], "false",
+        "the agent stopped speaking: {seen}"
+    );
     assert_eq!(
         seen["muted"],
         json!({"pressed": "true", "label": "Unmute", "track_enabled": false})
