@@ -204,6 +204,11 @@ impl Relay {
             .map(|a| a.spec.session(None))
             .unwrap_or_default();
         let minter = rt.connector.as_ref().map(|c| c.minter().clone());
+        let agent_book = rt
+            .live
+            .as_ref()
+            .map(|l| l.agents.clone())
+            .unwrap_or_default();
         let web = rt.live.as_ref().map(|live| {
             Arc::new(crate::bridge::web_call::WebCalls::new(
                 live.clone(),
@@ -241,6 +246,8 @@ impl Relay {
                     media: true,
                     draining: draining.load(std::sync::atomic::Ordering::Acquire),
                 }),
+                agents: agent_book,
+                default_agent: cfg.agents.default.clone(),
             },
             admin::AdminOptions {
                 policy: admin_policy,

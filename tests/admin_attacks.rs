@@ -55,6 +55,8 @@ async fn fixture(header_read_timeout: Duration) -> Fixture {
         token: None,
         trunks: Default::default(),
         readiness: Arc::new(Readiness::ready),
+        agents: Default::default(),
+        default_agent: String::new(),
     };
     let options = AdminOptions {
         policy: AccessPolicy::new(&["admin.example.test".into()], &[APP.into()]).unwrap(),

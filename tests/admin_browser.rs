@@ -239,6 +239,8 @@ async fn the_dashboard_follows_a_call_and_hangs_it_up() {
             token: Some(Secret::new(TOKEN)),
             trunks: Default::default(),
             readiness: Arc::new(Readiness::ready),
+            agents: Default::default(),
+            default_agent: String::new(),
         },
     )
     .await
@@ -345,6 +347,8 @@ async fn the_dashboard_plays_a_calls_recording_and_a_transcript_line_seeks_it() 
             token: Some(Secret::new(TOKEN)),
             trunks: Default::default(),
             readiness: Arc::new(Readiness::ready),
+            agents: Default::default(),
+            default_agent: String::new(),
         },
     )
     .await
