@@ -199,11 +199,16 @@ impl AccessPolicy {
             }
         }
         let has_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
-        if has_body && !is_json(headers) {
+        // the one body that is not JSON: the /talk page's recording of a browser call. A PUT
+        // is never a "simple" request, so a foreign page cannot send it without a preflight,
+        // and preflights are refused here for every route but the CORS one
+        let recording_upload =
+            *method == Method::PUT && is_recording_path(path) && is_audio_wav(headers);
+        if has_body && !recording_upload && !is_json(headers) {
             return Verdict::Refuse(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
-                "POST bodies must be sent with `Content-Type: application/json`",
+                "POST bodies must be sent with `Content-Type: application/json` (a recording upload with `audio/wav`)",
             ));
         }
         Verdict::Pass {
@@ -268,6 +273,26 @@ fn same_origin(origin: &HeaderValue, host: &(String, Option<u16>)) -> bool {
     };
     let default = if o.https { 443 } else { 80 };
     o.host == host.0 && o.port == host.1.unwrap_or(default)
+}
+
+/// `/api/calls/{id}/recording`, the id one non-empty path segment.
+fn is_recording_path(path: &str) -> bool {
+    path.strip_prefix("/api/calls/")
+        .and_then(|rest| rest.strip_suffix("/recording"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// `Content-Type: audio/wav`, parameters allowed.
+fn is_audio_wav(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|m| m.eq_ignore_ascii_case("audio/wav"))
+}
+
+fn media_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
 }
 
 /// `Content-Type: application/json`, parameters allowed.
@@ -439,6 +464,43 @@ mod tests {
         // a method no route takes is left to the router's 405
         let v = verdict(&p, Method::DELETE, "/api/calls", &[h]);
         assert_eq!(v, Verdict::Pass { allow_origin: None });
+    }
+
+    #[test]
+    fn only_the_recording_upload_takes_audio_and_only_as_a_same_origin_put() {
+        let p = policy();
+        let h = ("host", "localhost:8080");
+        let wav = ("content-type", "audio/wav");
+        let put = |path: &str, hs: &[(&str, &str)]| verdict(&p, Method::PUT, path, hs);
+        let pass = Verdict::Pass { allow_origin: None };
+        assert_eq!(put("/api/calls/web-1/recording", &[h, wav]), pass);
+        assert_eq!(
+            put(
+                "/api/calls/web-1/recording",
+                &[h, wav, ("origin", "http://localhost:8080")]
+            ),
+            pass
+        );
+        assert_eq!(
+            code(&put(
+                "/api/calls/web-1/recording",
+                &[h, wav, ("origin", "http://evil.example")]
+            )),
+            Some("origin_not_allowed")
+        );
+        // audio anywhere else, another method or another audio type: still JSON only
+        for (m, path, ct) in [
+            (Method::POST, "/api/calls/web-1/recording", "audio/wav"),
+            (Method::PUT, "/api/calls/web-1/say", "audio/wav"),
+            (Method::POST, "/api/calls/web", "audio/wav"),
+            (Method::PUT, "/api/calls//recording", "audio/wav"),
+            (Method::PUT, "/api/calls/a/b/recording", "audio/wav"),
+            (Method::PUT, "/api/calls/web-1/recording", "text/plain"),
+            (Method::PUT, "/api/calls/web-1/recording", "audio/mpeg"),
+        ] {
+            let v = verdict(&p, m.clone(), path, &[h, ("content-type", ct)]);
+            assert_eq!(code(&v), Some("unsupported_media_type"), "{m} {path} {ct}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod guard;
 mod health;
 pub mod openapi;
 pub mod recording;
+mod web_recording;
 mod routes;
 mod serve;
 mod session;

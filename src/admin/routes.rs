@@ -13,7 +13,7 @@ use super::access::AccessPolicy;
 use super::error::ApiError;
 use super::{
     agents, auth, bookings, calls, dashboard, guard, health, openapi, recording, session, sse,
-    talk, trunks, web_calls, AdminState,
+    talk, trunks, web_calls, web_recording, AdminState,
 };
 
 /// Request bodies are small JSON objects.
@@ -33,7 +33,10 @@ pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationTo
         .route("/api/calls/{id}/interrupt", post(calls::interrupt))
         .route("/api/calls/{id}/say", post(calls::say))
         .route("/api/calls/{id}/mute", post(calls::mute))
-        .route("/api/calls/{id}/recording", get(recording::get))
+        .route(
+            "/api/calls/{id}/recording",
+            get(recording::get).put(web_recording::upload),
+        )
         .route("/api/events", get(sse::all_events))
         .route("/api/bookings", get(bookings::list))
         .route("/api/trunks", get(trunks::list))
@@ -53,7 +56,8 @@ pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationTo
         .route("/style.css", get(dashboard::style))
         .route("/talk", get(talk::page))
         .route("/talk.js", get(talk::script))
-        .route("/talk.css", get(talk::style));
+        .route("/talk.css", get(talk::style))
+        .route("/talk-recorder.js", get(talk::recorder));
     api.merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -13,6 +13,7 @@ use super::AdminState;
 const INDEX: &str = include_str!("talk/index.html");
 const SCRIPT: &str = include_str!("talk/talk.js");
 const STYLE: &str = include_str!("talk/talk.css");
+const RECORDER: &str = include_str!("talk/talk-recorder.js");
 
 /// Where the page's `<meta name="openai-base">` gets the base URL.
 const BASE_SLOT: &str = "{{openai_base}}";
@@ -95,6 +96,12 @@ pub async fn page(State(state): State<AdminState>) -> Response {
 /// `GET /talk.js`.
 pub async fn script() -> Response {
     asset(SCRIPT, "text/javascript; charset=utf-8", csp(None))
+}
+
+/// `GET /talk-recorder.js`: the AudioWorklet module that records a browser call (loaded by
+/// `audioWorklet.addModule`, which the page's `script-src 'self'` allows).
+pub async fn recorder() -> Response {
+    asset(RECORDER, "text/javascript; charset=utf-8", csp(None))
 }
 
 /// `GET /talk.css`.

@@ -1,7 +1,9 @@
 //! `POST /api/calls/web` `{"call_id":"rtc_…","client_secret":"ek_…"}`: a browser that
 //! opened a WebRTC call to the realtime service with a key from `GET /api/session` hands the
 //! relay the call; the relay attaches over the sideband and runs it with the agent the key
-//! was minted for (201 `{"id": …}`, the relay's call id, once the session is configured).
+//! was minted for (201 `{"id": …, "record": …}`, the relay's call id once the session is
+//! configured, and whether the page is to record the call; when it is, `announce` and
+//! `max_bytes` say whether to tell the caller and the recording's size cap).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -47,9 +49,16 @@ pub async fn attach(
         )
     })?;
     match web.attach(&call_id, &client_secret).await {
-        Ok(id) => {
-            info!(call = %id, "a browser call attached");
-            Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+        Ok(a) => {
+            info!(call = %a.id, record = a.record, "a browser call attached");
+            let mut answer = json!({ "id": a.id, "record": a.record });
+            if a.record {
+                // what the page needs to record: tell the caller, and keep under the cap
+                let rec = web.recording_settings();
+                answer["announce"] = json!(rec.announce);
+                answer["max_bytes"] = json!(rec.max_bytes);
+            }
+            Ok((StatusCode::CREATED, Json(answer)))
         }
         Err(e) => Err(match e {
             WebCallError::BadCallId => ApiError::bad_request("bad_call_id", e.to_string()),

@@ -25,22 +25,26 @@ pub async fn finish(metrics: &Metrics, tools: Option<&Tools>, p: CallPublisher, 
     metrics.call_ended(reason);
     let d = p.finish(reason);
     if let Some(tools) = tools {
-        let record = CallRecord {
-            id: d.id.clone(),
-            caller: d.from.clone(),
-            callee: d.to.clone(),
-            agent: d.agent.clone(),
-            kind: d.kind,
-            started_at: d.started_at,
-            answered_at: d.answered_at,
-            ended_at: d.ended_at,
-            outcome: reason.to_string(),
-            transcript: serde_json::to_value(&d.transcript).unwrap_or(Value::Null),
-            tool_calls: serde_json::to_value(&d.tool_calls).unwrap_or(Value::Null),
-            recording: d.recording.clone(),
-        };
-        if let Err(e) = tools.store().insert_call(&record).await {
+        if let Err(e) = tools.store().insert_call(&record(&d, reason)).await {
             warn!(error = %e, "the call record was not stored");
         }
+    }
+}
+
+/// The stored record of an ended call's view, ended for `reason`.
+pub fn record(d: &CallDetail, reason: &str) -> CallRecord {
+    CallRecord {
+        id: d.id.clone(),
+        caller: d.from.clone(),
+        callee: d.to.clone(),
+        agent: d.agent.clone(),
+        kind: d.kind,
+        started_at: d.started_at,
+        answered_at: d.answered_at,
+        ended_at: d.ended_at,
+        outcome: reason.to_string(),
+        transcript: serde_json::to_value(&d.transcript).unwrap_or(Value::Null),
+        tool_calls: serde_json::to_value(&d.tool_calls).unwrap_or(Value::Null),
+        recording: d.recording.clone(),
     }
 }

@@ -20,6 +20,7 @@ pub mod tool_run;
 pub mod transcript;
 pub mod web_call;
 pub mod web_keys;
+pub mod web_recording;
 
 use std::sync::Arc;
 use std::time::Duration;

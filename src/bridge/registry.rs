@@ -490,6 +490,25 @@ impl Registry {
         ended.iter().rev().find(|d| d.id == id).cloned()
     }
 
+    /// Names a recording in call `id`'s view, live or recently ended (a browser call's
+    /// recording arrives after the call ended); its view as it is then, `None` when the call
+    /// is not known here.
+    pub fn set_recording(
+        &self,
+        id: &str,
+        rec: crate::booking::RecordingRef,
+    ) -> Option<CallDetail> {
+        if let Some(e) = self.inner.live.get(id) {
+            let mut d = e.value().detail.write().unwrap_or_else(|e| e.into_inner());
+            d.recording = Some(rec);
+            return Some(d.clone());
+        }
+        let mut ended = self.inner.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let d = ended.iter_mut().rev().find(|d| d.id == id)?;
+        d.recording = Some(rec);
+        Some(d.clone())
+    }
+
     /// Sends a control request to a live call.
     pub fn control(&self, id: &str, c: Control) -> Result<(), ControlError> {
         let tx = match self.inner.live.get(id) {

@@ -26,6 +26,7 @@ use super::call_record;
 use super::registry::CallDetail;
 use super::tool_run::{self, ToolDone};
 use super::web_keys::WebKeys;
+use super::web_recording::{Awaiting, Refusal};
 use super::{BridgeSettings, LiveContext};
 use crate::booking::{CallKind, Caller};
 use crate::media::g711::Law;
@@ -37,6 +38,10 @@ use crate::sip::sdp::Direction;
 pub const MAX_WEB_CALLS: usize = 32;
 /// Running tools get this long to finish after the call ended (as on a phone call).
 const TOOL_DRAIN: Duration = Duration::from_secs(10);
+/// An upload that arrives while its call is still ending waits this long for the call's
+/// record to be stored (the page uploads as soon as its side hung up; the relay's side
+/// follows within moments, or after draining tools).
+const END_WAIT: Duration = Duration::from_secs(15);
 
 /// Why a key was not minted or a call not attached.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +84,57 @@ pub struct WebCalls {
     keys: Mutex<WebKeys>,
     /// Service call ids the relay is attached to now.
     attached: Arc<Mutex<HashSet<String>>>,
+    /// Recorded calls awaiting the page's recording.
+    recordings: Arc<Recordings>,
+}
+
+/// A browser call the relay attached to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// The relay's id of the call.
+    pub id: String,
+    /// The relay decided to record it: the page records it and uploads the recording.
+    pub record: bool,
+}
+
+/// The recorded browser calls whose recording is awaited, and a signal raised each time one
+/// ends (an upload that came early waits on it).
+#[derive(Debug)]
+struct Recordings {
+    awaiting: Mutex<Awaiting>,
+    ended: tokio::sync::watch::Sender<u64>,
+}
+
+impl Recordings {
+    fn ended(&self, id: &str) {
+        lock(&self.awaiting).ended(id, std::time::Instant::now());
+        self.ended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// An upload of a browser call's recording that was let in; dropping it without
+/// [`UploadTicket::done`] lets the call await its recording again.
+#[derive(Debug)]
+pub struct UploadTicket {
+    recordings: Arc<Recordings>,
+    id: String,
+    done: bool,
+}
+
+impl UploadTicket {
+    /// The recording is stored: no other upload for this call is taken.
+    pub fn done(mut self) {
+        self.done = true;
+        lock(&self.recordings.awaiting).finish(&self.id, true);
+    }
+}
+
+impl Drop for UploadTicket {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(&self.recordings.awaiting).finish(&self.id, false);
+        }
+    }
 }
 
 impl WebCalls {
@@ -90,6 +146,48 @@ impl WebCalls {
             stop,
             keys: Mutex::new(WebKeys::new()),
             attached: Arc::new(Mutex::new(HashSet::new())),
+            recordings: Arc::new(Recordings {
+                awaiting: Mutex::new(Awaiting::new()),
+                ended: tokio::sync::watch::channel(0).0,
+            }),
+        }
+    }
+
+    /// The recording settings browser calls follow (those of phone calls).
+    pub fn recording_settings(&self) -> &super::call_recording::RecordingSettings {
+        &self.live.settings.recording
+    }
+
+    /// Whether the relay decided to record browser call `id` (and still awaits or took its
+    /// recording).
+    pub fn records(&self, id: &str) -> bool {
+        lock(&self.recordings.awaiting).records(id)
+    }
+
+    /// Lets in the upload of call `id`'s recording: only for a browser call the relay
+    /// decided to record, once, within [`super::web_recording::UPLOAD_WINDOW`] of its end. An
+    /// upload that arrives while the call is still ending waits (bounded) for its end.
+    pub async fn begin_upload(&self, id: &str) -> Result<UploadTicket, Refusal> {
+        let mut ended = self.recordings.ended.subscribe();
+        let deadline = Instant::now() + END_WAIT;
+        loop {
+            // marked seen before looking, so an end between the look and the wait wakes it
+            ended.borrow_and_update();
+            match lock(&self.recordings.awaiting).begin(id, std::time::Instant::now()) {
+                Ok(()) => {
+                    return Ok(UploadTicket {
+                        recordings: self.recordings.clone(),
+                        id: id.to_string(),
+                        done: false,
+                    })
+                }
+                Err(Refusal::Live) => {}
+                Err(e) => return Err(e),
+            }
+            match tokio::time::timeout_at(deadline, ended.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(Refusal::Live),
+            }
         }
     }
 
@@ -115,7 +213,11 @@ impl WebCalls {
     /// Attaches to the browser's call `call_id`, opened with `client_secret` (a key minted
     /// here), and runs it with that key's agent. Returns the relay's id of the call once
     /// the session is configured and the greeting asked for.
-    pub async fn attach(&self, call_id: &str, client_secret: &str) -> Result<String, WebCallError> {
+    pub async fn attach(
+        &self,
+        call_id: &str,
+        client_secret: &str,
+    ) -> Result<Attached, WebCallError> {
         if !valid_call_id(call_id) {
             return Err(WebCallError::BadCallId);
         }
@@ -142,6 +244,11 @@ impl WebCalls {
                 e => WebCallError::Attach(e),
             })?;
         let id = format!("web-{:016x}", rand::random::<u64>());
+        // decided as for a phone call: the agent's `record`, else `recording.enabled`
+        let record = self.live.settings.recording.records(agent.record);
+        if record {
+            lock(&self.recordings.awaiting).expect(&id, std::time::Instant::now());
+        }
         let call = WebCall {
             id: id.clone(),
             service_call_id: call_id.to_string(),
@@ -152,8 +259,17 @@ impl WebCalls {
         };
         let (live, stop) = (self.live.clone(), self.stop.child_token());
         let span = info_span!("call", id = %id);
-        tokio::spawn(run(call, live, stop).instrument(span));
-        Ok(id)
+        let recordings = self.recordings.clone();
+        let ended_id = id.clone();
+        tokio::spawn(
+            async move {
+                run(call, live, stop).await;
+                // the record is stored: an upload may now name the recording in it
+                recordings.ended(&ended_id);
+            }
+            .instrument(span),
+        );
+        Ok(Attached { id, record })
     }
 }
 

@@ -7,6 +7,13 @@
 // id (the answer's Location) goes to POST /api/calls/web so that the relay attaches to it. The
 // admin token, when the relay has one, is read and kept as the dashboard keeps it
 // (sessionStorage, sent as a bearer header). Text from the call is only set with textContent.
+//
+// Recording: the relay decides whether the call is recorded and says so in its answer to the
+// attach ({"record": true, "announce", "max_bytes"}); the page never decides. The relay is not
+// in the call's media path, so the page records it: the microphone on the left, the agent's
+// track on the right, through the AudioWorklet /talk-recorder.js, as the relay's 8 kHz stereo
+// 16-bit WAV, kept under max_bytes; when the call ends (either side) it uploads the file once
+// with PUT /api/calls/{id}/recording.
 'use strict';
 
 const TOKEN_KEY = 'voxrelay.admin.token';
@@ -14,6 +21,11 @@ const METER_MS = 50;
 // an RMS above this on the agent's track counts as hearing it (silence and comfort noise stay
 // well below)
 const HEARD_RMS = 0.02;
+// the recording's format: the relay's phone recordings' (and the WAV header it checks)
+const REC_RATE = 8000;
+const REC_HEADER = 44;
+// how long the recorder may take to hand over its last piece
+const FLUSH_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
 const base = (document.querySelector('meta[name="openai-base"]').content || '').replace(/\/+$/, '');
@@ -201,9 +213,11 @@ async function connect() {
   const c = {
     clickedAt: performance.now(), connectedMs: null, firstAudioMs: null, partial: new Map(),
     pc: null, dc: null, mic: null, ctx: null, micMeter: null, agentMeter: null, timer: null,
-    over: false, relayId: null,
+    over: false, relayId: null, remote: null, rec: null,
   };
   state.call = c;
+  $('rec-notice').hidden = true;
+  setRecState(c, null, '');
   $('transcript').querySelectorAll('.turn, .chip').forEach((e) => e.remove());
   $('timing').textContent = '';
   delete $('timing').dataset.connectedMs;
@@ -222,6 +236,7 @@ async function connect() {
     pc.ontrack = (e) => {
       const stream = e.streams[0] || new MediaStream([e.track]);
       $('remote').srcObject = stream;
+      c.remote = stream;
       c.agentMeter = analyser(c.ctx, stream);
     };
     pc.onconnectionstatechange = () => {
@@ -265,6 +280,11 @@ async function connect() {
     const web = await api('/api/calls/web', { method: 'POST', body: { call_id: callId, client_secret: ek } });
     c.relayId = web && web.id;
     if (c.relayId) $('state').dataset.callId = c.relayId;
+    if (c.relayId && web.record && !c.over) {
+      // the web equivalent of the spoken notice: shown before the greeting plays
+      if (web.announce) $('rec-notice').hidden = false;
+      await startRecording(c, Number(web.max_bytes) || 0);
+    }
   } catch (e) {
     if (e instanceof AuthError) { hangup(c, 'failed'); showLogin(true); return; }
     hangup(c, 'failed');
@@ -279,7 +299,8 @@ function teardown(c) {
   if (c.dc) { c.dc.onclose = null; c.dc.close(); }
   if (c.pc) { c.pc.onconnectionstatechange = null; c.pc.close(); }
   if (c.mic) c.mic.getTracks().forEach((t) => t.stop());
-  if (c.ctx) c.ctx.close().catch(() => {});
+  // a recording's context stays open until the recorder handed over its last piece
+  if (c.ctx && !c.rec) c.ctx.close().catch(() => {});
   $('remote').srcObject = null;
   $('mic-level').value = 0;
   $('agent-level').value = 0;
@@ -294,6 +315,7 @@ function hangup(c, why) {
   if (!c || c.over) return;
   c.over = true;
   teardown(c);
+  if (c.rec) finishRecording(c);
   if (state.call !== c) return;
   $('state').dataset.reason = why;
   if (why === 'failed') setState('failed', 'failed');
@@ -326,6 +348,93 @@ function sendText(e) {
   send({ type: 'response.create' });
   setLine('caller', null, text, true);
   $('text').value = '';
+}
+
+// ---------- the recording ----------
+
+function setRecState(c, s, text) {
+  if (state.call !== c) return;
+  const el = $('rec-state');
+  el.hidden = !s;
+  el.textContent = text;
+  if (s) el.dataset.state = s;
+  else delete el.dataset.state;
+}
+
+// Records the call from now on: the microphone left, the agent right, at most maxBytes of
+// file (0: no cap). A failure leaves the call going, unrecorded.
+async function startRecording(c, maxBytes) {
+  setRecState(c, 'recording', 'Recording…');
+  try {
+    await c.ctx.audioWorklet.addModule('/talk-recorder.js');
+    if (c.over) return;
+    const node = new AudioWorkletNode(c.ctx, 'voxrelay-recorder', {
+      numberOfInputs: 1, numberOfOutputs: 0,
+      channelCount: 2, channelCountMode: 'explicit', channelInterpretation: 'discrete',
+    });
+    // each merger input is downmixed to one channel: input 0 left, input 1 right
+    const merger = c.ctx.createChannelMerger(2);
+    c.ctx.createMediaStreamSource(c.mic).connect(merger, 0, 0);
+    if (c.remote) c.ctx.createMediaStreamSource(c.remote).connect(merger, 0, 1);
+    merger.connect(node);
+    const cap = maxBytes > REC_HEADER ? Math.floor((maxBytes - REC_HEADER) / 4) * 4 : Infinity;
+    const rec = { node, merger, chunks: [], bytes: 0, cap, capped: false, flushed: null };
+    rec.flushed = new Promise((resolve) => {
+      node.port.onmessage = (e) => {
+        if (e.data === 'flushed') { resolve(); return; }
+        if (!(e.data instanceof ArrayBuffer) || rec.capped) return;
+        let piece = e.data;
+        if (rec.bytes + piece.byteLength > rec.cap) {
+          // the cap ends the recording cleanly, as on a phone call; the call goes on
+          piece = piece.slice(0, rec.cap - rec.bytes);
+          rec.capped = true;
+          setRecState(c, 'recording', 'Recording stopped at its size limit');
+        }
+        rec.chunks.push(piece);
+        rec.bytes += piece.byteLength;
+      };
+    });
+    c.rec = rec;
+  } catch (e) {
+    setRecState(c, 'failed', `This call cannot be recorded here: ${e.message}`);
+  }
+}
+
+// The 44-byte header of an 8 kHz stereo 16-bit PCM WAV holding `data` bytes.
+function wavHeader(data) {
+  const h = new DataView(new ArrayBuffer(REC_HEADER));
+  const text = (o, s) => { for (let i = 0; i < s.length; i += 1) h.setUint8(o + i, s.charCodeAt(i)); };
+  text(0, 'RIFF'); h.setUint32(4, 36 + data, true); text(8, 'WAVE');
+  text(12, 'fmt '); h.setUint32(16, 16, true); h.setUint16(20, 1, true); h.setUint16(22, 2, true);
+  h.setUint32(24, REC_RATE, true); h.setUint32(28, REC_RATE * 4, true);
+  h.setUint16(32, 4, true); h.setUint16(34, 16, true);
+  text(36, 'data'); h.setUint32(40, data, true);
+  return h.buffer;
+}
+
+// The call is over: takes the recorder's last piece and uploads the file, once.
+async function finishRecording(c) {
+  const rec = c.rec;
+  c.rec = null;
+  rec.node.port.postMessage('flush');
+  await Promise.race([rec.flushed, new Promise((r) => { setTimeout(r, FLUSH_MS); })]);
+  rec.merger.disconnect();
+  c.ctx.close().catch(() => {});
+  const blob = new Blob([wavHeader(rec.bytes), ...rec.chunks], { type: 'audio/wav' });
+  rec.chunks = [];
+  setRecState(c, 'uploading', 'Saving the recording…');
+  try {
+    const headers = { Accept: 'application/json', 'Content-Type': 'audio/wav' };
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    const resp = await fetch(`/api/calls/${encodeURIComponent(c.relayId)}/recording`, {
+      method: 'PUT', headers, body: blob, cache: 'no-store',
+    });
+    const body = await resp.json().catch(() => null);
+    if (!resp.ok) throw new Error(body && body.error ? body.error.message : `${resp.status} ${resp.statusText}`);
+    setRecState(c, 'saved', `Recording saved (${Math.round(body.duration_ms / 1000)} s)`);
+  } catch (e) {
+    setRecState(c, 'failed', `The recording was not saved: ${e.message}`);
+  }
 }
 
 // ---------- agents and sign-in ----------
