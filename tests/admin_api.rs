@@ -527,6 +527,54 @@ async fn every_route_answers_as_the_openapi_document_says() {
         assert_eq!(v["error"]["code"], code, "{id}");
     }
 
+    // a recording upload is only for a browser call the relay decided to record: refused
+    // here before a byte is stored (tests/web_recording.rs uploads real ones)
+    let mut web = CallDetail::new("web-unrecorded", "browser", "rtc_x", "receptionist", None);
+    web.kind = voxrelay::booking::CallKind::Web;
+    let (_web, _web_ctl) = f.registry.register(web);
+    let wav0 = voxrelay::media::recording::header(0).to_vec();
+    for (id, ct, status, code) in [
+        ("no-such-call", "audio/wav", 404, "call_not_found"),
+        ("call-live", "audio/wav", 409, "not_a_web_call"),
+        ("call-over", "audio/wav; codecs=1", 409, "not_a_web_call"),
+        ("web-unrecorded", "audio/wav", 409, "not_recorded"),
+        // JSON passes the guard (as on every route) but is no recording
+        ("web-unrecorded", "application/json", 415, "unsupported_media_type"),
+    ] {
+        let resp = f
+            .http
+            .put(format!("{}/api/calls/{id}/recording", f.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", ct)
+            .body(wav0.clone())
+            .timeout(WAIT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{id} {ct}");
+        let v: Value = resp.json().await.unwrap();
+        spec.check("put", rec_path, StatusCode::from_u16(status).unwrap(), &v);
+        assert_eq!(v["error"]["code"], code, "{id} {ct}");
+    }
+    // the audio exception is this route's PUT only: audio anywhere else is still refused
+    for (m, path) in [
+        (Method::POST, "/api/calls/call-live/say"),
+        (Method::POST, "/api/calls/call-live/recording"),
+        (Method::POST, "/api/calls/web"),
+    ] {
+        let resp = f
+            .http
+            .request(m.clone(), format!("{}{path}", f.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "audio/wav")
+            .body(wav0.clone())
+            .timeout(WAIT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 415, "{m} {path}");
+    }
+
     // controls reach the call's task
     for (action, body, expect) in [
         ("hangup", None, Control::Hangup),
@@ -781,6 +829,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
         ("post", "/api/calls/{id}/say"),
         ("post", "/api/calls/{id}/mute"),
         ("get", "/api/calls/{id}/recording"),
+        ("put", "/api/calls/{id}/recording"),
         ("get", "/api/events"),
         ("get", "/api/bookings"),
         ("get", "/api/trunks"),
@@ -905,6 +954,13 @@ async fn every_route_answers_as_the_openapi_document_says() {
         // browser calls need a realtime service: tests/web_calls.rs
         .filter(|(p, _, c)| !(p == "/api/session" && *c == 404))
         .filter(|(p, _, c)| !(p == "/api/calls/web" && [201, 400, 403, 404, 409, 502].contains(c)))
+        // uploads of a browser call's recording: tests/web_recording.rs (the 5-minute window's
+        // 410 and the write failures by the unit tests and by reading)
+        .filter(|(p, m, c)| {
+            !(p == "/api/calls/{id}/recording"
+                && m == "put"
+                && [201, 400, 410, 413, 500, 503].contains(c))
+        })
         .filter(|(p, _, c)| {
             !(p == "/api/bookings" && *c == 503 && seen.contains(&(p.clone(), "get".into(), 503)))
         })
