@@ -528,7 +528,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
     }
 
     // a recording upload is only for a browser call the relay decided to record: refused
-    // here before a byte is stored (tests/web_recording.rs uploads real ones)
+    // here before a byte is stored (tests/web_calls.rs uploads real ones)
     let mut web = CallDetail::new("web-unrecorded", "browser", "rtc_x", "receptionist", None);
     web.kind = voxrelay::booking::CallKind::Web;
     let (_web, _web_ctl) = f.registry.register(web);
@@ -539,7 +539,12 @@ async fn every_route_answers_as_the_openapi_document_says() {
         ("call-over", "audio/wav; codecs=1", 409, "not_a_web_call"),
         ("web-unrecorded", "audio/wav", 409, "not_recorded"),
         // JSON passes the guard (as on every route) but is no recording
-        ("web-unrecorded", "application/json", 415, "unsupported_media_type"),
+        (
+            "web-unrecorded",
+            "application/json",
+            415,
+            "unsupported_media_type",
+        ),
     ] {
         let resp = f
             .http
@@ -954,7 +959,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
         // browser calls need a realtime service: tests/web_calls.rs
         .filter(|(p, _, c)| !(p == "/api/session" && *c == 404))
         .filter(|(p, _, c)| !(p == "/api/calls/web" && [201, 400, 403, 404, 409, 502].contains(c)))
-        // uploads of a browser call's recording: tests/web_recording.rs (the 5-minute window's
+        // uploads of a browser call's recording: tests/web_calls.rs (the 5-minute window's
         // 410 and the write failures by the unit tests and by reading)
         .filter(|(p, m, c)| {
             !(p == "/api/calls/{id}/recording"

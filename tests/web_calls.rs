@@ -344,3 +344,224 @@ async fn the_operator_hangs_up_a_browser_call_and_bad_attaches_are_refused() {
     let ended = relay.wait_calls_ended(1, Duration::from_secs(10));
     assert_eq!(ended[0]["reason"], "operator_hangup");
 }
+
+/// A WAV in the relay's recording format (8 kHz stereo 16-bit) of `seconds`: a ramp on the
+/// left, its negation on the right, so the bytes read back can be told apart.
+fn stereo_wav(seconds: u32) -> Vec<u8> {
+    let frames = 8000 * seconds;
+    let mut wav = voxrelay::media::recording::header(u64::from(frames) * 4).to_vec();
+    for i in 0..frames {
+        let s = (i % 2000) as i16;
+        wav.extend_from_slice(&s.to_le_bytes());
+        wav.extend_from_slice(&(-s).to_le_bytes());
+    }
+    wav
+}
+
+/// `PUT /api/calls/{id}/recording` with `body` (`Content-Length` set).
+async fn upload(
+    admin_addr: std::net::SocketAddr,
+    id: &str,
+    ct: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .put(format!("http://{admin_addr}/api/calls/{id}/recording"))
+        .header("content-type", ct)
+        .body(body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A `PUT /api/calls/{id}/recording` over a plain socket: `length` sends a
+/// `Content-Length` and only `body` (the relay may answer before a body it refuses), else the
+/// body goes chunked (a stream of unknown length). The answer's status.
+async fn raw_put(
+    admin_addr: std::net::SocketAddr,
+    id: &str,
+    length: Option<usize>,
+    body: &[u8],
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+    let framing = match length {
+        Some(n) => format!("Content-Length: {n}"),
+        None => "Transfer-Encoding: chunked".to_string(),
+    };
+    let mut req = format!(
+        "PUT /api/calls/{id}/recording HTTP/1.1\r\nHost: {admin_addr}\r\n\
+         Content-Type: audio/wav\r\n{framing}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    if length.is_some() {
+        req.extend_from_slice(body);
+    } else {
+        for piece in body.chunks(16 * 1024) {
+            req.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            req.extend_from_slice(piece);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\n\r\n");
+    }
+    s.write_all(&req).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A recorded browser call: attached (the answer says to record), the greeting heard.
+async fn recorded_call(relay: &Relay) -> (Browser, String) {
+    let mut browser = Browser::open(relay, "receptionist").await;
+    let (status, body) = attach(relay, &browser.call_id, &browser.key).await;
+    assert_eq!(status, 201, "{body}");
+    // the relay decided: the page records, tells the caller, and keeps under the cap
+    assert_eq!(body["record"], true, "{body}");
+    assert_eq!(body["announce"], true, "{body}");
+    assert_eq!(body["max_bytes"], 1_000_000, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    browser.until("output_audio_buffer.started", 10).await;
+    (browser, id)
+}
+
+async fn hang_up(relay: &Relay, browser: &mut Browser, id: &str) {
+    let hangup = reqwest::Client::new()
+        .post(admin(relay, &format!("/api/calls/{id}/hangup")))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hangup.status().as_u16(), 202);
+    browser.until("ended:", 15).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_browser_calls_upload_is_checked_taken_once_and_named_in_its_record() {
+    let mut env = agent_env("booking");
+    for (k, v) in [
+        ("VOXRELAY__RECORDING__ENABLED", "true"),
+        ("VOXRELAY__RECORDING__ANNOUNCE", "true"),
+        ("VOXRELAY__RECORDING__DIR", "rec"),
+        ("VOXRELAY__RECORDING__MAX_CALL_MB", "1"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let relay = Relay::start(&all);
+
+    // an upload that comes while the call still runs waits for its end (the page hangs up
+    // its side first; the relay's record follows), then is taken
+    let (mut browser, id) = recorded_call(&relay).await;
+    let good = stereo_wav(2);
+    let early = {
+        let (addr, id, good) = (relay.admin, id.clone(), good.clone());
+        tokio::spawn(async move { upload(addr, &id, "audio/wav", good).await })
+    };
+    hang_up(&relay, &mut browser, &id).await;
+    let (status, body) = early.await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body,
+        json!({"bytes": good.len(), "duration_ms": 2000, "offset_ms": 0})
+    );
+    // once only
+    let (status, body) = upload(relay.admin, &id, "audio/wav", good.clone()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("recording_exists"))
+    );
+    // fetched as a phone call's recording is, from the file named like one
+    let fetched = reqwest::get(admin(&relay, &format!("/api/calls/{id}/recording")))
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.headers()["content-type"], "audio/wav");
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), good.as_slice());
+    let file = relay.dir().join("rec").join(format!("{id}.wav"));
+    assert_eq!(std::fs::read(&file).unwrap(), good);
+    let call = get(&relay, &format!("/api/calls/{id}")).await;
+    assert_eq!(call["recording"]["bytes"], good.len(), "{call:#}");
+    assert_eq!(call["recording"]["duration_ms"], 2000);
+    // and the stored record names it (the registry's view aside)
+    let store = voxrelay::booking::Store::open(&relay.database_url(), 1)
+        .await
+        .unwrap();
+    let stored = store.get_call(&id).await.unwrap().expect("stored");
+    let rec = stored
+        .recording
+        .expect("the stored record names the recording");
+    assert_eq!((rec.bytes, rec.duration_ms), (good.len() as u64, 2000));
+    assert_eq!(std::path::Path::new(&rec.path), file);
+    assert_eq!(stored.kind, voxrelay::booking::CallKind::Web);
+
+    // a second call, over: what is not its recording is refused, and a refusal leaves the
+    // upload open to a good one
+    let (mut browser, id) = recorded_call(&relay).await;
+    hang_up(&relay, &mut browser, &id).await;
+    let mut mono = stereo_wav(1);
+    mono[22] = 1;
+    let mut short = stereo_wav(1);
+    short.truncate(1000);
+    let mut long = stereo_wav(1);
+    long.extend_from_slice(&[0; 4]);
+    for (what, ct, wav, want, code) in [
+        ("mono", "audio/wav", mono, 400, "bad_wav"),
+        (
+            "not a WAV",
+            "audio/wav",
+            b"RIFF....WAVEjunk".repeat(8),
+            400,
+            "bad_wav",
+        ),
+        (
+            "shorter than its header",
+            "audio/wav",
+            short,
+            400,
+            "bad_wav",
+        ),
+        ("longer than its header", "audio/wav", long, 400, "bad_wav"),
+        ("empty", "audio/wav", Vec::new(), 400, "bad_wav"),
+        (
+            "JSON",
+            "application/json",
+            stereo_wav(1),
+            415,
+            "unsupported_media_type",
+        ),
+    ] {
+        let (status, body) = upload(relay.admin, &id, ct, wav).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (want, Some(code)),
+            "{what}: {body}"
+        );
+    }
+    // past the 1 MB cap: said by the length (refused before the body is read), or by the
+    // header of a stream of unknown length
+    let mut announced = stereo_wav(1);
+    announced[40..44].copy_from_slice(&(40u32 * 32_000).to_le_bytes());
+    announced[4..8].copy_from_slice(&(40u32 * 32_000 + 36).to_le_bytes());
+    assert_eq!(raw_put(relay.admin, &id, Some(1_280_044), &[]).await, 413);
+    assert_eq!(raw_put(relay.admin, &id, None, &announced).await, 413);
+    // a stream as long as its header says is taken
+    let one = stereo_wav(1);
+    assert_eq!(raw_put(relay.admin, &id, None, &one).await, 201);
+    let dir: Vec<String> = std::fs::read_dir(relay.dir().join("rec"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        dir.len(),
+        2,
+        "two recordings and no part file left: {dir:?}"
+    );
+    assert!(dir.iter().all(|n| n.ends_with(".wav")), "{dir:?}");
+}

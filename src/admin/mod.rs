@@ -16,7 +16,6 @@ mod guard;
 mod health;
 pub mod openapi;
 pub mod recording;
-mod web_recording;
 mod routes;
 mod serve;
 mod session;
@@ -24,6 +23,7 @@ mod sse;
 mod talk;
 mod trunks;
 mod web_calls;
+mod web_recording;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

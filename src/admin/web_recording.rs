@@ -57,11 +57,9 @@ pub async fn upload(
             "call_not_ended",
             "the call has not ended: upload its recording once it is over",
         ),
-        Refusal::InProgress => ApiError::new(
-            StatusCode::CONFLICT,
-            "upload_in_progress",
-            r.to_string(),
-        ),
+        Refusal::InProgress => {
+            ApiError::new(StatusCode::CONFLICT, "upload_in_progress", r.to_string())
+        }
         Refusal::AlreadyUploaded => {
             ApiError::new(StatusCode::CONFLICT, "recording_exists", r.to_string())
         }
@@ -188,7 +186,9 @@ async fn receive(body: Body, part: &FsPath, limit: u64) -> Result<u64, ApiError>
             }
         }
         if expected.is_some_and(|n| total > n) {
-            return Err(bad_wav("the body is longer than its WAV header says".into()));
+            return Err(bad_wav(
+                "the body is longer than its WAV header says".into(),
+            ));
         }
         file.write_all(&chunk).await.map_err(|e| {
             warn!(error = %e, "writing a browser call's recording failed");
@@ -251,7 +251,9 @@ fn too_large(limit: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "recording_too_large",
-        format!("the recording may be at most {limit} bytes (recording.max_call_mb, the call's length)"),
+        format!(
+            "the recording may be at most {limit} bytes (recording.max_call_mb, the call's length)"
+        ),
     )
 }
 

@@ -493,11 +493,7 @@ impl Registry {
     /// Names a recording in call `id`'s view, live or recently ended (a browser call's
     /// recording arrives after the call ended); its view as it is then, `None` when the call
     /// is not known here.
-    pub fn set_recording(
-        &self,
-        id: &str,
-        rec: crate::booking::RecordingRef,
-    ) -> Option<CallDetail> {
+    pub fn set_recording(&self, id: &str, rec: crate::booking::RecordingRef) -> Option<CallDetail> {
         if let Some(e) = self.inner.live.get(id) {
             let mut d = e.value().detail.write().unwrap_or_else(|e| e.into_inner());
             d.recording = Some(rec);
