@@ -57,6 +57,7 @@ fn run_talk(url: &str, wav: &Path, artifact_dir: &Path) -> Value {
         .env("DASHBOARD_TOKEN", TOKEN)
         .env("SPEECH_WAV", wav)
         .env("AGENT", "receptionist")
+        .env("RECORDED", "1")
         .env("ARTIFACT_DIR", artifact_dir)
         .output()
         .expect("node runs");
@@ -90,6 +91,56 @@ fn get(base: &str, path: &str) -> Value {
     })
 }
 
+/// `GET {base}{path}` with the token: the body's bytes (a 2xx is required).
+fn get_bytes(base: &str, path: &str) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.bytes().await.unwrap().to_vec()
+    })
+}
+
+/// A recording's two channels (8 kHz stereo 16-bit WAV, the relay's format), as -1..1.
+fn channels(wav: &[u8]) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(&wav[0..4], b"RIFF");
+    assert_eq!(&wav[8..16], b"WAVEfmt ");
+    let u16_at = |o: usize| u16::from_le_bytes([wav[o], wav[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(wav[o..o + 4].try_into().unwrap());
+    assert_eq!(
+        (u16_at(20), u16_at(22), u32_at(24), u16_at(34)),
+        (1, 2, 8000, 16),
+        "PCM, stereo, 8 kHz, 16-bit"
+    );
+    assert_eq!(
+        u32_at(40) as usize,
+        wav.len() - 44,
+        "the header counts every sample"
+    );
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    for f in wav[44..].chunks_exact(4) {
+        left.push(f32::from(i16::from_le_bytes([f[0], f[1]])) / 32768.0);
+        right.push(f32::from(i16::from_le_bytes([f[2], f[3]])) / 32768.0);
+    }
+    (left, right)
+}
+
+/// The RMS of each half second.
+fn rms_per_half_second(x: &[f32]) -> Vec<f32> {
+    x.chunks(4000)
+        .map(|c| (c.iter().map(|s| s * s).sum::<f32>() / c.len() as f32).sqrt())
+        .collect()
+}
+
 #[test]
 fn a_spoken_request_on_the_talk_page_books_and_the_dashboard_hangs_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,6 +153,10 @@ fn a_spoken_request_on_the_talk_page_books_and_the_dashboard_hangs_up() {
         ("VOXRELAY__AGENTS__DEFAULT", "receptionist"),
         ("VOXRELAY__AGENTS__DIR", agents.to_str().unwrap()),
         ("VOXRELAY__SIM__SCENARIO", scenario.to_str().unwrap()),
+        // the call is recorded: the page records it and uploads it when it ends
+        ("VOXRELAY__RECORDING__ENABLED", "true"),
+        ("VOXRELAY__RECORDING__ANNOUNCE", "true"),
+        ("VOXRELAY__RECORDING__DIR", "rec"),
     ]);
     relay.wait_for(
         |v| msg(v) == "admin HTTP listening",
@@ -209,6 +264,54 @@ fn a_spoken_request_on_the_talk_page_books_and_the_dashboard_hangs_up() {
     let ended = get(&base, &format!("/api/calls/{id}"));
     assert_eq!(ended["state"], "ended");
     assert_eq!(ended["end_reason"], "operator_hangup", "{ended}");
+
+    // the recording: the relay said to record and to tell the caller; the page recorded the
+    // call and uploaded it when the dashboard hung up; the dashboard plays it
+    assert_eq!(seen["recording_notice"], "This call is recorded.", "{seen}");
+    assert_eq!(seen["recording_state"], "saved", "{seen}");
+    assert_eq!(seen["dashboard_player"]["visible"], true, "{seen}");
+    assert_eq!(seen["dashboard_player"]["blob"], true, "{seen}");
+    let rec = &ended["recording"];
+    let wav = get_bytes(&base, &format!("/api/calls/{id}/recording"));
+    assert_eq!(rec["bytes"], wav.len(), "{ended}");
+    assert!(
+        (seen["dashboard_player"]["duration"].as_f64().unwrap() * 1000.0
+            - rec["duration_ms"].as_f64().unwrap())
+        .abs()
+            < 50.0,
+        "the player plays the whole recording: {seen} {rec}"
+    );
+    let (left, right) = channels(&wav);
+    let (l, r) = (rms_per_half_second(&left), rms_per_half_second(&right));
+    println!("recording, RMS per half second:\n left  {l:.3?}\n right {r:.3?}");
+    // the microphone plays 6 s of silence, the request, then silence; the recording starts
+    // after the page connected (within a couple of seconds of the microphone opening): its
+    // first 3 s on the left are silence, and the caller's speech is there later
+    let quiet_left = l[..6].iter().cloned().fold(0.0f32, f32::max);
+    let (speech_at, speech) =
+        l.iter()
+            .enumerate()
+            .fold((0, 0.0f32), |b, (i, v)| if *v > b.1 { (i, *v) } else { b });
+    assert!(speech > 0.05, "the caller's speech is on the left: {l:.3?}");
+    assert!(
+        quiet_left < speech / 10.0,
+        "the left is quiet before the caller speaks: {l:.3?}"
+    );
+    assert!(
+        (6..=20).contains(&speech_at),
+        "the caller speaks 3 to 10 s into the recording: {l:.3?}"
+    );
+    // the agent's greeting opens the right channel, while the caller is silent
+    let greeting = r[..6].iter().cloned().fold(0.0f32, f32::max);
+    assert!(greeting > 0.02, "the greeting is on the right: {r:.3?}");
+    assert!(
+        greeting > quiet_left * 10.0,
+        "the greeting is not on the left: {l:.3?} {r:.3?}"
+    );
+    assert!(
+        speech > r[speech_at] * 3.0,
+        "the caller's speech is not on the right: {l:.3?} {r:.3?}"
+    );
 
     // for docs/performance.md
     let bytes: u64 = seen["page_bytes"]

@@ -6,7 +6,8 @@
 //
 // Environment: DASHBOARD_URL (the relay's admin base URL), DASHBOARD_TOKEN (admin token),
 // SPEECH_WAV (the microphone's sound), AGENT (the agent to pick), ARTIFACT_DIR (screenshots),
-// CHROMIUM (default /usr/bin/chromium), WAIT_MS (how long each step may take, default 30000).
+// CHROMIUM (default /usr/bin/chromium), WAIT_MS (how long each step may take, default 30000),
+// RECORDED (set when the relay records the call: the notice, the upload, the dashboard's player).
 // Prints one JSON line with what it saw; exits 1 with the reason when a step fails.
 
 import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
@@ -53,7 +54,8 @@ const signedIn = new Set(); // the tabs that have signed in (each tab has its ow
 function watch(page, label, allowApi) {
   page.on('request', (r) => {
     const u = r.url();
-    if (u.startsWith(origin) || u.startsWith('data:')) return;
+    // blob: URLs of this origin are the dashboard's player playing a fetched recording
+    if (u.startsWith(origin) || u.startsWith('data:') || u.startsWith(`blob:${origin}/`)) return;
     if (allowApi && apiOrigin && u.startsWith(apiOrigin)) return;
     result.problems.push(`${label}: request to another origin: ${u}`);
   });
@@ -102,6 +104,15 @@ try {
   await talk.locator('#state[data-state="connected"]').waitFor({ timeout: wait });
   result.connected = true;
   step('connected');
+
+  // with recording on (RECORDED=1), the relay's answer says so and the page tells the caller
+  if (process.env.RECORDED) {
+    const notice = talk.getByTestId('recording-notice');
+    await notice.waitFor({ state: 'visible', timeout: wait });
+    result.recording_notice = (await notice.textContent()).trim();
+    await talk.locator('#rec-state[data-state="recording"]').waitFor({ state: 'attached', timeout: wait });
+    step('recording');
+  }
 
   // the greeting: heard on the agent's track (the meter) and written in the transcript
   await talk.locator('#timing[data-first-audio-ms]').waitFor({ state: 'attached', timeout: wait });
@@ -187,6 +198,30 @@ try {
   result.talk_reason = await talk.locator('#state').getAttribute('data-reason');
   result.hangup_disabled = await talk.getByRole('button', { name: 'Hang up' }).isDisabled();
   step('the page shows the call ended');
+
+  // the call is over: the page uploads its recording once, and the dashboard plays it
+  if (process.env.RECORDED) {
+    await talk.locator('#rec-state[data-state="saved"], #rec-state[data-state="failed"]')
+      .waitFor({ state: 'attached', timeout: wait });
+    result.recording_state = await talk.locator('#rec-state').getAttribute('data-state');
+    result.recording_text = (await talk.locator('#rec-state').textContent()).trim();
+    step('recording uploaded');
+    // the dashboard opened the call before the upload: the operator opens it again
+    await dash.reload({ waitUntil: 'domcontentloaded' });
+    const recent = dash.locator(`#recent-calls [data-call-id="${result.call_id}"]`);
+    await recent.waitFor({ state: 'visible', timeout: wait });
+    await recent.click();
+    await dash.waitForFunction(() => {
+      const p = document.getElementById('player');
+      return p && p.readyState >= 1 && p.duration > 0;
+    }, null, { timeout: wait });
+    result.dashboard_player = await dash.evaluate(() => {
+      const p = document.getElementById('player');
+      return { visible: !p.hidden && !p.closest('[hidden]'), duration: p.duration, blob: p.src.startsWith('blob:') };
+    });
+    step('the dashboard plays the recording');
+    await dash.screenshot({ path: join(artifacts, 'talk-dashboard-recording.png') });
+  }
   await talk.screenshot({ path: join(artifacts, 'talk-ended.png'), fullPage: true });
   result.page_bytes = weight;
 } catch (e) {
