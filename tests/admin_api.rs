@@ -1210,6 +1210,32 @@ async fn a_calls_events_arrive_in_order_and_match_the_document() {
     }
     assert_eq!(got_all, want);
 
+    // a browser call's recording arrives after its end: told on the all-calls stream, with
+    // what the record now says (never the file's path)
+    let rec = voxrelay::booking::RecordingRef {
+        path: "/secret/place/c-ev.wav".into(),
+        bytes: 32_044,
+        duration_ms: 1000,
+        offset_ms: 0,
+        deleted_at: None,
+    };
+    let named = f
+        .registry
+        .set_recording("c-ev", rec)
+        .expect("the ended call");
+    assert_eq!(named.recording.as_ref().map(|r| r.bytes), Some(32_044));
+    let (name, data) = all.next().await.unwrap();
+    assert_eq!(name, "recording");
+    spec.check_schema("#/components/schemas/StreamEvent", &data);
+    assert_eq!(data["recording"]["duration_ms"], 1000);
+    assert!(!data.to_string().contains("secret"), "{data}");
+    let (_, v) = f.call(Method::GET, "/api/calls/c-ev", None).await;
+    assert_eq!(v["recording"]["bytes"], 32_044);
+    assert!(f
+        .registry
+        .set_recording("no-such-call", RecordingRef::default())
+        .is_none());
+
     // an ended call's stream: its snapshot, then the end
     let mut after = Events::open(&f, "/api/calls/c-ev/events").await;
     let (name, snap) = after.next().await.unwrap();

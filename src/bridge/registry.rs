@@ -318,6 +318,12 @@ pub enum CallEvent {
         /// The counters.
         stats: MediaStats,
     },
+    /// The call's recording is there, after the call ended (a browser call's, uploaded by
+    /// its page).
+    Recording {
+        /// What it holds (never its path).
+        recording: crate::booking::RecordingRef,
+    },
 }
 
 /// A [`CallEvent`] with the call it belongs to and when it happened.
@@ -491,18 +497,28 @@ impl Registry {
     }
 
     /// Names a recording in call `id`'s view, live or recently ended (a browser call's
-    /// recording arrives after the call ended); its view as it is then, `None` when the call
-    /// is not known here.
+    /// recording arrives after the call ended; then a [`CallEvent::Recording`] says so); its
+    /// view as it is then, `None` when the call is not known here.
     pub fn set_recording(&self, id: &str, rec: crate::booking::RecordingRef) -> Option<CallDetail> {
         if let Some(e) = self.inner.live.get(id) {
             let mut d = e.value().detail.write().unwrap_or_else(|e| e.into_inner());
             d.recording = Some(rec);
             return Some(d.clone());
         }
-        let mut ended = self.inner.ended.lock().unwrap_or_else(|e| e.into_inner());
-        let d = ended.iter_mut().rev().find(|d| d.id == id)?;
-        d.recording = Some(rec);
-        Some(d.clone())
+        let detail = {
+            let mut ended = self.inner.ended.lock().unwrap_or_else(|e| e.into_inner());
+            let d = ended.iter_mut().rev().find(|d| d.id == id)?;
+            d.recording = Some(rec.clone());
+            d.clone()
+        };
+        // an operator watching the ended call gets its player without opening it again
+        let env = Envelope {
+            call_id: id.to_string(),
+            at: Utc::now(),
+            event: CallEvent::Recording { recording: rec },
+        };
+        let _ = self.inner.events.send(Arc::new(env));
+        Some(detail)
     }
 
     /// Sends a control request to a live call.

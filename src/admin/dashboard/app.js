@@ -260,6 +260,8 @@ function applyToDetail(ev) {
     case 'muted': d.muted = ev.muted; break;
     case 'handoff': d.agent = ev.to; break;
     case 'media': d.media = ev.stats; break;
+    // a browser call's recording, uploaded by its page after the call ended
+    case 'recording': d.recording = ev.recording; break;
     default: break;
   }
   renderDetail();
