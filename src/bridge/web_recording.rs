@@ -225,6 +225,20 @@ mod tests {
     }
 
     #[test]
+    fn any_bytes_are_answered_without_a_panic() {
+        for n in 0..2000u32 {
+            let len = (n % 60) as usize;
+            let mut h: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+            // half of them start like a WAV so that the later checks run too
+            if n % 2 == 0 && len >= 44 {
+                h[..44].copy_from_slice(&header(u64::from(rand::random::<u32>())));
+                h[rand::random::<u8>() as usize % 44] = rand::random();
+            }
+            let _ = parse_header(&h);
+        }
+    }
+
+    #[test]
     fn a_recording_is_taken_once_after_the_call_ended_and_within_the_window() {
         let t0 = Instant::now();
         let mut a = Awaiting::new();
