@@ -95,20 +95,14 @@ pub async fn upload(
         return Err(too_large(limit));
     }
     let path = settings.path(&id);
-    let part = part_path(&path);
-    let received = receive(body, &part, limit).await;
-    let data = match received {
-        Ok(data) => data,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(e);
-        }
-    };
-    if let Err(e) = tokio::fs::rename(&part, &path).await {
+    // removed however this ends short of the rename, the request timeout's drop included
+    let part = PartFile(part_path(&path));
+    let data = receive(body, &part.0, limit).await?;
+    if let Err(e) = tokio::fs::rename(&part.0, &path).await {
         warn!(error = %e, "the browser call's recording could not be put in place");
-        let _ = tokio::fs::remove_file(&part).await;
         return Err(write_failed());
     }
+    drop(part);
     let rec = RecordingRef {
         path: path.to_string_lossy().into_owned(),
         bytes: data + HEADER_LEN as u64,
@@ -138,6 +132,16 @@ fn is_wav(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("audio/wav"))
+}
+
+/// A half-received upload: its file goes when this is dropped (after the rename there is no
+/// file left at that path, and removing nothing is fine).
+struct PartFile(PathBuf);
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// `<dir>/<id>.wav.part`: not a `.wav`, so startup repair never takes a half upload for a
