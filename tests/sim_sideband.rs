@@ -210,9 +210,10 @@ fn sideband_request(
 }
 
 async fn attach(sim: &SimHandle, call_id: &str) -> Ws {
-    let (ws, resp) = tokio_tungstenite::connect_async(sideband_request(sim, call_id, Some("sk-test")))
-        .await
-        .expect("the sideband attaches");
+    let (ws, resp) =
+        tokio_tungstenite::connect_async(sideband_request(sim, call_id, Some("sk-test")))
+            .await
+            .expect("the sideband attaches");
     assert_eq!(resp.status(), 101);
     ws
 }
@@ -251,7 +252,9 @@ async fn recv_ws(ws: &mut Ws, kind: &str) -> Value {
                 }
                 seen.push(t);
             }
-            Message::Close(frame) => panic!("sideband closed ({frame:?}) before {kind}; saw {seen:?}"),
+            Message::Close(frame) => {
+                panic!("sideband closed ({frame:?}) before {kind}; saw {seen:?}")
+            }
             _ => {}
         }
     }

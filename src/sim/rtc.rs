@@ -555,12 +555,7 @@ async fn close_channel(dc: Arc<dyn DataChannel>) {
 
 /// A client event from a sideband: handled as one from the data channel, and noted as having
 /// come over the sideband.
-fn handle_sideband_text(
-    engine: &mut Engine,
-    record: &SessionRecord,
-    start: Instant,
-    text: &str,
-) {
+fn handle_sideband_text(engine: &mut Engine, record: &SessionRecord, start: Instant, text: &str) {
     let before = record.received_count();
     engine.handle_text(start.elapsed(), text);
     record.received_over_sideband(before);
