@@ -204,6 +204,18 @@ impl Relay {
             .map(|a| a.spec.session(None))
             .unwrap_or_default();
         let minter = rt.connector.as_ref().map(|c| c.minter().clone());
+        let agent_book = rt
+            .live
+            .as_ref()
+            .map(|l| l.agents.clone())
+            .unwrap_or_default();
+        let web = rt.live.as_ref().map(|live| {
+            Arc::new(crate::bridge::web_call::WebCalls::new(
+                live.clone(),
+                &cfg.agents.default,
+                hangup_all.clone(),
+            ))
+        });
         let shared = crate::bridge::Shared {
             registry: registry.clone(),
             metrics: metrics.clone(),
@@ -226,6 +238,7 @@ impl Relay {
                 store: Some(store.clone()),
                 minter,
                 session,
+                web,
                 token: admin_token(&cfg),
                 trunks: sip.registrations().clone(),
                 readiness: Arc::new(move || Readiness {
@@ -233,6 +246,8 @@ impl Relay {
                     media: true,
                     draining: draining.load(std::sync::atomic::Ordering::Acquire),
                 }),
+                agents: agent_book,
+                default_agent: cfg.agents.default.clone(),
             },
             admin::AdminOptions {
                 policy: admin_policy,

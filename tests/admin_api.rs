@@ -19,6 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use voxrelay::admin::{self, AdminServer, AdminState, Readiness};
 use voxrelay::booking::store::{CallRecord, NewBooking, RecordingRef, Store};
+use voxrelay::bridge::agent::Agents;
+use voxrelay::bridge::call_agent::AgentBook;
 use voxrelay::bridge::registry::{
     CallDetail, CallEvent, CallPublisher, Control, MediaStats, Registry, Speaker, ToolCallRecord,
     Turn,
@@ -61,6 +63,12 @@ impl Default for Options {
     }
 }
 
+/// The agents built into the binary (receptionist and billing), as the relay resolves them.
+fn bundled_agents() -> AgentBook {
+    let agents = Agents::load_with_bundled(None).unwrap();
+    AgentBook::new(&agents, "gpt-realtime").unwrap()
+}
+
 async fn open_store(dir: &tempfile::TempDir) -> Store {
     let url = format!("sqlite://{}", dir.path().join("admin.db").display());
     Store::open(&url, 2).await.unwrap()
@@ -89,12 +97,15 @@ async fn fixture_with(opts: Options, store: Option<Store>) -> Fixture {
         store,
         minter: opts.minter,
         session: agent.session(None),
+        web: None,
         token: opts.token.then(|| Secret::new(TOKEN)),
         trunks: trunks.clone(),
         readiness: Arc::new(move || Readiness {
             draining: flag.load(std::sync::atomic::Ordering::SeqCst),
             ..Readiness::ready()
         }),
+        agents: bundled_agents(),
+        default_agent: "receptionist".into(),
     };
     let server = admin::start("127.0.0.1:0".parse().unwrap(), state)
         .await
@@ -333,6 +344,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
                 caller: "sip:+15557654321@127.0.0.1".into(),
                 callee: "sip:+15550001111@127.0.0.1".into(),
                 agent: "receptionist".into(),
+                kind: Default::default(),
                 started_at: three_days_ago,
                 answered_at: None,
                 ended_at: None,
@@ -353,6 +365,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
             caller: "sip:+15557654321@127.0.0.1".into(),
             callee: "sip:+15550001111@127.0.0.1".into(),
             agent: "receptionist".into(),
+            kind: voxrelay::booking::CallKind::Web,
             started_at: Utc::now() - chrono::Duration::days(2),
             answered_at: Some(Utc::now() - chrono::Duration::days(2)),
             ended_at: Some(Utc::now() - chrono::Duration::days(2)),
@@ -392,6 +405,9 @@ async fn every_route_answers_as_the_openapi_document_says() {
         "newest first"
     );
     assert_eq!(v["calls"][1]["end_reason"], "agent_end_call");
+    // the stored record keeps where the call came from
+    assert_eq!(v["calls"][1]["kind"], "web");
+    assert_eq!(v["calls"][0]["kind"], "phone");
 
     let (s, v) = f.call(Method::GET, "/api/calls?state=sideways", None).await;
     assert_eq!(s, 400);
@@ -413,6 +429,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!(s, 200);
     spec.check("get", "/api/calls/{id}", s, &v);
     assert_eq!(v["state"], "ended");
+    assert_eq!(v["kind"], "web");
     assert_eq!(v["transcript"][0]["text"], "Goodbye!");
 
     let (s, v) = f.call(Method::GET, "/api/calls/no-such-call", None).await;
@@ -670,6 +687,29 @@ async fn every_route_answers_as_the_openapi_document_says() {
     spec.check("get", "/api/trunks", ts, &tv);
     assert_eq!(tv["trunks"][0]["name"], "main");
     assert_eq!(tv["trunks"][0]["registered"], true);
+
+    // the agents a browser can talk to: names, descriptions and the default, nothing more
+    let (s, agents) = f.call(Method::GET, "/api/agents", None).await;
+    assert_eq!(s, 200, "{agents}");
+    spec.check("get", "/api/agents", s, &agents);
+    let names: Vec<&str> = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["billing", "receptionist"]);
+    assert_eq!(agents[0]["default"], false);
+    assert_eq!(agents[1]["default"], true);
+    assert!(agents[1]["description"]
+        .as_str()
+        .unwrap()
+        .contains("appointments"));
+    assert!(
+        !agents.to_string().contains("instructions")
+            && !agents.to_string().contains("create_booking"),
+        "no prompt or tool leaves through the list: {agents}"
+    );
     let text = f
         .http
         .get(format!("{}/metrics", f.base))
@@ -708,6 +748,14 @@ async fn every_route_answers_as_the_openapi_document_says() {
         .as_str()
         .unwrap()
         .contains("OPENAI_API_KEY"));
+    let (s, v) = f.call(Method::GET, "/api/session?model=x", None).await;
+    assert_eq!(s, 400);
+    spec.check("get", "/api/session", s, &v);
+    // nor browser calls
+    let body = json!({"call_id": "rtc_1", "client_secret": "ek_1"});
+    let (s, v) = f.call(Method::POST, "/api/calls/web", Some(body)).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (503, Some("no_api_key")));
+    spec.check("post", "/api/calls/web", s, &v);
 
     // unknown routes and methods
     let (s, v) = f.call(Method::GET, "/api/nothing-here", None).await;
@@ -725,6 +773,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
     for (method, path) in [
         ("get", "/api/calls"),
         ("get", "/api/calls/{id}"),
+        ("post", "/api/calls/web"),
         ("get", "/api/calls/{id}/events"),
         ("post", "/api/calls/{id}/hangup"),
         ("post", "/api/calls/{id}/interrupt"),
@@ -734,6 +783,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
         ("get", "/api/events"),
         ("get", "/api/bookings"),
         ("get", "/api/trunks"),
+        ("get", "/api/agents"),
         ("get", "/api/session"),
         ("get", "/api/openapi.json"),
     ] {
@@ -776,6 +826,9 @@ async fn every_route_answers_as_the_openapi_document_says() {
         "/",
         "/app.js",
         "/style.css",
+        "/talk",
+        "/talk.js",
+        "/talk.css",
     ] {
         let resp = f
             .http
@@ -848,6 +901,11 @@ async fn every_route_answers_as_the_openapi_document_says() {
         .filter(|k| !seen.contains(k))
         // each of these has its own test below
         .filter(|(p, _, c)| !(p == "/api/session" && [200, 502, 504].contains(c)))
+        // browser calls need a realtime service: tests/web_calls.rs
+        .filter(|(p, _, c)| !(p == "/api/session" && *c == 404))
+        .filter(|(p, _, c)| {
+            !(p == "/api/calls/web" && [201, 400, 403, 404, 409, 502].contains(c))
+        })
         .filter(|(p, _, c)| {
             !(p == "/api/bookings" && *c == 503 && seen.contains(&(p.clone(), "get".into(), 503)))
         })
@@ -917,9 +975,12 @@ async fn a_non_loopback_listen_without_a_token_is_refused() {
         store: None,
         minter: None,
         session: AgentSpec::default().session(None),
+        web: None,
         token: None,
         trunks: Default::default(),
         readiness: Arc::new(Readiness::ready),
+        agents: Default::default(),
+        default_agent: String::new(),
     };
     let err = admin::start("0.0.0.0:0".parse().unwrap(), state)
         .await
@@ -1412,6 +1473,55 @@ async fn session_mints_an_ephemeral_key_and_never_shows_the_server_key() {
     assert_ne!(check.status(), 401, "the minted key is accepted");
 }
 
+/// `/talk` names the realtime API the relay uses, in its page and in its
+/// Content-Security-Policy (the only other origin the page may reach), and holds no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_talk_page_may_reach_the_realtime_api_and_nothing_else() {
+    let sim = sim("booking").await;
+    let f = fixture_with(
+        Options {
+            minter: Some(minter(&sim, SERVER_KEY)),
+            ..Options::default()
+        },
+        None,
+    )
+    .await;
+    let resp = f.http.get(format!("{}/talk", f.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let base = sim.base_url();
+    assert!(
+        csp.contains(&format!(
+            "connect-src 'self' {};",
+            base.trim_end_matches('/')
+        )),
+        "{csp}"
+    );
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains(&format!(r#"<meta name="openai-base" content="{base}">"#)),
+        "{html}"
+    );
+    assert!(!html.contains(SERVER_KEY) && !html.contains(TOKEN));
+
+    // without a key the page still loads; it may reach this server only
+    let keyless = fixture().await;
+    let resp = keyless
+        .http
+        .get(format!("{}/talk", keyless.base))
+        .send()
+        .await
+        .unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("connect-src 'self';"), "{csp}");
+    let html = resp.text().await.unwrap();
+    assert!(html.contains(r#"<meta name="openai-base" content="">"#));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_errors_are_clear_and_keyless() {
     // a server key the API refuses: 502, and the key is not in the answer
@@ -1502,8 +1612,10 @@ async fn the_document_lists_exactly_the_served_routes() {
         "/api/events",
         "/api/bookings",
         "/api/trunks",
+        "/api/agents",
         "/api/session",
         "/api/openapi.json",
+        "/talk",
     ]
     .into_iter()
     .map(String::from)

@@ -51,9 +51,12 @@ async fn fixture(header_read_timeout: Duration) -> Fixture {
         store: None,
         minter: Some(minter),
         session: Default::default(),
+        web: None,
         token: None,
         trunks: Default::default(),
         readiness: Arc::new(Readiness::ready),
+        agents: Default::default(),
+        default_agent: String::new(),
     };
     let options = AdminOptions {
         policy: AccessPolicy::new(&["admin.example.test".into()], &[APP.into()]).unwrap(),

@@ -235,9 +235,12 @@ async fn the_dashboard_follows_a_call_and_hangs_it_up() {
             store: Some(store),
             minter: None,
             session: AgentSpec::default().session(None),
+            web: None,
             token: Some(Secret::new(TOKEN)),
             trunks: Default::default(),
             readiness: Arc::new(Readiness::ready),
+            agents: Default::default(),
+            default_agent: String::new(),
         },
     )
     .await
@@ -340,9 +343,12 @@ async fn the_dashboard_plays_a_calls_recording_and_a_transcript_line_seeks_it() 
             store: Some(store),
             minter: None,
             session: AgentSpec::default().session(None),
+            web: None,
             token: Some(Secret::new(TOKEN)),
             trunks: Default::default(),
             readiness: Arc::new(Readiness::ready),
+            agents: Default::default(),
+            default_agent: String::new(),
         },
     )
     .await

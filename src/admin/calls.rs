@@ -114,6 +114,7 @@ fn record_summary(r: &CallRecord) -> CallSummary {
         from: r.caller.clone(),
         to: r.callee.clone(),
         agent: r.agent.clone(),
+        kind: r.kind,
         state: CallState::Ended,
         started_at: r.started_at,
         answered_at: r.answered_at,
@@ -136,6 +137,7 @@ fn record_detail(r: &CallRecord) -> Value {
         "from": r.caller,
         "to": r.callee,
         "agent": r.agent,
+        "kind": r.kind,
         "trunk": null,
         "transport": "unknown",
         "state": CallState::Ended,
@@ -253,7 +255,7 @@ fn send(
         Err(ControlError::NotSupported) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_supported",
-            "this call has no model to interrupt or speak to (the echo line test); hang up and mute work",
+            "this call cannot take that control: the echo line test has no model to interrupt or speak to (hang up and mute work); a browser's call has its microphone in the browser (hang up, interrupt and say work)",
         )),
         Err(ControlError::Busy) => Err(ApiError::unavailable(
             "call_busy",

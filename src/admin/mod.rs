@@ -1,10 +1,12 @@
 //! The operator's HTTP surface: the JSON API, live events (Server-Sent Events), Prometheus
-//! metrics, the ephemeral-key endpoint and the dashboard page, all on `admin.listen`.
+//! metrics, the ephemeral-key endpoint, the dashboard page and the browser voice page
+//! (`/talk`), all on `admin.listen`.
 //!
 //! Everything here reads the call [`Registry`] or sends a [`crate::bridge::registry::Control`]
 //! to a call's task; nothing here holds call state or a lock across an `.await`.
 
 mod access;
+mod agents;
 mod auth;
 mod bookings;
 mod calls;
@@ -18,7 +20,9 @@ mod routes;
 mod serve;
 mod session;
 mod sse;
+mod talk;
 mod trunks;
+mod web_calls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::booking::store::Store;
+use crate::bridge::call_agent::AgentBook;
 use crate::bridge::registry::Registry;
 use crate::metrics::Metrics;
 use crate::openai::events::Session;
@@ -110,12 +115,19 @@ pub struct AdminState {
     pub minter: Option<KeyMinter>,
     /// The default agent's session config, sent when minting a key.
     pub session: Session,
+    /// Browser calls (`/talk`): keys per agent and the attach; `None` without an API key.
+    pub web: Option<Arc<crate::bridge::web_call::WebCalls>>,
     /// The bearer token; `None`: no authentication (allowed on loopback only).
     pub token: Option<Secret>,
     /// Each trunk's registration state (empty without registering trunks).
     pub trunks: RegistrationStates,
     /// SIP and media health and the draining flag.
     pub readiness: ReadinessProbe,
+    /// The agents a browser may talk to (`GET /api/agents`, the `/talk` page's choice);
+    /// empty when the relay runs without realtime agents.
+    pub agents: AgentBook,
+    /// `agents.default`: the agent marked `"default": true` by `GET /api/agents`.
+    pub default_agent: String,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -124,6 +136,7 @@ impl std::fmt::Debug for AdminState {
             .field("registry", &self.registry)
             .field("store", &self.store.is_some())
             .field("minter", &self.minter.is_some())
+            .field("web", &self.web.is_some())
             .field("token", &self.token)
             .finish_non_exhaustive()
     }

@@ -12,20 +12,21 @@ use super::access::AccessPolicy;
 
 use super::error::ApiError;
 use super::{
-    auth, bookings, calls, dashboard, guard, health, openapi, recording, session, sse, trunks,
-    AdminState,
+    agents, auth, bookings, calls, dashboard, guard, health, openapi, recording, session, sse,
+    talk, trunks, web_calls, AdminState,
 };
 
 /// Request bodies are small JSON objects.
 const BODY_LIMIT: usize = 16 * 1024;
 
-/// Every route. `/healthz`, `/readyz`, `/metrics` and the dashboard's static files are open
+/// Every route. `/healthz`, `/readyz`, `/metrics` and the dashboard's and `/talk`'s static files are open
 /// (probes and browsers cannot send a bearer token; the page holds no data); everything under
 /// `/api` needs the token when one is set. Every route, the fallbacks included, is behind
 /// the [`guard`] (`Host`, `Origin`, JSON POSTs, the request timeout).
 pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationToken) -> Router {
     let api = Router::new()
         .route("/api/calls", get(calls::list))
+        .route("/api/calls/web", post(web_calls::attach))
         .route("/api/calls/{id}", get(calls::get))
         .route("/api/calls/{id}/events", get(sse::call_events))
         .route("/api/calls/{id}/hangup", post(calls::hangup))
@@ -36,6 +37,7 @@ pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationTo
         .route("/api/events", get(sse::all_events))
         .route("/api/bookings", get(bookings::list))
         .route("/api/trunks", get(trunks::list))
+        .route("/api/agents", get(agents::list))
         .route("/api/session", get(session::mint))
         .route("/api/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(
@@ -48,7 +50,10 @@ pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationTo
         .route("/metrics", get(health::metrics))
         .route("/", get(dashboard::index))
         .route("/app.js", get(dashboard::script))
-        .route("/style.css", get(dashboard::style));
+        .route("/style.css", get(dashboard::style))
+        .route("/talk", get(talk::page))
+        .route("/talk.js", get(talk::script))
+        .route("/talk.css", get(talk::style));
     api.merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

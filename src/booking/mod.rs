@@ -24,7 +24,7 @@ pub use caller::Caller;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{BookingConfigError, InsertError, StoreError};
 pub use schedule::Schedule;
-pub use store::{Backend, Booking, CallRecord, NewBooking, RecordingRef, Status, Store};
+pub use store::{Backend, Booking, CallKind, CallRecord, NewBooking, RecordingRef, Status, Store};
 pub use tools::{Tools, TOOL_NAMES};
 
 impl BookingConfig {

@@ -136,6 +136,8 @@ pub struct CallRecord {
     pub callee: String,
     /// The agent that answered.
     pub agent: String,
+    /// A phone call or a browser's call.
+    pub kind: CallKind,
     /// When the INVITE arrived.
     pub started_at: DateTime<Utc>,
     /// When the call was answered, if it was.
@@ -150,6 +152,36 @@ pub struct CallRecord {
     pub tool_calls: serde_json::Value,
     /// The call's recording, when it was recorded.
     pub recording: Option<RecordingRef>,
+}
+
+/// Where a call came from: a phone line (SIP) or a browser (`/talk`, WebRTC straight to the
+/// realtime service, the relay attached over the sideband).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallKind {
+    /// A SIP call.
+    #[default]
+    Phone,
+    /// A browser's WebRTC call.
+    Web,
+}
+
+impl CallKind {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Phone => "phone",
+            Self::Web => "web",
+        }
+    }
+
+    /// From the stored word (anything unknown is a phone call: the older records).
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "web" => Self::Web,
+            _ => Self::Phone,
+        }
+    }
 }
 
 /// Where a call's recording is and what it holds. The file's path stays on the relay: it is
@@ -175,6 +207,7 @@ struct CallRow {
     caller: String,
     callee: String,
     agent: String,
+    kind: String,
     started_at: DateTime<Utc>,
     answered_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
@@ -196,6 +229,7 @@ impl TryFrom<CallRow> for CallRecord {
             caller: r.caller,
             callee: r.callee,
             agent: r.agent,
+            kind: CallKind::parse(&r.kind),
             started_at: r.started_at,
             answered_at: r.answered_at,
             ended_at: r.ended_at,
@@ -474,9 +508,9 @@ impl Store {
         };
         let sql = format!(
             "INSERT INTO calls (id, caller, callee, agent, started_at, answered_at, ended_at, outcome, transcript, tool_calls, \
-             recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {t}, {c}, $11, $12, $13, $14, $15) \
-             ON CONFLICT (id) DO UPDATE SET caller = excluded.caller, callee = excluded.callee, agent = excluded.agent, \
+             recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at, kind) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {t}, {c}, $11, $12, $13, $14, $15, $16) \
+             ON CONFLICT (id) DO UPDATE SET caller = excluded.caller, callee = excluded.callee, agent = excluded.agent, kind = excluded.kind, \
              started_at = excluded.started_at, answered_at = excluded.answered_at, ended_at = excluded.ended_at, \
              outcome = excluded.outcome, transcript = excluded.transcript, tool_calls = excluded.tool_calls, \
              recording_path = excluded.recording_path, recording_bytes = excluded.recording_bytes, \
@@ -501,6 +535,7 @@ impl Store {
             .bind(rec.map(|r| int(r.duration_ms)))
             .bind(rec.map(|r| int(r.offset_ms)))
             .bind(rec.and_then(|r| r.deleted_at))
+            .bind(call.kind.as_str())
             .execute(p)
             .await
             .map(|_| ()))?;
@@ -569,11 +604,11 @@ impl Store {
     fn call_columns(&self) -> &'static str {
         match self.pool {
             Pool::Sqlite(_) => {
-                "id, caller, callee, agent, started_at, answered_at, ended_at, outcome, transcript, tool_calls, \
+                "id, caller, callee, agent, kind, started_at, answered_at, ended_at, outcome, transcript, tool_calls, \
                  recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at"
             }
             Pool::Postgres(_) => {
-                "id, caller, callee, agent, started_at, answered_at, ended_at, outcome, \
+                "id, caller, callee, agent, kind, started_at, answered_at, ended_at, outcome, \
                  transcript::text AS transcript, tool_calls::text AS tool_calls, \
                  recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at"
             }

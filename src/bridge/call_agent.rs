@@ -30,6 +30,11 @@ pub struct CallAgent {
 }
 
 impl CallAgent {
+    /// Its one-line description (`description` in its file; empty when unset).
+    pub fn description(&self) -> &str {
+        &self.config.description
+    }
+
     /// The agent a handoff tool name points at, if this agent may hand off there.
     pub fn handoff_target(&self, tool: &str) -> Option<&str> {
         self.config.handoff_target(tool)

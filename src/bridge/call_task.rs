@@ -97,6 +97,7 @@ async fn run_inner(
         dtmf_payload_type: neg.dtmf_payload_type,
         direction: neg.direction,
         moderation: ctx.as_ref().is_some_and(|c| c.moderation.is_some()),
+        kind: crate::booking::CallKind::Phone,
     });
     let mut task = Task {
         call,

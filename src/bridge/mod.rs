@@ -18,6 +18,8 @@ pub mod recording_retention;
 pub mod registry;
 pub mod tool_run;
 pub mod transcript;
+pub mod web_call;
+pub mod web_keys;
 
 use std::sync::Arc;
 use std::time::Duration;

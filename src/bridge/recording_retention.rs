@@ -132,6 +132,7 @@ mod tests {
             caller: "sip:+12015550123@trunk".into(),
             callee: "sip:100@relay".into(),
             agent: "receptionist".into(),
+            kind: Default::default(),
             started_at,
             answered_at: Some(started_at),
             ended_at: Some(started_at),

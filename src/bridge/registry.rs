@@ -6,6 +6,7 @@
 //! change is also broadcast as a [`CallEvent`]; a subscriber that falls behind loses events
 //! (and is told so), it never slows a call.
 
+use crate::booking::CallKind;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -122,6 +123,8 @@ pub struct CallDetail {
     pub to: String,
     /// The agent answering now (changes on a handoff).
     pub agent: String,
+    /// A phone call or a browser's call.
+    pub kind: CallKind,
     /// The trunk the call came from.
     pub trunk: Option<String>,
     /// `udp` or `tcp`.
@@ -164,6 +167,8 @@ pub struct CallSummary {
     pub to: String,
     /// The agent answering now.
     pub agent: String,
+    /// A phone call or a browser's call.
+    pub kind: CallKind,
     /// Where the call is.
     pub state: CallState,
     /// When the INVITE arrived.
@@ -188,6 +193,7 @@ impl CallDetail {
             from: from.into(),
             to: to.into(),
             agent: agent.into(),
+            kind: CallKind::Phone,
             trunk: trunk.map(Into::into),
             transport: "udp".into(),
             sip_call_id: String::new(),
@@ -212,6 +218,7 @@ impl CallDetail {
             from: self.from.clone(),
             to: self.to.clone(),
             agent: self.agent.clone(),
+            kind: self.kind,
             state: self.state,
             started_at: self.started_at,
             answered_at: self.answered_at,
@@ -358,8 +365,9 @@ pub enum ControlError {
     /// The call's queue is full (it is not keeping up).
     #[error("the call is busy; try again")]
     Busy,
-    /// The call has no model to interrupt or speak to (the `echo` line test).
-    #[error("this call has no model to take that control")]
+    /// The call cannot take it: no model to interrupt or speak to (the `echo` line test),
+    /// or a browser's call, whose microphone the relay cannot mute.
+    #[error("this call cannot take that control")]
     NotSupported,
 }
 
@@ -368,6 +376,8 @@ struct Live {
     control: mpsc::Sender<Control>,
     /// It has a model: [`Control::needs_model`] requests reach it.
     has_model: bool,
+    /// A browser's call: its microphone is the browser's, not the relay's to mute.
+    web: bool,
 }
 
 struct Inner {
@@ -427,6 +437,7 @@ impl Registry {
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         let id = detail.id.clone();
         let summary = detail.summary();
+        let web = detail.kind == CallKind::Web;
         let detail = Arc::new(RwLock::new(detail));
         self.inner.live.insert(
             id.clone(),
@@ -434,6 +445,7 @@ impl Registry {
                 detail: detail.clone(),
                 control: tx,
                 has_model,
+                web,
             },
         );
         let publisher = CallPublisher {
@@ -482,6 +494,9 @@ impl Registry {
     pub fn control(&self, id: &str, c: Control) -> Result<(), ControlError> {
         let tx = match self.inner.live.get(id) {
             Some(e) if !e.value().has_model && c.needs_model() => {
+                return Err(ControlError::NotSupported)
+            }
+            Some(e) if e.value().web && matches!(c, Control::Mute(_)) => {
                 return Err(ControlError::NotSupported)
             }
             Some(e) => e.value().control.clone(),

@@ -101,6 +101,27 @@ impl Connector {
         }
     }
 
+    /// Attaches to the browser's WebRTC call `call_id` over the sideband with the server
+    /// key, and configures its session for `agent`.
+    pub async fn attach(
+        &self,
+        agent: &AgentSpec,
+        call_id: &str,
+    ) -> Result<Box<dyn RealtimeLeg>, LegError> {
+        Ok(Box::new(
+            WebSocketLeg::attach(
+                self.minter.base_url(),
+                self.minter.api_key(),
+                &self.ws_tls,
+                self.http.clone(),
+                call_id,
+                agent,
+                self.settings.connect_deadline(),
+            )
+            .await?,
+        ))
+    }
+
     /// Mints the call's ephemeral key with the agent's session, then opens the WebRTC leg.
     pub async fn connect_webrtc(&self, agent: &AgentSpec) -> Result<WebRtcLeg, LegError> {
         let key = self.minter.mint(&agent.session(None)).await?;

@@ -4,7 +4,8 @@
 //! [`RealtimeLeg`] trait: caller audio in, agent audio, typed events and tool calls out, the
 //! same on WebRTC and WebSocket. The pieces: `keys` (ephemeral keys with retries), `session`
 //! (the agent's session config and the IO-free turn logic), `webrtc` and `websocket` (the
-//! transports), `config` (the leg's settings). Keys are [`crate::secret::Secret`]s.
+//! transports), `sideband` (attaching to a browser's WebRTC call), `config` (the leg's
+//! settings). Keys are [`crate::secret::Secret`]s.
 
 pub mod config;
 pub mod connector;
@@ -12,6 +13,7 @@ pub mod events;
 pub mod keys;
 pub mod leg;
 pub mod session;
+pub mod sideband;
 pub mod webrtc;
 pub mod websocket;
 

@@ -29,15 +29,19 @@ use super::leg::{
     AgentAudio, CallerAudio, LegAudioFormat, LegEnd, LegError, LegEvent, RealtimeLeg,
 };
 use super::session::{AgentSpec, Turns};
+use super::sideband::Sideband;
 use crate::media::frame::FRAME_MS;
 use crate::secret::Secret;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(super) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A realtime session over one WebSocket.
 pub struct WebSocketLeg {
     ws: Socket,
     law: Law,
+    /// Attached to a browser's WebRTC call (`?call_id=`): no audio here, barge-in and the
+    /// end as on WebRTC.
+    sideband: Option<Sideband>,
     turns: Turns,
     /// Released `response.create` events not yet written (kept here so a cancelled `recv`
     /// loses none).
@@ -63,6 +67,7 @@ impl std::fmt::Debug for WebSocketLeg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocketLeg")
             .field("law", &self.law)
+            .field("sideband", &self.sideband)
             .field("session_id", &self.session_id)
             .field("ended", &self.ended)
             .finish_non_exhaustive()
@@ -110,8 +115,9 @@ impl WsTls {
     }
 }
 
-/// `ws://…/v1/realtime?model=…` from an `http(s)://` base.
-fn socket_url(base_url: &str, model: &str) -> String {
+/// `ws://…/v1/realtime?{query}` (`model=…`, or `call_id=…` for the sideband) from an
+/// `http(s)://` base.
+pub(super) fn socket_url(base_url: &str, query: &str) -> String {
     let base = base_url.trim_end_matches('/');
     let base = if let Some(rest) = base.strip_prefix("https://") {
         format!("wss://{rest}")
@@ -120,7 +126,49 @@ fn socket_url(base_url: &str, model: &str) -> String {
     } else {
         base.to_string()
     };
-    format!("{base}/v1/realtime?model={model}")
+    format!("{base}/v1/realtime?{query}")
+}
+
+/// Opens the socket at `url` with `key`, over TLS with `tls` for `wss://`; an HTTP error
+/// answer to the upgrade comes back as [`LegError::Refused`] with OpenAI's code.
+pub(super) async fn open_socket(
+    url: String,
+    key: &Secret,
+    tls: &WsTls,
+) -> Result<Socket, LegError> {
+    let mut req = url
+        .into_client_request()
+        .map_err(|e| LegError::Transport(e.to_string()))?;
+    let auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        .map_err(|_| LegError::Transport("the key is not a valid header value".into()))?;
+    req.headers_mut().insert("authorization", auth);
+    // the connector is used only for `wss://`; `ws://` stays plain TCP
+    let connector = tokio_tungstenite::Connector::Rustls(tls.0.clone());
+    let connected =
+        tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector)).await;
+    match connected {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsError::Http(resp)) => {
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            let text = |p: &str| {
+                body.pointer(p)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            Err(LegError::Refused {
+                status,
+                code: text("/error/code"),
+                message: text("/error/message"),
+            })
+        }
+        Err(e) => Err(LegError::Transport(e.to_string())),
+    }
 }
 
 impl WebSocketLeg {
@@ -151,43 +199,23 @@ impl WebSocketLeg {
         agent: &AgentSpec,
         law: Law,
     ) -> Result<Self, LegError> {
-        let mut req = socket_url(base_url, &agent.model)
-            .into_client_request()
-            .map_err(|e| LegError::Transport(e.to_string()))?;
-        let auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-            .map_err(|_| LegError::Transport("the key is not a valid header value".into()))?;
-        req.headers_mut().insert("authorization", auth);
-        // the connector is used only for `wss://`; `ws://` stays plain TCP
-        let connector = tokio_tungstenite::Connector::Rustls(tls.0.clone());
-        let connected =
-            tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector))
-                .await;
-        let (ws, _) = match connected {
-            Ok(ok) => ok,
-            Err(WsError::Http(resp)) => {
-                let status = resp.status().as_u16();
-                let body: serde_json::Value = resp
-                    .body()
-                    .as_deref()
-                    .and_then(|b| serde_json::from_slice(b).ok())
-                    .unwrap_or_default();
-                let text = |p: &str| {
-                    body.pointer(p)
-                        .and_then(serde_json::Value::as_str)
-                        .unwrap_or("")
-                        .to_string()
-                };
-                return Err(LegError::Refused {
-                    status,
-                    code: text("/error/code"),
-                    message: text("/error/message"),
-                });
-            }
-            Err(e) => return Err(LegError::Transport(e.to_string())),
+        let url = socket_url(base_url, &format!("model={}", agent.model));
+        let ws = open_socket(url, key, tls).await?;
+        let mut leg = Self::new(ws, law, None);
+        let format = match law {
+            Law::Mu => AudioFormat::pcmu(),
+            Law::A => AudioFormat::pcma(),
         };
-        let mut leg = Self {
+        leg.configure(agent, Some(format)).await?;
+        Ok(leg)
+    }
+
+    /// A leg on an open socket; `sideband`: the WebRTC call it is attached to.
+    pub(super) fn new(ws: Socket, law: Law, sideband: Option<Sideband>) -> Self {
+        Self {
             ws,
             law,
+            sideband,
             turns: Turns::new(),
             outbox: VecDeque::new(),
             pending: VecDeque::new(),
@@ -201,32 +229,36 @@ impl WebSocketLeg {
             audio_item: None,
             delivered_ms: 0,
             malformed: 0,
-        };
-        let format = match law {
-            Law::Mu => AudioFormat::pcmu(),
-            Law::A => AudioFormat::pcma(),
-        };
-        leg.send(ClientEvent::SessionUpdate {
+        }
+    }
+
+    /// Configures the session for `agent` and returns once `session.updated` confirms it;
+    /// what came before is kept for the bridge.
+    pub(super) async fn configure(
+        &mut self,
+        agent: &AgentSpec,
+        format: Option<AudioFormat>,
+    ) -> Result<(), LegError> {
+        self.send(ClientEvent::SessionUpdate {
             event_id: None,
-            session: agent.session(Some(format)),
+            session: agent.session(format),
         })
         .await?;
-        // wait for the update to take; what comes before it is kept for the bridge
         let mut before = Vec::new();
         loop {
-            match leg.recv().await {
+            match self.recv().await {
                 LegEvent::Event(ServerEvent::SessionUpdated { event_id, session }) => {
-                    if leg.session_id.is_none() {
-                        leg.session_id = session.id.clone();
+                    if self.session_id.is_none() {
+                        self.session_id = session.id.clone();
                     }
                     before.push(LegEvent::Event(ServerEvent::SessionUpdated {
                         event_id,
                         session,
                     }));
                     for ev in before.into_iter().rev() {
-                        leg.pending.push_front(ev);
+                        self.pending.push_front(ev);
                     }
-                    return Ok(leg);
+                    return Ok(());
                 }
                 LegEvent::Event(ServerEvent::Error { error, .. }) => {
                     return Err(LegError::Refused {
@@ -407,6 +439,10 @@ impl RealtimeLeg for WebSocketLeg {
     }
 
     async fn send_audio(&mut self, frame: CallerAudio<'_>) -> Result<(), LegError> {
+        if self.sideband.is_some() {
+            // the browser sends its own audio to the service
+            return Ok(());
+        }
         let bytes: &[u8] = match frame {
             CallerAudio::G711(law, bytes) if law == self.law => bytes,
             CallerAudio::G711(law, bytes) => {
@@ -467,6 +503,18 @@ impl RealtimeLeg for WebSocketLeg {
 
     async fn interrupt(&mut self, unplayed_ms: u32) -> Result<(), LegError> {
         self.drain_ready().await;
+        if self.sideband.is_some() {
+            // a WebRTC call: the service knows what it played out; cancel, clear its buffer
+            if self.turns.response_active() {
+                let cancel = ClientEvent::ResponseCancel {
+                    event_id: None,
+                    response_id: None,
+                };
+                self.write(cancel.to_json()).await?;
+            }
+            let clear = ClientEvent::OutputAudioBufferClear { event_id: None };
+            return self.write(clear.to_json()).await;
+        }
         // audio still queued here was never played either
         let queued = self
             .pending
@@ -509,6 +557,13 @@ impl RealtimeLeg for WebSocketLeg {
     }
 
     async fn close(&mut self) {
+        if let Some(sideband) = &self.sideband {
+            // the relay ends a browser's call: hang it up at the service (its socket and
+            // the browser's connection close with it)
+            if !matches!(self.ended, Some(LegEnd::Closed)) {
+                sideband.hang_up().await;
+            }
+        }
         if self.ended.is_none() {
             let _ = self
                 .ws
@@ -530,11 +585,11 @@ mod tests {
     #[test]
     fn socket_url_follows_the_scheme() {
         assert_eq!(
-            socket_url("https://api.openai.com/", "gpt-realtime"),
+            socket_url("https://api.openai.com/", "model=gpt-realtime"),
             "wss://api.openai.com/v1/realtime?model=gpt-realtime"
         );
         assert_eq!(
-            socket_url("http://127.0.0.1:9", "m"),
+            socket_url("http://127.0.0.1:9", "model=m"),
             "ws://127.0.0.1:9/v1/realtime?model=m"
         );
     }

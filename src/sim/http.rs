@@ -97,12 +97,16 @@ fn unknown_key() -> OpenAiError {
 
 /// The simulator's routes.
 pub(crate) fn router(state: Arc<State>) -> Router {
-    Router::new()
+    // OpenAI's API answers browsers on every /v1 route (see `cors`); /sim is ours alone
+    let v1 = Router::new()
         .route("/v1/realtime/client_secrets", post(mint))
         .route("/v1/realtime/calls", post(calls))
         .route("/v1/realtime/calls/{id}/hangup", post(hangup))
         .route("/v1/realtime", get(websocket))
         .route("/v1/moderations", post(moderations))
+        .layer(super::cors::layer());
+    Router::new()
+        .merge(v1)
         .route("/sim/sessions", get(list_sessions))
         .route("/sim/sessions/{id}", get(one_session))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -34,6 +34,12 @@
 //! `sk-…` key when none is configured) or an unexpired `ek_…` key it minted (`client_secrets`
 //! and `moderations` take server keys only); otherwise 401 in OpenAI's error shape, never echoing the key.
 //!
+//! # Browsers
+//! Every `/v1` route answers CORS as OpenAI's API does (`cors`): preflights 200 with the methods
+//! and the request headers OpenAI's browser SDKs send, `Access-Control-Allow-Origin: *` on every
+//! answer (errors too), `Location` exposed. Server-key endpoints answer browsers too but refuse
+//! an ephemeral key. `/sim/*` answers no browser. Details: `config/scenarios/README.md`.
+//!
 //! # The answer
 //! Shaped like OpenAI's: BUNDLE, rtcp-mux, `setup:active` (the simulator is the DTLS client),
 //! the offered Opus payload type plus PCMU 0 and PCMA 8, inline host candidates with the extra
@@ -45,7 +51,7 @@
 //! keys: expiry and a bound, IO-free), `scenario` (what
 //! it says and which faults it injects; format in `config/scenarios/README.md`), `vad` (an
 //! energy detector standing in for server VAD), `voice` (the prompt recordings; G.711 from `media::g711`), `record` (what
-//! each session saw), `sdp` (answer shaping, multipart), `moderation` (the stand-in classifier), and the transports `http`, `ws`, `rtc`.
+//! each session saw), `sdp` (answer shaping, multipart), `moderation` (the stand-in classifier), `cors` (what browsers may do), and the transports `http`, `ws`, `rtc`.
 
 pub mod engine;
 pub mod record;
@@ -54,6 +60,7 @@ pub mod sdp;
 pub mod vad;
 pub mod voice;
 
+mod cors;
 mod error;
 mod http;
 mod keys;

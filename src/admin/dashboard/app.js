@@ -74,6 +74,12 @@ function party(uri) {
   return m ? decodeURIComponent(m[1]) : uri;
 }
 
+// Who called: a phone number, or "Browser" for a call from a web page (kind "web"; a relay
+// older than call kinds sends no kind, and its calls are phone calls).
+function caller(c) {
+  return c.kind === 'web' ? 'Browser' : party(c.from);
+}
+
 const STATE_LABEL = { ringing: 'Ringing', answered: 'In call', ended: 'Ended' };
 
 function toast(text, kind) {
@@ -266,11 +272,11 @@ function callItem(c) {
   return h('li', {},
     h('button', {
       class: `call-item${active ? ' active' : ''}`, 'data-testid': 'call-item', 'data-call-id': c.id,
-      'data-state': c.state, 'aria-pressed': active ? 'true' : 'false', onclick: () => select(c.id),
+      'data-state': c.state, 'data-kind': c.kind || 'phone', 'aria-pressed': active ? 'true' : 'false', onclick: () => select(c.id),
     },
     h('span', { class: `dot ${c.state}`, 'aria-hidden': 'true' }),
     h('span', { class: 'call-item-main' },
-      h('span', { class: 'call-item-from', text: party(c.from) }),
+      h('span', { class: 'call-item-from' }, caller(c), c.kind === 'web' ? h('span', { class: 'kind', text: 'web' }) : null),
       h('span', { class: 'call-item-sub', text: `${c.agent} · ${c.state === 'ended' ? (c.end_reason || 'ended') : STATE_LABEL[c.state]}${c.muted ? ' · muted' : ''}` })),
     h('span', { class: 'call-item-time', 'data-timer': c.state === 'ended' ? null : c.id,
       text: c.state === 'ended' ? clock(c.started_at) : callLength(c) })));
@@ -319,9 +325,10 @@ function renderDetail() {
   $('call-placeholder').hidden = !!d;
   $('call-view').hidden = !d;
   if (!d) return;
-  $('call-title').textContent = `${party(d.from)} → ${party(d.to)}`;
+  $('call-title').textContent = d.kind === 'web' ? `Web call · ${d.agent}` : `${party(d.from)} → ${party(d.to)}`;
+  $('call-title').dataset.kind = d.kind || 'phone';
   $('call-meta').textContent = [
-    `agent ${d.agent}`, d.trunk ? `trunk ${d.trunk}` : null, d.transport !== 'unknown' ? d.transport.toUpperCase() : null,
+    d.kind === 'web' ? 'from the browser' : null, `agent ${d.agent}`, d.trunk ? `trunk ${d.trunk}` : null, d.transport !== 'unknown' ? d.transport.toUpperCase() : null,
     `started ${clock(d.started_at)}`, d.ended_at ? `ended ${clock(d.ended_at)}` : null,
   ].filter(Boolean).join(' · ');
   const st = $('call-state');

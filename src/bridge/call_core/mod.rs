@@ -41,6 +41,7 @@ use super::prompts;
 use super::registry::{CallEvent, CallPublisher, Control, Speaker};
 use super::transcript::Transcript;
 use super::BridgeSettings;
+use crate::booking::CallKind;
 use crate::media::g711::Law;
 use crate::media::rtcp::PeerReport;
 use crate::metrics::Metrics;
@@ -146,6 +147,9 @@ pub struct CoreParts {
     pub direction: Direction,
     /// A moderation check is configured.
     pub moderation: bool,
+    /// A phone call, or a browser's call (no phone media: the browser and the service
+    /// exchange the audio; the core sees only the events, over the sideband).
+    pub kind: CallKind,
 }
 
 /// The call's phase.
@@ -181,6 +185,7 @@ pub struct CallCore {
     p: CallPublisher,
     metrics: Arc<Metrics>,
     moderation: bool,
+    kind: CallKind,
     media: PhoneMedia,
     direction: Direction,
     phase: Phase,
@@ -237,6 +242,7 @@ impl CallCore {
             p: parts.publisher,
             metrics: parts.metrics,
             moderation: parts.moderation,
+            kind: parts.kind,
             media: PhoneMedia::g711(law, parts.payload_type, parts.dtmf_payload_type),
             direction: parts.direction,
             phase: Phase::Ringing,
@@ -292,6 +298,11 @@ impl CallCore {
             self.transfer.as_ref().map(|t| t.deadline),
             self.digits.deadline(),
             rtp,
+            // a browser's call has no media ticks: its goodbye's quiet is a deadline
+            self.ending
+                .and_then(|e| e.quiet_since)
+                .filter(|_| self.kind == CallKind::Web)
+                .map(|since| since + END_CALL_QUIET),
         ]
         .into_iter()
         .flatten()
@@ -352,8 +363,10 @@ impl CallCore {
         });
     }
 
+    /// The caller's RTP is expected (a browser's call has none through the relay).
     fn receiving(&self) -> bool {
-        matches!(self.direction, Direction::SendRecv | Direction::RecvOnly)
+        self.kind == CallKind::Phone
+            && matches!(self.direction, Direction::SendRecv | Direction::RecvOnly)
     }
 
     /// The call was answered, `setup` after its INVITE. `opened`: the realtime session
@@ -460,6 +473,9 @@ impl CallCore {
             let t = self.transfer.take().expect("checked");
             self.transfer_failed(now, t, "the transfer target did not answer in time");
         }
+        if self.kind == CallKind::Web {
+            self.check_ending(now);
+        }
         if let Some(limit) = self.settings.rtp_timeout {
             if self.receiving() && now.saturating_sub(self.last_rx) > limit {
                 self.end(Ended::hang_up(EndReason::RtpTimeout));
@@ -493,8 +509,16 @@ impl CallCore {
         }
     }
 
-    /// Ends the realtime side's part and plays `prompt` to the caller, then BYE.
+    /// Ends the realtime side's part and plays `prompt` to the caller, then BYE. A
+    /// browser's call has no line for the relay to play on: it ends at once.
     fn say_goodbye(&mut self, now: Duration, prompt: &[i16], reason: &'static str, sip: EndReason) {
+        if self.kind == CallKind::Web {
+            self.end(Ended {
+                reason: reason.into(),
+                sip: None,
+            });
+            return;
+        }
         self.media.flush(now);
         self.media.push_pcm(prompt);
         self.goodbye = Some((reason, sip));

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{message, CallCore, Mode, Output};
+use super::{message, CallCore, Ended, Mode, Output};
+use crate::booking::CallKind;
 use crate::bridge::guardrail::Trip;
 use crate::bridge::prompts;
 use crate::bridge::registry::CallEvent;
@@ -63,6 +64,10 @@ impl CallCore {
             LegEvent::ToolCall(tc) => self.handle_tool_call(now, tc),
             LegEvent::Event(ev) => self.on_event(now, ev),
             LegEvent::Ended(reason) => self.on_leg_ended(now, reason),
+        }
+        if self.kind == CallKind::Web {
+            // no media ticks on a browser's call: the events say when the goodbye is over
+            self.check_ending(now);
         }
     }
 
@@ -229,6 +234,24 @@ impl CallCore {
         self.has_leg = false;
         self.outputs.push_back(Output::CloseLeg);
         if self.goodbye.is_some() || self.ending.is_some() {
+            return;
+        }
+        if self.kind == CallKind::Web {
+            // the sideband is the browser's call: its end is the call's end
+            let outcome = match &reason {
+                // the service closes the sideband when the browser's call ends
+                LegEnd::SocketClosed { .. } => "caller_hangup",
+                LegEnd::SessionExpired => "session_expired",
+                other => {
+                    warn!(reason = %other, "the sideband of a browser's call failed");
+                    self.metrics.realtime_failed(end_cause(other));
+                    "realtime_failed"
+                }
+            };
+            self.end(Ended {
+                reason: outcome.into(),
+                sip: None,
+            });
             return;
         }
         if reason == LegEnd::SessionExpired {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::booking::CallKind;
 use crate::bridge::agent::Agents;
 use crate::bridge::registry::{CallDetail, Registry};
 use crate::bridge::tool_run::ToolDone;
@@ -71,6 +72,10 @@ fn settings() -> BridgeSettings {
 
 impl Call {
     fn with(mode: &str, settings: BridgeSettings, moderation: bool) -> Self {
+        Self::with_kind(mode, settings, moderation, CallKind::Phone)
+    }
+
+    fn with_kind(mode: &str, settings: BridgeSettings, moderation: bool, kind: CallKind) -> Self {
         let registry = Registry::new();
         let book = agents();
         let detail = CallDetail::new(
@@ -93,6 +98,7 @@ impl Call {
             dtmf_payload_type: Some(101),
             direction: Direction::SendRecv,
             moderation,
+            kind,
         });
         Self {
             core,
@@ -119,6 +125,15 @@ impl Call {
 
     fn detail(&self) -> CallDetail {
         self.registry.get("c1").unwrap()
+    }
+
+    /// A browser's front-desk call, attached over the sideband; the greeting request taken.
+    fn web() -> Self {
+        let mut c = Self::with_kind("front", settings(), false, CallKind::Web);
+        c.core
+            .handle_answered(ms(0), ms(40), Ok(Some("sess_web".into())));
+        c.outputs();
+        c
     }
 
     /// Ticks every 20 ms until `until` (since the call's start), as the task does.
@@ -808,4 +823,80 @@ fn a_tool_that_answers_after_the_call_ended_is_still_recorded() {
         .metrics
         .render()
         .contains("voxrelay_bookings_created_total 1"));
+}
+
+#[test]
+fn a_browser_call_has_no_rtp_deadline_and_ends_when_its_call_ends() {
+    let mut c = Call::web();
+    // no RTP ever comes through the relay on a browser's call: only the time limit is due
+    assert_eq!(c.core.poll_timeout(), Some(Duration::from_secs(600)));
+    c.core.handle_timeout(Duration::from_secs(120));
+    assert!(ended(&c.outputs()).is_none(), "not an RTP timeout");
+    // the service closes the sideband when the browser hangs up: the call is over, at
+    // once, with no apology (there is no line for the relay to play it on)
+    c.now = Duration::from_secs(121);
+    c.core.handle_leg(
+        c.now,
+        LegEvent::Ended(LegEnd::SocketClosed {
+            code: 1000,
+            reason: String::new(),
+        }),
+    );
+    let outs = c.outputs();
+    let end = ended(&outs).expect("the call ends with its sideband");
+    assert_eq!(end.reason, "caller_hangup");
+    assert!(!c.metrics.render().contains("cause=\"socket_closed\""));
+}
+
+#[test]
+fn a_browser_call_whose_sideband_fails_ends_counted_as_a_realtime_failure() {
+    let mut c = Call::web();
+    c.core
+        .handle_leg(ms(500), LegEvent::Ended(LegEnd::Transport("reset".into())));
+    let outs = c.outputs();
+    assert_eq!(
+        ended(&outs).map(|e| e.reason.as_str()),
+        Some("realtime_failed")
+    );
+    assert!(c.metrics.render().contains("cause=\"transport\""));
+}
+
+#[test]
+fn end_call_on_a_browser_call_ends_once_the_service_stopped_playing() {
+    let mut c = Call::web();
+    c.event(json!({"type": "response.created", "event_id": "e1",
+        "response": {"id": "resp_1", "object": "realtime.response", "status": "in_progress"}}));
+    c.event(
+        json!({"type": "output_audio_buffer.started", "event_id": "e2", "response_id": "resp_1"}),
+    );
+    c.tool_call("end_call", "{}");
+    c.outputs();
+    c.now = ms(1_000);
+    c.event(json!({"type": "response.done", "event_id": "e3",
+        "response": {"id": "resp_1", "status": "completed"}}));
+    assert!(
+        ended(&c.outputs()).is_none(),
+        "the goodbye still plays in the browser"
+    );
+    c.now = ms(3_000);
+    c.event(
+        json!({"type": "output_audio_buffer.stopped", "event_id": "e4", "response_id": "resp_1"}),
+    );
+    assert!(ended(&c.outputs()).is_none(), "quiet for 200 ms first");
+    // no media ticks: the quiet's end is a deadline of its own
+    assert_eq!(c.core.poll_timeout(), Some(ms(3_000) + END_CALL_QUIET));
+    c.core.handle_timeout(ms(3_000) + END_CALL_QUIET);
+    assert_eq!(ended(&c.outputs()), Some(&Ended::relay("agent_end_call")));
+}
+
+#[test]
+fn the_time_limit_ends_a_browser_call_at_once() {
+    let mut c = Call::web();
+    c.core.handle_timeout(Duration::from_secs(600));
+    let outs = c.outputs();
+    assert!(outs.contains(&Output::CloseLeg), "{outs:?}");
+    assert_eq!(
+        ended(&outs).map(|e| e.reason.as_str()),
+        Some("max_duration")
+    );
 }

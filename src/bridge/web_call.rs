@@ -1,0 +1,396 @@
+//! Browser calls: the `/talk` page (or any browser app of the operator's) talks to an agent
+//! over WebRTC straight to the realtime service, with an ephemeral key the relay minted for
+//! that agent; then it tells the relay its call id, and the relay attaches over the
+//! sideband (the server key) and runs the call as it runs a phone call: the agent's
+//! greeting, its tools against the database, guardrails, handoffs, moderation, the
+//! transcript, the operator's controls and the stored record (kind `web`). The browser
+//! never holds a tool, the database or the server key.
+//!
+//! [`WebCalls`] mints the keys and remembers which agent each was for ([`WebKeys`]); the
+//! attach must present the key, so the agent of a browser's call is the one its key was
+//! minted for, never one the browser names. The call's task is the same loop as a phone
+//! call's around the same [`CallCore`], without the phone.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::call_agent::CallAgent;
+use super::call_core::{CallCore, CoreParts, Output};
+use super::call_record;
+use super::registry::CallDetail;
+use super::tool_run::{self, ToolDone};
+use super::web_keys::WebKeys;
+use super::{BridgeSettings, LiveContext};
+use crate::booking::{CallKind, Caller};
+use crate::media::g711::Law;
+use crate::openai::sideband::valid_call_id;
+use crate::openai::{EphemeralKey, LegError, MintError, RealtimeLeg};
+use crate::sip::sdp::Direction;
+
+/// Browser calls at once, at most: each is a realtime session the relay's key pays for.
+pub const MAX_WEB_CALLS: usize = 32;
+/// Running tools get this long to finish after the call ended (as on a phone call).
+const TOOL_DRAIN: Duration = Duration::from_secs(10);
+
+/// Why a key was not minted or a call not attached.
+#[derive(Debug, thiserror::Error)]
+pub enum WebCallError {
+    /// No agent has that name.
+    #[error("no agent is named {0:?}")]
+    NoSuchAgent(String),
+    /// Minting the key failed (its message never holds a key).
+    #[error("minting the ephemeral key: {0}")]
+    Mint(#[from] MintError),
+    /// The key presented was not minted here for a browser call, or it expired.
+    #[error("the key was not minted by this relay for a browser call, or it expired")]
+    UnknownKey,
+    /// The call id cannot be one.
+    #[error("not a realtime call id")]
+    BadCallId,
+    /// The relay is already attached to that call.
+    #[error("the relay is already attached to this call")]
+    AlreadyAttached,
+    /// [`MAX_WEB_CALLS`] browser calls run.
+    #[error("too many browser calls at once ({MAX_WEB_CALLS})")]
+    Full,
+    /// The realtime service refused the sideband (no such call, or it ended).
+    #[error("the realtime service has no such call ({status})")]
+    NoSuchCall {
+        /// The service's HTTP status.
+        status: u16,
+    },
+    /// Attaching failed otherwise.
+    #[error("attaching to the call: {0}")]
+    Attach(LegError),
+}
+
+/// Mints browser keys and runs browser calls.
+#[derive(Debug)]
+pub struct WebCalls {
+    live: Arc<LiveContext>,
+    default_agent: String,
+    stop: CancellationToken,
+    keys: Mutex<WebKeys>,
+    /// Service call ids the relay is attached to now.
+    attached: Arc<Mutex<HashSet<String>>>,
+}
+
+impl WebCalls {
+    /// Browser calls on `live`'s agents, ended when `stop` is cancelled.
+    pub fn new(live: Arc<LiveContext>, default_agent: &str, stop: CancellationToken) -> Self {
+        Self {
+            live,
+            default_agent: default_agent.to_string(),
+            stop,
+            keys: Mutex::new(WebKeys::new()),
+            attached: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    /// The agents a browser may talk to, and which one is the default.
+    pub fn agents(&self) -> (Vec<String>, &str) {
+        (
+            self.live.agents.names().map(str::to_string).collect(),
+            &self.default_agent,
+        )
+    }
+
+    /// Mints an ephemeral key whose session is `agent`'s (the default agent when `None`),
+    /// and remembers it for [`WebCalls::attach`].
+    pub async fn mint(&self, agent: Option<&str>) -> Result<EphemeralKey, WebCallError> {
+        let name = agent.unwrap_or(&self.default_agent);
+        let agent = self
+            .live
+            .agents
+            .get(name)
+            .ok_or_else(|| WebCallError::NoSuchAgent(name.to_string()))?;
+        let key = self
+            .live
+            .connector
+            .minter()
+            .mint(&agent.spec.session(None))
+            .await?;
+        lock(&self.keys).remember(unix_now(), key.value.clone(), &agent.name, key.expires_at);
+        Ok(key)
+    }
+
+    /// Attaches to the browser's call `call_id`, opened with `client_secret` (a key minted
+    /// here), and runs it with that key's agent. Returns the relay's id of the call once
+    /// the session is configured and the greeting asked for.
+    pub async fn attach(&self, call_id: &str, client_secret: &str) -> Result<String, WebCallError> {
+        if !valid_call_id(call_id) {
+            return Err(WebCallError::BadCallId);
+        }
+        let name = lock(&self.keys)
+            .agent_for(unix_now(), client_secret)
+            .map(str::to_string)
+            .ok_or(WebCallError::UnknownKey)?;
+        let agent = self
+            .live
+            .agents
+            .get(&name)
+            .ok_or(WebCallError::NoSuchAgent(name))?;
+        let claim = Claim::take(&self.attached, call_id)?;
+        let started = Instant::now();
+        let leg = self
+            .live
+            .connector
+            .attach(&agent.spec, call_id)
+            .await
+            .map_err(|e| match e {
+                LegError::Refused { status, .. } if status == 400 || status == 404 => {
+                    WebCallError::NoSuchCall { status }
+                }
+                e => WebCallError::Attach(e),
+            })?;
+        let id = format!("web-{:016x}", rand::random::<u64>());
+        let call = WebCall {
+            id: id.clone(),
+            service_call_id: call_id.to_string(),
+            agent,
+            leg,
+            setup: started.elapsed(),
+            claim,
+        };
+        let (live, stop) = (self.live.clone(), self.stop.child_token());
+        let span = info_span!("call", id = %id);
+        tokio::spawn(run(call, live, stop).instrument(span));
+        Ok(id)
+    }
+}
+
+/// A service call id the relay is attached to; let go when the call's task ends.
+struct Claim {
+    set: Arc<Mutex<HashSet<String>>>,
+    call_id: String,
+}
+
+impl Claim {
+    fn take(set: &Arc<Mutex<HashSet<String>>>, call_id: &str) -> Result<Self, WebCallError> {
+        let mut held = lock(set);
+        if held.contains(call_id) {
+            return Err(WebCallError::AlreadyAttached);
+        }
+        if held.len() >= MAX_WEB_CALLS {
+            return Err(WebCallError::Full);
+        }
+        held.insert(call_id.to_string());
+        Ok(Self {
+            set: set.clone(),
+            call_id: call_id.to_string(),
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        lock(&self.set).remove(&self.call_id);
+    }
+}
+
+/// A browser's call, attached.
+struct WebCall {
+    id: String,
+    service_call_id: String,
+    agent: Arc<CallAgent>,
+    leg: Box<dyn RealtimeLeg>,
+    setup: Duration,
+    claim: Claim,
+}
+
+/// Runs a browser's call to its end: the loop of a phone call without the phone.
+async fn run(call: WebCall, live: Arc<LiveContext>, stop: CancellationToken) {
+    let t0 = Instant::now();
+    let WebCall {
+        id,
+        service_call_id,
+        agent,
+        leg,
+        setup,
+        claim: _claim,
+    } = call;
+    info!(kind = "web", agent = %agent.name, service_call = %service_call_id, "call started");
+    let mut detail = CallDetail::new(&id, "browser", &service_call_id, &agent.name, None);
+    detail.kind = CallKind::Web;
+    detail.transport = "webrtc".into();
+    let (registry, metrics) = (live.registry.clone(), live.metrics.clone());
+    let (publisher, mut controls) = registry.register(detail);
+    metrics.calls_active.inc();
+    let settings: Arc<BridgeSettings> = live.settings.clone();
+    let mut core = CallCore::new(CoreParts {
+        agent: Some(agent),
+        agents: live.agents.clone(),
+        settings: settings.clone(),
+        publisher,
+        metrics: metrics.clone(),
+        // no phone media: these are unused
+        codec: Law::Mu,
+        payload_type: 0,
+        dtmf_payload_type: None,
+        direction: Direction::Inactive,
+        moderation: live.moderation.is_some(),
+        kind: CallKind::Web,
+    });
+    let session_id = leg.session_id().map(str::to_string);
+    let mut leg = Some(leg);
+    core.handle_answered(t0.elapsed(), setup, Ok(session_id));
+    // whom the booking tools act for: a browser proves no phone number
+    let caller = live
+        .tools
+        .as_ref()
+        .map(|t| t.caller(None))
+        .unwrap_or_default();
+    let mut tools: JoinSet<ToolDone> = JoinSet::new();
+    let mut checks: JoinSet<Result<Option<String>, String>> = JoinSet::new();
+    let mut controls_open = true;
+    let end = loop {
+        if let Some(end) = drain(
+            &mut core,
+            &mut leg,
+            &live,
+            &caller,
+            &mut tools,
+            &mut checks,
+            t0,
+        )
+        .await
+        {
+            break end;
+        }
+        let deadline = core.poll_timeout().map(|d| t0 + d);
+        let has_leg = leg.is_some();
+        tokio::select! {
+            ev = async { leg.as_mut().expect("guarded").recv().await }, if has_leg => {
+                core.handle_leg(t0.elapsed(), ev);
+            }
+            Some(done) = tools.join_next(), if !tools.is_empty() => match done {
+                Ok(done) => core.handle_tool_done(t0.elapsed(), done),
+                Err(e) => warn!(error = %e, "a tool task failed"),
+            },
+            Some(r) = checks.join_next(), if !checks.is_empty() => {
+                if let Ok(r) = r {
+                    core.handle_moderation(t0.elapsed(), r);
+                }
+            }
+            c = controls.recv(), if controls_open => match c {
+                Some(c) => core.handle_control(t0.elapsed(), c),
+                None => controls_open = false,
+            },
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                core.handle_timeout(t0.elapsed());
+            }
+            _ = stop.cancelled() => core.handle_shutdown(),
+        }
+    };
+    // the relay's end of the call ends the browser's (hang-up at the service); the
+    // browser's own end already closed it
+    if let Some(mut leg) = leg.take() {
+        leg.close().await;
+    }
+    let drain_tools = async {
+        while let Some(done) = tools.join_next().await {
+            if let Ok(done) = done {
+                core.handle_tool_done(t0.elapsed(), done);
+            }
+        }
+    };
+    if tokio::time::timeout(TOOL_DRAIN, drain_tools).await.is_err() {
+        warn!("tools still running at hang-up were abandoned");
+    }
+    let seconds = t0.elapsed().as_secs_f32();
+    let p = core.into_publisher();
+    call_record::finish(&metrics, live.tools.as_ref(), p, &end.reason).await;
+    info!(kind = "web", reason = %end.reason, seconds, "call ended");
+}
+
+/// Carries out what the core asked for, in order; the call's end when it is over.
+async fn drain(
+    core: &mut CallCore,
+    leg: &mut Option<Box<dyn RealtimeLeg>>,
+    live: &LiveContext,
+    caller: &Caller,
+    tools: &mut JoinSet<ToolDone>,
+    checks: &mut JoinSet<Result<Option<String>, String>>,
+    t0: Instant,
+) -> Option<super::call_core::Ended> {
+    while let Some(out) = core.poll_output() {
+        match out {
+            Output::Send(ev) => {
+                if let Some(leg) = leg.as_mut() {
+                    warn_failed(
+                        leg.send(*ev).await,
+                        "sending to the realtime session failed",
+                    );
+                }
+            }
+            Output::Interrupt { unplayed_ms } => {
+                if let Some(leg) = leg.as_mut() {
+                    warn_failed(
+                        leg.interrupt(unplayed_ms).await,
+                        "interrupting the realtime session failed",
+                    );
+                }
+            }
+            Output::ToolOutput { call_id, output } => {
+                if let Some(leg) = leg.as_mut() {
+                    warn_failed(
+                        leg.submit_tool_output(&call_id, output).await,
+                        "the tool output did not reach the session",
+                    );
+                }
+            }
+            Output::RunTool(tc) => {
+                let limit = core.settings().tool_timeout;
+                tools.spawn(tool_run::run_booking(
+                    live.tools.clone(),
+                    caller.clone(),
+                    tc,
+                    limit,
+                ));
+            }
+            Output::Moderate(text) => {
+                if let Some(m) = live.moderation.clone() {
+                    checks.spawn(async move { m.check(&text).await.map_err(|e| e.to_string()) });
+                }
+            }
+            // hangs the browser's call up at the service unless it is already over
+            Output::CloseLeg => {
+                if let Some(mut leg) = leg.take() {
+                    leg.close().await;
+                }
+            }
+            Output::OpenLeg => core.handle_leg_opened(
+                t0.elapsed(),
+                Err("a browser's call cannot move to a new session".into()),
+            ),
+            Output::Refer(_) => core.handle_refer_answer(
+                t0.elapsed(),
+                Err("a browser's call cannot be transferred to a phone".into()),
+            ),
+            Output::End(end) => return Some(end),
+        }
+    }
+    None
+}
+
+fn warn_failed(r: Result<(), LegError>, what: &'static str) {
+    if let Err(e) = r {
+        warn!(error = %e, "{what}");
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
