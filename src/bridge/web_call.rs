@@ -93,14 +93,6 @@ impl WebCalls {
         }
     }
 
-    /// The agents a browser may talk to, and which one is the default.
-    pub fn agents(&self) -> (Vec<String>, &str) {
-        (
-            self.live.agents.names().map(str::to_string).collect(),
-            &self.default_agent,
-        )
-    }
-
     /// Mints an ephemeral key whose session is `agent`'s (the default agent when `None`),
     /// and remembers it for [`WebCalls::attach`].
     pub async fn mint(&self, agent: Option<&str>) -> Result<EphemeralKey, WebCallError> {
