@@ -343,4 +343,9 @@ async fn the_operator_hangs_up_a_browser_call_and_bad_attaches_are_refused() {
     browser.until("ended:", 15).await;
     let ended = relay.wait_calls_ended(1, Duration::from_secs(10));
     assert_eq!(ended[0]["reason"], "operator_hangup");
+    // the browser's key went through the relay twice (minted, then presented): never logged
+    assert!(
+        !relay.dump().contains(&browser.key[3..]),
+        "a key in the log"
+    );
 }
