@@ -6,6 +6,7 @@
 //! microphone playing a spoken question. `tests/browser/sdk.mjs` drives it; screenshots go to
 //! `target/tmp/sdk/`.
 
+mod sim_support;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -13,8 +14,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sim_support::{session_of_call, sessions, start_sim};
 use support::{free_tcp_port, msg, Relay};
-use voxrelay::sim::{SimConfig, SimHandle, Simulator};
+use voxrelay::sim::SimHandle;
 
 const SERVER_KEY: &str = "sk-sdk-browser-test";
 const TOKEN: &str = "sdk-browser-admin-token-5c1e";
@@ -69,28 +71,14 @@ fn run_sdk_page(env: &[(&str, String)]) -> Value {
 
 /// The simulator's record of the WebRTC call `call_id`, once `done` holds for it.
 async fn sim_session(sim: &SimHandle, call_id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last = Value::Null;
     while Instant::now() < deadline {
-        let list: Value = http
-            .get(format!("{}/sim/sessions", sim.base_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(s) = list["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["call_id"] == call_id)
-        {
-            if done(s) {
-                return s.clone();
+        if let Some(s) = session_of_call(sim, call_id).await {
+            if done(&s) {
+                return s;
             }
-            last = s.clone();
+            last = s;
         }
         // the record is written by the call's task: look again shortly
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -101,13 +89,7 @@ async fn sim_session(sim: &SimHandle, call_id: &str, done: impl Fn(&Value) -> bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_simulator() {
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/sdk.toml");
-    let sim = Simulator::start(SimConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        scenario: scenario.display().to_string(),
-        api_key: Some(SERVER_KEY.into()),
-    })
-    .await
-    .unwrap();
+    let sim = start_sim(&scenario.display().to_string(), Some(SERVER_KEY)).await;
     // the app's two origins: one listed in admin.cors_origins, one not
     let page_port = free_tcp_port();
     let other_port = free_tcp_port();
@@ -216,12 +198,7 @@ async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_s
     assert_eq!(s["errors_sent"], serde_json::json!([]), "{s:#}");
     assert!(s["audio_received_seconds"].as_f64().unwrap() > 1.0, "{s:#}");
     // the relay minted one key for the listed origin, none for the other
-    let all: Value = reqwest::get(format!("{}/sim/sessions", sim.base_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = sessions(&sim).await;
     assert_eq!(all["keys_minted"], 1, "{all:#}");
 
     // the same page on an origin the relay does not list gets no key: the browser's preflight

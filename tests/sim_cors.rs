@@ -4,24 +4,19 @@
 //! ephemeral key, and the test-only `/sim` routes answer no browser. (A real browser running the
 //! official Agents SDK against it: tests/sdk_browser.rs.)
 
-use std::net::SocketAddr;
+mod sim_support;
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use voxrelay::sim::{SimConfig, SimHandle, Simulator};
+use sim_support::{mint, start_sim};
+use voxrelay::sim::SimHandle;
 
 const SERVER_KEY: &str = "sk-sim-cors";
 const PAGE: &str = "http://127.0.0.1:5173";
 
 async fn start() -> SimHandle {
-    Simulator::start(SimConfig {
-        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-        scenario: "booking".into(),
-        api_key: Some(SERVER_KEY.into()),
-    })
-    .await
-    .unwrap()
+    start_sim("booking", Some(SERVER_KEY)).await
 }
 
 /// A browser's preflight: `OPTIONS` with `Origin`, the method and the headers it will send.
@@ -46,18 +41,9 @@ fn list(h: &HeaderMap, name: &str) -> Vec<String> {
         .collect()
 }
 
-async fn mint(sim: &SimHandle) -> String {
-    let minted: Value = reqwest::Client::new()
-        .post(format!("{}/v1/realtime/client_secrets", sim.base_url()))
-        .bearer_auth(SERVER_KEY)
-        .json(&json!({"session": {"type": "realtime"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    minted["value"].as_str().unwrap().to_string()
+/// An ephemeral key for a plain realtime session, as the page's server would mint it.
+async fn ephemeral_key(sim: &SimHandle) -> String {
+    mint(sim, SERVER_KEY, json!({"type": "realtime"})).await
 }
 
 /// An offer as Chromium writes it (audio with Opus, the data channel), its candidates left
@@ -154,7 +140,7 @@ async fn the_offer_preflight_allows_what_the_agents_sdk_sends() {
 #[tokio::test]
 async fn a_call_posted_from_a_page_is_readable_with_its_location() {
     let sim = start().await;
-    let ek = mint(&sim).await;
+    let ek = ephemeral_key(&sim).await;
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{}/v1/realtime/calls", sim.base_url()))
@@ -217,7 +203,7 @@ async fn errors_reach_the_page_so_the_sdk_can_say_why() {
 #[tokio::test]
 async fn server_key_endpoints_answer_browsers_but_refuse_an_ephemeral_key() {
     let sim = start().await;
-    let ek = mint(&sim).await;
+    let ek = ephemeral_key(&sim).await;
     let http = reqwest::Client::new();
     // as at OpenAI, CORS is the same on the whole API; the key decides what a caller may do
     for (path, body) in [
