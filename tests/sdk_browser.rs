@@ -10,11 +10,11 @@ mod sim_support;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sim_support::{session_of_call, sessions, start_sim};
+use support::browser::{artifact_dir, run_browser_script, speech_wav};
 use support::{free_tcp_port, msg, Relay};
 use voxrelay::sim::SimHandle;
 
@@ -22,51 +22,25 @@ const SERVER_KEY: &str = "sk-sdk-browser-test";
 const TOKEN: &str = "sdk-browser-admin-token-5c1e";
 
 /// The caller: 8 s of silence (the greeting plays), the question, then silence for the rest of
-/// the test (Chromium loops the file). 48 kHz mono 16-bit, made with espeak-ng and sox.
+/// the test (Chromium loops the file).
 fn microphone(dir: &Path) -> PathBuf {
-    let speech = dir.join("speech.wav");
-    let st = Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "150", "-w"])
-        .arg(&speech)
-        .arg("What are your opening hours on Tuesday?")
-        .status()
-        .expect("espeak-ng is installed (Debian package `espeak-ng`)");
-    assert!(st.success());
-    let mic = dir.join("mic.wav");
-    let st = Command::new("sox")
-        .arg(&speech)
-        .args(["-r", "48000", "-c", "1", "-b", "16"])
-        .arg(&mic)
-        .args(["pad", "8", "60"])
-        .status()
-        .expect("sox is installed");
-    assert!(st.success());
-    mic
+    speech_wav(
+        dir,
+        "mic",
+        "What are your opening hours on Tuesday?",
+        &["pad", "8", "60"],
+    )
 }
 
 /// Runs `tests/browser/sdk.mjs` with `env`; what it saw.
 fn run_sdk_page(env: &[(&str, String)]) -> Value {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    for module in ["playwright-core", "@openai/agents-realtime", "esbuild"] {
-        assert!(
-            dir.join("node_modules").join(module).exists(),
-            "{module} is missing: run `npm ci` in tests/browser"
-        );
-    }
-    let out = Command::new("node")
-        .arg("sdk.mjs")
-        .current_dir(&dir)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the SDK page script failed:\n{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("script output ({e}): {stdout}"))
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run_browser_script(
+        "sdk.mjs",
+        &artifact_dir("sdk"),
+        &env,
+        &["@openai/agents-realtime", "esbuild"],
+    )
 }
 
 /// The simulator's record of the WebRTC call `call_id`, once `done` holds for it.
@@ -123,13 +97,6 @@ async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_s
         ("PAGE_PORT", page_port.to_string()),
         ("OTHER_PORT", other_port.to_string()),
         ("MIC_WAV", mic.display().to_string()),
-        (
-            "ARTIFACT_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .join("sdk")
-                .display()
-                .to_string(),
-        ),
     ];
     let seen = tokio::task::spawn_blocking(move || run_sdk_page(&env))
         .await
