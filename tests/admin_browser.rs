@@ -250,7 +250,9 @@ async fn the_dashboard_follows_a_call_and_hangs_it_up() {
         registry.get("c-7f3a").unwrap().end_reason.as_deref(),
         Some("operator_hangup")
     );
-    assert!(artifact_dir("dashboard").join("dashboard-live.png").exists());
+    assert!(artifact_dir("dashboard")
+        .join("dashboard-live.png")
+        .exists());
     server.shutdown().await;
 }
 

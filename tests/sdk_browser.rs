@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sim_support::{session_of_call, sessions, start_sim};
+use sim_support::{events_received, session_of_call, sessions, start_sim};
 use support::browser::{artifact_dir, run_browser_script, speech_wav};
 use support::{free_tcp_port, msg, Relay};
 use voxrelay::sim::SimHandle;
@@ -151,12 +151,7 @@ async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_s
     assert_eq!(s["tool_calls"][0]["name"], "get_opening_hours", "{s:#}");
     let output = s["tool_outputs"][0]["output"].as_str().unwrap_or_default();
     assert!(output.contains("8:00 to 17:00"), "{s:#}");
-    let received: Vec<&str> = s["events_received"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let received = events_received(&s);
     assert!(received.contains(&"response.cancel"), "{received:?}");
     assert!(
         received.contains(&"output_audio_buffer.clear"),

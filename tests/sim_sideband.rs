@@ -7,8 +7,8 @@ mod sim_support;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sim_support::{
-    call_id_of, hangup, mint, post_offer, recv_event as recv_dc, session_of_call, start_sim,
-    OfferOptions, Peer, WAIT,
+    call_id_of, events_received, hangup, mint, post_offer, recv_event as recv_dc, session_of_call,
+    start_sim, OfferOptions, Peer, WAIT,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -196,12 +196,7 @@ async fn a_sideband_drives_the_call_and_sees_what_the_browser_sends() {
         log["sideband_events_received"],
         json!(["session.update", "response.create"])
     );
-    let received: Vec<&str> = log["events_received"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let received = events_received(&log);
     assert_eq!(
         received,
         [

@@ -39,20 +39,17 @@ struct Browser {
 impl Browser {
     /// Gets a key for `agent` from the relay and opens a call to the simulator with it.
     async fn open(relay: &Relay, agent: &str) -> Browser {
-        let http = reqwest::Client::new();
-        let minted: Value = http
-            .get(admin(relay, &format!("/api/session?agent={agent}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let minted = get(relay, &format!("/api/session?agent={agent}")).await;
         let key = minted["value"].as_str().expect("a key").to_string();
         let opts = WebRtcOptions::new(&sim_url(relay), WebRtcCodec::Opus, Duration::from_secs(10));
-        let mut leg = WebRtcLeg::connect(http, &opts, &Secret::new(&key), Secret::new(&key))
-            .await
-            .expect("the browser's call opens");
+        let mut leg = WebRtcLeg::connect(
+            reqwest::Client::new(),
+            &opts,
+            &Secret::new(&key),
+            Secret::new(&key),
+        )
+        .await
+        .expect("the browser's call opens");
         let call_id = leg.call_id().to_string();
         let (commands, mut rx) = mpsc::unbounded_channel::<Option<ClientEvent>>();
         let (seen_tx, seen) = mpsc::unbounded_channel();

@@ -74,6 +74,16 @@ pub async fn session_of_call(sim: &SimHandle, call_id: &str) -> Option<Value> {
         .cloned()
 }
 
+/// The types of the client events a session's record says it received, in order.
+pub fn events_received(record: &Value) -> Vec<&str> {
+    record["events_received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// `POST /v1/realtime/calls/{call_id}/hangup` with the server key `sk-test`; the status.
 pub async fn hangup(sim: &SimHandle, call_id: &str) -> reqwest::StatusCode {
     reqwest::Client::new()
