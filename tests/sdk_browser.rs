@@ -10,7 +10,7 @@ mod sim_support;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use sim_support::{events_received, session_of_call, sessions, start_sim};
@@ -45,19 +45,18 @@ fn run_sdk_page(env: &[(&str, String)]) -> Value {
 
 /// The simulator's record of the WebRTC call `call_id`, once `done` holds for it.
 async fn sim_session(sim: &SimHandle, call_id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        if let Some(s) = session_of_call(sim, call_id).await {
-            if done(&s) {
-                return s;
-            }
-            last = s;
-        }
-        // the record is written by the call's task: look again shortly
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let found = sim
+        .wait_record(Duration::from_secs(10), |s| {
+            s["call_id"] == call_id && done(s)
+        })
+        .await;
+    match found {
+        Some(s) => s,
+        None => panic!(
+            "the simulator's record of {call_id} never got there: {:#}",
+            session_of_call(sim, call_id).await.unwrap_or_default()
+        ),
     }
-    panic!("the simulator's record of {call_id} never got there: {last:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
