@@ -1513,17 +1513,22 @@ fn minter(sim: &SimHandle, key: &str) -> KeyMinter {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_mints_an_ephemeral_key_and_never_shows_the_server_key() {
-    let sim = sim("booking").await;
-    let f = fixture_with(
+/// The admin API with `/api/session` minting keys at `sim` with the server key `key`.
+async fn fixture_minting(sim: &SimHandle, key: &str) -> Fixture {
+    fixture_with(
         Options {
-            minter: Some(minter(&sim, SERVER_KEY)),
+            minter: Some(minter(sim, key)),
             ..Options::default()
         },
         None,
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mints_an_ephemeral_key_and_never_shows_the_server_key() {
+    let sim = sim("booking").await;
+    let f = fixture_minting(&sim, SERVER_KEY).await;
     let spec = Spec::load(&f).await;
     let resp = f
         .http
@@ -1564,14 +1569,7 @@ async fn session_mints_an_ephemeral_key_and_never_shows_the_server_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_talk_page_may_reach_the_realtime_api_and_nothing_else() {
     let sim = sim("booking").await;
-    let f = fixture_with(
-        Options {
-            minter: Some(minter(&sim, SERVER_KEY)),
-            ..Options::default()
-        },
-        None,
-    )
-    .await;
+    let f = fixture_minting(&sim, SERVER_KEY).await;
     let resp = f.http.get(format!("{}/talk", f.base)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let csp = resp.headers()["content-security-policy"]
@@ -1613,14 +1611,7 @@ async fn session_errors_are_clear_and_keyless() {
     // a server key the API refuses: 502, and the key is not in the answer
     let sim = sim("booking").await;
     let wrong = "sk-test-wrong";
-    let f = fixture_with(
-        Options {
-            minter: Some(minter(&sim, wrong)),
-            ..Options::default()
-        },
-        None,
-    )
-    .await;
+    let f = fixture_minting(&sim, wrong).await;
     let spec = Spec::load(&f).await;
     let resp = f
         .http

@@ -6,13 +6,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveTime, Utc};
 use serde_json::{json, Value};
+use support::browser::{artifact_dir, run_browser_script};
 use voxrelay::admin::{self, AdminState, Readiness};
 use voxrelay::booking::store::{NewBooking, RecordingRef, Store};
 use voxrelay::bridge::registry::{
@@ -25,10 +25,6 @@ use voxrelay::openai::session::AgentSpec;
 use voxrelay::secret::Secret;
 
 const TOKEN: &str = "browser-test-token-41d7";
-
-fn artifacts(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
-}
 
 /// Runs the browser script against `url` and returns what it saw.
 fn run_dashboard(url: &str, token: &str, artifact_dir: &Path) -> Value {
@@ -43,29 +39,9 @@ fn run_script(
     artifact_dir: &Path,
     env: &[(&str, &str)],
 ) -> Value {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        dir.join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `npm ci` in tests/browser"
-    );
-    let out = Command::new("node")
-        .arg(script)
-        .envs(env.iter().copied())
-        .current_dir(&dir)
-        .env("DASHBOARD_URL", url)
-        .env("DASHBOARD_TOKEN", token)
-        .env("ARTIFACT_DIR", artifact_dir)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the dashboard script failed (screenshot in {}):\n{}\n{stdout}",
-        artifact_dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("script output ({e}): {stdout}"))
+    let mut env = env.to_vec();
+    env.extend([("DASHBOARD_URL", url), ("DASHBOARD_TOKEN", token)]);
+    run_browser_script(script, artifact_dir, &env, &[])
 }
 
 fn turn(speaker: Speaker, text: &str, at_ms: u64, is_final: bool) -> Turn {
@@ -246,7 +222,7 @@ async fn the_dashboard_follows_a_call_and_hangs_it_up() {
     .await
     .unwrap();
     let base = format!("http://{}", server.local_addr());
-    let shots = artifacts("dashboard");
+    let shots = artifact_dir("dashboard");
     let seen = tokio::task::spawn_blocking(move || run_dashboard(&base, TOKEN, &shots))
         .await
         .unwrap();
@@ -274,7 +250,9 @@ async fn the_dashboard_follows_a_call_and_hangs_it_up() {
         registry.get("c-7f3a").unwrap().end_reason.as_deref(),
         Some("operator_hangup")
     );
-    assert!(artifacts("dashboard").join("dashboard-live.png").exists());
+    assert!(artifact_dir("dashboard")
+        .join("dashboard-live.png")
+        .exists());
     server.shutdown().await;
 }
 
@@ -416,7 +394,7 @@ fn a_sipp_call_appears_on_the_dashboard_and_hang_up_ends_it() {
     // step 2: the call is listed, a transcript line appears (needs the bridge to register
     // the call and publish transcripts), Hang up ends it
     let base = format!("http://{}", relay.admin);
-    let seen = run_dashboard(&base, TOKEN, &artifacts("dashboard-e2e"));
+    let seen = run_dashboard(&base, TOKEN, &artifact_dir("dashboard-e2e"));
     assert!(
         !seen["transcript"].as_str().unwrap_or("").is_empty(),
         "{seen}"

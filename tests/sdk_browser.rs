@@ -6,108 +6,63 @@
 //! microphone playing a spoken question. `tests/browser/sdk.mjs` drives it; screenshots go to
 //! `target/tmp/sdk/`.
 
+mod sim_support;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use sim_support::{events_received, session_of_call, sessions, start_sim};
+use support::browser::{artifact_dir, run_browser_script, speech_wav};
 use support::{free_tcp_port, msg, Relay};
-use voxrelay::sim::{SimConfig, SimHandle, Simulator};
+use voxrelay::sim::SimHandle;
 
 const SERVER_KEY: &str = "sk-sdk-browser-test";
 const TOKEN: &str = "sdk-browser-admin-token-5c1e";
 
 /// The caller: 8 s of silence (the greeting plays), the question, then silence for the rest of
-/// the test (Chromium loops the file). 48 kHz mono 16-bit, made with espeak-ng and sox.
+/// the test (Chromium loops the file).
 fn microphone(dir: &Path) -> PathBuf {
-    let speech = dir.join("speech.wav");
-    let st = Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "150", "-w"])
-        .arg(&speech)
-        .arg("What are your opening hours on Tuesday?")
-        .status()
-        .expect("espeak-ng is installed (Debian package `espeak-ng`)");
-    assert!(st.success());
-    let mic = dir.join("mic.wav");
-    let st = Command::new("sox")
-        .arg(&speech)
-        .args(["-r", "48000", "-c", "1", "-b", "16"])
-        .arg(&mic)
-        .args(["pad", "8", "60"])
-        .status()
-        .expect("sox is installed");
-    assert!(st.success());
-    mic
+    speech_wav(
+        dir,
+        "mic",
+        "What are your opening hours on Tuesday?",
+        &["pad", "8", "60"],
+    )
 }
 
 /// Runs `tests/browser/sdk.mjs` with `env`; what it saw.
 fn run_sdk_page(env: &[(&str, String)]) -> Value {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    for module in ["playwright-core", "@openai/agents-realtime", "esbuild"] {
-        assert!(
-            dir.join("node_modules").join(module).exists(),
-            "{module} is missing: run `npm ci` in tests/browser"
-        );
-    }
-    let out = Command::new("node")
-        .arg("sdk.mjs")
-        .current_dir(&dir)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the SDK page script failed:\n{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("script output ({e}): {stdout}"))
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run_browser_script(
+        "sdk.mjs",
+        &artifact_dir("sdk"),
+        &env,
+        &["@openai/agents-realtime", "esbuild"],
+    )
 }
 
 /// The simulator's record of the WebRTC call `call_id`, once `done` holds for it.
 async fn sim_session(sim: &SimHandle, call_id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        let list: Value = http
-            .get(format!("{}/sim/sessions", sim.base_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(s) = list["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["call_id"] == call_id)
-        {
-            if done(s) {
-                return s.clone();
-            }
-            last = s.clone();
-        }
-        // the record is written by the call's task: look again shortly
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let found = sim
+        .wait_record(Duration::from_secs(10), |s| {
+            s["call_id"] == call_id && done(s)
+        })
+        .await;
+    match found {
+        Some(s) => s,
+        None => panic!(
+            "the simulator's record of {call_id} never got there: {:#}",
+            session_of_call(sim, call_id).await.unwrap_or_default()
+        ),
     }
-    panic!("the simulator's record of {call_id} never got there: {last:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_simulator() {
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/sdk.toml");
-    let sim = Simulator::start(SimConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        scenario: scenario.display().to_string(),
-        api_key: Some(SERVER_KEY.into()),
-    })
-    .await
-    .unwrap();
+    let sim = start_sim(&scenario.display().to_string(), Some(SERVER_KEY)).await;
     // the app's two origins: one listed in admin.cors_origins, one not
     let page_port = free_tcp_port();
     let other_port = free_tcp_port();
@@ -141,13 +96,6 @@ async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_s
         ("PAGE_PORT", page_port.to_string()),
         ("OTHER_PORT", other_port.to_string()),
         ("MIC_WAV", mic.display().to_string()),
-        (
-            "ARTIFACT_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .join("sdk")
-                .display()
-                .to_string(),
-        ),
     ];
     let seen = tokio::task::spawn_blocking(move || run_sdk_page(&env))
         .await
@@ -202,12 +150,7 @@ async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_s
     assert_eq!(s["tool_calls"][0]["name"], "get_opening_hours", "{s:#}");
     let output = s["tool_outputs"][0]["output"].as_str().unwrap_or_default();
     assert!(output.contains("8:00 to 17:00"), "{s:#}");
-    let received: Vec<&str> = s["events_received"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let received = events_received(&s);
     assert!(received.contains(&"response.cancel"), "{received:?}");
     assert!(
         received.contains(&"output_audio_buffer.clear"),
@@ -216,12 +159,7 @@ async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_s
     assert_eq!(s["errors_sent"], serde_json::json!([]), "{s:#}");
     assert!(s["audio_received_seconds"].as_f64().unwrap() > 1.0, "{s:#}");
     // the relay minted one key for the listed origin, none for the other
-    let all: Value = reqwest::get(format!("{}/sim/sessions", sim.base_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = sessions(&sim).await;
     assert_eq!(all["keys_minted"], 1, "{all:#}");
 
     // the same page on an origin the relay does not list gets no key: the browser's preflight

@@ -4,24 +4,19 @@
 //! ephemeral key, and the test-only `/sim` routes answer no browser. (A real browser running the
 //! official Agents SDK against it: tests/sdk_browser.rs.)
 
-use std::net::SocketAddr;
+mod sim_support;
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use voxrelay::sim::{SimConfig, SimHandle, Simulator};
+use sim_support::{mint, start_sim};
+use voxrelay::sim::SimHandle;
 
 const SERVER_KEY: &str = "sk-sim-cors";
 const PAGE: &str = "http://127.0.0.1:5173";
 
 async fn start() -> SimHandle {
-    Simulator::start(SimConfig {
-        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-        scenario: "booking".into(),
-        api_key: Some(SERVER_KEY.into()),
-    })
-    .await
-    .unwrap()
+    start_sim("booking", Some(SERVER_KEY)).await
 }
 
 /// A browser's preflight: `OPTIONS` with `Origin`, the method and the headers it will send.
@@ -36,6 +31,22 @@ async fn preflight(sim: &SimHandle, path: &str, method: &str, headers: &str) -> 
         .unwrap()
 }
 
+/// A request from the page: `Origin` set, and `key` as the bearer token when given.
+fn from_page(
+    sim: &SimHandle,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let req = reqwest::Client::new()
+        .request(method, format!("{}{path}", sim.base_url()))
+        .header("origin", PAGE);
+    match key {
+        Some(key) => req.bearer_auth(key),
+        None => req,
+    }
+}
+
 /// A comma-separated header as a lowercase list.
 fn list(h: &HeaderMap, name: &str) -> Vec<String> {
     h.get_all(name)
@@ -46,18 +57,9 @@ fn list(h: &HeaderMap, name: &str) -> Vec<String> {
         .collect()
 }
 
-async fn mint(sim: &SimHandle) -> String {
-    let minted: Value = reqwest::Client::new()
-        .post(format!("{}/v1/realtime/client_secrets", sim.base_url()))
-        .bearer_auth(SERVER_KEY)
-        .json(&json!({"session": {"type": "realtime"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    minted["value"].as_str().unwrap().to_string()
+/// An ephemeral key for a plain realtime session, as the page's server would mint it.
+async fn ephemeral_key(sim: &SimHandle) -> String {
+    mint(sim, SERVER_KEY, json!({"type": "realtime"})).await
 }
 
 /// An offer as Chromium writes it (audio with Opus, the data channel), its candidates left
@@ -154,14 +156,10 @@ async fn the_offer_preflight_allows_what_the_agents_sdk_sends() {
 #[tokio::test]
 async fn a_call_posted_from_a_page_is_readable_with_its_location() {
     let sim = start().await;
-    let ek = mint(&sim).await;
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{}/v1/realtime/calls", sim.base_url()))
-        .header("origin", PAGE)
+    let ek = ephemeral_key(&sim).await;
+    let resp = from_page(&sim, Method::POST, "/v1/realtime/calls", Some(&ek))
         .header("content-type", "application/sdp")
         .header("x-openai-agents-sdk", "openai-agents-sdk.0.20.0")
-        .bearer_auth(&ek)
         .body(OFFER)
         .send()
         .await
@@ -182,10 +180,7 @@ async fn a_call_posted_from_a_page_is_readable_with_its_location() {
     let pre = preflight(&sim, &hangup, "POST", "authorization").await;
     assert_eq!(pre.status(), StatusCode::OK);
     assert_eq!(pre.headers()["access-control-allow-origin"], "*");
-    let resp = http
-        .post(format!("{}{hangup}", sim.base_url()))
-        .header("origin", PAGE)
-        .bearer_auth(&ek)
+    let resp = from_page(&sim, Method::POST, &hangup, Some(&ek))
         .send()
         .await
         .unwrap();
@@ -198,15 +193,17 @@ async fn a_call_posted_from_a_page_is_readable_with_its_location() {
 async fn errors_reach_the_page_so_the_sdk_can_say_why() {
     let sim = start().await;
     // an expired or made-up key: 401 in OpenAI's shape, readable cross-origin
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/realtime/calls", sim.base_url()))
-        .header("origin", PAGE)
-        .header("content-type", "application/sdp")
-        .bearer_auth("ek_not_minted_here")
-        .body(OFFER)
-        .send()
-        .await
-        .unwrap();
+    let resp = from_page(
+        &sim,
+        Method::POST,
+        "/v1/realtime/calls",
+        Some("ek_not_minted_here"),
+    )
+    .header("content-type", "application/sdp")
+    .body(OFFER)
+    .send()
+    .await
+    .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(resp.headers()["access-control-allow-origin"], "*");
     let body: Value = resp.json().await.unwrap();
@@ -217,8 +214,7 @@ async fn errors_reach_the_page_so_the_sdk_can_say_why() {
 #[tokio::test]
 async fn server_key_endpoints_answer_browsers_but_refuse_an_ephemeral_key() {
     let sim = start().await;
-    let ek = mint(&sim).await;
-    let http = reqwest::Client::new();
+    let ek = ephemeral_key(&sim).await;
     // as at OpenAI, CORS is the same on the whole API; the key decides what a caller may do
     for (path, body) in [
         ("/v1/realtime/client_secrets", json!({})),
@@ -226,10 +222,7 @@ async fn server_key_endpoints_answer_browsers_but_refuse_an_ephemeral_key() {
     ] {
         let pre = preflight(&sim, path, "POST", "authorization,content-type").await;
         assert_eq!(pre.status(), StatusCode::OK, "{path}");
-        let resp = http
-            .post(format!("{}{path}", sim.base_url()))
-            .header("origin", PAGE)
-            .bearer_auth(&ek)
+        let resp = from_page(&sim, Method::POST, path, Some(&ek))
             .json(&body)
             .send()
             .await
@@ -247,9 +240,7 @@ async fn server_key_endpoints_answer_browsers_but_refuse_an_ephemeral_key() {
 #[tokio::test]
 async fn the_test_inspection_routes_answer_no_browser() {
     let sim = start().await;
-    let resp = reqwest::Client::new()
-        .get(format!("{}/sim/sessions", sim.base_url()))
-        .header("origin", PAGE)
+    let resp = from_page(&sim, Method::GET, "/sim/sessions", None)
         .send()
         .await
         .unwrap();

@@ -2,196 +2,43 @@
 //! `GET /v1/realtime?call_id=…` and the server key, sees the call's events and drives it, while
 //! a `webrtc`-crate client on loopback holds the call as a browser would.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+mod sim_support;
 
 use futures::{SinkExt, StreamExt};
-use rtc::ice::mdns::MulticastDnsMode;
-use rtc::peer_connection::configuration::media_engine::MediaEngine;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::{json, Value};
+use sim_support::{
+    call_id_of, events_received, hangup, mint, post_offer, recv_event as recv_dc, session_of_call,
+    start_sim, OfferOptions, Peer, WAIT,
+};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use voxrelay::sim::{SimConfig, SimHandle, Simulator};
-use webrtc::data_channel::{DataChannel, DataChannelEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
-};
-
-const WAIT: Duration = Duration::from_secs(20);
+use voxrelay::sim::SimHandle;
+use webrtc::peer_connection::RTCPeerConnectionState;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-struct Offerer {
-    gathered: mpsc::Sender<()>,
-    states: mpsc::Sender<RTCPeerConnectionState>,
-    rtp: mpsc::Sender<()>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Offerer {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.try_send(());
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.states.try_send(state);
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let tx = self.rtp.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = track.poll().await {
-                if let TrackRemoteEvent::OnRtpPacket(p) = ev {
-                    if !p.payload.is_empty() {
-                        let _ = tx.try_send(());
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// The browser's side of a call: the peer connection, its `oai-events` channel and what
-/// arrived on them.
+/// The browser's side of a call: the `webrtc`-crate peer and the call's id.
 struct Browser {
-    pc: Box<dyn PeerConnection>,
-    dc: Arc<dyn DataChannel>,
+    peer: Peer,
     call_id: String,
-    events: mpsc::Receiver<Value>,
-    closed: mpsc::Receiver<()>,
-    states: mpsc::Receiver<RTCPeerConnectionState>,
-    rtp: mpsc::Receiver<()>,
-}
-
-impl Browser {
-    async fn send(&self, event: Value) {
-        self.dc.send_text(&event.to_string()).await.unwrap();
-    }
 }
 
 async fn sim(scenario: &str) -> SimHandle {
-    Simulator::start(SimConfig {
-        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-        scenario: scenario.into(),
-        api_key: None,
-    })
-    .await
-    .unwrap()
+    start_sim(scenario, None).await
 }
 
 /// Opens a WebRTC call to the simulator with the server key and waits for `session.created`.
 async fn call(sim: &SimHandle) -> Browser {
-    let (gathered_tx, mut gathered_rx) = mpsc::channel(1);
-    let (states_tx, states) = mpsc::channel(64);
-    let (rtp_tx, rtp) = mpsc::channel(4_096);
-    let mut media = MediaEngine::default();
-    media.register_default_codecs().unwrap();
-    let pc = PeerConnectionBuilder::new()
-        .with_media_engine(media)
-        .with_setting_engine(
-            SettingEngineBuilder::new()
-                .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-                .build(),
-        )
-        .with_handler(Arc::new(Offerer {
-            gathered: gathered_tx,
-            states: states_tx,
-            rtp: rtp_tx,
-        }))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
-        .build()
-        .await
-        .unwrap();
-    pc.add_transceiver_from_kind(RtpCodecKind::Audio, None)
-        .await
-        .unwrap();
-    let dc = pc.create_data_channel("oai-events", None).await.unwrap();
-    let (ev_tx, mut events) = mpsc::channel::<Value>(4_096);
-    let (closed_tx, closed) = mpsc::channel::<()>(1);
-    {
-        let dc = dc.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = dc.poll().await {
-                match ev {
-                    DataChannelEvent::OnMessage(m) => {
-                        if let Ok(v) = serde_json::from_slice::<Value>(&m.data) {
-                            let _ = ev_tx.send(v).await;
-                        }
-                    }
-                    DataChannelEvent::OnClose => {
-                        let _ = closed_tx.try_send(());
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-        });
-    }
-    let offer = pc.create_offer(None).await.unwrap();
-    pc.set_local_description(offer).await.unwrap();
-    tokio::time::timeout(WAIT, gathered_rx.recv())
-        .await
-        .unwrap();
-    let offer = pc.local_description().await.unwrap().sdp;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/realtime/calls", sim.base_url()))
-        .bearer_auth("sk-test")
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
+    let (mut peer, offer) = Peer::offer(OfferOptions::default()).await;
+    let resp = post_offer(sim, "sk-test", &offer).await;
     assert_eq!(resp.status(), 201);
-    let call_id = resp
-        .headers()
-        .get("location")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let answer = resp.text().await.unwrap();
-    pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
-        .await
-        .unwrap();
-    recv_dc(&mut events, "session.created").await;
-    Browser {
-        pc: Box::new(pc),
-        dc,
-        call_id,
-        events,
-        closed,
-        states,
-        rtp,
-    }
-}
-
-/// The next event of this type on the data channel.
-async fn recv_dc(rx: &mut mpsc::Receiver<Value>, kind: &str) -> Value {
-    let mut seen = vec![];
-    loop {
-        let ev = tokio::time::timeout(WAIT, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no {kind} on the data channel; saw {seen:?}"))
-            .expect("the data channel is open");
-        let t = ev["type"].as_str().unwrap_or("").to_string();
-        if t == kind {
-            return ev;
-        }
-        seen.push(if t == "error" { ev.to_string() } else { t });
-    }
+    let call_id = call_id_of(&resp);
+    peer.accept(&resp.text().await.unwrap()).await;
+    recv_dc(&mut peer.events, "session.created").await;
+    Browser { peer, call_id }
 }
 
 fn sideband_request(
@@ -280,18 +127,8 @@ async fn until_close(ws: &mut Ws) -> (Option<(CloseCode, String)>, Vec<Value>) {
 }
 
 async fn session_of(sim: &SimHandle, call_id: &str) -> Value {
-    let all: Value = reqwest::get(format!("{}/sim/sessions", sim.base_url()))
+    session_of_call(sim, call_id)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    all["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["call_id"] == call_id)
-        .cloned()
         .expect("the call has a session record")
 }
 
@@ -313,7 +150,7 @@ async fn a_sideband_drives_the_call_and_sees_what_the_browser_sends() {
         json!({"type": "session.update", "session": {"type": "realtime", "instructions": "Be brief."}}),
     )
     .await;
-    let updated = recv_dc(&mut browser.events, "session.updated").await;
+    let updated = recv_dc(&mut browser.peer.events, "session.updated").await;
     assert_eq!(updated["session"]["instructions"], "Be brief.");
     recv_ws(&mut ws, "session.updated").await;
 
@@ -324,20 +161,21 @@ async fn a_sideband_drives_the_call_and_sees_what_the_browser_sends() {
         json!({"type": "response.create", "event_id": "evt_sideband_1"}),
     )
     .await;
-    let created = recv_dc(&mut browser.events, "response.created").await;
+    let created = recv_dc(&mut browser.peer.events, "response.created").await;
     let on_sideband = recv_ws(&mut ws, "response.created").await;
     assert_eq!(created["response"]["id"], on_sideband["response"]["id"]);
-    tokio::time::timeout(WAIT, browser.rtp.recv())
+    tokio::time::timeout(WAIT, browser.peer.rtp.recv())
         .await
         .expect("model audio reaches the browser")
         .unwrap();
-    let done = recv_dc(&mut browser.events, "response.done").await;
+    let done = recv_dc(&mut browser.peer.events, "response.done").await;
     let done_sb = recv_ws(&mut ws, "response.done").await;
     assert_eq!(done["response"]["id"], done_sb["response"]["id"]);
     assert_eq!(done_sb["response"]["status"], "completed");
 
     // what the browser sends, the server sees
     browser
+        .peer
         .send(json!({"type": "conversation.item.create", "item": {
             "type": "message", "role": "user",
             "content": [{"type": "input_text", "text": "typed in the browser"}]
@@ -349,8 +187,8 @@ async fn a_sideband_drives_the_call_and_sees_what_the_browser_sends() {
     // the sideband goes away; the call goes on
     ws.close(None).await.unwrap();
     while ws.next().await.is_some() {}
-    browser.send(json!({"type": "response.create"})).await;
-    recv_dc(&mut browser.events, "response.done").await;
+    browser.peer.send(json!({"type": "response.create"})).await;
+    recv_dc(&mut browser.peer.events, "response.done").await;
     let log = session_of(&sim, &browser.call_id).await;
     assert_eq!(log["closed"], Value::Null, "{log}");
     assert_eq!(log["sideband_attachments"], 1);
@@ -358,12 +196,7 @@ async fn a_sideband_drives_the_call_and_sees_what_the_browser_sends() {
         log["sideband_events_received"],
         json!(["session.update", "response.create"])
     );
-    let received: Vec<&str> = log["events_received"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let received = events_received(&log);
     assert_eq!(
         received,
         [
@@ -382,7 +215,7 @@ async fn a_sideband_drives_the_call_and_sees_what_the_browser_sends() {
         session_of(&sim, &browser.call_id).await["sideband_attachments"],
         2
     );
-    browser.pc.close().await.unwrap();
+    browser.peer.pc.close().await.unwrap();
     sim.shutdown().await;
 }
 
@@ -399,22 +232,12 @@ async fn the_sideband_takes_the_server_key_and_a_live_call_only() {
     assert_eq!(status, 401);
 
     // an ephemeral key, though valid for /calls, does not find the call
-    let minted: Value = reqwest::Client::new()
-        .post(format!("{}/v1/realtime/client_secrets", sim.base_url()))
-        .bearer_auth("sk-test")
-        .json(&json!({"session": {"type": "realtime"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ek = minted["value"].as_str().unwrap();
+    let ek = mint(&sim, "sk-test", json!({"type": "realtime"})).await;
     assert!(ek.starts_with("ek_"));
-    let (status, body) = refused(&sim, &id, Some(ek)).await;
+    let (status, body) = refused(&sim, &id, Some(&ek)).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "call_id_not_found");
-    assert!(!body.to_string().contains(ek), "the key is not echoed");
+    assert!(!body.to_string().contains(&ek), "the key is not echoed");
 
     let (status, body) = refused(&sim, "rtc_nosuchcall", Some("sk-test")).await;
     assert_eq!(status, 404);
@@ -456,19 +279,13 @@ async fn the_sideband_takes_the_server_key_and_a_live_call_only() {
     drop(fifth);
 
     // an ended call is not found
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/realtime/calls/{id}/hangup", sim.base_url()))
-        .bearer_auth("sk-test")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(hangup(&sim, &id).await, 200);
     for mut ws in held {
         until_close(&mut ws).await;
     }
     let (status, _) = refused(&sim, &id, Some("sk-test")).await;
     assert_eq!(status, 404);
-    browser.pc.close().await.unwrap();
+    browser.peer.pc.close().await.unwrap();
     sim.shutdown().await;
 }
 
@@ -477,26 +294,16 @@ async fn hanging_up_closes_the_sideband_and_the_browsers_channel() {
     let sim = sim("booking").await;
     let mut browser = call(&sim).await;
     let mut ws = attach(&sim, &browser.call_id).await;
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/realtime/calls/{}/hangup",
-            sim.base_url(),
-            browser.call_id
-        ))
-        .bearer_auth("sk-test")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(hangup(&sim, &browser.call_id).await, 200);
     let (frame, _) = until_close(&mut ws).await;
     assert_eq!(frame, Some((CloseCode::Normal, "hangup".to_string())));
-    tokio::time::timeout(WAIT, browser.closed.recv())
+    tokio::time::timeout(WAIT, browser.peer.closed.recv())
         .await
         .expect("the browser's channel closes after hangup");
     // and the browser's connection ends too, not only the channel
     let mut states = vec![];
     let ended = tokio::time::timeout(WAIT, async {
-        while let Some(s) = browser.states.recv().await {
+        while let Some(s) = browser.peer.states.recv().await {
             states.push(s);
             if matches!(
                 s,
@@ -513,7 +320,7 @@ async fn hanging_up_closes_the_sideband_and_the_browsers_channel() {
     assert!(ended.is_ok(), "the connection stays up: {states:?}");
     let log = session_of(&sim, &browser.call_id).await;
     assert_eq!(log["closed"], "hangup");
-    browser.pc.close().await.unwrap();
+    browser.peer.pc.close().await.unwrap();
     sim.shutdown().await;
 }
 
@@ -534,6 +341,6 @@ async fn an_expired_session_tells_the_sideband_why_before_closing_it() {
         frame,
         Some((CloseCode::Normal, "session_expired".to_string()))
     );
-    browser.pc.close().await.unwrap();
+    browser.peer.pc.close().await.unwrap();
     sim.shutdown().await;
 }

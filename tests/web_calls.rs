@@ -39,20 +39,17 @@ struct Browser {
 impl Browser {
     /// Gets a key for `agent` from the relay and opens a call to the simulator with it.
     async fn open(relay: &Relay, agent: &str) -> Browser {
-        let http = reqwest::Client::new();
-        let minted: Value = http
-            .get(admin(relay, &format!("/api/session?agent={agent}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let minted = get(relay, &format!("/api/session?agent={agent}")).await;
         let key = minted["value"].as_str().expect("a key").to_string();
         let opts = WebRtcOptions::new(&sim_url(relay), WebRtcCodec::Opus, Duration::from_secs(10));
-        let mut leg = WebRtcLeg::connect(http, &opts, &Secret::new(&key), Secret::new(&key))
-            .await
-            .expect("the browser's call opens");
+        let mut leg = WebRtcLeg::connect(
+            reqwest::Client::new(),
+            &opts,
+            &Secret::new(&key),
+            Secret::new(&key),
+        )
+        .await
+        .expect("the browser's call opens");
         let call_id = leg.call_id().to_string();
         let (commands, mut rx) = mpsc::unbounded_channel::<Option<ClientEvent>>();
         let (seen_tx, seen) = mpsc::unbounded_channel();
@@ -166,6 +163,28 @@ async fn wait_call(relay: &Relay, id: &str, pred: impl Fn(&Value) -> bool) -> Va
     }
 }
 
+/// Polls the relay's view of a call until its run of the tool `name` has ended (it has a
+/// duration); the call.
+async fn wait_tool_done(relay: &Relay, id: &str, name: &str) -> Value {
+    wait_call(relay, id, |c| {
+        c["tool_calls"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|t| t["name"] == name && !t["duration_ms"].is_null())
+        })
+    })
+    .await
+}
+
+/// The call's record of its first run of the tool `name`.
+fn tool_call<'a>(call: &'a Value, name: &str) -> &'a Value {
+    call["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap()
+}
+
 /// The live event stream (SSE) of every call.
 async fn relay_events(relay: &Relay) -> reqwest::Response {
     reqwest::get(admin(relay, "/api/events")).await.unwrap()
@@ -193,20 +212,8 @@ async fn a_browser_call_books_through_the_relays_own_tool_run_and_is_recorded_as
     browser.until("output_audio_buffer.started", 15).await;
     browser.say("Yes please. My name is Ada Lovelace and my number is 201 555 0123.");
     browser.until("tool:create_booking", 15).await;
-    let call = wait_call(&relay, &id, |c| {
-        c["tool_calls"].as_array().is_some_and(|t| {
-            t.iter()
-                .any(|t| t["name"] == "create_booking" && !t["duration_ms"].is_null())
-        })
-    })
-    .await;
-    let booked = call["tool_calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "create_booking")
-        .unwrap()
-        .clone();
+    let call = wait_tool_done(&relay, &id, "create_booking").await;
+    let booked = tool_call(&call, "create_booking").clone();
     assert!(booked["ok"].as_bool().unwrap_or(false), "{booked:#}");
 
     // the booking is in the schedule, written by the relay
@@ -262,22 +269,11 @@ async fn a_key_for_one_agent_cannot_run_another_agents_tools() {
     browser.until("response.done", 15).await;
     browser.say("Yes please. My name is Ada Lovelace and my number is 201 555 0123.");
     browser.until("tool:create_booking", 15).await;
-    let call = wait_call(&relay, &id, |c| {
-        c["tool_calls"].as_array().is_some_and(|t| {
-            t.iter()
-                .any(|t| t["name"] == "create_booking" && !t["duration_ms"].is_null())
-        })
-    })
-    .await;
+    let call = wait_tool_done(&relay, &id, "create_booking").await;
     for t in call["tool_calls"].as_array().unwrap() {
         assert_eq!(t["ok"], false, "refused, not run: {t:#}");
     }
-    let asked = call["tool_calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "create_booking")
-        .unwrap();
+    let asked = tool_call(&call, "create_booking");
     let date = asked["arguments"]["date"].as_str().unwrap();
     let bookings = get(&relay, &format!("/api/bookings?date={date}")).await;
     assert_eq!(bookings["bookings"].as_array().map(Vec::len), Some(0));
@@ -343,6 +339,11 @@ async fn the_operator_hangs_up_a_browser_call_and_bad_attaches_are_refused() {
     browser.until("ended:", 15).await;
     let ended = relay.wait_calls_ended(1, Duration::from_secs(10));
     assert_eq!(ended[0]["reason"], "operator_hangup");
+    // the browser's key went through the relay twice (minted, then presented): never logged
+    assert!(
+        !relay.dump().contains(&browser.key[3..]),
+        "a key in the log"
+    );
 }
 
 /// A WAV in the relay's recording format (8 kHz stereo 16-bit) of `seconds`: a ramp on the

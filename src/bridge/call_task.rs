@@ -13,18 +13,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio::time::{interval, sleep, sleep_until, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::call_agent::CallAgent;
-use super::call_core::{CallCore, CoreParts, Ended, Output};
+use super::call_core::{CallCore, CoreParts, Ended};
 use super::call_record;
 use super::registry::Control;
-use super::tool_run::{self, ToolDone};
+use super::session_io::{SessionIo, TaskOutput};
 use super::{BridgeSettings, LiveContext, Shared};
-use crate::booking::Caller;
 use crate::media::frame::FRAME_DURATION;
 use crate::media::rtcp::REPORT_INTERVAL;
 use crate::metrics::Metrics;
@@ -33,9 +31,6 @@ use crate::sip::{EndReason, IncomingCall, PhoneEvent};
 
 /// Media counters go out as an event this often.
 const STATS_EVERY: Duration = Duration::from_secs(5);
-/// Running tools get this long to finish after the call ended (a booking being written is
-/// kept, never cut off half-way).
-const TOOL_DRAIN: Duration = Duration::from_secs(10);
 
 /// Who answers a call: an agent, with what realtime calls share; `None`: the built-in
 /// `echo` line test.
@@ -102,12 +97,8 @@ async fn run_inner(
     let mut task = Task {
         call,
         core,
-        leg: None,
-        ctx,
+        io: SessionIo::new(ctx, caller.unwrap_or_default()),
         metrics,
-        caller: caller.unwrap_or_default(),
-        tools: JoinSet::new(),
-        checks: JoinSet::new(),
         t0,
     };
     let end = task.run(controls, stop).await;
@@ -121,16 +112,9 @@ type Opened = Option<Result<Box<dyn RealtimeLeg>, LegError>>;
 struct Task {
     call: IncomingCall,
     core: CallCore,
-    /// The realtime session, while one is open.
-    leg: Option<Box<dyn RealtimeLeg>>,
-    /// `None` for the echo line test.
-    ctx: Option<Arc<LiveContext>>,
+    /// The realtime session, the running tools and checks.
+    io: SessionIo,
     metrics: Arc<Metrics>,
-    /// Whom the booking tools act for.
-    caller: Caller,
-    tools: JoinSet<ToolDone>,
-    /// Moderation checks running.
-    checks: JoinSet<Result<Option<String>, String>>,
     t0: Instant,
 }
 
@@ -140,7 +124,7 @@ impl Task {
     /// branches do not restart it while the phone rings.
     fn open_leg(&self, wait: Duration) -> impl std::future::Future<Output = Opened> + 'static {
         let spec = self.core.agent().map(|a| a.spec.clone());
-        let (ctx, law) = (self.ctx.clone(), self.core.media().law());
+        let (ctx, law) = (self.io.ctx().cloned(), self.core.media().law());
         async move {
             let (Some(ctx), Some(spec)) = (ctx, spec) else {
                 sleep(wait).await;
@@ -162,7 +146,7 @@ impl Task {
         let opened = match opened {
             Some(Ok(leg)) => {
                 let id = leg.session_id().map(str::to_string);
-                self.leg = Some(leg);
+                self.io.leg = Some(leg);
                 Ok(id)
             }
             Some(Err(e)) => Err(e),
@@ -193,7 +177,7 @@ impl Task {
         let mut rtcp_buf = [0u8; 1500];
         loop {
             let deadline = self.core.poll_timeout().map(|d| self.t0 + d);
-            let leg = self.leg.as_mut();
+            let leg = self.io.leg.as_mut();
             let has_leg = leg.is_some();
             tokio::select! {
                 r = &mut ready, if !answered => {
@@ -230,11 +214,11 @@ impl Task {
                 ev = async { leg.expect("guarded").recv().await }, if has_leg => {
                     self.core.handle_leg(self.t0.elapsed(), ev);
                 }
-                Some(done) = self.tools.join_next(), if !self.tools.is_empty() => match done {
+                Some(done) = self.io.tools.join_next(), if !self.io.tools.is_empty() => match done {
                     Ok(done) => self.core.handle_tool_done(self.t0.elapsed(), done),
                     Err(e) => warn!(error = %e, "a tool task failed"),
                 },
-                Some(r) = self.checks.join_next(), if !self.checks.is_empty() => {
+                Some(r) = self.io.checks.join_next(), if !self.io.checks.is_empty() => {
                     if let Ok(r) = r {
                         self.core.handle_moderation(self.t0.elapsed(), r);
                     }
@@ -266,7 +250,7 @@ impl Task {
     async fn on_tick(&mut self, now: Duration) {
         let started = std::time::Instant::now();
         let frame = self.core.caller_frame(now);
-        if let Some(leg) = self.leg.as_mut() {
+        if let Some(leg) = self.io.leg.as_mut() {
             // a failed send shows up as the leg ending; nothing to do here
             let _ = leg.send_audio(CallerAudio::Pcm(frame)).await;
         }
@@ -283,53 +267,16 @@ impl Task {
     /// Carries out what the core asked for, in order; the call's end when it is over.
     async fn drain(&mut self) -> Option<Ended> {
         while let Some(out) = self.core.poll_output() {
-            match out {
-                Output::Send(ev) => {
-                    if let Some(leg) = self.leg.as_mut() {
-                        warn_failed(
-                            leg.send(*ev).await,
-                            "sending to the realtime session failed",
-                        );
-                    }
-                }
-                Output::Interrupt { unplayed_ms } => {
-                    if let Some(leg) = self.leg.as_mut() {
-                        warn_failed(
-                            leg.interrupt(unplayed_ms).await,
-                            "interrupting the realtime session failed",
-                        );
-                    }
-                }
-                Output::ToolOutput { call_id, output } => {
-                    if let Some(leg) = self.leg.as_mut() {
-                        warn_failed(
-                            leg.submit_tool_output(&call_id, output).await,
-                            "the tool output did not reach the session",
-                        );
-                    }
-                }
-                Output::RunTool(tc) => {
-                    let tools = self.ctx.as_ref().and_then(|c| c.tools.clone());
-                    let limit = self.core.settings().tool_timeout;
-                    self.tools
-                        .spawn(tool_run::run_booking(tools, self.caller.clone(), tc, limit));
-                }
-                Output::Moderate(text) => {
-                    if let Some(m) = self.ctx.as_ref().and_then(|c| c.moderation.clone()) {
-                        self.checks
-                            .spawn(async move { m.check(&text).await.map_err(|e| e.to_string()) });
-                    }
-                }
-                Output::CloseLeg => {
-                    if let Some(mut leg) = self.leg.take() {
-                        leg.close().await;
-                    }
-                }
-                Output::OpenLeg => {
+            let tool_timeout = self.core.settings().tool_timeout;
+            let Some(rest) = self.io.carry_out(out, tool_timeout).await else {
+                continue;
+            };
+            match rest {
+                TaskOutput::OpenLeg => {
                     let opened = match self.open_leg(Duration::ZERO).await {
                         Some(Ok(leg)) => {
                             let id = leg.session_id().map(str::to_string);
-                            self.leg = Some(leg);
+                            self.io.leg = Some(leg);
                             Ok(id)
                         }
                         Some(Err(e)) => Err(e.to_string()),
@@ -337,11 +284,11 @@ impl Task {
                     };
                     self.core.handle_leg_opened(self.t0.elapsed(), opened);
                 }
-                Output::Refer(target) => {
+                TaskOutput::Refer(target) => {
                     let r = self.call.sip.refer(&target).await;
                     self.core.handle_refer_answer(self.t0.elapsed(), r);
                 }
-                Output::End(end) => return Some(end),
+                TaskOutput::End(end) => return Some(end),
             }
         }
         None
@@ -351,24 +298,13 @@ impl Task {
     /// for running tools, store the record.
     async fn finish(mut self, end: Ended) {
         // the caller's BYE must end the realtime call at once
-        if let Some(mut leg) = self.leg.take() {
-            leg.close().await;
-        }
+        self.io.close_leg().await;
         if let Some(r) = end.sip {
             self.call.sip.hang_up(r).await;
         }
         self.core.finish_recording();
         // a booking being written is kept: let running tools finish (bounded)
-        let drain = async {
-            while let Some(done) = self.tools.join_next().await {
-                if let Ok(done) = done {
-                    self.core.handle_tool_done(self.t0.elapsed(), done);
-                }
-            }
-        };
-        if tokio::time::timeout(TOOL_DRAIN, drain).await.is_err() {
-            warn!("tools still running at hang-up were abandoned");
-        }
+        self.io.finish_tools(&mut self.core, self.t0).await;
         self.core.publish_stats(self.call.rtp.counters);
         let (c, seconds) = (self.call.rtp.counters, self.t0.elapsed().as_secs_f32());
         let figures = self.core.end_figures();
@@ -376,17 +312,9 @@ impl Task {
         drop(self.call);
         // the record is stored before the line that says the call ended, so whoever reads
         // that line finds the record
-        let tools = self.ctx.as_ref().and_then(|c| c.tools.as_ref());
+        let tools = self.io.ctx().and_then(|c| c.tools.as_ref());
         let p = self.core.into_publisher();
         call_record::finish(&self.metrics, tools, p, &end.reason).await;
         figures.log(&end.reason, seconds, &c);
-    }
-}
-
-/// Logs a failed operation on the realtime session (the session's end shows up as its own
-/// event).
-fn warn_failed(r: Result<(), LegError>, what: &'static str) {
-    if let Err(e) = r {
-        warn!(error = %e, "{what}");
     }
 }

@@ -16,6 +16,7 @@ pub mod phone_media;
 pub mod prompts;
 pub mod recording_retention;
 pub mod registry;
+pub mod session_io;
 pub mod tool_run;
 pub mod transcript;
 pub mod web_call;

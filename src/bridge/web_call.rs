@@ -15,20 +15,19 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::call_agent::CallAgent;
-use super::call_core::{CallCore, CoreParts, Output};
+use super::call_core::{CallCore, CoreParts, Ended};
 use super::call_record;
 use super::registry::CallDetail;
-use super::tool_run::{self, ToolDone};
+use super::session_io::{SessionIo, TaskOutput};
 use super::web_keys::WebKeys;
 use super::web_recording::{Awaiting, Refusal};
 use super::{BridgeSettings, LiveContext};
-use crate::booking::{CallKind, Caller};
+use crate::booking::CallKind;
 use crate::media::g711::Law;
 use crate::openai::sideband::valid_call_id;
 use crate::openai::{EphemeralKey, LegError, MintError, RealtimeLeg};
@@ -36,8 +35,6 @@ use crate::sip::sdp::Direction;
 
 /// Browser calls at once, at most: each is a realtime session the relay's key pays for.
 pub const MAX_WEB_CALLS: usize = 32;
-/// Running tools get this long to finish after the call ended (as on a phone call).
-const TOOL_DRAIN: Duration = Duration::from_secs(10);
 /// An upload that arrives while its call is still ending waits this long for the call's
 /// record to be stored (the page uploads as soon as its side hung up; the relay's side
 /// follows within moments, or after draining tools).
@@ -346,7 +343,6 @@ async fn run(call: WebCall, live: Arc<LiveContext>, stop: CancellationToken) {
         kind: CallKind::Web,
     });
     let session_id = leg.session_id().map(str::to_string);
-    let mut leg = Some(leg);
     core.handle_answered(t0.elapsed(), setup, Ok(session_id));
     // whom the booking tools act for: a browser proves no phone number
     let caller = live
@@ -354,34 +350,25 @@ async fn run(call: WebCall, live: Arc<LiveContext>, stop: CancellationToken) {
         .as_ref()
         .map(|t| t.caller(None))
         .unwrap_or_default();
-    let mut tools: JoinSet<ToolDone> = JoinSet::new();
-    let mut checks: JoinSet<Result<Option<String>, String>> = JoinSet::new();
+    let mut io = SessionIo::new(Some(live.clone()), caller);
+    io.leg = Some(leg);
     let mut controls_open = true;
     let end = loop {
-        if let Some(end) = drain(
-            &mut core,
-            &mut leg,
-            &live,
-            &caller,
-            &mut tools,
-            &mut checks,
-            t0,
-        )
-        .await
-        {
+        if let Some(end) = drain(&mut core, &mut io, t0).await {
             break end;
         }
         let deadline = core.poll_timeout().map(|d| t0 + d);
+        let leg = io.leg.as_mut();
         let has_leg = leg.is_some();
         tokio::select! {
-            ev = async { leg.as_mut().expect("guarded").recv().await }, if has_leg => {
+            ev = async { leg.expect("guarded").recv().await }, if has_leg => {
                 core.handle_leg(t0.elapsed(), ev);
             }
-            Some(done) = tools.join_next(), if !tools.is_empty() => match done {
+            Some(done) = io.tools.join_next(), if !io.tools.is_empty() => match done {
                 Ok(done) => core.handle_tool_done(t0.elapsed(), done),
                 Err(e) => warn!(error = %e, "a tool task failed"),
             },
-            Some(r) = checks.join_next(), if !checks.is_empty() => {
+            Some(r) = io.checks.join_next(), if !io.checks.is_empty() => {
                 if let Ok(r) = r {
                     core.handle_moderation(t0.elapsed(), r);
                 }
@@ -398,19 +385,8 @@ async fn run(call: WebCall, live: Arc<LiveContext>, stop: CancellationToken) {
     };
     // the relay's end of the call ends the browser's (hang-up at the service); the
     // browser's own end already closed it
-    if let Some(mut leg) = leg.take() {
-        leg.close().await;
-    }
-    let drain_tools = async {
-        while let Some(done) = tools.join_next().await {
-            if let Ok(done) = done {
-                core.handle_tool_done(t0.elapsed(), done);
-            }
-        }
-    };
-    if tokio::time::timeout(TOOL_DRAIN, drain_tools).await.is_err() {
-        warn!("tools still running at hang-up were abandoned");
-    }
+    io.close_leg().await;
+    io.finish_tools(&mut core, t0).await;
     let seconds = t0.elapsed().as_secs_f32();
     let p = core.into_publisher();
     call_record::finish(&metrics, live.tools.as_ref(), p, &end.reason).await;
@@ -418,79 +394,25 @@ async fn run(call: WebCall, live: Arc<LiveContext>, stop: CancellationToken) {
 }
 
 /// Carries out what the core asked for, in order; the call's end when it is over.
-async fn drain(
-    core: &mut CallCore,
-    leg: &mut Option<Box<dyn RealtimeLeg>>,
-    live: &LiveContext,
-    caller: &Caller,
-    tools: &mut JoinSet<ToolDone>,
-    checks: &mut JoinSet<Result<Option<String>, String>>,
-    t0: Instant,
-) -> Option<super::call_core::Ended> {
+async fn drain(core: &mut CallCore, io: &mut SessionIo, t0: Instant) -> Option<Ended> {
     while let Some(out) = core.poll_output() {
-        match out {
-            Output::Send(ev) => {
-                if let Some(leg) = leg.as_mut() {
-                    warn_failed(
-                        leg.send(*ev).await,
-                        "sending to the realtime session failed",
-                    );
-                }
-            }
-            Output::Interrupt { unplayed_ms } => {
-                if let Some(leg) = leg.as_mut() {
-                    warn_failed(
-                        leg.interrupt(unplayed_ms).await,
-                        "interrupting the realtime session failed",
-                    );
-                }
-            }
-            Output::ToolOutput { call_id, output } => {
-                if let Some(leg) = leg.as_mut() {
-                    warn_failed(
-                        leg.submit_tool_output(&call_id, output).await,
-                        "the tool output did not reach the session",
-                    );
-                }
-            }
-            Output::RunTool(tc) => {
-                let limit = core.settings().tool_timeout;
-                tools.spawn(tool_run::run_booking(
-                    live.tools.clone(),
-                    caller.clone(),
-                    tc,
-                    limit,
-                ));
-            }
-            Output::Moderate(text) => {
-                if let Some(m) = live.moderation.clone() {
-                    checks.spawn(async move { m.check(&text).await.map_err(|e| e.to_string()) });
-                }
-            }
-            // hangs the browser's call up at the service unless it is already over
-            Output::CloseLeg => {
-                if let Some(mut leg) = leg.take() {
-                    leg.close().await;
-                }
-            }
-            Output::OpenLeg => core.handle_leg_opened(
+        let tool_timeout = core.settings().tool_timeout;
+        let Some(rest) = io.carry_out(out, tool_timeout).await else {
+            continue;
+        };
+        match rest {
+            TaskOutput::OpenLeg => core.handle_leg_opened(
                 t0.elapsed(),
                 Err("a browser's call cannot move to a new session".into()),
             ),
-            Output::Refer(_) => core.handle_refer_answer(
+            TaskOutput::Refer(_) => core.handle_refer_answer(
                 t0.elapsed(),
                 Err("a browser's call cannot be transferred to a phone".into()),
             ),
-            Output::End(end) => return Some(end),
+            TaskOutput::End(end) => return Some(end),
         }
     }
     None
-}
-
-fn warn_failed(r: Result<(), LegError>, what: &'static str) {
-    if let Err(e) = r {
-        warn!(error = %e, "{what}");
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

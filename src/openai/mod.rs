@@ -10,6 +10,7 @@
 pub mod config;
 pub mod connector;
 pub mod events;
+pub mod hangup;
 pub mod keys;
 pub mod leg;
 pub mod session;

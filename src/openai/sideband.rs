@@ -9,31 +9,21 @@
 
 use std::time::Duration;
 
+use super::hangup::CallHangup;
 use super::leg::LegError;
 use super::session::AgentSpec;
 use super::websocket::{open_socket, socket_url, WebSocketLeg, WsTls};
 use crate::media::g711::Law;
 use crate::secret::Secret;
 
-/// How long `…/hangup` may take at the end of a call.
-const HANGUP_LIMIT: Duration = Duration::from_secs(2);
 /// Longest call id taken (OpenAI's are `rtc_` and about 30 characters).
 const CALL_ID_MAX: usize = 128;
 
 /// The WebRTC call a sideband leg is attached to, and how to end it.
+#[derive(Debug)]
 pub struct Sideband {
     call_id: String,
-    hangup_url: String,
-    http: reqwest::Client,
-    key: Secret,
-}
-
-impl std::fmt::Debug for Sideband {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sideband")
-            .field("call_id", &self.call_id)
-            .finish_non_exhaustive()
-    }
+    hangup: CallHangup,
 }
 
 impl Sideband {
@@ -42,20 +32,9 @@ impl Sideband {
         &self.call_id
     }
 
-    /// Ends the browser's call at the service. A call already gone (404) is fine.
+    /// Ends the browser's call at the service.
     pub(super) async fn hang_up(&self) {
-        let r = self
-            .http
-            .post(&self.hangup_url)
-            .bearer_auth(self.key.expose())
-            .timeout(HANGUP_LIMIT)
-            .send()
-            .await;
-        match r {
-            Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {}
-            Ok(r) => tracing::debug!(status = r.status().as_u16(), "realtime hangup refused"),
-            Err(e) => tracing::debug!(error = %e, "realtime hangup failed"),
-        }
+        self.hangup.send().await;
     }
 }
 
@@ -89,12 +68,7 @@ impl WebSocketLeg {
             let ws = open_socket(url, key, tls).await?;
             let sideband = Sideband {
                 call_id: call_id.to_string(),
-                hangup_url: format!(
-                    "{}/v1/realtime/calls/{call_id}/hangup",
-                    base_url.trim_end_matches('/')
-                ),
-                http,
-                key: key.clone(),
+                hangup: CallHangup::new(http, base_url, call_id, key.clone()),
             };
             // the law is unused: no audio travels on the sideband
             let mut leg = WebSocketLeg::new(ws, Law::Mu, Some(sideband));

@@ -37,6 +37,7 @@ use crate::media::opus_codec::{
 
 use super::config::WebRtcCodec;
 use super::events::{ClientEvent, ServerEvent};
+use super::hangup::CallHangup;
 use super::keys::api_error;
 use super::leg::{
     AgentAudio, CallerAudio, LegAudioFormat, LegEnd, LegError, LegEvent, RealtimeLeg,
@@ -55,8 +56,6 @@ pub const DISCONNECTED_LIMIT: Duration = Duration::from_secs(5);
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// How long gathering may take (host candidates only: a few milliseconds).
 const GATHER_LIMIT: Duration = Duration::from_secs(2);
-/// How long `…/hangup` may take at the end of a call.
-const HANGUP_LIMIT: Duration = Duration::from_secs(2);
 /// How often the connection's driver is woken while the session is being set up.
 const NUDGE_INTERVAL: Duration = Duration::from_millis(5);
 /// Inputs buffered between the connection's tasks and the leg's owner.
@@ -175,9 +174,7 @@ pub struct WebRtcLeg {
     dc: Arc<dyn DataChannel>,
     track: Arc<TrackLocalStaticRTP>,
     rx: mpsc::Receiver<Input>,
-    http: reqwest::Client,
-    hangup_url: String,
-    hangup_key: Secret,
+    hangup: CallHangup,
     codec: WebRtcCodec,
     encoder: Option<OpusEncoder>,
     decoder: Option<OpusDecoder>,
@@ -395,16 +392,14 @@ impl WebRtcLeg {
             }
         };
         times.answer = t1.elapsed();
-        let hangup_url = format!("{}/v1/realtime/calls/{call_id}/hangup", opts.base_url);
+        let hangup = CallHangup::new(http, &opts.base_url, &call_id, hangup_key);
 
         let mut leg = Self {
             pc,
             dc,
             track,
             rx,
-            http,
-            hangup_url,
-            hangup_key,
+            hangup,
             codec: opts.codec,
             encoder: match opts.codec {
                 WebRtcCodec::Opus => Some(OpusEncoder::new(&opts.opus).map_err(transport)?),
@@ -789,18 +784,7 @@ impl RealtimeLeg for WebRtcLeg {
         }
         self.closed = true;
         self.ended.get_or_insert(LegEnd::Closed);
-        let hangup = self
-            .http
-            .post(&self.hangup_url)
-            .bearer_auth(self.hangup_key.expose())
-            .timeout(HANGUP_LIMIT)
-            .send()
-            .await;
-        match hangup {
-            Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {}
-            Ok(r) => tracing::debug!(status = r.status().as_u16(), "realtime hangup refused"),
-            Err(e) => tracing::debug!(error = %e, "realtime hangup failed"),
-        }
+        self.hangup.send().await;
         let _ = self.dc.close().await;
         let _ = self.pc.close().await;
         if self.malformed + self.bad_audio > 0 {

@@ -2,6 +2,7 @@
 //! check what the relay told the "model".
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -86,6 +87,8 @@ pub struct SessionLog {
 #[derive(Debug, Default)]
 pub struct SessionRecord {
     log: Mutex<SessionLog>,
+    /// Woken after every change of the log (not of the audio counters).
+    changed: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
     audio_in_samples: AtomicU64,
     audio_out_samples: AtomicU64,
 }
@@ -106,12 +109,23 @@ impl SessionRecord {
 
     /// Changes the log under its lock.
     pub fn with<R>(&self, f: impl FnOnce(&mut SessionLog) -> R) -> R {
-        let mut guard = match self.log.lock() {
-            Ok(g) => g,
-            // a panic elsewhere must not hide the record
-            Err(poisoned) => poisoned.into_inner(),
+        let r = {
+            let mut guard = match self.log.lock() {
+                Ok(g) => g,
+                // a panic elsewhere must not hide the record
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            f(&mut guard)
         };
-        f(&mut guard)
+        if let Some(n) = self.changed.get() {
+            n.notify_waiters();
+        }
+        r
+    }
+
+    /// Wakes `changed` after every change of the log from now on (once per record).
+    pub fn notify(&self, changed: Arc<tokio::sync::Notify>) {
+        let _ = self.changed.set(changed);
     }
 
     /// Counts caller audio (24 kHz samples).

@@ -713,8 +713,8 @@ impl Call {
             None => self.record.with(|l| l.closed = Some(why.to_string())),
         }
         sidebands.close_all(why);
-        // a hangup closes the channel before the connection, so that a browser sees the
-        // channel's `close` at once rather than only when the transport times out
+        // the connection's close alone also ends the channel (a browser sees `close` at once),
+        // but would cut off the events still queued on it: let those leave first
         if let Some(dc) = dc.take() {
             close_channel(dc).await;
         }

@@ -84,6 +84,33 @@ impl SimHandle {
         format!("http://{}", self.addr)
     }
 
+    /// Waits until some session's record (as `GET /sim/sessions/{id}` gives it) satisfies
+    /// `done`, for at most `timeout`; that record, or `None`. Woken by every change of a
+    /// record, never by polling.
+    pub async fn wait_record(
+        &self,
+        timeout: std::time::Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // registered before the look, so a change in between is not missed
+            let changed = self.state.records_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let found = self.state.records.iter().find_map(|r| {
+                let v = serde_json::to_value(r.value().snapshot()).ok()?;
+                done(&v).then_some(v)
+            });
+            if found.is_some() {
+                return found;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
     /// How many minted ephemeral keys the simulator holds (expired ones go at the next mint).
     pub fn minted_keys(&self) -> usize {
         self.state.keys().len()

@@ -71,10 +71,14 @@ pub(crate) async fn attach(
         events: events_tx,
         close: close.clone(),
     };
-    call.send(RtcInput::SidebandAttach(link, reply_tx))
-        .await
-        .map_err(|_| call_not_found())?;
-    match tokio::time::timeout(ATTACH_DEADLINE, reply_rx).await {
+    let taken = tokio::time::timeout(ATTACH_DEADLINE, async {
+        call.send(RtcInput::SidebandAttach(link, reply_tx))
+            .await
+            .map_err(|_| ())?;
+        reply_rx.await.map_err(|_| ())
+    })
+    .await;
+    match taken {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => {
             return Err(OpenAiError::new(

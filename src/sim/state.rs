@@ -28,6 +28,8 @@ pub(crate) struct State {
     /// Minted ephemeral keys (expired ones forgotten at the next mint, at most `MAX_KEYS`).
     pub keys: Mutex<KeyBook>,
     pub records: DashMap<String, Arc<SessionRecord>>,
+    /// Woken whenever a record changes (tests wait on it instead of polling).
+    pub records_changed: Arc<tokio::sync::Notify>,
     record_order: Mutex<VecDeque<String>>,
     pub calls: DashMap<String, mpsc::Sender<RtcInput>>,
     mint_faults: AtomicU32,
@@ -52,6 +54,7 @@ impl State {
             api_key,
             keys: Mutex::new(KeyBook::default()),
             records: DashMap::new(),
+            records_changed: Arc::new(tokio::sync::Notify::new()),
             record_order: Mutex::new(VecDeque::new()),
             calls: DashMap::new(),
             mint_faults: AtomicU32::new(0),
@@ -75,6 +78,7 @@ impl State {
 
     /// Keeps a session's record for `/sim/sessions`, dropping the oldest closed ones past the cap.
     pub fn add_record(&self, id: &str, record: Arc<SessionRecord>) {
+        record.notify(self.records_changed.clone());
         self.records.insert(id.to_string(), record);
         let mut order = self.record_order.lock().unwrap_or_else(|p| p.into_inner());
         order.push_back(id.to_string());

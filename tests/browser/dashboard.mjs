@@ -7,48 +7,21 @@
 // WAIT_MS (how long each step may take, default 30000).
 // Prints one JSON line with what it saw; exits 1 with the reason when a step fails.
 
-import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch, required, settings, signIn, watchErrors, watchRequests } from './launch.mjs';
 
-const base = process.env.DASHBOARD_URL;
+const [base] = required('DASHBOARD_URL');
 const token = process.env.DASHBOARD_TOKEN || '';
-const artifacts = process.env.ARTIFACT_DIR || '.';
-const wait = Number(process.env.WAIT_MS || 30000);
-if (!base) {
-  console.error('DASHBOARD_URL is not set');
-  process.exit(2);
-}
-mkdirSync(artifacts, { recursive: true });
+const { artifacts, wait } = settings(30000);
 
-const profile = mkdtempSync(join(tmpdir(), 'voxrelay-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-  viewport: { width: 1440, height: 900 },
-});
-const page = context.pages()[0] || await context.newPage();
+const { page, close } = await launch();
 
 // The page must load nothing from elsewhere and log no errors (a CSP violation is one).
 const problems = [];
-const origin = new URL(base).origin;
-page.on('request', (r) => {
-  const u = r.url();
-  if (!u.startsWith(origin) && !u.startsWith('data:')) problems.push(`request to another origin: ${u}`);
-});
+watchRequests(page, new URL(base).origin, problems);
 // before signing in, the page's probe of the API is answered 401 on purpose
 let signedIn = !token;
-page.on('console', (m) => {
-  if (m.type() !== 'error') return;
-  if (!signedIn && m.text().includes('401')) return;
-  problems.push(`console error: ${m.text()}`);
-});
-page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+watchErrors(page, problems, { ignore: (text) => !signedIn && text.includes('401') });
 
 const result = { steps: [] };
 const step = (name) => result.steps.push(name);
@@ -57,10 +30,7 @@ try {
   await page.goto(base + '/', { waitUntil: 'domcontentloaded' });
   step('page loaded');
   if (token) {
-    await page.getByTestId('token').waitFor({ state: 'visible', timeout: wait });
-    await page.getByTestId('token').fill(token);
-    await page.getByTestId('sign-in').click();
-    await page.locator('#login').waitFor({ state: 'hidden', timeout: wait });
+    await signIn(page, token, wait);
     signedIn = true;
     step('signed in');
   }
@@ -92,13 +62,11 @@ try {
   await page.screenshot({ path: join(artifacts, 'dashboard-ended.png') });
   result.problems = problems;
   console.log(JSON.stringify(result));
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 } catch (e) {
   await page.screenshot({ path: join(artifacts, 'dashboard-failure.png') }).catch(() => {});
   console.error(`dashboard test failed after steps [${result.steps.join(', ')}]: ${e.message}`);
   console.error(problems.join('\n'));
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  await close();
   process.exit(1);
 }

@@ -16,30 +16,20 @@
 // 20000). Prints one JSON line with what it saw; exits 1 with the reason when a step fails.
 
 import { createServer } from 'node:http';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, copyFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, extname } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { build } from 'esbuild';
-import { chromium } from 'playwright-core';
+import { launch, required, settings, watchErrors } from './launch.mjs';
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) {
-    console.error(`${k} is not set`);
-    process.exit(2);
-  }
-  return v;
-};
-const relayUrl = env('RELAY_URL');
-const callsUrl = env('CALLS_URL');
-const pagePort = Number(env('PAGE_PORT'));
-const otherPort = Number(env('OTHER_PORT'));
-const micWav = env('MIC_WAV');
+const [relayUrl, callsUrl, pagePortVar, otherPortVar, micWav] = required(
+  'RELAY_URL', 'CALLS_URL', 'PAGE_PORT', 'OTHER_PORT', 'MIC_WAV',
+);
+const pagePort = Number(pagePortVar);
+const otherPort = Number(otherPortVar);
 const token = process.env.RELAY_TOKEN || '';
-const artifacts = process.env.ARTIFACT_DIR || '.';
-const wait = Number(process.env.WAIT_MS || 20000);
-mkdirSync(artifacts, { recursive: true });
+const { artifacts, wait } = settings(20000);
 
 const result = { steps: [] };
 const step = (name) => result.steps.push(name);
@@ -91,28 +81,19 @@ const serve = (port) => new Promise((resolve, reject) => {
 const servers = [await serve(pagePort), await serve(otherPort)];
 step('served');
 
-const profile = mkdtempSync(join(tmpdir(), 'voxrelay-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    // a microphone the page may use without asking, playing the speech file
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    `--use-file-for-fake-audio-capture=${micWav}`,
-    // the SDK's <audio> and the page's AudioContext play without a click
-    '--autoplay-policy=no-user-gesture-required',
-    // WebRTC host candidates as addresses, not mDNS names, on loopback
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-  ],
+const { context, page: first, close } = await launch({
+  // the microphone plays the speech file (and then over again: it ends in silence)
+  microphone: { file: micWav },
+  // the SDK's <audio> and the page's AudioContext play without a click
+  autoplay: true,
+  // WebRTC host candidates as addresses, not mDNS names, on loopback
+  addressCandidates: true,
   viewport: { width: 900, height: 700 },
 });
 
 const cleanup = async () => {
-  await context.close().catch(() => {});
+  await close();
   for (const s of servers) s.close();
-  rmSync(profile, { recursive: true, force: true });
   rmSync(work, { recursive: true, force: true });
 };
 
@@ -120,12 +101,9 @@ const query = new URLSearchParams({ relay: relayUrl, calls: callsUrl, token }).t
 let page;
 try {
   // 3. The app on its listed origin.
-  page = context.pages()[0] || await context.newPage();
+  page = first;
   const problems = [];
-  page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(`console error: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  watchErrors(page, problems);
   const sessionAnswers = [];
   page.on('response', (r) => {
     if (r.url().startsWith(`${relayUrl}/api/session`)) sessionAnswers.push(`${r.request().method()} ${r.status()}`);
