@@ -9,67 +9,33 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::browser::{artifact_dir, run_browser_script, speech_wav};
 use support::{msg, Relay};
 
 const TOKEN: &str = "talk-test-token-93c1";
 /// What the fake microphone says (the scenario's `heard` for the caller's turn).
 const REQUEST: &str = "I would like to book an appointment on Tuesday at ten";
 
-/// The microphone's sound: 6 s of silence (the greeting plays meanwhile), the request, then
-/// 4 s of silence so that turn detection ends the caller's turn. 48 kHz mono PCM16.
-fn speech_file(dir: &Path) -> PathBuf {
-    let raw = dir.join("request-raw.wav");
-    let wav = dir.join("request.wav");
-    let spoke = Command::new("espeak-ng")
-        .args(["-s", "150", "-w"])
-        .arg(&raw)
-        .arg(REQUEST)
-        .status()
-        .expect("espeak-ng runs");
-    assert!(spoke.success(), "espeak-ng failed");
-    let converted = Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "48000", "-c", "1", "-b", "16"])
-        .arg(&wav)
-        .args(["norm", "-3", "pad", "6", "4"])
-        .status()
-        .expect("sox runs");
-    assert!(converted.success(), "sox failed");
-    wav
-}
-
-/// Runs `tests/browser/talk.mjs` against the relay at `url`; what it saw.
+/// Runs `tests/browser/talk.mjs` against the relay at `url`, the microphone playing `wav`;
+/// what it saw.
 fn run_talk(url: &str, wav: &Path, artifact_dir: &Path) -> Value {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        dir.join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `npm ci` in tests/browser"
-    );
-    let out = Command::new("node")
-        .arg("talk.mjs")
-        .current_dir(&dir)
-        .env("DASHBOARD_URL", url)
-        .env("DASHBOARD_TOKEN", TOKEN)
-        .env("SPEECH_WAV", wav)
-        .env("AGENT", "receptionist")
-        .env("RECORDED", "1")
-        .env("ARTIFACT_DIR", artifact_dir)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the talk script failed (screenshots in {}):\n{}\n{stdout}",
-        artifact_dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("script output ({e}): {stdout}"))
+    let wav = wav.display().to_string();
+    run_browser_script(
+        "talk.mjs",
+        artifact_dir,
+        &[
+            ("DASHBOARD_URL", url),
+            ("DASHBOARD_TOKEN", TOKEN),
+            ("SPEECH_WAV", &wav),
+            ("AGENT", "receptionist"),
+            ("RECORDED", "1"),
+        ],
+        &[],
+    )
 }
 
 /// `GET {base}{path}` with the token: the JSON answer (a 2xx is required).
@@ -144,7 +110,14 @@ fn rms_per_half_second(x: &[f32]) -> Vec<f32> {
 #[test]
 fn a_spoken_request_on_the_talk_page_books_and_the_dashboard_hangs_up() {
     let dir = tempfile::tempdir().unwrap();
-    let wav = speech_file(dir.path());
+    // 6 s of silence (the greeting plays meanwhile), the request, then 4 s of silence so that
+    // turn detection ends the caller's turn
+    let wav = speech_wav(
+        dir.path(),
+        "request",
+        REQUEST,
+        &["norm", "-3", "pad", "6", "4"],
+    );
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/talk.toml");
     let agents = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/agents");
     // no OPENAI_API_KEY (the test's environment is cleared): the in-process simulator answers
@@ -163,8 +136,7 @@ fn a_spoken_request_on_the_talk_page_books_and_the_dashboard_hangs_up() {
         Duration::from_secs(10),
     );
     let base = format!("http://{}", relay.admin);
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("talk");
-    let seen = run_talk(&base, &wav, &shots);
+    let seen = run_talk(&base, &wav, &artifact_dir("talk"));
 
     // the page: connected, the greeting heard and written, the request heard, the booking
     // confirmed by the agent

@@ -10,39 +10,21 @@
 // RECORDED (set when the relay records the call: the notice, the upload, the dashboard's player).
 // Prints one JSON line with what it saw; exits 1 with the reason when a step fails.
 
-import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch, required, settings, signIn as signInWith, watchErrors, watchRequests } from './launch.mjs';
 
-const base = process.env.DASHBOARD_URL;
+const [base, speech] = required('DASHBOARD_URL', 'SPEECH_WAV');
 const token = process.env.DASHBOARD_TOKEN || '';
-const speech = process.env.SPEECH_WAV;
 const agent = process.env.AGENT || 'receptionist';
-const artifacts = process.env.ARTIFACT_DIR || '.';
-const wait = Number(process.env.WAIT_MS || 30000);
-if (!base || !speech) {
-  console.error('DASHBOARD_URL and SPEECH_WAV must be set');
-  process.exit(2);
-}
-mkdirSync(artifacts, { recursive: true });
-
-const profile = mkdtempSync(join(tmpdir(), 'voxrelay-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    // the microphone is the speech file, played once; the permission prompt is answered yes
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    `--use-file-for-fake-audio-capture=${speech}%noloop`,
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-  viewport: { width: 1280, height: 900 },
-});
+const { artifacts, wait } = settings(30000);
 const origin = new URL(base).origin;
-await context.grantPermissions(['microphone'], { origin });
+
+// the microphone is the speech file, played once; the permission prompt is answered yes
+const { context, page: talk, close } = await launch({
+  viewport: { width: 1280, height: 900 },
+  microphone: { file: speech, loop: false, origin },
+  autoplay: true,
+});
 
 const result = { steps: [], problems: [] };
 const step = (name) => result.steps.push(name);
@@ -52,32 +34,24 @@ const signedIn = new Set(); // the tabs that have signed in (each tab has its ow
 // Each tab must load nothing from elsewhere (the realtime API aside, for the talk page) and log
 // no errors (a CSP violation is one).
 function watch(page, label, allowApi) {
-  page.on('request', (r) => {
-    const u = r.url();
+  watchRequests(page, origin, result.problems, {
+    label,
     // blob: URLs of this origin are the dashboard's player playing a fetched recording
-    if (u.startsWith(origin) || u.startsWith('data:') || u.startsWith(`blob:${origin}/`)) return;
-    if (allowApi && apiOrigin && u.startsWith(apiOrigin)) return;
-    result.problems.push(`${label}: request to another origin: ${u}`);
+    allow: (u) => u.startsWith(`blob:${origin}/`) || (allowApi && apiOrigin && u.startsWith(apiOrigin)),
   });
-  page.on('console', (m) => {
-    if (m.type() !== 'error') return;
-    // before signing in, the page's first API call is answered 401 on purpose
-    if (token && !signedIn.has(page) && m.text().includes('401')) return;
-    result.problems.push(`${label}: console error: ${m.text()}`);
+  // before signing in, the page's first API call is answered 401 on purpose
+  watchErrors(page, result.problems, {
+    label,
+    ignore: (t) => token && !signedIn.has(page) && t.includes('401'),
   });
-  page.on('pageerror', (e) => result.problems.push(`${label}: page error: ${e.message}`));
 }
 
 async function signIn(page) {
   if (!token) return;
-  await page.getByTestId('token').waitFor({ state: 'visible', timeout: wait });
-  await page.getByTestId('token').fill(token);
-  await page.getByTestId('sign-in').click();
-  await page.locator('#login').waitFor({ state: 'hidden', timeout: wait });
+  await signInWith(page, token, wait);
   signedIn.add(page);
 }
 
-const talk = context.pages()[0] || await context.newPage();
 watch(talk, 'talk', true);
 // the page's weight: every byte this server sends for it
 const weight = {};
@@ -229,8 +203,7 @@ try {
   result.transcript = await talk.locator('#transcript').innerText().catch(() => null);
   result.state = await talk.locator('#state').textContent().catch(() => null);
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 
 console.log(JSON.stringify(result));
