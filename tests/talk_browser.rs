@@ -40,21 +40,8 @@ fn run_talk(url: &str, wav: &Path, artifact_dir: &Path) -> Value {
 
 /// `GET {base}{path}` with the token: the JSON answer (a 2xx is required).
 fn get(base: &str, path: &str) -> Value {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let resp = reqwest::Client::new()
-            .get(format!("{base}{path}"))
-            .bearer_auth(TOKEN)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
-        resp.json().await.unwrap()
-    })
+    let body = get_bytes(base, path);
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 /// `GET {base}{path}` with the token: the body's bytes (a 2xx is required).

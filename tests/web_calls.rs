@@ -193,13 +193,7 @@ async fn relay_events(relay: &Relay) -> reqwest::Response {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_call_books_through_the_relays_own_tool_run_and_is_recorded_as_web() {
     let relay = start();
-    let mut browser = Browser::open(&relay, "receptionist").await;
-    let (status, body) = attach(&relay, &browser.call_id, &browser.key).await;
-    assert_eq!(status, 201, "{body}");
-    let id = body["id"].as_str().unwrap().to_string();
-
-    // the relay asked for the greeting over the sideband: the browser hears it
-    browser.until("output_audio_buffer.started", 10).await;
+    let (mut browser, id, _) = attached(&relay, "receptionist").await;
     let call = get(&relay, &format!("/api/calls/{id}")).await;
     assert_eq!(call["kind"], "web");
     assert_eq!(call["agent"], "receptionist");
@@ -247,11 +241,7 @@ async fn a_browser_call_books_through_the_relays_own_tool_run_and_is_recorded_as
 async fn a_key_for_one_agent_cannot_run_another_agents_tools() {
     let relay = start();
     // billing's only tool is end_call; the browser asks the session for the receptionist's
-    let mut browser = Browser::open(&relay, "billing").await;
-    let (status, body) = attach(&relay, &browser.call_id, &browser.key).await;
-    assert_eq!(status, 201, "{body}");
-    let id = body["id"].as_str().unwrap().to_string();
-    browser.until("output_audio_buffer.started", 10).await;
+    let (mut browser, id, _) = attached(&relay, "billing").await;
     assert_eq!(
         get(&relay, &format!("/api/calls/{id}")).await["agent"],
         "billing"
@@ -418,17 +408,25 @@ async fn raw_put(
         .unwrap_or(0)
 }
 
-/// A recorded browser call: attached (the answer says to record), the greeting heard.
-async fn recorded_call(relay: &Relay) -> (Browser, String) {
-    let mut browser = Browser::open(relay, "receptionist").await;
+/// A browser call to `agent`, attached, the greeting heard: the browser, the relay's call id
+/// and the attach's answer.
+async fn attached(relay: &Relay, agent: &str) -> (Browser, String, Value) {
+    let mut browser = Browser::open(relay, agent).await;
     let (status, body) = attach(relay, &browser.call_id, &browser.key).await;
     assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    // the relay asked for the greeting over the sideband: the browser hears it
+    browser.until("output_audio_buffer.started", 10).await;
+    (browser, id, body)
+}
+
+/// A recorded browser call: attached (the answer says to record), the greeting heard.
+async fn recorded_call(relay: &Relay) -> (Browser, String) {
+    let (browser, id, body) = attached(relay, "receptionist").await;
     // the relay decided: the page records, tells the caller, and keeps under the cap
     assert_eq!(body["record"], true, "{body}");
     assert_eq!(body["announce"], true, "{body}");
     assert_eq!(body["max_bytes"], 1_000_000, "{body}");
-    let id = body["id"].as_str().unwrap().to_string();
-    browser.until("output_audio_buffer.started", 10).await;
     (browser, id)
 }
 
