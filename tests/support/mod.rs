@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod kamailio;
 pub mod postgres;
 pub mod uac;
 
@@ -222,6 +223,13 @@ impl Relay {
     pub fn terminate(&self) {
         if let Some(c) = &self.child {
             unsafe_kill(c.id(), "TERM");
+        }
+    }
+
+    /// Sends SIGKILL: the relay dies at once, as in a crash.
+    pub fn kill(&self) {
+        if let Some(c) = &self.child {
+            unsafe_kill(c.id(), "KILL");
         }
     }
 
