@@ -65,7 +65,8 @@ fn options(relay: &Relay) -> support::uac::Msg {
     let mut uac = Uac::new(relay.sip);
     let req = uac.request("OPTIONS", "");
     uac.send_raw(req.as_bytes());
-    uac.recv(Duration::from_secs(5)).expect("an answer to OPTIONS")
+    uac.recv(Duration::from_secs(5))
+        .expect("an answer to OPTIONS")
 }
 
 #[test]
@@ -134,12 +135,30 @@ fn wait_started(relays: &[Relay], n: usize, k: &Kamailio) {
     }
 }
 
+/// Seconds since midnight UTC now.
+fn seconds_of_day_now() -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    now.as_secs_f64().rem_euclid(86_400.0)
+}
+
+/// Seconds since midnight of a log timestamp such as `2026-12-05T02:30:42.869022Z`.
+fn seconds_of_day(ts: &str) -> Option<f64> {
+    let time = ts.split('T').nth(1)?.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
 #[test]
 fn kill_9_one_relay_its_calls_end_and_new_calls_go_to_the_others() {
     let relays = [Relay::start(&[]), Relay::start(&[]), Relay::start(&[])];
     let all: Vec<&Relay> = relays.iter().collect();
     let k = Kamailio::start(&all);
-    let (long, victim, lost, first, first_done, out, rest) = thread::scope(|s| {
+    let long = thread::scope(|s| {
         // Nine long calls up on the relays.
         let long = s.spawn(|| call_through(&k, &["-m", "9", "-r", "9", "-l", "9", "-d", "15000"]));
         wait_started(&relays, 9, &k);
@@ -148,6 +167,7 @@ fn kill_9_one_relay_its_calls_end_and_new_calls_go_to_the_others() {
         let lost = started(&relays[victim]);
         let dead = uri(&relays[victim]);
         let killed_at = Instant::now();
+        let killed_wall = seconds_of_day_now();
         relays[victim].kill();
         let kam = &k;
         let out = s.spawn(move || {
@@ -162,13 +182,44 @@ fn kill_9_one_relay_its_calls_end_and_new_calls_go_to_the_others() {
         let first_done = killed_at.elapsed();
         let out = out.join().unwrap();
         let rest = call_through(&k, &["-m", "30", "-r", "15", "-l", "30", "-d", "200"]);
-        (long.join().unwrap(), victim, lost, first, first_done, out, rest)
+        (
+            long.join().unwrap(),
+            victim,
+            lost,
+            first,
+            first_done,
+            out,
+            rest,
+            killed_wall,
+        )
     });
-    let others: Vec<&Relay> = (0..3).filter(|&i| i != victim).map(|i| &relays[i]).collect();
+    let (long, victim, lost, first, first_done, out, rest, killed_wall) = long;
+    let others: Vec<&Relay> = (0..3)
+        .filter(|&i| i != victim)
+        .map(|i| &relays[i])
+        .collect();
+    // The first call a surviving relay answered after the kill (the long calls were all
+    // answered before it), from the relays' log timestamps.
+    let answered_after_kill: Vec<f64> = others
+        .iter()
+        .flat_map(|r| r.logs())
+        .filter(|v| msg(v) == "call answered")
+        .filter_map(|v| v["timestamp"].as_str().and_then(seconds_of_day))
+        .map(|t| (t - killed_wall).rem_euclid(86_400.0))
+        .filter(|d| *d < 3_600.0)
+        .collect();
+    let first_answer = answered_after_kill.iter().copied().fold(f64::MAX, f64::min);
+    // The last of the six made right after the kill: one that hashed to the dead relay and
+    // waited for the failover.
+    let last_of_six = answered_after_kill
+        .iter()
+        .copied()
+        .filter(|d| *d < first_done.as_secs_f64())
+        .fold(0.0, f64::max);
     eprintln!(
-        "killed relay {victim} with {lost} live calls; the 6 calls made right after the kill \
-         were all answered and hung up {first_done:?} after it; the dispatcher showed the relay \
-         inactive {out:?} after it"
+        "killed relay {victim} with {lost} live calls; first new call answered {first_answer:.3} s \
+         after the kill, the last of the first 6 {last_of_six:.3} s after it; the 6 calls made right after the kill were all answered and hung up \
+         {first_done:?} after it; the dispatcher showed the relay inactive {out:?} after it"
     );
     assert_all_ok(&first, 6, &others, &k);
     assert_all_ok(&rest, 30, &others, &k);
@@ -193,7 +244,10 @@ fn sigterm_one_relay_no_new_calls_for_it_and_its_calls_finish() {
         relays[victim].terminate();
         // Its OPTIONS answer turns 503: the dispatcher takes it out.
         k.wait_until(
-            |d| d.iter().any(|x| x.uri == uri(&relays[victim]) && !x.active()),
+            |d| {
+                d.iter()
+                    .any(|x| x.uri == uri(&relays[victim]) && !x.active())
+            },
             Duration::from_secs(5),
             "the draining relay inactive",
         );
@@ -206,8 +260,14 @@ fn sigterm_one_relay_no_new_calls_for_it_and_its_calls_finish() {
     // No new call went to the draining relay, and its calls ended by the caller's BYE.
     assert_eq!(started(&relays[victim]), had, "{}", logs_of(&all, &k));
     let ended = relays[victim].wait_calls_ended(had, Duration::from_secs(30));
-    assert!(ended.iter().all(|e| e["reason"] == "caller_bye"), "{ended:?}");
-    let others: Vec<&Relay> = (0..3).filter(|&i| i != victim).map(|i| &relays[i]).collect();
+    assert!(
+        ended.iter().all(|e| e["reason"] == "caller_bye"),
+        "{ended:?}"
+    );
+    let others: Vec<&Relay> = (0..3)
+        .filter(|&i| i != victim)
+        .map(|i| &relays[i])
+        .collect();
     wait_all_ended(&others);
     assert_eq!(
         others.iter().map(|r| started(r)).sum::<usize>(),

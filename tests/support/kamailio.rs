@@ -99,7 +99,10 @@ impl Kamailio {
         };
         let want: Vec<String> = relays.iter().map(|r| uri(r)).collect();
         k.wait_until(
-            |d| want.iter().all(|u| d.iter().any(|x| &x.uri == u && x.active())),
+            |d| {
+                want.iter()
+                    .all(|u| d.iter().any(|x| &x.uri == u && x.active()))
+            },
             Duration::from_secs(15),
             "every relay active",
         );
