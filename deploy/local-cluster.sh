@@ -10,7 +10,8 @@
 # address; relay i (1..N) listens on 127.0.0.$((10+i)):5060 for SIP and :8080 for its admin
 # API, with its own RTP port range; PostgreSQL on 127.0.0.1:$CLUSTER_PG_PORT (default 55432).
 # State (pid files, logs, the database) lives in $VOXRELAY_CLUSTER_DIR
-# (default /tmp/voxrelay-cluster). The relay binary is $VOXRELAY_BIN, else target/release or
+# (default /tmp/voxrelay-cluster). CLUSTER_PIKE_DENSITY: Kamailio's flood limit, requests per
+# 2 s from one source (default 400, about 65 calls a second from one trunk). The relay binary is $VOXRELAY_BIN, else target/release or
 # target/debug's. The relays take the rest of their settings from config/voxrelay.toml and
 # the environment (OPENAI_API_KEY, VOXRELAY__...), as a single relay does.
 set -euo pipefail
@@ -40,11 +41,13 @@ as_pg() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-# Waits (at most $2 tenths of a second) until file $1 holds "voxrelay ready".
+# Waits (at most $2 tenths of a second) until the relay whose admin address is $1 is healthy
+# (GET /healthz answers 200: SIP, media and the database up), or its process $3 died.
 wait_ready() {
-    local log=$1 tries=$2
+    local admin=$1 tries=$2 pid=$3
     for _ in $(seq "$tries"); do
-        if grep -q '"voxrelay ready"\|voxrelay ready' "$log" 2>/dev/null; then return 0; fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        if curl -sf -o /dev/null "http://$admin/healthz"; then return 0; fi
         sleep 0.1
     done
     return 1
@@ -87,9 +90,11 @@ up() {
         || die "kamailio is not installed (apt-get install --no-install-recommends kamailio)"
     local kam=$(command -v kamailio || echo /usr/sbin/kamailio)
     [ -e "$state" ] && die "$state exists: already up? (run: $0 down)"
+    command -v curl >/dev/null || die "curl is needed to see that each relay is up"
     local bin; bin=$(relay_bin)
     mkdir -p "$state"
-    trap 'echo "local-cluster: start failed; stopping what was started" >&2; down' ERR
+    # Whatever fails from here on stops what was started, so nothing is left behind.
+    trap 'if [ $? -ne 0 ]; then echo "local-cluster: start failed; stopping what was started" >&2; down; fi' EXIT
 
     # The shared schedule.
     local db_url bindir; bindir=$(pg_bindir)
@@ -125,7 +130,8 @@ up() {
                 >"$state/relay$i.log" 2>&1 </dev/null
         ) &
         echo $! >"$state/relay$i.pid"
-        wait_ready "$state/relay$i.log" 300 || die "relay $i did not start: see $state/relay$i.log"
+        wait_ready "$ip:8080" 300 "$(cat "$state/relay$i.pid")" \
+            || die "relay $i did not start: see $state/relay$i.log"
         echo "1 sip:$ip:5060 8" >>"$state/dispatcher.list"
         echo "relay $i:   sip:$ip:5060  admin http://$ip:8080/"
     done
@@ -137,6 +143,7 @@ up() {
         -A "DISPATCHER_LIST=\"$state/dispatcher.list\"" \
         -A "TRUNKS_LIST=\"$state/trunks.list\"" \
         -A "CTL_SOCKET=\"unix:$state/kamailio_ctl\"" \
+        -A "PIKE_DENSITY=${CLUSTER_PIKE_DENSITY:-400}" \
         >"$state/kamailio.log" 2>&1 </dev/null &
     echo $! >"$state/kamailio.pid"
     # Ready when every relay answered its first probe.
@@ -147,7 +154,7 @@ up() {
         sleep 0.1
     done
     [ -n "$ok" ] || die "Kamailio did not see every relay up: see $state/kamailio.log"
-    trap - ERR
+    trap - EXIT
     echo
     echo "cluster SIP address: sip:127.0.0.1:$sip_port (UDP)"
     echo "admin:               http://127.0.0.11:8080/ (relay 1; relay i at 127.0.0.(10+i))"
