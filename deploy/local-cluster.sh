@@ -131,7 +131,7 @@ up() {
         ) &
         echo $! >"$state/relay$i.pid"
         wait_ready "$ip:8080" 300 "$(cat "$state/relay$i.pid")" \
-            || die "relay $i did not start: see $state/relay$i.log"
+            || { tail -n 20 "$state/relay$i.log" >&2; die "relay $i did not start (its log is above)"; }
         echo "1 sip:$ip:5060 8" >>"$state/dispatcher.list"
         echo "relay $i:   sip:$ip:5060  admin http://$ip:8080/"
     done
@@ -153,7 +153,7 @@ up() {
             | grep -c 'FLAGS: A' | grep -qx "$n"; then ok=1; break; fi
         sleep 0.1
     done
-    [ -n "$ok" ] || die "Kamailio did not see every relay up: see $state/kamailio.log"
+    [ -n "$ok" ] || { tail -n 20 "$state/kamailio.log" >&2; die "Kamailio did not see every relay up (its log is above)"; }
     trap - EXIT
     echo
     echo "cluster SIP address: sip:127.0.0.1:$sip_port (UDP)"
