@@ -495,11 +495,23 @@ async fn handle_transaction(shared: Arc<Shared>, mut tx: Transaction) -> anyhow:
     match tx.original.method {
         Method::Invite => handle_invite(shared, tx, trunk, src).await,
         Method::Options => {
-            let headers = vec![
+            let mut headers = vec![
                 Header::Allow(ALLOW.into()),
                 Header::Accept("application/sdp".into()),
             ];
-            Ok(tx.reply_with(StatusCode::OK, headers, None).await?)
+            // A proxy in front (Kamailio's dispatcher) probes with OPTIONS: 503 takes this
+            // relay out of its set while it drains or is full, so new calls go elsewhere.
+            let status = options_status(
+                shared.draining.load(Ordering::Acquire),
+                shared.active.load(Ordering::Acquire),
+                shared.cfg.max_calls,
+            );
+            if status == StatusCode::ServiceUnavailable {
+                headers.push(Header::RetryAfter(
+                    shared.cfg.retry_after_seconds.to_string().into(),
+                ));
+            }
+            Ok(tx.reply_with(status, headers, None).await?)
         }
         Method::Bye | Method::Info | Method::Update | Method::PRack => {
             Ok(tx.reply(StatusCode::CallTransactionDoesNotExist).await?)
@@ -512,6 +524,16 @@ async fn handle_transaction(shared: Arc<Shared>, mut tx: Transaction) -> anyhow:
                 None,
             )
             .await?),
+    }
+}
+
+/// The answer to an out-of-dialog OPTIONS: 503 while draining or with every call place
+/// taken (the relay would refuse an INVITE), 200 otherwise.
+fn options_status(draining: bool, active: usize, max_calls: usize) -> StatusCode {
+    if draining || active >= max_calls {
+        StatusCode::ServiceUnavailable
+    } else {
+        StatusCode::OK
     }
 }
 
@@ -753,4 +775,17 @@ fn contact_uri(ip: IpAddr, port: u16, transport: Transport) -> anyhow::Result<rs
     };
     rsipstack::sip::Uri::try_from(format!("{scheme}:voxrelay@{host}:{port}{t}").as_str())
         .map_err(|e| anyhow::anyhow!("bad contact URI: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_says_503_when_draining_or_full() {
+        assert_eq!(options_status(false, 0, 2), StatusCode::OK);
+        assert_eq!(options_status(false, 1, 2), StatusCode::OK);
+        assert_eq!(options_status(false, 2, 2), StatusCode::ServiceUnavailable);
+        assert_eq!(options_status(true, 0, 2), StatusCode::ServiceUnavailable);
+    }
 }

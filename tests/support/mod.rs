@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod browser;
+pub mod kamailio;
 pub mod postgres;
 pub mod uac;
 
@@ -223,6 +224,13 @@ impl Relay {
     pub fn terminate(&self) {
         if let Some(c) = &self.child {
             unsafe_kill(c.id(), "TERM");
+        }
+    }
+
+    /// Sends SIGKILL: the relay dies at once, as in a crash.
+    pub fn kill(&self) {
+        if let Some(c) = &self.child {
+            unsafe_kill(c.id(), "KILL");
         }
     }
 
