@@ -1,6 +1,7 @@
 //! Several relays behind Debian's Kamailio (deploy/kamailio/kamailio.cfg) on loopback: calls
-//! spread over the relays, failover when one dies, draining on SIGTERM. Real Kamailio, real
-//! `voxrelay` processes, SIPp as the trunk. Without kamailio installed these tests fail and
+//! spread over the relays, failover when one dies, draining on SIGTERM, one shared PostgreSQL
+//! schedule that no two relays double-book. Real Kamailio, real `voxrelay` processes, SIPp as
+//! the trunk. Without kamailio installed these tests fail and
 //! say so (CI installs it). Also the relay's side of the contract: OPTIONS 503 when it must
 //! not be sent calls.
 
@@ -9,9 +10,12 @@ mod support;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+use support::agent::{agent_env, sim_sessions, test_scenario};
 use support::kamailio::{uri, Kamailio};
 use support::uac::Uac;
 use support::{msg, sipp_from, sipp_port, Relay, SippRun};
+use voxrelay::booking::{Status, Store};
 
 /// Calls a relay has taken so far ("call started" in its log).
 fn started(relay: &Relay) -> usize {
@@ -27,15 +31,14 @@ fn started(relay: &Relay) -> usize {
 /// for a failure: such a late provisional answer is let through (`-abortunexp` off). A call
 /// still fails on a missing or wrong final answer (its step times out).
 fn call_through(k: &Kamailio, args: &[&str]) -> SippRun {
+    call_through_with(k, "call_via_proxy.xml", args)
+}
+
+/// As [`call_through`], with another scenario (a name under tests/sipp, or a path).
+fn call_through_with(k: &Kamailio, scenario: &str, args: &[&str]) -> SippRun {
     let mut all = vec!["-default_behaviors", "all,-abortunexp"];
     all.extend_from_slice(args);
-    sipp_from(
-        "127.0.0.1",
-        &k.sip.to_string(),
-        sipp_port(),
-        "call_via_proxy.xml",
-        &all,
-    )
+    sipp_from("127.0.0.1", &k.sip.to_string(), sipp_port(), scenario, &all)
 }
 
 fn logs_of(relays: &[&Relay], k: &Kamailio) -> String {
@@ -281,4 +284,155 @@ fn sigterm_one_relay_no_new_calls_for_it_and_its_calls_finish() {
     // Once its calls are over the relay stops by itself, cleanly.
     drop((all, others));
     assert_eq!(relays[victim].wait_exit(Duration::from_secs(30)), Some(0));
+}
+
+/// The `create_booking` call of a stored call record: its arguments and the answer the model got.
+fn create_booking_of(record: &voxrelay::booking::CallRecord) -> (Value, Value, bool) {
+    let tools = record.tool_calls.as_array().cloned().unwrap_or_default();
+    let calls: Vec<&Value> = tools
+        .iter()
+        .filter(|t| t["name"] == "create_booking")
+        .collect();
+    assert_eq!(calls.len(), 1, "one create_booking per call: {tools:#?}");
+    let t = calls[0];
+    (
+        t["arguments"].clone(),
+        t["result"].clone(),
+        t["ok"].as_bool().unwrap_or(false),
+    )
+}
+
+/// Ten callers at once, spread by Kamailio over three relays that share one PostgreSQL
+/// database, each a different patient (the key the caller presses picks the patient in
+/// tests/scenarios/one_slot.toml) asking the agent for the same appointment. The database's
+/// unique index on active slots decides: one booking, and nine answers that the slot is
+/// taken, which the agent reads to its caller.
+#[test]
+fn ten_callers_on_different_relays_asking_for_one_slot_get_exactly_one_booking() {
+    let pg = support::postgres::shared();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = rt.block_on(pg.create_database());
+    let agent = agent_env(&test_scenario("one_slot.toml"));
+    let mut env: Vec<(&str, &str)> = agent
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("VOXRELAY__BOOKING__DATABASE_URL", &url));
+    let relays = [Relay::start(&env), Relay::start(&env), Relay::start(&env)];
+    let all: Vec<&Relay> = relays.iter().collect();
+    let k = Kamailio::start(&all);
+
+    // One SIPp per caller, all at once: each presses its own key (SIPp plays a pcap named in
+    // the scenario, so the key cannot change from call to call within one SIPp run).
+    let dir = tempfile::tempdir().unwrap();
+    let template = std::fs::read_to_string(support::scenario("agent_key_via_proxy.xml")).unwrap();
+    let scenarios: Vec<String> = (0..10)
+        .map(|key| {
+            let path = dir.path().join(format!("key{key}.xml"));
+            let pcap = format!("/usr/share/sip-tester/dtmf_2833_{key}.pcap");
+            std::fs::write(&path, template.replace("KEY_PCAP", &pcap)).unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    let runs: Vec<SippRun> = thread::scope(|s| {
+        let callers: Vec<_> = scenarios
+            .iter()
+            .map(|sc| {
+                let k = &k;
+                s.spawn(move || call_through_with(k, sc, &["-m", "1"]))
+            })
+            .collect();
+        callers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for run in &runs {
+        assert_all_ok(run, 1, &all, &k);
+    }
+    wait_all_ended(&all);
+
+    // The calls went to more than one relay.
+    let counts: Vec<usize> = relays.iter().map(started).collect();
+    eprintln!("calls per relay: {counts:?}");
+    assert_eq!(counts.iter().sum::<usize>(), 10, "{counts:?}");
+    assert!(
+        counts.iter().filter(|c| **c > 0).count() >= 2,
+        "all ten calls on one relay: {counts:?}"
+    );
+
+    rt.block_on(async {
+        let store = Store::open(&url, 2).await.unwrap();
+        // Every relay stored its calls in the shared database, each with its booking attempt.
+        let records = store.list_calls(50).await.unwrap();
+        assert_eq!(records.len(), 10, "{records:#?}");
+        let attempts: Vec<(Value, Value, bool)> = records.iter().map(create_booking_of).collect();
+        let patients: std::collections::BTreeSet<&str> = attempts
+            .iter()
+            .map(|(args, _, _)| args["patient_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(patients.len(), 10, "ten different patients: {patients:?}");
+        let (date, time) = (&attempts[0].0["date"], &attempts[0].0["time"]);
+        assert!(
+            attempts
+                .iter()
+                .all(|(a, _, _)| &a["date"] == date && &a["time"] == time),
+            "one slot asked for: {attempts:#?}"
+        );
+        let date: chrono::NaiveDate = date.as_str().unwrap().parse().unwrap();
+
+        // One caller got the slot; the nine others an error saying it is taken.
+        let won: Vec<&(Value, Value, bool)> = attempts.iter().filter(|(_, _, ok)| *ok).collect();
+        assert_eq!(won.len(), 1, "{attempts:#?}");
+        let (winner, booked, _) = won[0];
+        assert_eq!(booked["booked"], true, "{booked}");
+        assert_eq!(booked["already_booked"], false, "{booked}");
+        for (args, result, ok) in &attempts {
+            if !ok {
+                assert_eq!(result["error"], true, "{args} {result}");
+                let said = result["message"].as_str().unwrap_or("");
+                assert!(said.contains("is already taken"), "{args} {result}");
+            }
+        }
+        // The agent read each answer to its caller.
+        for r in &records {
+            let agent_said: Vec<&str> = r
+                .transcript
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["speaker"] == "agent")
+                .filter_map(|t| t["text"].as_str())
+                .collect();
+            assert!(
+                agent_said
+                    .iter()
+                    .any(|t| t.contains("already taken") || t.starts_with("Booked ")),
+                "{agent_said:#?}"
+            );
+            assert_eq!(r.outcome, "agent_end_call", "{r:#?}");
+        }
+
+        // Exactly one booking on that day: the winner's, active, at 10:00.
+        let on_day = store.bookings_on(date).await.unwrap();
+        assert_eq!(on_day.len(), 1, "{on_day:#?}");
+        let b = &on_day[0];
+        assert_eq!(b.status, Status::Active);
+        assert_eq!(b.time.format("%H:%M").to_string(), "10:00");
+        assert_eq!(b.patient_name, winner["patient_name"].as_str().unwrap());
+        assert_eq!(b.code, booked["booking_id"].as_str().unwrap());
+    });
+
+    // What the model itself was given, from each relay's simulator: one booking, nine errors.
+    let outputs: Vec<Value> = relays
+        .iter()
+        .flat_map(sim_sessions)
+        .flat_map(|s| s["tool_outputs"].as_array().cloned().unwrap_or_default())
+        .filter(|o| o["name"] == "create_booking")
+        .map(|o| serde_json::from_str(o["output"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(outputs.len(), 10, "{outputs:#?}");
+    let refused = outputs.iter().filter(|o| o["error"] == true).count();
+    let booked = outputs.iter().filter(|o| o["booked"] == true).count();
+    assert_eq!((booked, refused), (1, 9), "{outputs:#?}");
 }
