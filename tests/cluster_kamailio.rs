@@ -380,6 +380,24 @@ fn ten_callers_on_different_relays_asking_for_one_slot_get_exactly_one_booking()
             "one slot asked for: {attempts:#?}"
         );
         let date: chrono::NaiveDate = date.as_str().unwrap().parse().unwrap();
+        // How close together the ten attempts were (for the reader; not asserted).
+        let asked: Vec<chrono::DateTime<chrono::Utc>> = records
+            .iter()
+            .filter_map(|r| {
+                let t = r
+                    .tool_calls
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["name"] == "create_booking")?;
+                Some(r.started_at + chrono::Duration::milliseconds(t["at_ms"].as_i64()?))
+            })
+            .collect();
+        if let (Some(first), Some(last)) = (asked.iter().min(), asked.iter().max()) {
+            eprintln!(
+                "the ten create_booking calls came within {} ms",
+                (*last - *first).num_milliseconds()
+            );
+        }
 
         // One caller got the slot; the nine others an error saying it is taken.
         let won: Vec<&(Value, Value, bool)> = attempts.iter().filter(|(_, _, ok)| *ok).collect();
