@@ -405,14 +405,19 @@ async fn websocket(
             Some("model"),
         ));
     };
-    Ok(ws
+    Ok(realtime_socket(ws)
+        .on_upgrade(move |socket| super::ws::serve(state, socket, model, initial)))
+}
+
+/// A realtime WebSocket's settings, the same for the `?model=` transport and the sideband.
+pub(crate) fn realtime_socket(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws
         // tungstenite's 128 KiB default buffers would dominate a session's memory
         .read_buffer_size(32 * 1024)
         .write_buffer_size(32 * 1024)
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .protocols(["realtime"])
-        .on_upgrade(move |socket| super::ws::serve(state, socket, model, initial)))
 }
 
 async fn list_sessions(AxState(state): AxState<Arc<State>>) -> Json<Value> {

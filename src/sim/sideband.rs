@@ -17,7 +17,7 @@ use axum::response::Response;
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::OpenAiError;
-use super::http::{authorize, Caller, MAX_WS_MESSAGE};
+use super::http::{authorize, realtime_socket, Caller};
 use super::state::{RtcInput, SidebandLink, State};
 
 /// Sideband sockets one call takes at once; one more is refused before the upgrade.
@@ -94,12 +94,7 @@ pub(crate) async fn attach(
     }
     // events emitted from here on wait in the queue until the socket is up; if the upgrade
     // fails the queue's receiver drops and the call lets the link go at its next event
-    Ok(ws
-        .read_buffer_size(32 * 1024)
-        .write_buffer_size(32 * 1024)
-        .max_message_size(MAX_WS_MESSAGE)
-        .max_frame_size(MAX_WS_MESSAGE)
-        .protocols(["realtime"])
+    Ok(realtime_socket(ws)
         .on_upgrade(move |socket| serve(state, socket, call, id, events_rx, close)))
 }
 
