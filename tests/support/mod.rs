@@ -87,7 +87,9 @@ impl Relay {
         let base = NEXT_RTP_BASE.fetch_add(400, Ordering::SeqCst);
         let rtp = format!("[{}, {}]", base, base + 399);
         let db = format!("sqlite://{}", dir.path().join("v.db").display());
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        // port 0: the relay picks a free port itself and logs it (a port picked here and
+        // released could be taken by the relay's own SIP socket before the admin binds it)
+        let admin: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut cmd = Command::new(relay_binary());
         cmd.arg("--log-format")
             .arg("json")
@@ -148,6 +150,13 @@ impl Relay {
             .parse()
             .unwrap();
         relay.tls = ready["tls"].as_str().map(|a| a.parse().unwrap());
+        let listening =
+            relay.wait_for(|v| msg(v) == "admin HTTP listening", Duration::from_secs(5));
+        relay.admin = listening["admin"]
+            .as_str()
+            .expect("the admin line names its address")
+            .parse()
+            .unwrap();
         relay
     }
 
