@@ -189,6 +189,27 @@ async fn the_dashboard_of_relay_a_shows_a_call_on_relay_b_and_hangs_it_up() {
     .await;
     assert_eq!(s, 202);
 
+    // one call's event stream, through A: B's snapshot first, then (after the hang-up below)
+    // its end, each marked with B's node
+    let events = {
+        let resp = client()
+            .get(format!("http://{}/api/calls/{id}/events", a.admin))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        tokio::spawn(async move {
+            // the stream ends with the call (B ends it, A passes the end on)
+            let text = resp.text().await.unwrap_or_default();
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .collect::<Vec<Value>>()
+        })
+    };
+
     // the operator, on relay A's dashboard
     let base = format!("http://{}", a.admin);
     let shots = artifact_dir("cluster-dashboard");
@@ -223,6 +244,17 @@ async fn the_dashboard_of_relay_a_shows_a_call_on_relay_b_and_hangs_it_up() {
     );
     assert_eq!(seen["live_after"], 0, "{seen}");
     assert_eq!(seen["problems"], json!([]), "{seen}");
+
+    let events = tokio::time::timeout(WAIT, events)
+        .await
+        .expect("the call's stream ends with the call")
+        .unwrap();
+    assert_eq!(events[0]["type"], "snapshot", "{events:?}");
+    assert_eq!(events[0]["call"]["node"], "relay-b", "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "ended", "{events:?}");
+    assert_eq!(last["reason"], "operator_hangup", "{events:?}");
+    assert!(events.iter().all(|e| e["node"] == "relay-b"), "{events:?}");
 
     // the caller got relay B's BYE, and B ended the call as the operator's hang-up
     let run = tokio::task::spawn_blocking(move || caller.join().unwrap())
@@ -325,6 +357,20 @@ async fn the_relays_internal_routes_take_only_requests_signed_for_them() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
+
+    // each refusal is counted (the log does not name them, so that they cannot flood it)
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("voxrelay_cluster_requests_refused_total 8\n"),
+        "{metrics}"
+    );
 
     // a relay on its own: the routes do not exist
     let alone = Relay::start(&[]);

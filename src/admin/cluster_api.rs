@@ -75,8 +75,9 @@ async fn require_peer(State(state): State<AdminState>, req: Request, next: Next)
             next.run(Request::from_parts(parts, Body::from(body))).await
         }
         Err(why) => {
-            // debug, not warn: anyone can send these, and a log line each would let them
-            // flood the log
+            // counted, and logged at debug, not warn: anyone can send these, and a log line
+            // each would let them flood the log
+            state.metrics.cluster_requests_refused.inc();
             debug!(reason = %why, "refused an unsigned or wrongly signed cluster request");
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
