@@ -194,7 +194,8 @@ impl Relay {
         let admin_policy = admin::AccessPolicy::new(&public_hosts, &cfg.admin.cors_origins)?;
         let store = Store::open_config(&cfg.booking)
             .await
-            .map_err(|e| anyhow::anyhow!("booking database: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("booking database: {e}"))?
+            .for_node(cfg.cluster.node_id.as_deref());
         let cluster = if cfg.cluster.enabled() {
             Some(crate::cluster::Cluster::new(
                 &cfg.cluster,

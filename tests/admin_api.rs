@@ -356,6 +356,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
                     deleted_at,
                     ..recording.clone()
                 }),
+                node: None,
             })
             .await
             .unwrap();
@@ -374,6 +375,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
             transcript: json!([{"speaker": "agent", "text": "Goodbye!", "at_ms": 100, "final": true, "cut_off": false}]),
             tool_calls: json!([]),
             recording: None,
+            node: None,
         })
         .await
         .unwrap();

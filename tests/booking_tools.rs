@@ -765,6 +765,7 @@ async fn call_records_round_trip(b: Backend) {
         transcript: json!([{"role": "assistant", "text": "Good morning, ünïcode clinic."}, {"role": "user", "text": "I'd like an appointment."}]),
         tool_calls: json!([{"name": "check_availability", "arguments": {"start_date": "2026-11-25"}, "output": {"free_count": 3}}]),
         recording: None,
+        node: None,
     };
     let a = rec("call-a", t0);
     let b2 = rec("call-b", t0 + Duration::minutes(5));
@@ -1053,6 +1054,7 @@ async fn old_call_records_are_pruned(b: Backend) {
                 transcript: json!([{"speaker": "caller", "text": "I am Ada Lovelace"}]),
                 tool_calls: json!([]),
                 recording: None,
+                node: None,
             })
             .await
             .unwrap();

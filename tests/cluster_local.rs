@@ -57,7 +57,10 @@ fn local_cluster_up_answers_a_call_shows_one_cluster_and_down_stops_it() {
         out.contains(&format!("cluster SIP address: sip:127.0.0.1:{sip_port}")),
         "{out}"
     );
-    assert!(out.contains("admin:               http://127.0.0.11:8080/"), "{out}");
+    assert!(
+        out.contains("admin:               http://127.0.0.11:8080/"),
+        "{out}"
+    );
     assert!(out.contains("PostgreSQL"), "{out}");
 
     // a call through the cluster's address is answered by one of the relays
@@ -66,7 +69,14 @@ fn local_cluster_up_answers_a_call_shows_one_cluster_and_down_stops_it() {
         &format!("127.0.0.1:{sip_port}"),
         sipp_port(),
         "call_via_proxy.xml",
-        &["-m", "1", "-d", "500", "-default_behaviors", "all,-abortunexp"],
+        &[
+            "-m",
+            "1",
+            "-d",
+            "500",
+            "-default_behaviors",
+            "all,-abortunexp",
+        ],
     );
     assert!(
         run.code == 0 && run.successful == 1,
@@ -77,7 +87,12 @@ fn local_cluster_up_answers_a_call_shows_one_cluster_and_down_stops_it() {
 
     // the admin URL shows one cluster of two relays
     let curl = Command::new("curl")
-        .args(["-sf", "--max-time", "10", "http://127.0.0.11:8080/api/cluster"])
+        .args([
+            "-sf",
+            "--max-time",
+            "10",
+            "http://127.0.0.11:8080/api/cluster",
+        ])
         .output()
         .unwrap();
     assert!(curl.status.success(), "the admin URL answers");
@@ -95,16 +110,22 @@ fn local_cluster_up_answers_a_call_shows_one_cluster_and_down_stops_it() {
     assert!(!out.contains(&secret), "the secret is not printed");
 
     let down = script(&["down"], &state, sip_port, pg_port);
-    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
     assert!(String::from_utf8_lossy(&down.stdout).contains("local-cluster: stopped"));
     assert!(!state.exists(), "down removes its state");
     // nothing answers any more: the relays' admin ports and PostgreSQL are closed
-    for addr in ["127.0.0.11:8080", "127.0.0.12:8080", &format!("127.0.0.1:{pg_port}")] {
-        let refused = std::net::TcpStream::connect_timeout(
-            &addr.parse().unwrap(),
-            Duration::from_secs(2),
-        )
-        .is_err();
+    for addr in [
+        "127.0.0.11:8080",
+        "127.0.0.12:8080",
+        &format!("127.0.0.1:{pg_port}"),
+    ] {
+        let refused =
+            std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+                .is_err();
         assert!(refused, "{addr} still answers after down");
     }
 }

@@ -52,26 +52,41 @@ pub async fn list(
     }
 }
 
-/// Recently ended calls, newest first: the registry's, then stored records it no longer has.
-async fn ended(state: &AdminState) -> Vec<CallSummary> {
-    let mut calls = state.registry.ended();
+/// Recently ended calls, newest first: the registry's, then stored records it no longer has;
+/// in a cluster each with the `node` that ran it (the stored records are every relay's).
+async fn ended(state: &AdminState) -> Vec<Value> {
+    let mut calls: Vec<(CallSummary, Option<String>)> = state
+        .registry
+        .ended()
+        .into_iter()
+        .map(|c| (c, state.node_id().map(str::to_string)))
+        .collect();
     if let Some(store) = &state.store {
         match store.list_calls(ENDED_KEPT as u32).await {
             Ok(records) => {
-                let known: HashSet<String> = calls.iter().map(|c| c.id.clone()).collect();
+                let known: HashSet<String> = calls.iter().map(|(c, _)| c.id.clone()).collect();
                 calls.extend(
                     records
                         .iter()
                         .filter(|r| !known.contains(&r.id))
-                        .map(record_summary),
+                        .map(|r| (record_summary(r), r.node.clone())),
                 );
             }
             Err(e) => warn!(error = %e, "listing stored calls failed; showing recent ones only"),
         }
     }
-    calls.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.id.cmp(&b.id)));
+    calls.sort_by(|(a, _), (b, _)| b.started_at.cmp(&a.started_at).then(a.id.cmp(&b.id)));
     calls.truncate(ENDED_KEPT);
     calls
+        .into_iter()
+        .map(|(c, node)| {
+            let mut v = json!(c);
+            if let (Some(node), Value::Object(m)) = (node, &mut v) {
+                m.insert("node".into(), json!(node));
+            }
+            v
+        })
+        .collect()
 }
 
 /// The stored record of call `id`: 404 without a database or such a record, 503 when the
@@ -143,7 +158,7 @@ fn record_detail(r: &CallRecord) -> Value {
         Value::Array(_) => v.clone(),
         _ => Value::Array(Vec::new()),
     };
-    json!({
+    let mut v = json!({
         "id": r.id,
         "from": r.caller,
         "to": r.callee,
@@ -162,7 +177,11 @@ fn record_detail(r: &CallRecord) -> Value {
         "tool_calls": list(&r.tool_calls),
         "media": MediaStats::default(),
         "recording": r.recording,
-    })
+    });
+    if let (Some(node), Value::Object(m)) = (&r.node, &mut v) {
+        m.insert("node".into(), json!(node));
+    }
+    v
 }
 
 /// `POST /api/calls/{id}/hangup`.

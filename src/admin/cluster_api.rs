@@ -7,6 +7,7 @@
 //! | `GET /cluster/v1/calls` | this relay's live calls |
 //! | `GET /cluster/v1/calls/{id}` | one of its calls |
 //! | `GET /cluster/v1/calls/{id}/events` · `GET /cluster/v1/events` | its events |
+//! | `GET /cluster/v1/calls/{id}/recording` | a recording on its disk (with `Range`) |
 //! | `POST /cluster/v1/calls/{id}/hangup` · `interrupt` · `say` · `mute` | a control |
 //!
 //! Without `cluster.node_id` every one of them answers 404.
@@ -23,7 +24,7 @@ use serde_json::{json, Value};
 use tracing::debug;
 
 use super::error::ApiError;
-use super::{calls, cluster_view::tag, sse, AdminState};
+use super::{calls, cluster_view::tag, recording, sse, AdminState};
 use crate::bridge::registry::Control;
 use crate::cluster::auth::{Request as Signed, HEADER};
 
@@ -37,6 +38,7 @@ pub fn router(state: AdminState) -> Router<AdminState> {
         .route("/cluster/v1/calls/{id}", get(detail))
         .route("/cluster/v1/calls/{id}/events", get(sse::local_call_events))
         .route("/cluster/v1/events", get(sse::local_events))
+        .route("/cluster/v1/calls/{id}/recording", get(recording::get))
         .route("/cluster/v1/calls/{id}/hangup", post(hangup))
         .route("/cluster/v1/calls/{id}/interrupt", post(interrupt))
         .route("/cluster/v1/calls/{id}/say", post(say))

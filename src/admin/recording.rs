@@ -91,7 +91,10 @@ pub async fn get(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let rec = find(&state, &id).await?;
+    let rec = match find(&state, &id).await? {
+        Found::Here(rec) => rec,
+        Found::On(node) => return from_relay(&state, &node, &id, method, &headers).await,
+    };
     if rec.deleted_at.is_some() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -187,19 +190,79 @@ fn no_recording() -> ApiError {
     )
 }
 
+/// Where a call's recording is.
+enum Found {
+    /// On this relay, as its record names it.
+    Here(RecordingRef),
+    /// On another relay of the cluster (the record's `node`): the file is on that relay's disk.
+    On(String),
+}
+
 /// The recording the call's record names: the registry's (live or recent), else the
-/// database's.
-async fn find(state: &AdminState, id: &str) -> Result<RecordingRef, ApiError> {
+/// database's, which in a cluster may be another relay's.
+async fn find(state: &AdminState, id: &str) -> Result<Found, ApiError> {
     if id.len() > ID_MAX_LEN {
         return Err(ApiError::call_not_found());
     }
     if let Some(detail) = state.registry.get(id) {
-        return detail.recording.ok_or_else(no_recording);
+        return detail.recording.map(Found::Here).ok_or_else(no_recording);
     }
-    super::calls::stored_call(state, id)
-        .await?
-        .recording
-        .ok_or_else(no_recording)
+    let record = super::calls::stored_call(state, id).await?;
+    match (record.node, state.node_id()) {
+        (Some(node), Some(me)) if node != me => Ok(Found::On(node)),
+        _ => record.recording.map(Found::Here).ok_or_else(no_recording),
+    }
+}
+
+/// Headers of another relay's answer passed on to the client.
+const PASSED_ON: [header::HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_RANGE,
+    header::ACCEPT_RANGES,
+    header::CACHE_CONTROL,
+];
+
+/// The recording of a call another relay ran, from that relay (with the client's `Range`),
+/// streamed through as it comes.
+async fn from_relay(
+    state: &AdminState,
+    node: &str,
+    id: &str,
+    method: Method,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let unreachable = || {
+        ApiError::unavailable(
+            "recording_unreachable",
+            format!("this call's recording is on relay {node}, which does not answer"),
+        )
+    };
+    let Some(cluster) = &state.cluster else {
+        return Err(no_recording());
+    };
+    let relay = cluster
+        .peer(node)
+        .await
+        .map_err(|_| unreachable())?
+        .ok_or_else(unreachable)?;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let path = format!("{}/calls/{id}/recording", crate::cluster::peers::PREFIX);
+    let resp = cluster
+        .start_with(&relay, method, &path, Default::default(), None, range)
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "fetching a recording from another relay failed");
+            unreachable()
+        })?;
+    let mut out = Response::builder().status(resp.status());
+    for name in PASSED_ON {
+        if let Some(v) = resp.headers().get(&name) {
+            out = out.header(name, v);
+        }
+    }
+    out.body(Body::from_stream(resp.bytes_stream()))
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no answer"))
 }
 
 #[cfg(test)]

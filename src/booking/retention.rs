@@ -88,6 +88,7 @@ mod tests {
             transcript: serde_json::json!([{"speaker": "caller", "text": "my name is Ada"}]),
             tool_calls: serde_json::json!([]),
             recording: None,
+            node: None,
         }
     }
 

@@ -152,6 +152,9 @@ pub struct CallRecord {
     pub tool_calls: serde_json::Value,
     /// The call's recording, when it was recorded.
     pub recording: Option<RecordingRef>,
+    /// The relay that ran the call and holds its recording (`cluster.node_id`); `None`
+    /// outside a cluster. Written by the store from [`Store::for_node`], never by the caller.
+    pub node: Option<String>,
 }
 
 /// Where a call came from: a phone line (SIP) or a browser (`/talk`, WebRTC straight to the
@@ -219,6 +222,7 @@ struct CallRow {
     recording_ms: Option<i64>,
     recording_offset_ms: Option<i64>,
     recording_deleted_at: Option<DateTime<Utc>>,
+    node_id: Option<String>,
 }
 
 impl TryFrom<CallRow> for CallRecord {
@@ -243,6 +247,7 @@ impl TryFrom<CallRow> for CallRecord {
                 offset_ms: r.recording_offset_ms.unwrap_or(0).max(0) as u64,
                 deleted_at: r.recording_deleted_at,
             }),
+            node: r.node_id,
         })
     }
 }
@@ -254,6 +259,8 @@ const BOOKING_COLUMNS: &str =
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// `cluster.node_id`, written into each call record this store writes.
+    node: Option<std::sync::Arc<str>>,
 }
 
 impl Store {
@@ -296,7 +303,14 @@ impl Store {
                 crate::config::redact_url(url)
             )));
         };
-        Ok(Self { pool })
+        Ok(Self { pool, node: None })
+    }
+
+    /// This store, writing `node` (this relay's `cluster.node_id`) into the call records it
+    /// stores.
+    pub fn for_node(mut self, node: Option<&str>) -> Self {
+        self.node = node.map(std::sync::Arc::from);
+        self
     }
 
     /// Opens the database of a `[booking]` config section.
@@ -516,9 +530,10 @@ impl Store {
         };
         let sql = format!(
             "INSERT INTO calls (id, caller, callee, agent, started_at, answered_at, ended_at, outcome, transcript, tool_calls, \
-             recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at, kind) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {t}, {c}, $11, $12, $13, $14, $15, $16) \
+             recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at, kind, node_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {t}, {c}, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (id) DO UPDATE SET caller = excluded.caller, callee = excluded.callee, agent = excluded.agent, kind = excluded.kind, \
+             node_id = excluded.node_id, \
              started_at = excluded.started_at, answered_at = excluded.answered_at, ended_at = excluded.ended_at, \
              outcome = excluded.outcome, transcript = excluded.transcript, tool_calls = excluded.tool_calls, \
              recording_path = excluded.recording_path, recording_bytes = excluded.recording_bytes, \
@@ -544,6 +559,7 @@ impl Store {
             .bind(rec.map(|r| int(r.offset_ms)))
             .bind(rec.and_then(|r| r.deleted_at))
             .bind(call.kind.as_str())
+            .bind(self.node.as_deref())
             .execute(p)
             .await
             .map(|_| ()))?;
@@ -613,12 +629,12 @@ impl Store {
         match self.pool {
             Pool::Sqlite(_) => {
                 "id, caller, callee, agent, kind, started_at, answered_at, ended_at, outcome, transcript, tool_calls, \
-                 recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at"
+                 recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at, node_id"
             }
             Pool::Postgres(_) => {
                 "id, caller, callee, agent, kind, started_at, answered_at, ended_at, outcome, \
                  transcript::text AS transcript, tool_calls::text AS tool_calls, \
-                 recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at"
+                 recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at, node_id"
             }
         }
     }

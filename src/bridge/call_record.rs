@@ -46,5 +46,6 @@ pub fn record(d: &CallDetail, reason: &str) -> CallRecord {
         transcript: serde_json::to_value(&d.transcript).unwrap_or(Value::Null),
         tool_calls: serde_json::to_value(&d.tool_calls).unwrap_or(Value::Null),
         recording: d.recording.clone(),
+        node: None,
     }
 }

@@ -146,6 +146,7 @@ mod tests {
                 offset_ms: 120,
                 deleted_at: None,
             }),
+            node: None,
         }
     }
 

@@ -91,6 +91,21 @@ impl Cluster {
         body: Bytes,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response, PeerError> {
+        self.start_with(peer, method, path, body, timeout, None)
+            .await
+    }
+
+    /// As [`Cluster::start`], passing a `Range` header on (a recording's byte range; not
+    /// signed: it selects bytes of the one resource the signed path names).
+    pub async fn start_with(
+        &self,
+        peer: &RelayRow,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        timeout: Option<Duration>,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response, PeerError> {
         let header = self.signer.sign(
             &peer.node_id,
             Utc::now().timestamp(),
@@ -113,10 +128,18 @@ impl Cluster {
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
+        if let Some(r) = range {
+            req = req.header(reqwest::header::RANGE, r);
+        }
         req.send().await.map_err(|e| PeerError::Unreachable {
             node: peer.node_id.clone(),
             reason: e.without_url().to_string(),
         })
+    }
+
+    /// The live relay named `node`, other than this one.
+    pub async fn peer(&self, node: &str) -> Result<Option<RelayRow>, sqlx::Error> {
+        Ok(self.peers().await?.into_iter().find(|r| r.node_id == node))
     }
 
     /// Every other live relay's live calls, asked at once.
