@@ -112,6 +112,43 @@ fn a_draining_relay_says_503_to_options_and_invites_and_lets_its_call_finish() {
     assert_eq!(relay.wait_exit(Duration::from_secs(20)), Some(0));
 }
 
+/// A relay that must hang up before the caller's ACK of its 200 OK (here the operator, at
+/// once) sends its BYE only after that ACK (RFC 3261 15): behind a proxy a BYE sent at once
+/// can overtake the 200 on its way to the caller. Two repeats of the 200 (the stack resends
+/// it at 0.5 s, then 1 s later) come first, and no BYE among them.
+#[test]
+fn a_relay_hanging_up_before_the_ack_sends_its_bye_after_it() {
+    let relay = Relay::start(&[]);
+    let admin = format!("http://{}", relay.admin);
+    let mut uac = Uac::new(relay.sip);
+    assert_eq!(uac.invite().status(), 200);
+    let answered = relay.wait_for(|v| msg(v) == "call answered", Duration::from_secs(10));
+    let id = answered["span"]["id"].as_str().unwrap().to_string();
+    let (status, body) = post_json(&format!("{admin}/api/calls/{id}/hangup"), &json!({}));
+    assert_eq!(status, 202, "{body}");
+    relay.wait_for(|v| msg(v) == "the operator hung up", Duration::from_secs(5));
+    let mut repeats = 0;
+    while repeats < 2 {
+        let m = uac.recv(Duration::from_secs(5)).expect("the 200 repeated");
+        assert_ne!(m.method(), "BYE", "a BYE before the ACK: {m:?}");
+        if m.status() == 200 {
+            repeats += 1;
+        }
+    }
+    uac.ack();
+    let bye = loop {
+        let m = uac
+            .recv(Duration::from_secs(5))
+            .expect("the BYE after the ACK");
+        if m.method() == "BYE" {
+            break m;
+        }
+    };
+    uac.reply_ok(&bye);
+    let end = relay.wait_calls_ended(1, Duration::from_secs(10)).remove(0);
+    assert_eq!(end["reason"], "operator_hangup", "{end}");
+}
+
 #[test]
 fn a_hundred_calls_through_kamailio_spread_over_three_relays() {
     let relays = [Relay::start(&[]), Relay::start(&[]), Relay::start(&[])];
