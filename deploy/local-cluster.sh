@@ -150,6 +150,7 @@ up() {
     echo "1 127.0.0.0 8 0 loopback" >"$state/trunks.list"
     "$kam" -f "$here/kamailio/kamailio.cfg" -DD -E -m 64 -M 8 -Y "$state" \
         -A "LISTEN=udp:127.0.0.1:$sip_port" \
+        -A "LISTEN_TCP=tcp:127.0.0.1:$sip_port" \
         -A "DISPATCHER_LIST=\"$state/dispatcher.list\"" \
         -A "TRUNKS_LIST=\"$state/trunks.list\"" \
         -A "CTL_SOCKET=\"unix:$state/kamailio_ctl\"" \
@@ -166,7 +167,7 @@ up() {
     [ -n "$ok" ] || { tail -n 20 "$state/kamailio.log" >&2; die "Kamailio did not see every relay up (its log is above)"; }
     trap - EXIT
     echo
-    echo "cluster SIP address: sip:127.0.0.1:$sip_port (UDP)"
+    echo "cluster SIP address: sip:127.0.0.1:$sip_port (UDP and TCP)"
     if [ -n "$secret" ]; then
         echo "admin:               http://127.0.0.11:8080/ (any relay's shows the whole cluster; relay i at 127.0.0.(10+i))"
     else

@@ -1,6 +1,7 @@
 //! Several relays behind Debian's Kamailio (deploy/kamailio/kamailio.cfg) on loopback: calls
 //! spread over the relays, failover when one dies, draining on SIGTERM, one shared PostgreSQL
-//! schedule that no two relays double-book. Real Kamailio, real `voxrelay` processes, SIPp as
+//! schedule that no two relays double-book; callers over UDP and TCP, whose in-dialog
+//! requests (re-INVITE, BYE) and the relay's own BYE follow the Record-Route set. Real Kamailio, real `voxrelay` processes, SIPp as
 //! the trunk. Without kamailio installed these tests fail and
 //! say so (CI installs it). Also the relay's side of the contract: OPTIONS 503 when it must
 //! not be sent calls.
@@ -10,8 +11,8 @@ mod support;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::agent::{agent_env, sim_sessions, test_scenario};
+use serde_json::{json, Value};
+use support::agent::{agent_env, get_json, post_json, sim_sessions, test_scenario};
 use support::kamailio::{uri, Kamailio};
 use support::uac::Uac;
 use support::{msg, sipp_from, sipp_port, Relay, SippRun};
@@ -109,6 +110,43 @@ fn a_draining_relay_says_503_to_options_and_invites_and_lets_its_call_finish() {
     let ended = relay.wait_calls_ended(1, Duration::from_secs(10));
     assert_eq!(ended[0]["reason"], "caller_bye");
     assert_eq!(relay.wait_exit(Duration::from_secs(20)), Some(0));
+}
+
+/// A relay that must hang up before the caller's ACK of its 200 OK (here the operator, at
+/// once) sends its BYE only after that ACK (RFC 3261 15): behind a proxy a BYE sent at once
+/// can overtake the 200 on its way to the caller. Two repeats of the 200 (the stack resends
+/// it at 0.5 s, then 1 s later) come first, and no BYE among them.
+#[test]
+fn a_relay_hanging_up_before_the_ack_sends_its_bye_after_it() {
+    let relay = Relay::start(&[]);
+    let admin = format!("http://{}", relay.admin);
+    let mut uac = Uac::new(relay.sip);
+    assert_eq!(uac.invite().status(), 200);
+    let answered = relay.wait_for(|v| msg(v) == "call answered", Duration::from_secs(10));
+    let id = answered["span"]["id"].as_str().unwrap().to_string();
+    let (status, body) = post_json(&format!("{admin}/api/calls/{id}/hangup"), &json!({}));
+    assert_eq!(status, 202, "{body}");
+    relay.wait_for(|v| msg(v) == "the operator hung up", Duration::from_secs(5));
+    let mut repeats = 0;
+    while repeats < 2 {
+        let m = uac.recv(Duration::from_secs(5)).expect("the 200 repeated");
+        assert_ne!(m.method(), "BYE", "a BYE before the ACK: {m:?}");
+        if m.status() == 200 {
+            repeats += 1;
+        }
+    }
+    uac.ack();
+    let bye = loop {
+        let m = uac
+            .recv(Duration::from_secs(5))
+            .expect("the BYE after the ACK");
+        if m.method() == "BYE" {
+            break m;
+        }
+    };
+    uac.reply_ok(&bye);
+    let end = relay.wait_calls_ended(1, Duration::from_secs(10)).remove(0);
+    assert_eq!(end["reason"], "operator_hangup", "{end}");
 }
 
 #[test]
@@ -453,4 +491,147 @@ fn ten_callers_on_different_relays_asking_for_one_slot_get_exactly_one_booking()
     let refused = outputs.iter().filter(|o| o["error"] == true).count();
     let booked = outputs.iter().filter(|o| o["booked"] == true).count();
     assert_eq!((booked, refused), (1, 9), "{outputs:#?}");
+}
+
+/// SIPp's arguments for one caller over `transport` ("udp" or "tcp": `-t t1`, one connection to
+/// Kamailio), with SIPp's `<log>` lines written to `log` when given.
+fn one_caller(transport: &str, log: Option<&std::path::Path>) -> Vec<String> {
+    let mut args = vec!["-m".to_string(), "1".to_string()];
+    if let Some(log) = log {
+        args.extend(["-trace_logs".into(), "-log_file".into()]);
+        args.push(log.display().to_string());
+    }
+    if transport == "tcp" {
+        args.extend(["-t".to_string(), "t1".to_string()]);
+    }
+    args
+}
+
+/// Asserts that the relay's call came from Kamailio, over UDP whatever the caller's transport
+/// (the dispatcher's URIs name none).
+fn assert_came_through(relay: &Relay, k: &Kamailio) {
+    let started = relay.wait_for(|v| msg(v) == "call started", Duration::from_secs(1));
+    assert_eq!(started["source"], k.sip.to_string(), "{started}");
+    assert_eq!(started["transport"], "udp", "{started}");
+}
+
+/// What SIPp logged after `key ` (see tests/sipp/operator_hangs_up_via_proxy.xml): the
+/// values of that header, without its name (SIPp joins several with ", ").
+fn logged(log: &str, key: &str) -> Vec<String> {
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} ")))
+        .unwrap_or_else(|| panic!("no {key} in SIPp's log: {log}"));
+    let value = line.split_once(": ").map_or(line, |(_, v)| v).trim();
+    value
+        .split(", ")
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The operator hangs up a call that came in through Kamailio over `transport`: the relay's
+/// BYE follows the Record-Route set, so it reaches the caller through Kamailio (Kamailio's
+/// Via on top of the relay's, no Route left in it), the caller's 200 goes back the same way,
+/// and the call's record says the operator ended it.
+fn the_operator_hangs_up_through_kamailio(transport: &str) {
+    let relay = Relay::start(&[]);
+    let k = Kamailio::start(&[&relay]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("bye.log");
+    let args = one_caller(transport, Some(&log));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let admin = format!("http://{}", relay.admin);
+    let run = thread::scope(|s| {
+        let k = &k;
+        let caller =
+            s.spawn(move || call_through_with(k, "operator_hangs_up_via_proxy.xml", &args));
+        let answered = relay.wait_for(|v| msg(v) == "call answered", Duration::from_secs(10));
+        let id = answered["span"]["id"].as_str().unwrap().to_string();
+        let (status, body) = post_json(&format!("{admin}/api/calls/{id}/hangup"), &json!({}));
+        assert_eq!(status, 202, "{body}");
+        caller.join().unwrap()
+    });
+    assert_all_ok(&run, 1, &[&relay], &k);
+    assert_came_through(&relay, &k);
+    let end = relay.wait_calls_ended(1, Duration::from_secs(10)).remove(0);
+    assert_eq!(end["reason"], "operator_hangup", "{end}");
+    let calls = get_json(&format!("{admin}/api/calls?state=ended"));
+    assert_eq!(
+        calls["calls"][0]["end_reason"], "operator_hangup",
+        "{calls:#}"
+    );
+
+    // How the BYE reached the caller.
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    let proto = transport.to_ascii_uppercase();
+    let vias = logged(&log, "BYE-VIA");
+    assert_eq!(vias.len(), 2, "Kamailio's Via and the relay's: {log}");
+    assert!(
+        vias[0].starts_with(&format!("SIP/2.0/{proto} {};branch=", k.sip)),
+        "the BYE came from Kamailio ({} over {proto}): {log}",
+        k.sip
+    );
+    assert!(
+        vias[1].starts_with(&format!("SIP/2.0/UDP {};", relay.sip)),
+        "the relay ({}) sent it to Kamailio over UDP: {log}",
+        relay.sip
+    );
+    let uri = logged(&log, "BYE-URI");
+    assert!(
+        uri.len() == 1 && uri[0].starts_with("sip:caller@127.0.0.1:"),
+        "to the caller's Contact: {log}"
+    );
+    assert_eq!(logged(&log, "BYE-ROUTE"), Vec::<String>::new(), "{log}");
+}
+
+#[test]
+fn the_operators_hangup_reaches_a_udp_caller_through_kamailio() {
+    the_operator_hangs_up_through_kamailio("udp");
+}
+
+#[test]
+fn the_operators_hangup_reaches_a_tcp_caller_through_kamailio() {
+    the_operator_hangs_up_through_kamailio("tcp");
+}
+
+/// A caller over `transport` through Kamailio holds the call and resumes it (two re-INVITEs
+/// along the Record-Route set, each answered by the relay with the mirrored direction),
+/// talks to the echo (media straight between caller and relay), and hangs up.
+fn hold_and_resume_through_kamailio(transport: &str) {
+    let relay = Relay::start(&[]);
+    let k = Kamailio::start(&[&relay]);
+    let args = one_caller(transport, None);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = call_through_with(&k, "hold_resume_via_proxy.xml", &args);
+    assert_all_ok(&run, 1, &[&relay], &k);
+    let end = relay.wait_calls_ended(1, Duration::from_secs(10)).remove(0);
+    assert_eq!(end["reason"], "caller_bye", "{end}");
+    assert_came_through(&relay, &k);
+    // both re-INVITEs reached the relay, which put the call on hold and back
+    let changes: Vec<Value> = relay
+        .logs()
+        .iter()
+        .filter(|v| msg(v) == "call media changed")
+        .map(|v| v["direction"].clone())
+        .collect();
+    assert_eq!(
+        changes,
+        [json!("recvonly"), json!("sendrecv")],
+        "{}",
+        relay.dump()
+    );
+    // media flowed straight between caller and relay, both ways
+    assert!(end["rtp_in"].as_u64().unwrap() > 0, "{end}");
+    assert!(end["rtp_out"].as_u64().unwrap() > 0, "{end}");
+}
+
+#[test]
+fn a_tcp_caller_through_kamailio_holds_resumes_and_hangs_up() {
+    hold_and_resume_through_kamailio("tcp");
+}
+
+#[test]
+fn a_udp_caller_through_kamailio_holds_resumes_and_hangs_up() {
+    hold_and_resume_through_kamailio("udp");
 }

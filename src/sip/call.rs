@@ -81,6 +81,33 @@ impl EndReason {
     }
 }
 
+/// How long a hang-up waits for the ACK of our 200 OK: as long as the stack resends the 200
+/// (64 x T1), after which it ends the dialog itself.
+const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(32);
+
+/// What hanging up sends, by the dialog's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HangUp {
+    /// BYE now: the caller acknowledged our 200 OK.
+    Bye,
+    /// BYE once the caller's ACK is in. RFC 3261 15: the callee must not send BYE before
+    /// the ACK of its 2xx. Through a proxy, a BYE sent at once can overtake the 200 on its
+    /// way to the caller (who then takes it for a stray request and the call hangs).
+    ByeAfterAck,
+    /// Not answered (yet): refuse the INVITE instead.
+    Refuse,
+}
+
+/// Decides what hanging up sends (`acked`: the call has seen the ACK).
+fn hang_up_with(state: &DialogState, acked: bool) -> HangUp {
+    match state {
+        _ if acked => HangUp::Bye,
+        DialogState::Confirmed(..) => HangUp::Bye,
+        DialogState::WaitAck(..) => HangUp::ByeAfterAck,
+        _ => HangUp::Refuse,
+    }
+}
+
 /// The SIP side of one call.
 pub struct SipCall {
     dialog: InviteDialog,
@@ -170,8 +197,12 @@ impl SipCall {
         }
         self.ended = true;
         self.setup.take();
-        let state = self.dialog.state();
-        if matches!(state, DialogState::Confirmed(..) | DialogState::WaitAck(..)) || self.acked {
+        let send_bye = match hang_up_with(&self.dialog.state(), self.acked) {
+            HangUp::Bye => true,
+            HangUp::ByeAfterAck => self.wait_for_ack().await,
+            HangUp::Refuse => false,
+        };
+        if send_bye {
             let r = match reason {
                 EndReason::MaxDuration | EndReason::Shutdown | EndReason::RelayBye => {
                     "Q.850;cause=16;text=\"Normal call clearing\""
@@ -185,6 +216,26 @@ impl SipCall {
             let _ = self
                 .dialog
                 .reject(Some(StatusCode::TemporarilyUnavailable), None);
+        }
+    }
+
+    /// Waits for the caller's ACK of our 200 OK, answering in-dialog requests meanwhile; at
+    /// most [`ACK_WAIT`], after which the BYE may go (RFC 3261 15). False when the dialog
+    /// ended first (the caller hung up, or the stack gave up on the ACK and said BYE itself).
+    async fn wait_for_ack(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + ACK_WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.states.recv()).await {
+                Ok(Some(DialogState::Confirmed(..))) => {
+                    self.acked = true;
+                    return true;
+                }
+                Ok(Some(DialogState::Terminated(..))) | Ok(None) => return false,
+                Ok(Some(other)) => {
+                    let _ = self.on_dialog_state(other).await;
+                }
+                Err(_) => return true,
+            }
         }
     }
 
@@ -305,5 +356,44 @@ impl SipCall {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsipstack::dialog::DialogId;
+    use rsipstack::sip::Response;
+
+    fn id() -> DialogId {
+        DialogId {
+            call_id: "c".into(),
+            local_tag: "l".into(),
+            remote_tag: "r".into(),
+        }
+    }
+
+    #[test]
+    fn a_hang_up_before_the_ack_of_our_200_waits_for_it() {
+        let waiting = DialogState::WaitAck(id(), Response::default());
+        assert_eq!(hang_up_with(&waiting, false), HangUp::ByeAfterAck);
+        // the call already saw the ACK (the stack's state may lag behind): BYE at once
+        assert_eq!(hang_up_with(&waiting, true), HangUp::Bye);
+        assert_eq!(
+            hang_up_with(&DialogState::Confirmed(id(), Response::default()), false),
+            HangUp::Bye
+        );
+    }
+
+    #[test]
+    fn a_hang_up_before_the_answer_refuses_the_call() {
+        assert_eq!(
+            hang_up_with(&DialogState::Trying(id()), false),
+            HangUp::Refuse
+        );
+        assert_eq!(
+            hang_up_with(&DialogState::Early(id(), Response::default()), false),
+            HangUp::Refuse
+        );
     }
 }

@@ -10,7 +10,7 @@ use super::{free_udp_port, Relay};
 /// A running Kamailio, stopped when dropped.
 pub struct Kamailio {
     child: Child,
-    /// Its SIP address (UDP): the cluster's address.
+    /// Its SIP address, on UDP and TCP (one port): the cluster's address.
     pub sip: SocketAddr,
     ctl: String,
     dir: tempfile::TempDir,
@@ -50,6 +50,17 @@ fn binary(name: &str) -> PathBuf {
     );
 }
 
+/// A loopback port free on both UDP and TCP (both sockets are closed again; fine for tests).
+fn free_udp_and_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let port = free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free on both UDP and TCP");
+}
+
 impl Kamailio {
     /// Starts Kamailio with the repository's config, the `relays` as its dispatcher set and
     /// 127.0.0.1 as the only trunk; waits until every relay answered its OPTIONS probe.
@@ -64,7 +75,7 @@ impl Kamailio {
         std::fs::write(&list, text).unwrap();
         let trunks = dir.path().join("trunks.list");
         std::fs::write(&trunks, "1 127.0.0.1 32 0 test\n").unwrap();
-        let port = free_udp_port();
+        let port = free_udp_and_tcp_port();
         let sip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let ctl = format!("unix:{}", dir.path().join("ctl").display());
         let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kamailio/kamailio.cfg");
@@ -79,6 +90,8 @@ impl Kamailio {
             .arg(dir.path().join("kamailio.pid"))
             .arg("-A")
             .arg(format!("LISTEN=udp:{sip}"))
+            .arg("-A")
+            .arg(format!("LISTEN_TCP=tcp:{sip}"))
             .arg("-A")
             .arg(format!("DISPATCHER_LIST=\"{}\"", list.display()))
             .arg("-A")
