@@ -11,7 +11,9 @@
 # API, with its own RTP port range; PostgreSQL on 127.0.0.1:$CLUSTER_PG_PORT (default 55432).
 # State (pid files, logs, the database) lives in $VOXRELAY_CLUSTER_DIR
 # (default /tmp/voxrelay-cluster). CLUSTER_PIKE_DENSITY: Kamailio's flood limit, requests per
-# 2 s from one source (default 400, about 65 calls a second from one trunk). The relay binary is $VOXRELAY_BIN, else target/release or
+# 2 s from one source (default 400, about 65 calls a second from one trunk). CLUSTER_RTP_BASE:
+# the first relay's first RTP port (default 20000; relay i gets 1000 ports from
+# CLUSTER_RTP_BASE + (i-1)*1000). The relay binary is $VOXRELAY_BIN, else target/release or
 # target/debug's. The relays take the rest of their settings from config/voxrelay.toml and
 # the environment (OPENAI_API_KEY, VOXRELAY__...), as a single relay does.
 set -euo pipefail
@@ -113,10 +115,17 @@ up() {
         echo "bookings:  PostgreSQL not found: each relay has its own SQLite file (NOT shared)"
     fi
 
-    # The relays.
+    # The relays. With PostgreSQL they form one cluster (cluster.node_id relayI): any relay's
+    # admin API and dashboard show every relay's calls. The secret they sign their requests to
+    # each other with is made here, readable by this user only.
+    local secret=""
+    if [ -n "$db_url" ]; then
+        (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$state/cluster.secret")
+        secret=$(cat "$state/cluster.secret")
+    fi
     : >"$state/dispatcher.list"
     for i in $(seq "$n"); do
-        local ip="127.0.0.$((10 + i))" lo=$((20000 + (i - 1) * 1000))
+        local ip="127.0.0.$((10 + i))" lo=$((${CLUSTER_RTP_BASE:-20000} + (i - 1) * 1000))
         local url=${db_url:-"sqlite://$state/relay$i.db"}
         mkdir -p "$state/relay$i"
         (
@@ -126,7 +135,8 @@ up() {
             VOXRELAY__ADMIN__LISTEN="$ip:8080" \
             VOXRELAY__BOOKING__DATABASE_URL="$url" \
             VOXRELAY__BRIDGE__DRAIN_SECONDS="${VOXRELAY__BRIDGE__DRAIN_SECONDS:-10}" \
-                exec "$bin" serve --config "$repo/config/voxrelay.toml" \
+                exec env ${secret:+VOXRELAY__CLUSTER__NODE_ID="relay$i" VOXRELAY__CLUSTER__SECRET="$secret"} \
+                "$bin" serve --config "$repo/config/voxrelay.toml" \
                 >"$state/relay$i.log" 2>&1 </dev/null
         ) &
         echo $! >"$state/relay$i.pid"
@@ -157,7 +167,11 @@ up() {
     trap - EXIT
     echo
     echo "cluster SIP address: sip:127.0.0.1:$sip_port (UDP)"
-    echo "admin:               http://127.0.0.11:8080/ (relay 1; relay i at 127.0.0.(10+i))"
+    if [ -n "$secret" ]; then
+        echo "admin:               http://127.0.0.11:8080/ (any relay's shows the whole cluster; relay i at 127.0.0.(10+i))"
+    else
+        echo "admin:               http://127.0.0.11:8080/ (relay 1; relay i at 127.0.0.(10+i))"
+    fi
     echo "dispatcher state:    kamcmd -s unix:$state/kamailio_ctl dispatcher.list"
     echo "stop:                $0 down"
 }

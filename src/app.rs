@@ -50,6 +50,8 @@ pub struct Relay {
     pruner: Option<tokio::task::JoinHandle<()>>,
     /// Deletes old recordings (`recording.keep_days`).
     recording_sweep: Option<tokio::task::JoinHandle<()>>,
+    /// This relay's row in the cluster's `relays` table (`cluster.node_id`).
+    heartbeat: Option<crate::cluster::Heartbeat>,
 }
 
 /// What answers calls: the realtime side, set up from the config.
@@ -179,11 +181,28 @@ impl Relay {
         let metrics = Metrics::shared();
         let registry = Registry::new();
         admin::check_exposure(cfg.admin.listen, admin_token(&cfg).as_ref())?;
-        let admin_policy =
-            admin::AccessPolicy::new(&cfg.admin.public_hosts, &cfg.admin.cors_origins)?;
+        // the other relays of a cluster reach this one's admin server by cluster.admin_url
+        let mut public_hosts = cfg.admin.public_hosts.clone();
+        if let Some(host) = cfg
+            .cluster
+            .admin_url
+            .as_deref()
+            .and_then(crate::config::admin_url_host)
+        {
+            public_hosts.push(host.to_string());
+        }
+        let admin_policy = admin::AccessPolicy::new(&public_hosts, &cfg.admin.cors_origins)?;
         let store = Store::open_config(&cfg.booking)
             .await
             .map_err(|e| anyhow::anyhow!("booking database: {e}"))?;
+        let cluster = if cfg.cluster.enabled() {
+            Some(crate::cluster::Cluster::new(
+                &cfg.cluster,
+                store.postgres(),
+            )?)
+        } else {
+            None
+        };
         let tools = Tools::new(store.clone(), &cfg.booking, Arc::new(SystemClock))?;
         let pruner = crate::booking::retention::spawn(
             store.clone(),
@@ -248,6 +267,7 @@ impl Relay {
                 }),
                 agents: agent_book,
                 default_agent: cfg.agents.default.clone(),
+                cluster: cluster.clone(),
             },
             admin::AdminOptions {
                 policy: admin_policy,
@@ -255,6 +275,31 @@ impl Relay {
             },
         )
         .await?;
+        let heartbeat = match cluster {
+            Some(cluster) => {
+                cluster.default_admin_url(admin.local_addr());
+                let draining = sip.draining_flag();
+                let live = registry.clone();
+                let load: crate::cluster::LoadProbe = Arc::new(move || {
+                    (
+                        live.live_count(),
+                        draining.load(std::sync::atomic::Ordering::Acquire),
+                    )
+                });
+                let sip_address =
+                    std::net::SocketAddr::new(cfg.sip.advertised_ip(), sip.local_addr().port());
+                Some(
+                    crate::cluster::spawn_heartbeat(
+                        cluster,
+                        sip_address.to_string(),
+                        cfg.sip.max_calls,
+                        load,
+                    )
+                    .await?,
+                )
+            }
+            None => None,
+        };
         info!(
             sip = %sip.local_addr(),
             tls = sip.tls_addr().map(tracing::field::display),
@@ -273,6 +318,7 @@ impl Relay {
             drain: Duration::from_secs(cfg.bridge.drain_seconds),
             pruner,
             recording_sweep,
+            heartbeat,
         })
     }
 
@@ -280,6 +326,10 @@ impl Relay {
     /// every call gets BYE and the endpoint closes.
     pub async fn shutdown(self) {
         self.sip.start_draining();
+        if let Some(h) = &self.heartbeat {
+            // the other relays' views show this one draining at once
+            h.beat_now().await;
+        }
         let live = self.sip.active_calls();
         info!(
             live_calls = live,
@@ -298,6 +348,9 @@ impl Relay {
             let _ = tokio::time::timeout(BYE_GRACE, self.sip.wait_until_idle()).await;
         }
         self.sip.stop();
+        if let Some(h) = self.heartbeat {
+            h.leave().await;
+        }
         self.admin.shutdown().await;
         if let Some(sim) = self.sim {
             sim.shutdown().await;

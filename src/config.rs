@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 
 mod booking;
+mod cluster;
 mod sip;
 pub use self::booking::{redact_url, BookingConfig, WeeklyHours};
+pub use self::cluster::{admin_url_host, valid_node_id, ClusterConfig, ClusterError};
 pub use self::sip::{LimitsConfig, StreamsConfig, TrunkConfig, TrunkError, UnknownSource};
 
 /// The config file read when `--config` is not given and the file exists.
@@ -42,6 +44,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Call recordings (off by default).
     pub recording: RecordingConfig,
+    /// Several relays sharing one PostgreSQL database (off by default).
+    pub cluster: ClusterConfig,
     /// SIP trunks: who may call, and registrations. None: any source may call.
     pub trunks: Vec<TrunkConfig>,
     /// Dialled number -> agent; `*` for every other number. Empty: `agents.default` answers.
@@ -576,6 +580,15 @@ impl Config {
             return Err(ConfigError::Parse(format!(
                 "invalid config: {}: {}",
                 e.key, e.message
+            )));
+        }
+        if let Err(e) = self
+            .cluster
+            .validate(&self.booking.database_url, self.admin.listen)
+        {
+            return Err(ConfigError::Parse(format!(
+                "invalid config: {}: {}",
+                e.key, e.reason
             )));
         }
         if self.agents.default.is_empty() {

@@ -10,6 +10,7 @@ pub mod booking;
 pub mod bridge;
 pub mod bundled;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;

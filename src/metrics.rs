@@ -138,6 +138,9 @@ pub struct Metrics {
     pub tools_refused: Counter,
     /// Registration state per trunk (1 registered, 0 not).
     pub trunk_registered: Family<TrunkLabel, Gauge>,
+    /// Requests to the cluster's internal routes refused (unsigned, wrongly signed, replayed,
+    /// or for another relay).
+    pub cluster_requests_refused: Counter,
     /// The per-direction series, looked up once: the call tasks record into them every
     /// frame, so no label hashing or family lock on that path.
     per_frame: [[Histogram; 2]; 2],
@@ -189,6 +192,7 @@ impl Metrics {
             guardrail_trips: Counter::default(),
             tools_refused: Counter::default(),
             trunk_registered: Family::default(),
+            cluster_requests_refused: Counter::default(),
             per_frame: [
                 DIRECTIONS.map(|d| series(&frame_seconds, d)),
                 DIRECTIONS.map(|d| series(&added_latency_seconds, d)),
@@ -261,6 +265,11 @@ impl Metrics {
             "trunk_registered",
             "Registration state per trunk (1 registered)",
             m.trunk_registered.clone(),
+        );
+        r.register(
+            "cluster_requests_refused",
+            "Requests to the cluster's internal routes refused (unsigned, wrongly signed, replayed)",
+            m.cluster_requests_refused.clone(),
         );
         m
     }

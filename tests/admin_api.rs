@@ -106,6 +106,7 @@ async fn fixture_with(opts: Options, store: Option<Store>) -> Fixture {
         }),
         agents: bundled_agents(),
         default_agent: "receptionist".into(),
+        cluster: None,
     };
     let server = admin::start("127.0.0.1:0".parse().unwrap(), state)
         .await
@@ -741,6 +742,12 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!(tv["trunks"][0]["name"], "main");
     assert_eq!(tv["trunks"][0]["registered"], true);
 
+    // a relay on its own: no node id, no other relays
+    let (s, cluster) = f.call(Method::GET, "/api/cluster", None).await;
+    assert_eq!(s, 200, "{cluster}");
+    spec.check("get", "/api/cluster", s, &cluster);
+    assert_eq!(cluster, json!({"node_id": null, "relays": []}));
+
     // the agents a browser can talk to: names, descriptions and the default, nothing more
     let (s, agents) = f.call(Method::GET, "/api/agents", None).await;
     assert_eq!(s, 200, "{agents}");
@@ -839,6 +846,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
         ("get", "/api/bookings"),
         ("get", "/api/trunks"),
         ("get", "/api/agents"),
+        ("get", "/api/cluster"),
         ("get", "/api/session"),
         ("get", "/api/openapi.json"),
     ] {
@@ -969,6 +977,11 @@ async fn every_route_answers_as_the_openapi_document_says() {
         .filter(|(p, _, c)| {
             !(p == "/api/bookings" && *c == 503 && seen.contains(&(p.clone(), "get".into(), 503)))
         })
+        // answers only a relay in a cluster gives: tests/cluster_admin.rs
+        .filter(|(p, _, c)| {
+            !((p == "/api/cluster" && *c == 503)
+                || (p.starts_with("/api/calls/{id}") && [502, 503].contains(c)))
+        })
         .collect();
     assert!(
         missing.is_empty(),
@@ -1041,6 +1054,7 @@ async fn a_non_loopback_listen_without_a_token_is_refused() {
         readiness: Arc::new(Readiness::ready),
         agents: Default::default(),
         default_agent: String::new(),
+        cluster: None,
     };
     let err = admin::start("0.0.0.0:0".parse().unwrap(), state)
         .await
@@ -1690,6 +1704,7 @@ async fn the_document_lists_exactly_the_served_routes() {
         "/api/events",
         "/api/bookings",
         "/api/trunks",
+        "/api/cluster",
         "/api/agents",
         "/api/session",
         "/api/openapi.json",

@@ -57,6 +57,7 @@ async fn fixture(header_read_timeout: Duration) -> Fixture {
         readiness: Arc::new(Readiness::ready),
         agents: Default::default(),
         default_agent: String::new(),
+        cluster: None,
     };
     let options = AdminOptions {
         policy: AccessPolicy::new(&["admin.example.test".into()], &[APP.into()]).unwrap(),

@@ -217,6 +217,7 @@ async fn the_dashboard_follows_a_call_and_hangs_it_up() {
             readiness: Arc::new(Readiness::ready),
             agents: Default::default(),
             default_agent: String::new(),
+            cluster: None,
         },
     )
     .await
@@ -327,6 +328,7 @@ async fn the_dashboard_plays_a_calls_recording_and_a_transcript_line_seeks_it() 
             readiness: Arc::new(Readiness::ready),
             agents: Default::default(),
             default_agent: String::new(),
+            cluster: None,
         },
     )
     .await

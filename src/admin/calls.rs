@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -17,6 +17,7 @@ use crate::booking::store::CallRecord;
 use crate::bridge::registry::{
     CallState, CallSummary, Control, ControlError, MediaStats, ENDED_KEPT,
 };
+use crate::cluster::peers::PREFIX;
 
 /// The longest text an operator may give the agent with `say`.
 const SAY_MAX_CHARS: usize = 2_000;
@@ -38,17 +39,17 @@ pub async fn list(
     let Query(q) = query.map_err(|_| {
         ApiError::bad_request("bad_query", "the only parameter is `state` (live or ended)")
     })?;
-    let calls = match q.state.as_deref() {
-        None | Some("live") => state.registry.live(),
-        Some("ended") => ended(&state).await,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "bad_query",
-                "`state` is `live` or `ended`",
-            ))
-        }
-    };
-    Ok(Json(json!({ "calls": calls })))
+    match q.state.as_deref() {
+        None | Some("live") => match &state.cluster {
+            Some(cluster) => Ok(Json(super::cluster_view::live_calls(&state, cluster).await)),
+            None => Ok(Json(json!({ "calls": state.registry.live() }))),
+        },
+        Some("ended") => Ok(Json(json!({ "calls": ended(&state).await }))),
+        Some(_) => Err(ApiError::bad_request(
+            "bad_query",
+            "`state` is `live` or `ended`",
+        )),
+    }
 }
 
 /// Recently ended calls, newest first: the registry's, then stored records it no longer has.
@@ -101,7 +102,17 @@ pub async fn get(
         return Err(ApiError::call_not_found());
     }
     if let Some(detail) = state.registry.get(&id) {
-        return Ok(Json(json!(detail)));
+        let mut v = json!(detail);
+        super::cluster_view::tag(&mut v, state.node_id());
+        return Ok(Json(v));
+    }
+    if let Some(cluster) = &state.cluster {
+        let path = format!("{PREFIX}/calls/{id}");
+        if let Some(answer) =
+            super::cluster_view::from_owner(cluster, Method::GET, &path, Bytes::new()).await?
+        {
+            return Ok(Json(answer));
+        }
     }
     let record = stored_call(&state, &id).await?;
     Ok(Json(record_detail(&record)))
@@ -159,7 +170,7 @@ pub async fn hangup(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    send(&state, &id, Control::Hangup, "hangup")
+    control(&state, &id, Control::Hangup, "hangup").await
 }
 
 /// `POST /api/calls/{id}/interrupt`.
@@ -167,7 +178,7 @@ pub async fn interrupt(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    send(&state, &id, Control::Interrupt, "interrupt")
+    control(&state, &id, Control::Interrupt, "interrupt").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +199,20 @@ pub async fn say(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    control(&state, &id, say_control(body)?, "say").await
+}
+
+/// `POST /api/calls/{id}/mute` `{"muted": true|false}`.
+pub async fn mute(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    control(&state, &id, mute_control(body)?, "mute").await
+}
+
+/// The control a `say` body asks for.
+pub(super) fn say_control(body: Result<Bytes, BytesRejection>) -> Result<Control, ApiError> {
     let SayBody { text } = parse_body(body, "{\"text\": \"…\"}")?;
     let text = text.trim();
     if text.is_empty() {
@@ -199,17 +224,13 @@ pub async fn say(
             format!("`text` is longer than {SAY_MAX_CHARS} characters"),
         ));
     }
-    send(&state, &id, Control::Say(text.to_string()), "say")
+    Ok(Control::Say(text.to_string()))
 }
 
-/// `POST /api/calls/{id}/mute` `{"muted": true|false}`.
-pub async fn mute(
-    State(state): State<AdminState>,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// The control a `mute` body asks for.
+pub(super) fn mute_control(body: Result<Bytes, BytesRejection>) -> Result<Control, ApiError> {
     let MuteBody { muted } = parse_body(body, "{\"muted\": true}")?;
-    send(&state, &id, Control::Mute(muted), "mute")
+    Ok(Control::Mute(muted))
 }
 
 /// A JSON body (the guard has already refused other content types); errors in our shape.
@@ -232,7 +253,39 @@ fn parse_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn send(
+/// The operator's control of call `id`: sent to the call's task when the call is this
+/// relay's, else (in a cluster) forwarded to the relay that has it, whose answer is passed on.
+async fn control(
+    state: &AdminState,
+    id: &str,
+    control: Control,
+    action: &'static str,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    match (send(state, id, control.clone(), action), &state.cluster) {
+        (Err(e), Some(cluster)) if e.status == StatusCode::NOT_FOUND && id.len() <= ID_MAX_LEN => {
+            let path = format!("{PREFIX}/calls/{id}/{action}");
+            let body = Bytes::from(control_body(&control).to_string());
+            match super::cluster_view::answer_from_owner(cluster, Method::POST, &path, body).await?
+            {
+                Some((status, v)) => Ok((status, Json(v))),
+                None => Err(e),
+            }
+        }
+        (result, _) => result,
+    }
+}
+
+/// The JSON body of a control as the internal route takes it.
+fn control_body(control: &Control) -> Value {
+    match control {
+        Control::Say(text) => json!({ "text": text }),
+        Control::Mute(muted) => json!({ "muted": muted }),
+        _ => json!({}),
+    }
+}
+
+/// Sends a control to a call of this relay.
+pub(super) fn send(
     state: &AdminState,
     id: &str,
     control: Control,

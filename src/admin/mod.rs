@@ -10,6 +10,9 @@ mod agents;
 mod auth;
 mod bookings;
 mod calls;
+mod cluster_api;
+mod cluster_events;
+mod cluster_view;
 mod dashboard;
 mod error;
 mod guard;
@@ -129,6 +132,16 @@ pub struct AdminState {
     pub agents: AgentBook,
     /// `agents.default`: the agent marked `"default": true` by `GET /api/agents`.
     pub default_agent: String,
+    /// This relay's part in a cluster (`cluster.node_id`); `None`: a relay on its own, whose
+    /// API shows its own calls and answers 404 on the internal `/cluster/v1` routes.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+impl AdminState {
+    /// `cluster.node_id`, in a cluster.
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.node_id())
+    }
 }
 
 impl std::fmt::Debug for AdminState {

@@ -12,8 +12,8 @@ use super::access::AccessPolicy;
 
 use super::error::ApiError;
 use super::{
-    agents, auth, bookings, calls, dashboard, guard, health, openapi, recording, session, sse,
-    talk, trunks, web_calls, web_recording, AdminState,
+    agents, auth, bookings, calls, cluster_view, dashboard, guard, health, openapi, recording,
+    session, sse, talk, trunks, web_calls, web_recording, AdminState,
 };
 
 /// Request bodies are small JSON objects.
@@ -40,6 +40,7 @@ pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationTo
         .route("/api/events", get(sse::all_events))
         .route("/api/bookings", get(bookings::list))
         .route("/api/trunks", get(trunks::list))
+        .route("/api/cluster", get(cluster_view::relays))
         .route("/api/agents", get(agents::list))
         .route("/api/session", get(session::mint))
         .route("/api/openapi.json", get(openapi::document))
@@ -58,7 +59,9 @@ pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationTo
         .route("/talk.js", get(talk::script))
         .route("/talk.css", get(talk::style))
         .route("/talk-recorder.js", get(talk::recorder));
+    let cluster = super::cluster_api::router(state.clone());
     api.merge(open)
+        .merge(cluster)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

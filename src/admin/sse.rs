@@ -10,28 +10,65 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::http::Method;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use bytes::Bytes;
 use chrono::Utc;
-use futures::stream::{self, Stream, StreamExt};
+use futures::stream::{self, BoxStream, Stream, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::cluster_view::tag;
 use super::error::ApiError;
 use super::AdminState;
 use crate::bridge::registry::{CallEvent, CallState, Envelope};
+use crate::cluster::peers::PREFIX;
 
 /// A comment line this often keeps proxies from closing a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// `GET /api/calls/{id}/events`: a `snapshot` of the call, then its events until it ends.
+/// `GET /api/calls/{id}/events`: a `snapshot` of the call, then its events until it ends. In
+/// a cluster, a call of another relay is followed through that relay.
 pub async fn call_events(
     State(state): State<AdminState>,
     Extension(stop): Extension<CancellationToken>,
     Path(id): Path<String>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
+    if state.registry.get(&id).is_none() {
+        if let Some(cluster) = &state.cluster {
+            let path = format!("{PREFIX}/calls/{id}");
+            if let Some((relay, _)) = cluster
+                .ask_owner(Method::GET, &path, Bytes::new())
+                .await
+                .map_err(|_| {
+                    ApiError::unavailable(
+                        "cluster_unavailable",
+                        "the cluster's relays could not be read from the database",
+                    )
+                })?
+            {
+                let events = super::cluster_events::from_peer(
+                    cluster.clone(),
+                    relay,
+                    format!("{path}/events"),
+                );
+                return Ok(sse(events.boxed(), stop).into_response());
+            }
+        }
+    }
+    local_call_events(State(state), Extension(stop), Path(id)).await
+}
+
+/// This relay's call `id` only (the internal route the other relays follow).
+pub async fn local_call_events(
+    State(state): State<AdminState>,
+    Extension(stop): Extension<CancellationToken>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     // subscribe before the snapshot, so nothing falls between the two
     let rx = state.registry.subscribe();
     let detail = state
@@ -39,44 +76,62 @@ pub async fn call_events(
         .get(&id)
         .ok_or_else(ApiError::call_not_found)?;
     let over = detail.state == CallState::Ended;
-    let first = named(
-        "snapshot",
-        &json!({"type": "snapshot", "call_id": id, "at": Utc::now(), "call": detail}),
-    );
+    let node = state.node_id().map(str::to_string);
+    let mut first = json!({"type": "snapshot", "call_id": id, "at": Utc::now(), "call": detail});
+    tag(&mut first, node.as_deref());
     let feed = Feed {
         rx,
         only: Some(id),
         done: over,
+        node,
     };
-    Ok(sse(first, feed, stop))
+    Ok(sse(local(named("snapshot", &first), feed).boxed(), stop).into_response())
 }
 
-/// `GET /api/events`: a `snapshot` of the live calls, then every call's events.
+/// `GET /api/events`: a `snapshot` of the live calls, then every call's events; in a
+/// cluster, every relay's (each relay's `snapshot` and events marked with its `node`).
 pub async fn all_events(
     State(state): State<AdminState>,
     Extension(stop): Extension<CancellationToken>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Response {
+    let Some(cluster) = state.cluster.clone() else {
+        return local_events(State(state), Extension(stop)).await;
+    };
+    let mine = local_all(&state);
+    sse(super::cluster_events::merged(cluster, mine).boxed(), stop).into_response()
+}
+
+/// This relay's events only (the internal route the other relays follow).
+pub async fn local_events(
+    State(state): State<AdminState>,
+    Extension(stop): Extension<CancellationToken>,
+) -> Response {
+    sse(local_all(&state).boxed(), stop).into_response()
+}
+
+fn local_all(state: &AdminState) -> impl Stream<Item = Event> + Send + 'static {
     let rx = state.registry.subscribe();
-    let first = named(
-        "snapshot",
-        &json!({"type": "snapshot", "at": Utc::now(), "calls": state.registry.live()}),
-    );
+    let node = state.node_id().map(str::to_string);
+    let mut first = json!({"type": "snapshot", "at": Utc::now(), "calls": state.registry.live()});
+    tag(&mut first, node.as_deref());
     let feed = Feed {
         rx,
         only: None,
         done: false,
+        node,
     };
-    sse(first, feed, stop)
+    local(named("snapshot", &first), feed)
+}
+
+fn local(first: Event, feed: Feed) -> impl Stream<Item = Event> + Send + 'static {
+    stream::once(async move { first }).chain(stream::unfold(feed, next_event))
 }
 
 fn sse(
-    first: Event,
-    feed: Feed,
+    events: BoxStream<'static, Event>,
     stop: CancellationToken,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let rest = stream::unfold(feed, next_event);
-    let events = stream::once(async move { first })
-        .chain(rest)
+    let events = events
         .map(Ok)
         // the server's shutdown ends every stream, so graceful shutdown does not wait on them
         .take_until(async move { stop.cancelled_owned().await });
@@ -90,6 +145,8 @@ struct Feed {
     only: Option<String>,
     /// Nothing more to send.
     done: bool,
+    /// This relay's `cluster.node_id`, marked on each event in a cluster.
+    node: Option<String>,
 }
 
 async fn next_event(mut feed: Feed) -> Option<(Event, Feed)> {
@@ -104,9 +161,10 @@ async fn next_event(mut feed: Feed) -> Option<(Event, Feed)> {
                 }
                 // a single call's stream ends with the call
                 feed.done = feed.only.is_some() && matches!(env.event, CallEvent::Ended { .. });
-                let Ok(v) = serde_json::to_value(&*env) else {
+                let Ok(mut v) = serde_json::to_value(&*env) else {
                     continue;
                 };
+                tag(&mut v, feed.node.as_deref());
                 let kind = v["type"].as_str().unwrap_or("event").to_string();
                 return Some((named(&kind, &v), feed));
             }
@@ -124,6 +182,7 @@ async fn next_event(mut feed: Feed) -> Option<(Event, Feed)> {
     }
 }
 
-fn named(kind: &str, data: &Value) -> Event {
+/// An SSE event named `kind` with `data` as its JSON.
+pub(super) fn named(kind: &str, data: &Value) -> Event {
     Event::default().event(kind).data(data.to_string())
 }

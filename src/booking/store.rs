@@ -312,6 +312,14 @@ impl Store {
         }
     }
 
+    /// The PostgreSQL pool, for the cluster's `relays` table (`None` on SQLite).
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match &self.pool {
+            Pool::Postgres(p) => Some(p),
+            Pool::Sqlite(_) => None,
+        }
+    }
+
     /// Answers when the database does (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;

@@ -21,6 +21,7 @@ const state = {
   retryMs: 500,
   day: localDate(new Date()),
   player: { id: null, url: null }, // the call whose recording the player holds
+  cluster: null,        // {node_id, relays} when this relay is one of a cluster
 };
 
 const $ = (id) => document.getElementById(id);
@@ -180,14 +181,21 @@ function setConn(s) {
 function onEvent(name, ev) {
   switch (name) {
     case 'snapshot':
-      state.live = new Map((ev.calls || []).map((c) => [c.id, c]));
+      // in a cluster each relay sends its own snapshot (marked with its node), and an empty
+      // one when it goes away: it replaces that relay's calls only
+      if (ev.node) {
+        for (const [id, c] of state.live) if (c.node === ev.node) state.live.delete(id);
+        for (const c of ev.calls || []) state.live.set(c.id, { ...c, node: ev.node });
+      } else {
+        state.live = new Map((ev.calls || []).map((c) => [c.id, c]));
+      }
       renderLists();
       return;
     case 'dropped':
       toast('Live updates fell behind; catching up.');
       return;
     case 'started':
-      state.live.set(ev.call.id, ev.call);
+      state.live.set(ev.call.id, ev.node ? { ...ev.call, node: ev.node } : ev.call);
       renderLists();
       if (!state.selected) select(ev.call.id);
       break;
@@ -269,17 +277,40 @@ function applyToDetail(ev) {
 
 // ---------- rendering ----------
 
+// In a cluster: which relay this page is on and how many relays answer.
+function renderCluster(nodes) {
+  const el = $('cluster');
+  if (!el) return;
+  el.hidden = !state.cluster;
+  if (!state.cluster) return;
+  const all = nodes || [];
+  const up = all.filter((n) => n.alive && n.reachable).length;
+  el.textContent = `${state.cluster.node_id} · ${up} of ${all.length} relays`;
+  el.title = all.map((n) => `${n.node_id}: ${n.alive ? (n.draining ? 'draining' : 'up') : 'gone'}${n.reachable ? '' : ' (not answering)'} · ${n.live_calls} calls`).join('\n');
+}
+
+// The cluster's relays change without events of their own: refresh the line now and then.
+async function refreshCluster() {
+  if (!state.cluster || !$('login').hidden) return;
+  try {
+    const live = await api('/api/calls');
+    renderCluster(live.nodes);
+  } catch (e) {
+    if (e instanceof AuthError) showLogin(true);
+  }
+}
+
 function callItem(c) {
   const active = c.id === state.selected;
   return h('li', {},
     h('button', {
       class: `call-item${active ? ' active' : ''}`, 'data-testid': 'call-item', 'data-call-id': c.id,
-      'data-state': c.state, 'data-kind': c.kind || 'phone', 'aria-pressed': active ? 'true' : 'false', onclick: () => select(c.id),
+      'data-state': c.state, 'data-kind': c.kind || 'phone', 'data-node': c.node, 'aria-pressed': active ? 'true' : 'false', onclick: () => select(c.id),
     },
     h('span', { class: `dot ${c.state}`, 'aria-hidden': 'true' }),
     h('span', { class: 'call-item-main' },
       h('span', { class: 'call-item-from' }, caller(c), c.kind === 'web' ? h('span', { class: 'kind', text: 'web' }) : null),
-      h('span', { class: 'call-item-sub', text: `${c.agent} · ${c.state === 'ended' ? (c.end_reason || 'ended') : STATE_LABEL[c.state]}${c.muted ? ' · muted' : ''}` })),
+      h('span', { class: 'call-item-sub', text: `${c.agent} · ${c.state === 'ended' ? (c.end_reason || 'ended') : STATE_LABEL[c.state]}${c.muted ? ' · muted' : ''}${state.cluster && c.node ? ` · ${c.node}` : ''}` })),
     h('span', { class: 'call-item-time', 'data-timer': c.state === 'ended' ? null : c.id,
       text: c.state === 'ended' ? clock(c.started_at) : callLength(c) })));
 }
@@ -330,7 +361,7 @@ function renderDetail() {
   $('call-title').textContent = d.kind === 'web' ? `Web call · ${d.agent}` : `${party(d.from)} → ${party(d.to)}`;
   $('call-title').dataset.kind = d.kind || 'phone';
   $('call-meta').textContent = [
-    d.kind === 'web' ? 'from the browser' : null, `agent ${d.agent}`, d.trunk ? `trunk ${d.trunk}` : null, d.transport !== 'unknown' ? d.transport.toUpperCase() : null,
+    d.kind === 'web' ? 'from the browser' : null, state.cluster && d.node ? `on ${d.node}` : null, `agent ${d.agent}`, d.trunk ? `trunk ${d.trunk}` : null, d.transport !== 'unknown' ? d.transport.toUpperCase() : null,
     `started ${clock(d.started_at)}`, d.ended_at ? `ended ${clock(d.ended_at)}` : null,
   ].filter(Boolean).join(' · ');
   const st = $('call-state');
@@ -519,7 +550,10 @@ function showLogin(failed) {
 
 async function start() {
   try {
-    const [live, ended] = await Promise.all([api('/api/calls'), api('/api/calls?state=ended')]);
+    const [live, ended, cluster] = await Promise.all([api('/api/calls'), api('/api/calls?state=ended'),
+      api('/api/cluster').catch(() => null)]);
+    state.cluster = cluster && cluster.node_id ? cluster : null;
+    renderCluster(live.nodes);
     state.live = new Map(live.calls.map((c) => [c.id, c]));
     state.recent = ended.calls;
     $('login').hidden = true;
@@ -563,6 +597,7 @@ document.addEventListener('DOMContentLoaded', () => {
     showLogin(false);
   });
   setInterval(tick, 1000);
+  setInterval(refreshCluster, 10000);
   setInterval(() => { if ($('login').hidden) loadBookings(); }, BOOKINGS_REFRESH_MS);
   start();
 });

@@ -1,0 +1,174 @@
+//! Requests to the other relays' internal routes (`/cluster/v1/…` on their admin servers),
+//! signed with the cluster secret: their live calls, one call, a control, their events.
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use bytes::Bytes;
+use chrono::Utc;
+use futures::future::join_all;
+use serde_json::Value;
+use tracing::warn;
+
+use super::auth::{self, HEADER};
+use super::{Cluster, RelayRow};
+
+/// Connecting to another relay's admin server takes at most this long (they are on one
+/// network; a relay that does not connect in a second is as good as gone).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A request to another relay (not an event stream) takes at most this long.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// The internal routes' prefix.
+pub const PREFIX: &str = "/cluster/v1";
+/// The largest answer read from another relay (one call's detail with a long transcript).
+const MAX_ANSWER: usize = 4 * 1024 * 1024;
+
+/// What another relay answered.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its JSON body.
+    pub body: Bytes,
+}
+
+/// Why another relay gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Not reachable, or too slow.
+    #[error("relay {node} did not answer: {reason}")]
+    Unreachable {
+        /// The relay.
+        node: String,
+        /// Why, without the URL's secrets (it has none) or the signature.
+        reason: String,
+    },
+}
+
+/// One relay's live calls, or why they are missing.
+#[derive(Debug)]
+pub struct PeerCalls {
+    /// The relay.
+    pub relay: RelayRow,
+    /// Its `calls` array, or `None` when it did not answer.
+    pub calls: Option<Vec<Value>>,
+}
+
+impl Cluster {
+    /// Sends a signed request to `peer` and reads the whole answer.
+    pub async fn request(
+        &self,
+        peer: &RelayRow,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Answer, PeerError> {
+        let resp = self
+            .start(peer, method, path, body, Some(REQUEST_TIMEOUT))
+            .await?;
+        let status = resp.status();
+        let unreachable = |e: reqwest::Error| PeerError::Unreachable {
+            node: peer.node_id.clone(),
+            reason: e.without_url().to_string(),
+        };
+        if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+            return Err(PeerError::Unreachable {
+                node: peer.node_id.clone(),
+                reason: "answer too large".into(),
+            });
+        }
+        let body = resp.bytes().await.map_err(unreachable)?;
+        Ok(Answer { status, body })
+    }
+
+    /// Sends a signed request to `peer` and returns the response as it starts (an event
+    /// stream is read by the caller); `timeout` bounds the whole exchange when given.
+    pub async fn start(
+        &self,
+        peer: &RelayRow,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, PeerError> {
+        let header = self.signer.sign(
+            &peer.node_id,
+            Utc::now().timestamp(),
+            rand::random::<u128>(),
+            auth::Request {
+                method: method.as_str(),
+                path,
+                body: &body,
+            },
+        );
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", peer.admin_url))
+            .header(HEADER, header);
+        if !body.is_empty() {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        req.send().await.map_err(|e| PeerError::Unreachable {
+            node: peer.node_id.clone(),
+            reason: e.without_url().to_string(),
+        })
+    }
+
+    /// Every other live relay's live calls, asked at once.
+    pub async fn peer_calls(&self) -> Result<Vec<PeerCalls>, sqlx::Error> {
+        let peers = self.peers().await?;
+        let path = format!("{PREFIX}/calls");
+        let asks = peers.into_iter().map(|relay| {
+            let path = path.clone();
+            async move {
+                let calls = match self.request(&relay, Method::GET, &path, Bytes::new()).await {
+                    Ok(a) if a.status == StatusCode::OK => serde_json::from_slice::<Value>(&a.body)
+                        .ok()
+                        .and_then(|v| v.get("calls").and_then(Value::as_array).cloned()),
+                    Ok(a) => {
+                        warn!(node = %relay.node_id, status = %a.status, "a relay refused to list its calls");
+                        None
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "a relay did not list its calls");
+                        None
+                    }
+                };
+                PeerCalls { relay, calls }
+            }
+        });
+        Ok(join_all(asks).await)
+    }
+
+    /// Sends `method path` to every other live relay at once and returns the first answer
+    /// that is not 404 (the call's owner: call ids are unique), with the relay that gave it.
+    /// `None`: no live relay has the call.
+    pub async fn ask_owner(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Option<(RelayRow, Answer)>, sqlx::Error> {
+        let peers = self.peers().await?;
+        let asks = peers.into_iter().map(|relay| {
+            let (method, body) = (method.clone(), body.clone());
+            async move {
+                let answer = self.request(&relay, method, path, body).await;
+                (relay, answer)
+            }
+        });
+        for (relay, answer) in join_all(asks).await {
+            match answer {
+                Ok(a) if a.status != StatusCode::NOT_FOUND => return Ok(Some((relay, a))),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "a relay did not answer about a call"),
+            }
+        }
+        Ok(None)
+    }
+}
