@@ -14,16 +14,17 @@
 #   PORT_BASE=N                 first of the loopback ports used (default 35100)
 #   DATABASE_URL=URL            the relay's booking database (default: a SQLite file in the
 #                               output folder); with postgres://... the run also reports the
-#                               relay's connections and transactions per call (needs psql)
+#                               relay's connections and call records per call (needs psql)
 #   CAPTURE_SECONDS=N           length of the loopback capture of the relay's traffic after the
 #                               CPU window (default 5; 0 skips it; needs root for a raw socket)
 #
 # Prints: relay CPU (% of one core) per call over the window in which all CALLS calls are up,
 # RSS per call ((steady - idle) / CALLS), file descriptors and sockets per call (steady - idle,
 # by kind, from /proc/PID/fd), bytes and packets per second per call on the phone leg and the
-# OpenAI leg, each way (bench/relay_census.py, a capture of the loopback interface), added latency p50/p99 per direction and frame
-# processing time from the relay's histograms (bucket bounds, not exact values), set-up time
-# p50/p99 from the relay's `call answered` log lines, calls completed and failed.
+# OpenAI leg, each way (bench/relay_census.py, a capture of the loopback interface), added
+# latency p50/p99 per direction and frame processing time from the relay's histograms (bucket
+# bounds, not exact values), set-up time p50/p99 from the relay's `call answered` log lines,
+# calls completed and failed.
 # Needs: sipp (Debian sip-tester), curl, python3. Every wait below is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
