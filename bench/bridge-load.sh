@@ -12,11 +12,19 @@
 #                               release binary and copies it to bench/out/ at once, so that other
 #                               builds of target/ cannot swap it during the run
 #   PORT_BASE=N                 first of the loopback ports used (default 35100)
+#   DATABASE_URL=URL            the relay's booking database (default: a SQLite file in the
+#                               output folder); with postgres://... the run also reports the
+#                               relay's connections and call records per call (needs psql)
+#   CAPTURE_SECONDS=N           length of the loopback capture of the relay's traffic after the
+#                               CPU window (default 5; 0 skips it; needs root for a raw socket)
 #
 # Prints: relay CPU (% of one core) per call over the window in which all CALLS calls are up,
-# RSS per call ((steady - idle) / CALLS), added latency p50/p99 per direction and frame
-# processing time from the relay's histograms (bucket bounds, not exact values), set-up time
-# p50/p99 from the relay's `call answered` log lines, calls completed and failed.
+# RSS per call ((steady - idle) / CALLS), file descriptors and sockets per call (steady - idle,
+# by kind, from /proc/PID/fd), bytes and packets per second per call on the phone leg and the
+# OpenAI leg, each way (bench/relay_census.py, a capture of the loopback interface), added
+# latency p50/p99 per direction and frame processing time from the relay's histograms (bucket
+# bounds, not exact values), set-up time p50/p99 from the relay's `call answered` log lines,
+# calls completed and failed.
 # Needs: sipp (Debian sip-tester), curl, python3. Every wait below is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,11 +32,15 @@ CALLS=${1:?usage: bench/bridge-load.sh CALLS [SECONDS] [RATE]}
 SECS=${2:-60}
 RATE=${3:-10}
 TRANSPORT=${TRANSPORT:-webrtc}
+CAPTURE=${CAPTURE_SECONDS:-5}
+[ "$(id -u)" = 0 ] || CAPTURE=0
 BASE=${PORT_BASE:-35100}
 SIP_PORT=$BASE ADMIN_PORT=$((BASE + 1)) SIM_PORT=$((BASE + 2)) SIPP_PORT=$((BASE + 3))
 SIPP_MEDIA=$((BASE + 10))
 OUT=bench/out/bridge-$TRANSPORT-$CALLS
 rm -rf "$OUT"; mkdir -p "$OUT"
+DB_URL=${DATABASE_URL:-sqlite://$OUT/bench.db}
+RTP_LO=20000 RTP_HI=29999
 HZ=$(getconf CLK_TCK)
 unset RUST_LOG
 
@@ -59,13 +71,13 @@ OPENAI_API_KEY=sk-bench \
   VOXRELAY__OPENAI__TRANSPORT="$TRANSPORT" \
   VOXRELAY__SIP__LISTEN="127.0.0.1:$SIP_PORT" \
   VOXRELAY__ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT" \
-  VOXRELAY__SIP__RTP_PORTS="[20000, 29999]" \
+  VOXRELAY__SIP__RTP_PORTS="[$RTP_LO, $RTP_HI]" \
   VOXRELAY__SIP__MAX_CALLS=1000 \
   VOXRELAY__SIP__LIMITS__INVITES_PER_SECOND=0 \
   VOXRELAY__SIP__LIMITS__PACKETS_PER_SECOND=0 \
   VOXRELAY__AGENTS__DEFAULT=receptionist \
   VOXRELAY__AGENTS__DIR="$PWD/config/agents" \
-  VOXRELAY__BOOKING__DATABASE_URL="sqlite://$OUT/bench.db" \
+  VOXRELAY__BOOKING__DATABASE_URL="$DB_URL" \
   "$BIN" --log-format json serve >"$OUT/relay.log" 2>&1 &
 RELAY=$!; PIDS+=("$RELAY")
 METRICS="http://127.0.0.1:$ADMIN_PORT/metrics"
@@ -75,6 +87,22 @@ curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" || { echo "the relay
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 active() { curl -sf "$METRICS" | awk '/^voxrelay_calls_active / {print int($2)}'; }
+census() { python3 bench/relay_census.py fds "$RELAY" "$RTP_LO" "$RTP_HI"; }
+# Call records stored in the relay's PostgreSQL database so far (counted in the table: the
+# server's statistics reach pg_stat_database up to 10 s late from an idle pooled connection).
+pg_rows() {
+  case "$DB_URL" in
+    postgres*) psql "$DB_URL" -Atc "select count(*) from calls" ;;
+    *) echo 0 ;;
+  esac
+}
+# Connections to that database other than this query's.
+pg_conns() {
+  case "$DB_URL" in
+    postgres*) psql "$DB_URL" -Atc "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()" ;;
+    *) echo 0 ;;
+  esac
+}
 busy_jiffies() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
 
 # Idle: 5 s with no call.
@@ -83,6 +111,9 @@ IDLE_RSS=$(rss_kib "$RELAY")
 I0=$(ticks "$RELAY"); IT0=$(date +%s.%N)
 sleep 5
 I1=$(ticks "$RELAY"); IT1=$(date +%s.%N)
+census >"$OUT/fds-idle.json"
+PG_CONNS_IDLE=$(pg_conns)
+PG_X0=$(pg_rows)
 
 PLAYS=$(( (SECS * 100 + 704) / 705 ))
 CALL_S=$(( (PLAYS * 706 + 99) / 100 ))
@@ -106,9 +137,13 @@ if [ -z "$ALL_UP" ]; then
   echo "only $(active || echo '?') of $CALLS calls were up at once; measuring what is up" >&2
 fi
 
-# Steady window: from 3 s after the last call is up to 3 s before the first one ends.
+# Steady window: from 3 s after the last call is up to 3 s before the first one ends, less the
+# capture that follows it (so the capture's own CPU does not count as the relay's).
 sleep 3
+census >"$OUT/fds-steady.json"
+PG_CONNS=$(pg_conns)
 W_END=$((FIRST_END - 3))
+[ "$CAPTURE" -gt 0 ] && W_END=$((W_END - CAPTURE - 1))
 A=$(ticks "$RELAY"); SA=$(ticks "$SIM"); SP0=$(ticks "$SIPP" 2>/dev/null || echo 0)
 read -r MB0 MT0 < <(busy_jiffies); T0=$(date +%s.%N)
 UP0=$(active || echo 0)
@@ -122,19 +157,34 @@ read -r MB1 MT1 < <(busy_jiffies); T1=$(date +%s.%N)
 UP1=$(active || echo 0)
 SIM_RSS=$(rss_kib "$SIM")
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+if [ "$CAPTURE" -gt 0 ]; then
+  DB_PORT=$(python3 -c 'import sys, urllib.parse as u; print(u.urlparse(sys.argv[1]).port or (5432 if sys.argv[1].startswith("postgres") else 0))' "$DB_URL")
+  python3 bench/relay_census.py traffic "$RELAY" "$CAPTURE" "$RTP_LO" "$RTP_HI" "$SIP_PORT" "$ADMIN_PORT" \
+    "$DB_PORT" >"$OUT/traffic.json"
+  UP2=$(active || echo 0)
+  echo "{\"up_before\": $UP1, \"up_after\": $UP2}" >"$OUT/traffic-calls.json"
+fi
 
 # Let every call end (bounded by SIPp's own -timeout), then read the metrics.
 wait "$SIPP" || true
 for _ in $(seq 1 60); do [ "$(active || echo 0)" = 0 ] && break; sleep 0.5; done
 curl -sf "$METRICS" >"$OUT/metrics.txt"
 HWM=$(awk '/^VmHWM/ {print $2}' "/proc/$RELAY/status")
+# A call's record is written just after it leaves voxrelay_calls_active: wait (bounded) for
+# all of them.
+PG_X1=$(pg_rows)
+for _ in $(seq 1 50); do
+  [ $((PG_X1 - PG_X0)) -ge "$CALLS" ] && break
+  sleep 0.1; PG_X1=$(pg_rows)
+done
 
 python3 - "$OUT" "$CALLS" "$TRANSPORT" "$HZ" "$IDLE_RSS" "$I0" "$I1" "$IT0" "$IT1" "$A" "$B" "$T0" "$T1" \
   "$SA" "$SB" "$SP0" "$SP1" "$MB0" "$MT0" "$MB1" "$MT1" "$UP0" "$UP1" "$SIM_RSS" "$HWM" "$LOAD" \
-  "$CALL_S" "$RATE" "${RSS_SAMPLES[*]:-0}" <<'PY'
-import csv, json, re, statistics, sys
+  "$CALL_S" "$RATE" "${RSS_SAMPLES[*]:-0}" "$DB_URL" "$PG_CONNS_IDLE" "$PG_CONNS" "$PG_X0" "$PG_X1" <<'PY'
+import csv, json, os, re, statistics, sys
 (out, calls, transport, hz, idle_rss, i0, i1, it0, it1, a, b, t0, t1, sa, sb, sp0, sp1,
- mb0, mt0, mb1, mt1, up0, up1, sim_rss, hwm, load, call_s, rate, rss_samples) = sys.argv[1:]
+ mb0, mt0, mb1, mt1, up0, up1, sim_rss, hwm, load, call_s, rate, rss_samples,
+ db_url, pg_conns_idle, pg_conns, pg_x0, pg_x1) = sys.argv[1:]
 calls, hz = int(calls), int(hz)
 f = float
 win = f(t1) - f(t0)
@@ -225,4 +275,64 @@ if setup:
     print(f"set-up (log, setup_ms): n={len(setup)} p50 {pct(setup, .5)} ms, p99 {pct(setup, .99)} ms, max {setup[-1]} ms")
 else:
     print("set-up (log): no `call answered` lines")
+
+# File descriptors and sockets: steady minus idle, per call up.
+def load_json(name):
+    try:
+        return json.load(open(f"{out}/{name}"))
+    except (OSError, ValueError):
+        return None
+fi, fs = load_json("fds-idle.json"), load_json("fds-steady.json")
+if fi and fs:
+    def flat(d):
+        f = {k: v for k, v in d.items() if isinstance(v, int)}
+        f["tcp_connected"] = sum(d["tcp_connected"].values())
+        for k, v in d["other"].items():
+            f[k] = v
+        return f
+    a_, b_ = flat(fi), flat(fs)
+    keys = ["total", "udp_rtp_range", "udp_other", "tcp_connected", "tcp_listen"] + sorted(
+        k for k in set(a_) | set(b_)
+        if k not in ("total", "udp_rtp_range", "udp_other", "tcp_connected", "tcp_listen"))
+    print(f"fds idle {fi['total']}, with {n_up} calls {fs['total']} (limit {fs.get('limit_soft')}): "
+          + ", ".join(f"{k} {a_.get(k, 0)}->{b_.get(k, 0)}" for k in keys))
+    print(f"fds per call: {(fs['total'] - fi['total']) / per:.2f} "
+          f"(UDP in the RTP range {(b_['udp_rtp_range'] - a_['udp_rtp_range']) / per:.2f}, "
+          f"other UDP {(b_['udp_other'] - a_['udp_other']) / per:.2f}, "
+          f"TCP connected {(b_['tcp_connected'] - a_['tcp_connected']) / per:.2f}); "
+          f"TCP peers by port with calls up: {fs['tcp_connected']}")
+tr, tc = load_json("traffic.json"), load_json("traffic-calls.json")
+if tr and tc:
+    n_cap = max(1, min(tc["up_before"], tc["up_after"]))
+    secs = tr["seconds"]
+    print(f"traffic: {secs:.1f} s capture of the loopback interface with {n_cap} calls up, "
+          f"{tr['drops']} packets dropped by the kernel (IP bytes: IP and UDP/TCP headers included)")
+    for leg in ("phone", "openai", "sip", "admin", "db"):
+        parts = []
+        for d in ("in", "out"):
+            c = tr["legs"].get(f"{leg}_{d}")
+            if not c:
+                continue
+            bps = c["bytes"] / secs / n_cap
+            pps = c["packets"] / secs / n_cap
+            parts.append(f"{d} {bps:,.0f} B/s = {bps * 8 / 1000:.1f} kbit/s, {pps:.1f} packets/s"
+                         f" ({c['bytes'] / max(1, c['packets']):.0f} B each)")
+        if parts:
+            print(f"  per call, {leg} leg: " + "; ".join(parts))
+        for d in ("in", "out"):
+            # (what flows less than once every 10 s per call, e.g. the pooled HTTP connection
+            # that mints the WebRTC legs' keys, is left out)
+            kinds = sorted(k for k in tr["legs"] if k.startswith(f"{leg}_{d}/")
+                           and tr["legs"][k]["packets"] / secs / n_cap >= 0.1)
+            if kinds:
+                print(f"    {leg} {d} by content: " + ", ".join(
+                    f"{k.split('/')[1]} {tr['legs'][k]['bytes'] / secs / n_cap * 8 / 1000:.1f} kbit/s "
+                    f"{tr['legs'][k]['packets'] / secs / n_cap:.1f}/s "
+                    f"({tr['legs'][k]['bytes'] / max(1, tr['legs'][k]['packets']):.0f} B)"
+                    for k in kinds))
+if db_url.startswith("postgres"):
+    rows = int(pg_x1) - int(pg_x0)
+    done = outcomes and sum(outcomes.values()) or 1
+    print(f"PostgreSQL: {pg_conns_idle} connections idle, {pg_conns} with {n_up} calls up; "
+          f"{rows} call records stored for {done} calls = {rows / done:.2f} per call")
 PY
