@@ -3,7 +3,8 @@
 # docker-compose.cluster.yml), writing the relays' and the trunks' lists from the environment,
 # as deploy/local-cluster.sh writes them from its own layout:
 #
-#   KAMAILIO_LISTEN        the SIP socket the trunks reach, e.g. udp:203.0.113.5:5060
+#   KAMAILIO_LISTEN        the SIP socket the trunks reach, e.g. udp:203.0.113.5:5060 (Kamailio
+#                          also listens on TCP at the same address and port)
 #   KAMAILIO_RELAYS        the relays, space-separated SIP URIs: "sip:203.0.113.5:5070 sip:..."
 #   KAMAILIO_TRUNKS        the trunks' source addresses or CIDRs, space- or comma-separated
 #   KAMAILIO_PIKE_DENSITY  requests per 2 s from one trunk address before it is blocked (400)
@@ -30,6 +31,8 @@ case "$listen" in
 esac
 printf '%s' "$listen" | grep -Eq '^(udp|tcp):[][0-9A-Za-z.:-]+$' \
     || die "KAMAILIO_LISTEN holds characters an address does not: '$listen'"
+# SIP over TCP on the same address and port as the UDP socket
+listen_tcp="tcp:${listen#*:}"
 printf '%s' "$pike" | grep -Eq '^[1-9][0-9]{0,6}$' || die "KAMAILIO_PIKE_DENSITY must be a number"
 
 mkdir -p "$run"
@@ -70,6 +73,7 @@ fi
 # shellcheck disable=SC2086 # $params is a list of options
 exec "$kam" -f "$cfg" $params \
     -A "LISTEN=$listen" \
+    -A "LISTEN_TCP=$listen_tcp" \
     -A "DISPATCHER_LIST=\"$run/dispatcher.list\"" \
     -A "TRUNKS_LIST=\"$run/trunks.list\"" \
     -A "CTL_SOCKET=\"unix:$run/kamailio_ctl\"" \
