@@ -481,3 +481,99 @@ async fn a_killed_relay_leaves_the_view_and_a_stopped_one_leaves_the_table() {
         "{v}"
     );
 }
+
+/// A call recorded on relay B, listened back to through relay A: the ended call's record (in
+/// the shared database) names relay B, and A fetches the file from B, byte ranges included,
+/// since the file is on B's disk. With B gone, A says where the recording is rather than
+/// pretending there is none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_made_on_relay_b_plays_through_relay_a() {
+    let (_pg, url) = database().await;
+    let a = relay(&url, "relay-a");
+    let agent = support::agent::agent_env("booking");
+    let mut env: Vec<(&str, &str)> = agent
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.extend([
+        ("VOXRELAY__BOOKING__DATABASE_URL", url.as_str()),
+        ("VOXRELAY__CLUSTER__NODE_ID", "relay-b"),
+        ("VOXRELAY__CLUSTER__SECRET", SECRET),
+        ("VOXRELAY__CLUSTER__HEARTBEAT_SECONDS", "1"),
+        ("VOXRELAY__ADMIN__TOKEN", TOKEN),
+        ("VOXRELAY__RECORDING__ENABLED", "true"),
+    ]);
+    let b = Relay::start(&env);
+
+    // a short call on B: the greeting plays, the caller hangs up
+    let sip = b.sip;
+    tokio::task::spawn_blocking(move || {
+        let mut uac = support::uac::Uac::new(sip);
+        assert_eq!(uac.invite().status(), 200);
+        uac.ack();
+        for i in 0..100u16 {
+            uac.send_rtp(0, 1000 + i, 5000 + u32::from(i) * 160, 0x5eed, &[0xff; 160]);
+            // each frame sent is paced by one heard (the relay sends 20 ms frames)
+            let _ = uac.recv_rtp(Duration::from_millis(100));
+        }
+        assert_eq!(uac.bye().status(), 200);
+    })
+    .await
+    .unwrap();
+    let answered = b.wait_for(|v| msg(v) == "call answered", WAIT);
+    let id = answered["span"]["id"].as_str().unwrap().to_string();
+    b.wait_for(|v| msg(v) == "call ended", WAIT);
+
+    // A lists the ended call as B's, and its detail names the recording
+    let (s, ended) = api(&a, Method::GET, "/api/calls?state=ended", None).await;
+    assert_eq!(s, 200);
+    let call = ended["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{ended}"))
+        .clone();
+    assert_eq!(call["node"], "relay-b", "{call}");
+    let (s, detail) = api(&a, Method::GET, &format!("/api/calls/{id}"), None).await;
+    assert_eq!(s, 200);
+    let bytes = detail["recording"]["bytes"].as_u64().unwrap();
+    assert!(bytes > 44, "{detail}");
+
+    let get = |relay: &Relay, range: Option<&str>| {
+        let mut req = client()
+            .get(format!("http://{}/api/calls/{id}/recording", relay.admin))
+            .bearer_auth(TOKEN);
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        req.send()
+    };
+    let from_b = get(&b, None).await.unwrap().bytes().await.unwrap();
+    let resp = get(&a, None).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "audio/wav");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let from_a = resp.bytes().await.unwrap();
+    assert_eq!(from_a.len() as u64, bytes);
+    assert!(from_a == from_b, "the same file through A as from B");
+    assert_eq!(&from_a[..4], b"RIFF");
+
+    let resp = get(&a, Some("bytes=40-99")).await.unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(
+        resp.headers()["content-range"],
+        format!("bytes 40-99/{bytes}").as_str()
+    );
+    assert_eq!(resp.bytes().await.unwrap(), from_b.slice(40..100));
+
+    b.kill();
+    let resp = get(&a, None).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "recording_unreachable", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("relay-b"),
+        "{v}"
+    );
+}
