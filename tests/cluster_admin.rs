@@ -567,6 +567,24 @@ async fn a_recording_made_on_relay_b_plays_through_relay_a() {
     );
     assert_eq!(resp.bytes().await.unwrap(), from_b.slice(40..100));
 
+    // retention: on the shared table each relay finds only the recordings it made
+    let later = chrono::Utc::now() + chrono::Duration::days(1);
+    let store = voxrelay::booking::Store::open(&url, 1).await.unwrap();
+    let of_b = store
+        .clone()
+        .for_node(Some("relay-b"))
+        .recordings_before(later)
+        .await
+        .unwrap();
+    assert_eq!(of_b.len(), 1, "{of_b:?}");
+    assert_eq!(of_b[0].0, id);
+    let of_a = store
+        .for_node(Some("relay-a"))
+        .recordings_before(later)
+        .await
+        .unwrap();
+    assert!(of_a.is_empty(), "{of_a:?}");
+
     b.kill();
     let resp = get(&a, None).await.unwrap();
     assert_eq!(resp.status(), 503);

@@ -579,15 +579,20 @@ impl Store {
         Ok(n)
     }
 
-    /// The calls that started before `before` whose recording is still there: (id, path).
+    /// The calls this relay ran (its [`Store::for_node`]; in a cluster the database holds
+    /// every relay's, and each recording is on its own relay's disk) that started before
+    /// `before` and whose recording is still there: (id, path).
     pub async fn recordings_before(
         &self,
         before: DateTime<Utc>,
     ) -> Result<Vec<(String, String)>, StoreError> {
         let sql = "SELECT id, recording_path FROM calls WHERE started_at < $1 \
-                   AND recording_path IS NOT NULL AND recording_deleted_at IS NULL";
+                   AND recording_path IS NOT NULL AND recording_deleted_at IS NULL \
+                   AND (node_id = $2 OR (node_id IS NULL AND $3))";
         let rows: Vec<(String, String)> = on_pool!(self, p => sqlx::query_as(sql)
             .bind(before)
+            .bind(self.node.as_deref())
+            .bind(self.node.is_none())
             .fetch_all(p)
             .await)?;
         Ok(rows)

@@ -150,6 +150,42 @@ mod tests {
         }
     }
 
+    /// In a cluster the database holds every relay's records, but each relay sweeps only the
+    /// recordings it made: another relay's file is not on its disk, and marking that record
+    /// deleted would hide a file that is still there.
+    #[tokio::test]
+    async fn a_relay_sweeps_only_the_recordings_it_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+        let a = Store::open(&url, 1)
+            .await
+            .unwrap()
+            .for_node(Some("relay-a"));
+        let b = Store::open(&url, 1)
+            .await
+            .unwrap()
+            .for_node(Some("relay-b"));
+        let now: DateTime<Utc> = "2026-12-04T12:00:00Z".parse().unwrap();
+        let on_b = dir.path().join("b.wav");
+        std::fs::write(&on_b, crate::media::recording::header(0)).unwrap();
+        b.insert_call(&record("b-call", now - chrono::Duration::days(31), &on_b))
+            .await
+            .unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let s = sweep(Some(&a), empty.path(), 30, now).await.unwrap();
+        assert_eq!(
+            s,
+            Swept::default(),
+            "relay A leaves relay B's recording alone"
+        );
+        let r = a.get_call("b-call").await.unwrap().unwrap();
+        assert_eq!(r.node.as_deref(), Some("relay-b"));
+        assert_eq!(r.recording.unwrap().deleted_at, None);
+        let s = sweep(Some(&b), empty.path(), 30, now).await.unwrap();
+        assert_eq!(s.records, 1, "relay B sweeps its own");
+        assert!(!on_b.exists());
+    }
+
     #[tokio::test]
     async fn old_recordings_go_and_their_records_say_so() {
         let dir = tempfile::tempdir().unwrap();
