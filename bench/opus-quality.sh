@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=bench/out/opus-quality
+OUT=${OUT:-bench/out/opus-quality}
 VENV=${VENV:-bench/out/venv-pesq}
 COMPLEXITIES=${COMPLEXITIES:-0,1,2,3,4,5,6,7,8,9,10}
 BITRATES=${BITRATES:-12000,16000,20000,24000,32000}

@@ -52,19 +52,30 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--jobs", type=int, default=os.cpu_count())
     ap.add_argument("--keep", action="store_true", help="keep the degraded WAVs")
+    ap.add_argument("--from-scores", action="store_true",
+                    help="summarise an earlier run's scores.jsonl again (no scoring)")
     a = ap.parse_args()
 
     runs = [json.loads(l) for l in open(os.path.join(a.out, "runs.jsonl")) if l.strip()]
     corpus = os.path.join(a.out, "corpus")
-    jobs = []
-    for i, r in enumerate(runs):
-        for f in sorted(os.listdir(r["out"])):
-            jobs.append((i, f[:-4], os.path.join(corpus, f), os.path.join(r["out"], f)))
     per_run = {}
-    with Pool(a.jobs) as pool, open(os.path.join(a.out, "scores.jsonl"), "w") as sf:
-        for i, clip, mos in pool.imap_unordered(score, jobs, chunksize=8):
-            per_run.setdefault(i, []).append(mos)
-            sf.write(json.dumps({"run": i, "clip": clip, "mos": mos}) + "\n")
+    per_clip = {}
+    scores_path = os.path.join(a.out, "scores.jsonl")
+    if a.from_scores:
+        for l in open(scores_path):
+            s = json.loads(l)
+            per_run.setdefault(s["run"], []).append(s["mos"])
+            per_clip[(s["run"], s["clip"])] = s["mos"]
+    else:
+        jobs = []
+        for i, r in enumerate(runs):
+            for f in sorted(os.listdir(r["out"])):
+                jobs.append((i, f[:-4], os.path.join(corpus, f), os.path.join(r["out"], f)))
+        with Pool(a.jobs) as pool, open(scores_path, "w") as sf:
+            for i, clip, mos in pool.imap_unordered(score, jobs, chunksize=8):
+                per_run.setdefault(i, []).append(mos)
+                per_clip[(i, clip)] = mos
+                sf.write(json.dumps({"run": i, "clip": clip, "mos": mos}) + "\n")
     for i, r in enumerate(runs):
         r["mos"], r["mos_se"] = mean_se(per_run[i])
         r["clips"] = len(per_run[i])
@@ -135,6 +146,31 @@ def main():
         md.append(f"\n{label}: {name(k)}: {scores}; encode {enc[k]:.0f} µs/frame, "
                   f"{by[(k, losses[0])]['bytes_per_frame']:.1f} bytes/frame, "
                   f"FEC in {by[(k, losses[0])]['fec_packets_pct']:.0f} % of packets")
+    # the same clips and loss patterns under every setting: compare settings clip by clip
+    idx = {id(r): i for i, r in enumerate(runs)}
+    if DEFAULT in enc:
+        md.append("\nAgainst the current default, clip by clip (mean difference ± its standard error):\n")
+        md.append("| setting | " + " | ".join(f"{l} % loss" for l in losses) + " | encode µs |")
+        md.append("|---" * (len(losses) + 2) + "|")
+        # also: the cheapest setting no worse than the default at any loss rate, and the
+        # default's complexity at the highest bitrate
+        no_worse = [k for k in settings
+                    if all(by[(k, l)]["mos"] >= by[(DEFAULT, l)]["mos"] for l in losses)]
+        cheap_no_worse = min(no_worse, key=cost) if no_worse else None
+        same_cx = (DEFAULT[0], max(br), DEFAULT[2])
+        shown = []
+        for k in [knees[l] for l in losses] + [joint, fec_joint, cheap_no_worse, same_cx]:
+            if k is not None and k in enc and k not in shown and k != DEFAULT:
+                shown.append(k)
+        for k in shown:
+            cells = []
+            for l in losses:
+                a_run, d_run = idx[id(by[(k, l)])], idx[id(by[(DEFAULT, l)])]
+                diffs = [per_clip[(a_run, c)] - per_clip[(d_run, c)]
+                         for (r_, c) in per_clip if r_ == a_run]
+                m, se = mean_se(diffs)
+                cells.append(f"{m:+.3f} ± {se:.3f}")
+            md.append(f"| {name(k)} | " + " | ".join(cells) + f" | {enc[k]:.0f} (default {enc[DEFAULT]:.0f}) |")
     if agent:
         md.append(f"\nAgent → caller (agent's 48 kHz Opus, {agent[0]['bitrate'] // 1000} kbit/s, FEC on → relay decode at 8 kHz → µ-law)\n")
         md.append("| sender | loss | MOS-LQO | relay decode µs/frame | bytes/frame | lost | FEC-recovered |")
