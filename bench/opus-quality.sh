@@ -37,7 +37,8 @@ mkdir -p "$OUT/corpus" "$OUT/raw"
 
 # The corpus: what a booking call says (dates, times, names, numbers), several voices
 # (male, female, British, American, two other languages) at two speaking rates (words per
-# minute). Levels: peak at -6 dBFS before band-limiting; the 8 kHz reference is cut to the
+# minute). sox runs with -R so its dither is the same every run (the corpus is reproducible).
+# Levels: peak at -6 dBFS before band-limiting; the 8 kHz reference is cut to the
 # telephone band (300-3400 Hz) as a phone line does; the 48 kHz copy (the agent's side) is not.
 EN=(
   "Your table for four is booked for Friday the twenty third of May at seven thirty in the evening."
@@ -50,9 +51,9 @@ FR="Votre rendez-vous est confirmé pour jeudi vingt-sept juin à neuf heures qu
 clip() { # name voice rate text
   local raw="$OUT/raw/$1.wav"
   espeak-ng -v "$2" -s "$3" -w "$raw" "$4"
-  sox "$raw" "$OUT/raw/$1.norm.wav" norm -6
-  sox "$OUT/raw/$1.norm.wav" -b 16 "$OUT/corpus/$1.wav" sinc 300-3400 rate -v 8000
-  sox "$OUT/raw/$1.norm.wav" -b 16 "$OUT/corpus/$1.48k.wav" rate -v 48000
+  sox -R "$raw" "$OUT/raw/$1.norm.wav" norm -6
+  sox -R "$OUT/raw/$1.norm.wav" -b 16 "$OUT/corpus/$1.wav" sinc 300-3400 rate -v 8000
+  sox -R "$OUT/raw/$1.norm.wav" -b 16 "$OUT/corpus/$1.48k.wav" rate -v 48000
 }
 for rate in 130 175; do
   for voice in en-us en-gb en-us+f3; do
