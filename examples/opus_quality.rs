@@ -43,7 +43,11 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7,8,9,10")]
     complexities: Vec<i32>,
     /// Bitrates in bit/s.
-    #[arg(long, value_delimiter = ',', default_value = "12000,16000,20000,24000,32000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "12000,16000,20000,24000,32000"
+    )]
     bitrates: Vec<i32>,
     /// FEC settings (true/false).
     #[arg(long, value_delimiter = ',', default_value = "false,true")]
@@ -92,7 +96,11 @@ fn main() -> anyhow::Result<()> {
         let dir = args.out.join("g711");
         std::fs::create_dir_all(&dir)?;
         for (clip, frames) in clips.iter().zip(&caller) {
-            write_wav(&dir.join(format!("{}.wav", clip.name)), 8_000, frames.as_flattened())?;
+            write_wav(
+                &dir.join(format!("{}.wav", clip.name)),
+                8_000,
+                frames.as_flattened(),
+            )?;
         }
         println!(
             "{}",
@@ -192,11 +200,7 @@ fn agent_to_caller(
 ) -> anyhow::Result<()> {
     const F48: usize = FRAME_SAMPLES * 6;
     const AGENT_BITRATE: i32 = 32_000;
-    let name = if narrow {
-        "agent_nb"
-    } else {
-        "agent_fb"
-    };
+    let name = if narrow { "agent_nb" } else { "agent_fb" };
     let mut enc_ns = 0u128;
     let mut frames = 0usize;
     let mut bytes = 0usize;
@@ -285,7 +289,9 @@ fn receive(
         if lost.get(i).copied().unwrap_or(false) {
             stats.lost += 1;
             match pkts.get(i + 1) {
-                Some(next) if !lost.get(i + 1).copied().unwrap_or(false) && packet_has_fec(next) => {
+                Some(next)
+                    if !lost.get(i + 1).copied().unwrap_or(false) && packet_has_fec(next) =>
+                {
                     dec.decode_fec(next, &mut out)?;
                     stats.recovered += 1;
                 }
