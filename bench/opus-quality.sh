@@ -29,7 +29,7 @@ done
 
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import pesq, numpy' 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q numpy pesq
+  "$VENV/bin/pip" install -q numpy pesq==0.0.4
 fi
 
 rm -rf "$OUT"
