@@ -152,14 +152,17 @@ def main():
         md.append("\nAgainst the current default, clip by clip (mean difference ± its standard error):\n")
         md.append("| setting | " + " | ".join(f"{l} % loss" for l in losses) + " | encode µs |")
         md.append("|---" * (len(losses) + 2) + "|")
-        # also: the cheapest setting no worse than the default at any loss rate, and the
-        # default's complexity at the highest bitrate
+        # also: the cheapest setting no worse than the default at any loss rate, the cheapest
+        # better by MARGIN at every rate, and the default's complexity at the highest bitrate
         no_worse = [k for k in settings
                     if all(by[(k, l)]["mos"] >= by[(DEFAULT, l)]["mos"] for l in losses)]
         cheap_no_worse = min(no_worse, key=cost) if no_worse else None
+        better = [k for k in settings
+                  if all(by[(k, l)]["mos"] >= by[(DEFAULT, l)]["mos"] + MARGIN for l in losses)]
+        cheap_better = min(better, key=cost) if better else None
         same_cx = (DEFAULT[0], max(br), DEFAULT[2])
         shown = []
-        for k in [knees[l] for l in losses] + [joint, fec_joint, cheap_no_worse, same_cx]:
+        for k in [knees[l] for l in losses] + [joint, fec_joint, cheap_no_worse, cheap_better, same_cx]:
             if k is not None and k in enc and k not in shown and k != DEFAULT:
                 shown.append(k)
         for k in shown:
