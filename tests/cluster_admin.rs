@@ -150,7 +150,8 @@ async fn the_dashboard_of_relay_a_shows_a_call_on_relay_b_and_hangs_it_up() {
         "{detail}"
     );
 
-    // mute reaches B's call; B's refusal of `say` (the echo line has no model) comes back as B gave it
+    // mute reaches B's call; B's refusals of `say` and `interrupt` (the echo line has no
+    // model) come back as B gave them
     let (s, v) = api(
         &a,
         Method::POST,
@@ -161,15 +162,13 @@ async fn the_dashboard_of_relay_a_shows_a_call_on_relay_b_and_hangs_it_up() {
     assert_eq!(s, 202, "{v}");
     assert_eq!(v["node"], "relay-b");
     until(&b, &format!("/api/calls/{id}"), |v| v["muted"] == true).await;
-    let (s, v) = api(
-        &a,
-        Method::POST,
-        &format!("/api/calls/{id}/say"),
-        Some(json!({"text": "hello"})),
-    )
-    .await;
-    assert_eq!(s, 409, "{v}");
-    assert_eq!(v["error"]["code"], "not_supported");
+    for (action, body) in [("say", json!({"text": "hello"})), ("interrupt", json!({}))] {
+        let path = format!("/api/calls/{id}/{action}");
+        let (s, v) = api(&a, Method::POST, &path, Some(body)).await;
+        assert_eq!(s, 409, "{action}: {v}");
+        assert_eq!(v["error"]["code"], "not_supported", "{action}");
+        assert_eq!(v["node"], "relay-b", "{action}");
+    }
     // an unknown call is still 404, after asking the cluster
     let (s, v) = api(
         &a,

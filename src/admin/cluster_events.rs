@@ -108,7 +108,7 @@ async fn follow(cluster: Arc<Cluster>, tx: mpsc::Sender<Event>) {
 /// Copies one relay's event stream at `path` into `tx` until either ends.
 async fn pump(cluster: &Cluster, relay: &RelayRow, path: &str, tx: &mpsc::Sender<Event>) {
     let Ok(resp) = cluster
-        .start(relay, Method::GET, path, Bytes::new(), None)
+        .start(relay, Method::GET, path, Bytes::new(), None, None)
         .await
     else {
         return;

@@ -249,7 +249,7 @@ async fn from_relay(
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let path = format!("{}/calls/{id}/recording", crate::cluster::peers::PREFIX);
     let resp = cluster
-        .start_with(&relay, method, &path, Default::default(), None, range)
+        .start(&relay, method, &path, Default::default(), None, range)
         .await
         .map_err(|e| {
             warn!(error = %e, "fetching a recording from another relay failed");

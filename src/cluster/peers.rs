@@ -64,7 +64,7 @@ impl Cluster {
         body: Bytes,
     ) -> Result<Answer, PeerError> {
         let resp = self
-            .start(peer, method, path, body, Some(REQUEST_TIMEOUT))
+            .start(peer, method, path, body, Some(REQUEST_TIMEOUT), None)
             .await?;
         let status = resp.status();
         let unreachable = |e: reqwest::Error| PeerError::Unreachable {
@@ -82,22 +82,10 @@ impl Cluster {
     }
 
     /// Sends a signed request to `peer` and returns the response as it starts (an event
-    /// stream is read by the caller); `timeout` bounds the whole exchange when given.
+    /// stream is read by the caller); `timeout` bounds the whole exchange when given; `range`
+    /// is passed on as the `Range` header (a recording's byte range; not signed: it selects
+    /// bytes of the one resource the signed path names).
     pub async fn start(
-        &self,
-        peer: &RelayRow,
-        method: Method,
-        path: &str,
-        body: Bytes,
-        timeout: Option<Duration>,
-    ) -> Result<reqwest::Response, PeerError> {
-        self.start_with(peer, method, path, body, timeout, None)
-            .await
-    }
-
-    /// As [`Cluster::start`], passing a `Range` header on (a recording's byte range; not
-    /// signed: it selects bytes of the one resource the signed path names).
-    pub async fn start_with(
         &self,
         peer: &RelayRow,
         method: Method,
