@@ -100,8 +100,14 @@ fn stages(c: &mut Criterion) {
         });
     }
 
-    // bare libopus at 8 kHz, complexity 5 (the figure to beat)
-    let mut enc = OpusEncoder::new(&OpusConfig::default()).unwrap();
+    // bare libopus at 8 kHz, complexity 5 and 24 kbit/s with FEC (the figure to beat,
+    // and the call's setting before the quality bench chose complexity 1 at 32 kbit/s)
+    let c5 = OpusConfig {
+        complexity: 5,
+        bitrate_bps: 24_000,
+        ..OpusConfig::default()
+    };
+    let mut enc = OpusEncoder::new(&c5).unwrap();
     let mut pkt = [0u8; MAX_OPUS_PACKET];
     let mut i = 0;
     g.bench_function("opus_encode_8k_c5", |b| {
@@ -114,13 +120,21 @@ fn stages(c: &mut Criterion) {
     let mut plain = OpusEncoder::new(&OpusConfig {
         fec: false,
         expected_loss_pct: 0,
-        ..OpusConfig::default()
+        ..c5
     })
     .unwrap();
     g.bench_function("opus_encode_8k_c5_no_fec", |b| {
         b.iter(|| {
             i = (i + 1) % frames.len();
             black_box(plain.encode(black_box(&frames[i]), &mut pkt).unwrap());
+        })
+    });
+    // the call's setting (OpusConfig::default())
+    let mut call = OpusEncoder::new(&OpusConfig::default()).unwrap();
+    g.bench_function("opus_encode_8k_call", |b| {
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            black_box(call.encode(black_box(&frames[i]), &mut pkt).unwrap());
         })
     });
     let own: Vec<Vec<u8>> = {

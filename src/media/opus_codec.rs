@@ -28,12 +28,15 @@ pub struct OpusError(#[from] opus::Error);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct OpusConfig {
-    /// libopus complexity 0..=10. 5 keeps encoding near 68 µs per frame on the reference
-    /// machine while sounding as good as 10 for narrowband speech.
+    /// libopus complexity 0..=10. 1, chosen by measured quality (`bench/opus-quality.sh`,
+    /// docs/performance.md, "Opus settings by measured quality"): at 32 kbit/s with FEC it
+    /// scores within 0.03 PESQ MOS of the best setting at 0 % and 5 % loss, for a third of
+    /// complexity 5's encoding time. 0 is a trap: it codes no FEC below 32 kbit/s.
     pub complexity: i32,
-    /// Target bitrate. Narrowband SILK sounds transparent for telephone speech near 12
-    /// kbit/s, but libopus (1.6) only adds the FEC copy above about 19 kbit/s at 8 kHz
-    /// (measured: none at 18, FEC on every voiced frame at 19 and up), so 24 leaves margin.
+    /// Target bitrate. libopus adds the FEC copy only above a bitrate that depends on the
+    /// complexity (from 24 kbit/s at complexity 1, 20 at 2 and up, 32 at 0), and the copy
+    /// takes bits from the frame it rides on: 32 kbit/s leaves room for both (+0.07 MOS at
+    /// 0 % loss and +0.10 at 5 % over the former 24 kbit/s at complexity 5).
     pub bitrate_bps: i32,
     /// In-band forward error correction (LBRR): each packet also carries a coarse copy of
     /// the previous frame, so one lost packet is recovered from the next.
@@ -47,8 +50,8 @@ pub struct OpusConfig {
 impl Default for OpusConfig {
     fn default() -> Self {
         Self {
-            complexity: 5,
-            bitrate_bps: 24_000,
+            complexity: 1,
+            bitrate_bps: 32_000,
             fec: true,
             expected_loss_pct: 10,
         }
