@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::warn;
 
+use super::cluster_view::{forwardable, tag};
 use super::error::ApiError;
 use super::AdminState;
 use crate::booking::store::CallRecord;
@@ -81,9 +82,7 @@ async fn ended(state: &AdminState) -> Vec<Value> {
         .into_iter()
         .map(|(c, node)| {
             let mut v = json!(c);
-            if let (Some(node), Value::Object(m)) = (node, &mut v) {
-                m.insert("node".into(), json!(node));
-            }
+            tag(&mut v, node.as_deref());
             v
         })
         .collect()
@@ -118,10 +117,10 @@ pub async fn get(
     }
     if let Some(detail) = state.registry.get(&id) {
         let mut v = json!(detail);
-        super::cluster_view::tag(&mut v, state.node_id());
+        tag(&mut v, state.node_id());
         return Ok(Json(v));
     }
-    if let Some(cluster) = &state.cluster {
+    if let Some(cluster) = state.cluster.as_ref().filter(|_| forwardable(&id)) {
         let path = format!("{PREFIX}/calls/{id}");
         if let Some(answer) =
             super::cluster_view::from_owner(cluster, Method::GET, &path, Bytes::new()).await?
@@ -178,9 +177,7 @@ fn record_detail(r: &CallRecord) -> Value {
         "media": MediaStats::default(),
         "recording": r.recording,
     });
-    if let (Some(node), Value::Object(m)) = (&r.node, &mut v) {
-        m.insert("node".into(), json!(node));
-    }
+    tag(&mut v, r.node.as_deref());
     v
 }
 
@@ -281,7 +278,7 @@ async fn control(
     action: &'static str,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     match (send(state, id, control.clone(), action), &state.cluster) {
-        (Err(e), Some(cluster)) if e.status == StatusCode::NOT_FOUND && id.len() <= ID_MAX_LEN => {
+        (Err(e), Some(cluster)) if e.status == StatusCode::NOT_FOUND && forwardable(id) => {
             let path = format!("{PREFIX}/calls/{id}/{action}");
             let body = Bytes::from(control_body(&control).to_string());
             match super::cluster_view::answer_from_owner(cluster, Method::POST, &path, body).await?

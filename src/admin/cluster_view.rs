@@ -28,7 +28,19 @@ pub fn tag(v: &mut Value, node: Option<&str>) {
     map.insert("node".into(), json!(node));
 }
 
-fn cluster_unavailable(e: sqlx::Error) -> ApiError {
+/// Whether a call id may be sent to the other relays: the shape of the ids relays make
+/// (letters, digits, `-`, `_`; at most 128), so an id that is not one (a `/`, a `?`) never
+/// changes the internal path it is put in.
+pub fn forwardable(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// 503 `cluster_unavailable`: the relays table could not be read.
+pub fn cluster_unavailable(e: sqlx::Error) -> ApiError {
     warn!(error = %e, "reading the relays table failed");
     ApiError::unavailable(
         "cluster_unavailable",
@@ -76,9 +88,7 @@ pub async fn live_calls(state: &AdminState, cluster: &Cluster) -> Value {
             n["reachable"] = json!(p.calls.is_some());
         }
         for mut c in p.calls.unwrap_or_default() {
-            if let Value::Object(m) = &mut c {
-                m.insert("node".into(), json!(p.relay.node_id));
-            }
+            tag(&mut c, Some(&p.relay.node_id));
             calls.push(c);
         }
     }
@@ -153,4 +163,40 @@ pub async fn relays(
         "stale_after_seconds": cluster.stale_after().as_secs(),
         "relays": *rows,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ids_of_the_relays_own_shape_are_sent_to_the_others() {
+        for id in ["3f2a9c0d11e4b7a8", "web-3f2a9c0d11e4b7a8", "call_x"] {
+            assert!(forwardable(id), "{id}");
+        }
+        for id in [
+            "",
+            "a/b",
+            "../x",
+            "x?y=1",
+            "x#y",
+            "x%2F",
+            "é",
+            &"a".repeat(129),
+        ] {
+            assert!(!forwardable(id), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn tag_marks_the_object_its_call_and_its_calls() {
+        let mut v = json!({"type": "snapshot", "calls": [{"id": "a"}], "call": {"id": "b"}});
+        tag(&mut v, Some("relay-b"));
+        assert_eq!(v["node"], "relay-b");
+        assert_eq!(v["calls"][0]["node"], "relay-b");
+        assert_eq!(v["call"]["node"], "relay-b");
+        let mut alone = json!({"id": "c"});
+        tag(&mut alone, None);
+        assert_eq!(alone, json!({"id": "c"}));
+    }
 }

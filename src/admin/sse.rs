@@ -22,7 +22,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::cluster_view::tag;
+use super::cluster_view::{cluster_unavailable, forwardable, tag};
 use super::error::ApiError;
 use super::AdminState;
 use crate::bridge::registry::{CallEvent, CallState, Envelope};
@@ -39,17 +39,12 @@ pub async fn call_events(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     if state.registry.get(&id).is_none() {
-        if let Some(cluster) = &state.cluster {
+        if let Some(cluster) = state.cluster.as_ref().filter(|_| forwardable(&id)) {
             let path = format!("{PREFIX}/calls/{id}");
             if let Some((relay, _)) = cluster
                 .ask_owner(Method::GET, &path, Bytes::new())
                 .await
-                .map_err(|_| {
-                    ApiError::unavailable(
-                        "cluster_unavailable",
-                        "the cluster's relays could not be read from the database",
-                    )
-                })?
+                .map_err(cluster_unavailable)?
             {
                 let events = super::cluster_events::from_peer(
                     cluster.clone(),
