@@ -56,8 +56,6 @@ pub const DISCONNECTED_LIMIT: Duration = Duration::from_secs(5);
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// How long gathering may take (host candidates only: a few milliseconds).
 const GATHER_LIMIT: Duration = Duration::from_secs(2);
-/// How often the connection's driver is woken while the session is being set up.
-const NUDGE_INTERVAL: Duration = Duration::from_millis(5);
 /// Inputs buffered between the connection's tasks and the leg's owner.
 const INPUT_QUEUE: usize = 512;
 
@@ -452,19 +450,9 @@ impl WebRtcLeg {
             .map_err(|e| LegError::BadAnswer(format!("the SDP answer was not accepted: {e}")))?;
         let t2 = Instant::now();
         let mut stage = "ICE, DTLS and the data channel";
-        // webrtc 0.21.1's driver flushes writes only at the top of its loop, then sleeps until
-        // its next timer (~200 ms) even when reading a packet queued an answer (the DCEP
-        // open, SCTP replies): nudging it during set-up sends them at once
-        let low = self.dc.buffered_amount_low_threshold().await.unwrap_or(0);
-        let mut nudge = tokio::time::interval(NUDGE_INTERVAL);
-        nudge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let input = tokio::select! {
                 input = self.rx.recv() => input,
-                _ = nudge.tick() => {
-                    let _ = self.dc.set_buffered_amount_low_threshold(low).await;
-                    continue;
-                }
                 _ = tokio::time::sleep_until(end) => {
                     return Err(LegError::Timeout { stage, after: deadline })
                 }
