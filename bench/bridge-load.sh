@@ -8,6 +8,9 @@
 #   RATE     new calls per second while ramping up (default 10)
 # Environment:
 #   TRANSPORT=webrtc|websocket  the realtime transport (default: webrtc, the relay's default)
+#   SIM_SCENARIO=NAME|FILE      the simulator's scenario (default: echo); e.g.
+#                               bench/echo-slow-mint.toml adds OpenAI-like mint latency
+#   VOXRELAY__…                 any other relay setting, e.g. VOXRELAY__OPENAI__KEY_POOL=0
 #   VOXRELAY_BIN=FILE           use this binary instead of building; the default builds the
 #                               release binary and copies it to bench/out/ at once, so that other
 #                               builds of target/ cannot swap it during the run
@@ -24,7 +27,8 @@
 # OpenAI leg, each way (bench/relay_census.py, a capture of the loopback interface), added
 # latency p50/p99 per direction and frame processing time from the relay's histograms (bucket
 # bounds, not exact values), set-up time p50/p99 from the relay's `call answered` log lines,
-# calls completed and failed.
+# calls completed and failed; over WebRTC, the same calls' libopus work timed alone
+# (examples/opus_floor.rs) and the relay's CPU per call divided by it (FLOOR=0 skips it).
 # Needs: sipp (Debian sip-tester), curl, python3. Every wait below is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +64,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # The simulator: its own process, echo scenario, one accepted server key.
-"$BIN" sim --listen "127.0.0.1:$SIM_PORT" --scenario echo --api-key sk-bench >"$OUT/sim.log" 2>&1 &
+"$BIN" sim --listen "127.0.0.1:$SIM_PORT" --scenario "${SIM_SCENARIO:-echo}" --api-key sk-bench >"$OUT/sim.log" 2>&1 &
 SIM=$!; PIDS+=("$SIM")
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$SIM_PORT") 2>/dev/null && break; sleep 0.1; done
 
@@ -275,6 +279,11 @@ if setup:
     print(f"set-up (log, setup_ms): n={len(setup)} p50 {pct(setup, .5)} ms, p99 {pct(setup, .99)} ms, max {setup[-1]} ms")
 else:
     print("set-up (log): no `call answered` lines")
+# For the libopus floor below: the relay's CPU per call, and the agent's frames per second of
+# a call (what the pacer played toward the callers, over every call's whole length).
+json.dump({"per_call_pct": (cpu - idle_cpu) / per,
+           "agent_fps": count(("voxrelay_added_latency_seconds", "to_caller")) / max(1, calls * int(call_s))},
+          open(f"{out}/summary.json", "w"))
 
 # File descriptors and sockets: steady minus idle, per call up.
 def load_json(name):
@@ -336,3 +345,22 @@ if db_url.startswith("postgres"):
     print(f"PostgreSQL: {pg_conns_idle} connections idle, {pg_conns} with {n_up} calls up; "
           f"{rows} call records stored for {done} calls = {rows / done:.2f} per call")
 PY
+
+# The floor: the same calls' libopus work alone (examples/opus_floor.rs: 50 encodes a second
+# of the callers' speech at the call's settings, and the agent's packets at the rate the pacer
+# played them, narrow band), timed right after, on the same machine; and the ratio.
+if [ "$TRANSPORT" = webrtc ] && [ "${FLOOR:-1}" = 1 ]; then
+  if [ -z "${OPUS_FLOOR_BIN:-}" ]; then
+    cargo build --release --quiet --example opus_floor
+    OPUS_FLOOR_BIN=target/release/examples/opus_floor
+  fi
+  FPS=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["agent_fps"])' "$OUT/summary.json")
+  "$OPUS_FLOOR_BIN" --calls "$CALLS" --seconds 10 --decode-per-second "$FPS" >"$OUT/floor.json"
+  python3 - "$OUT" <<'PY'
+import json, sys
+s = json.load(open(f"{sys.argv[1]}/summary.json"))
+f = json.load(open(f"{sys.argv[1]}/floor.json"))
+print(f"libopus floor: {f['per_call_pct']:.3f} % of one core per call (encode 50/s, decode "
+      f"{s['agent_fps']:.1f}/s, narrow band) -> relay / floor = {s['per_call_pct'] / f['per_call_pct']:.2f}")
+PY
+fi

@@ -129,13 +129,19 @@ async fn realtime(
             "OPENAI_API_KEY is not set; it is needed for openai.base_url = {base:?} (leave base_url at its default to use the built-in simulator)"
         ),
     };
+    let book = AgentBook::new(&agents, &cfg.openai.model)?;
+    // keys minted ahead for the agents a call reaches first (handoffs mint their own)
+    let pooled = needed
+        .iter()
+        .filter_map(|n| book.get(n).map(|a| (n.clone(), a.spec.session(None))))
+        .collect();
     let connector = Connector::new(
         &base_url,
         Secret::new(key.clone()),
         cfg.openai.transport,
         crate::openai::LegSettings::from(&cfg.openai),
-    )?;
-    let book = AgentBook::new(&agents, &cfg.openai.model)?;
+    )?
+    .with_key_pool(cfg.openai.key_pool, pooled, Some(metrics.clone()));
     let moderation = cfg.openai.moderation.then(|| {
         Arc::new(Moderation::new(
             reqwest::Client::new(),

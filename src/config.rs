@@ -206,6 +206,9 @@ pub struct OpenAiConfig {
     pub connect_deadline_ms: u64,
     /// Lifetime of each call's ephemeral key, 10..=7200 seconds.
     pub key_ttl_seconds: u32,
+    /// Ephemeral keys minted ahead of calls and kept ready, per agent (WebRTC only), 0..=16;
+    /// 0 mints each call's key during its set-up.
+    pub key_pool: usize,
     /// The local UDP address WebRTC gathers candidates from (unset: loopback for a loopback
     /// `base_url`, else all interfaces).
     pub webrtc_bind: Option<String>,
@@ -224,6 +227,10 @@ impl Default for OpenAiConfig {
             connect_deadline_ms: 10_000,
             // a running session outlives its key
             key_ttl_seconds: 600,
+            // a call takes one and its replacement is minted at once, so the pool covers calls
+            // arriving faster than a mint: about (calls per second × mint time) + 1. Four hold
+            // 10 calls/s with 250 ms mints (docs/performance.md, "Set-up")
+            key_pool: 4,
             webrtc_bind: None,
             moderation: false,
         }
@@ -508,6 +515,13 @@ impl Config {
                 key: "openai.key_ttl_seconds",
                 value: self.openai.key_ttl_seconds.to_string(),
                 reason: "must be 10..=7200",
+            });
+        }
+        if self.openai.key_pool > crate::openai::key_pool::MAX_TARGET {
+            return Err(ConfigError::Invalid {
+                key: "openai.key_pool",
+                value: self.openai.key_pool.to_string(),
+                reason: "must be 0..=16",
             });
         }
         if self.bridge.guardrail_every_chars == 0 {

@@ -45,6 +45,13 @@ pub struct ToolLabels {
     pub outcome: &'static str,
 }
 
+/// Label: where a call's ephemeral key came from.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeySourceLabel {
+    /// `pool` (minted ahead) or `minted` (during the call's set-up).
+    pub source: &'static str,
+}
+
 /// Trunk label set.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrunkLabel {
@@ -141,6 +148,10 @@ pub struct Metrics {
     /// Requests to the cluster's internal routes refused (unsigned, wrongly signed, replayed,
     /// or for another relay).
     pub cluster_requests_refused: Counter,
+    /// Ephemeral keys minted ahead and held ready, all agents together.
+    pub openai_keys_ready: Gauge,
+    /// Ephemeral keys the calls used, by where they came from.
+    pub openai_keys_used: Family<KeySourceLabel, Counter>,
     /// The per-direction series, looked up once: the call tasks record into them every
     /// frame, so no label hashing or family lock on that path.
     per_frame: [[Histogram; 2]; 2],
@@ -193,6 +204,8 @@ impl Metrics {
             tools_refused: Counter::default(),
             trunk_registered: Family::default(),
             cluster_requests_refused: Counter::default(),
+            openai_keys_ready: Gauge::default(),
+            openai_keys_used: Family::default(),
             per_frame: [
                 DIRECTIONS.map(|d| series(&frame_seconds, d)),
                 DIRECTIONS.map(|d| series(&added_latency_seconds, d)),
@@ -270,6 +283,16 @@ impl Metrics {
             "cluster_requests_refused",
             "Requests to the cluster's internal routes refused (unsigned, wrongly signed, replayed)",
             m.cluster_requests_refused.clone(),
+        );
+        r.register(
+            "openai_keys_ready",
+            "Ephemeral keys minted ahead and held ready (openai.key_pool per agent)",
+            m.openai_keys_ready.clone(),
+        );
+        r.register(
+            "openai_keys_used",
+            "Ephemeral keys used by calls, from the pool or minted during set-up",
+            m.openai_keys_used.clone(),
         );
         m
     }

@@ -78,6 +78,8 @@ async fn the_agents_sdk_in_chromium_gets_a_key_from_the_relay_and_talks_to_the_s
             ("VOXRELAY__OPENAI__BASE_URL", &base),
             ("VOXRELAY__ADMIN__TOKEN", TOKEN),
             ("VOXRELAY__ADMIN__CORS_ORIGINS", &listed),
+            // the key count below is the browsers': none minted ahead of phone calls
+            ("VOXRELAY__OPENAI__KEY_POOL", "0"),
         ]);
         relay.wait_for(
             |v| msg(v) == "admin HTTP listening",

@@ -23,6 +23,9 @@ const TRUNK_2: &str = r#"[{name = "main", addresses = ["127.0.0.2/32"]}]"#;
 fn agent_relay(scenario: &str, extra: &[(&str, &str)]) -> Relay {
     let env = agent_env(scenario);
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // no keys minted ahead of calls: every key the simulator counts is one a call asked for
+    // (tests/openai_key_pool.rs checks that an attack takes none from the pool either)
+    all.push(("VOXRELAY__OPENAI__KEY_POOL", "0"));
     all.extend_from_slice(extra);
     Relay::start(&all)
 }

@@ -51,6 +51,8 @@ fn relay(trunks: &str) -> Relay {
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     all.push(("VOXRELAY__TRUNKS", trunks));
     all.push(("TEST_TRUNK_PW", PASSWORD));
+    // no keys minted ahead of calls: every key the simulator counts is one a call asked for
+    all.push(("VOXRELAY__OPENAI__KEY_POOL", "0"));
     Relay::start(&all)
 }
 

@@ -4,6 +4,8 @@ use crate::config::RealtimeTransport;
 use crate::media::g711::Law;
 
 use super::config::LegSettings;
+use super::events::Session;
+use super::key_refill::KeyRefill;
 use super::keys::KeyMinter;
 use super::leg::{LegError, RealtimeLeg};
 use super::session::AgentSpec;
@@ -19,6 +21,8 @@ pub struct Connector {
     minter: KeyMinter,
     transport: RealtimeTransport,
     settings: LegSettings,
+    /// Keys minted ahead of calls (WebRTC only), if `openai.key_pool` is above 0.
+    pool: Option<KeyRefill>,
 }
 
 impl Connector {
@@ -65,12 +69,35 @@ impl Connector {
             minter,
             transport,
             settings,
+            pool: None,
         })
     }
 
     /// The transport legs use.
     pub fn transport(&self) -> RealtimeTransport {
         self.transport
+    }
+
+    /// Mints `per_agent` keys ahead of calls for each of `agents` (name and session) and
+    /// keeps them ready, WebRTC only (the WebSocket transport uses the server key). Counts
+    /// into `metrics`. Needs a tokio runtime.
+    pub fn with_key_pool(
+        mut self,
+        per_agent: usize,
+        agents: Vec<(String, Session)>,
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    ) -> Self {
+        if per_agent > 0 && self.transport == RealtimeTransport::Webrtc {
+            let ttl = std::time::Duration::from_secs(self.settings.key_ttl_seconds.into());
+            self.pool = Some(KeyRefill::start(
+                self.minter.clone(),
+                per_agent,
+                ttl,
+                agents,
+                metrics,
+            ));
+        }
+        self
     }
 
     /// The key minter (also what `GET /api/session` hands browsers keys with).
@@ -122,9 +149,14 @@ impl Connector {
         ))
     }
 
-    /// Mints the call's ephemeral key with the agent's session, then opens the WebRTC leg.
+    /// Takes a key minted ahead for the agent's session, or mints the call's own, then opens
+    /// the WebRTC leg.
     pub async fn connect_webrtc(&self, agent: &AgentSpec) -> Result<WebRtcLeg, LegError> {
-        let key = self.minter.mint(&agent.session(None)).await?;
+        let session = agent.session(None);
+        let key = match self.pool.as_ref().and_then(|p| p.take(&session)) {
+            Some(key) => key,
+            None => self.minter.mint(&session).await?,
+        };
         let mut opts = WebRtcOptions::new(
             self.minter.base_url(),
             self.settings.codec,

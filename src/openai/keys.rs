@@ -140,6 +140,12 @@ impl KeyMinter {
         }
     }
 
+    /// The same minter with another deadline (minting ahead of calls can wait longer).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
     /// The server key (the WebSocket transport authenticates with it directly).
     pub fn api_key(&self) -> &Secret {
         &self.api_key

@@ -136,6 +136,12 @@ pub fn sim_url(relay: &Relay) -> String {
 
 /// `GET url` on loopback; the body as JSON.
 pub fn get_json(url: &str) -> Value {
+    let body = get_text(url);
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// `GET url` on loopback; the body.
+pub fn get_text(url: &str) -> String {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest
         .split_once('/')
@@ -152,15 +158,14 @@ pub fn get_json(url: &str) -> Value {
     s.read_to_end(&mut buf).unwrap();
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    let body = if head
+    if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
         dechunk(body)
     } else {
         body.to_string()
-    };
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
 }
 
 /// `POST url` with a JSON body on loopback; the status and the body.
