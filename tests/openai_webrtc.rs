@@ -132,6 +132,9 @@ async fn a_call_greets_hears_the_caller_and_runs_a_tool() {
         "{log}"
     );
     assert!(log["errors_sent"].as_array().unwrap().is_empty(), "{log}");
+    // the offer's maxplaybackrate=8000: the service's encoder sent narrowband, which the
+    // greeting above decoded to audible frames
+    assert_eq!(log["audio_sent_bandwidth"], "narrowband", "{log}");
 
     leg.close().await;
     assert_eq!(leg.recv().await, LegEvent::Ended(LegEnd::Closed));

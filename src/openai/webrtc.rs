@@ -49,6 +49,12 @@ use crate::secret::Secret;
 pub const EVENTS_LABEL: &str = "oai-events";
 /// Opus payload type in the offer (what OpenAI and browsers use).
 const OPUS_PT: u8 = 111;
+/// The offer's Opus parameters (RFC 7587 §6.1). The phone leg is 8 kHz, so the relay asks the
+/// far end to send narrowband (`maxplaybackrate`) and says it sends no more itself
+/// (`sprop-maxcapturerate`): a sender that honours it spends its bits and FEC below 4 kHz,
+/// where the caller hears them, and narrowband decodes in about 40 % of the time of a
+/// full-band stream (docs/performance.md).
+const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;maxplaybackrate=8000;sprop-maxcapturerate=8000";
 /// A peer connection disconnected this long ends the session.
 pub const DISCONNECTED_LIMIT: Duration = Duration::from_secs(5);
 /// The ICE check interval. The default (200 ms) adds up to one interval to every call set-up;
@@ -218,7 +224,7 @@ fn rtp_codec(codec: WebRtcCodec) -> (RTCRtpCodec, u8) {
                 mime_type: MIME_TYPE_OPUS.to_owned(),
                 clock_rate: 48_000,
                 channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                sdp_fmtp_line: OPUS_FMTP.to_owned(),
                 rtcp_feedback: vec![],
             },
             OPUS_PT,

@@ -1,7 +1,7 @@
 //! What a session received and sent, kept for `GET /sim/sessions[/{id}]` so that tests can
 //! check what the relay told the "model".
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -61,6 +61,8 @@ pub struct SessionLog {
     pub audio_received_seconds: f64,
     /// Seconds of model audio sent.
     pub audio_sent_seconds: f64,
+    /// The widest audio band of the Opus packets sent (`narrowband` … `fullband`), if any.
+    pub audio_sent_bandwidth: Option<&'static str>,
     /// Types of the client events received, in order (the first 2 000; appends only counted).
     pub events_received: Vec<String>,
     /// Count of `input_audio_buffer.append` events received.
@@ -91,6 +93,8 @@ pub struct SessionRecord {
     changed: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
     audio_in_samples: AtomicU64,
     audio_out_samples: AtomicU64,
+    /// The widest Opus band sent, 1 (narrowband) to 5 (fullband); 0 before any.
+    audio_out_band: AtomicU8,
 }
 
 impl SessionRecord {
@@ -189,11 +193,30 @@ impl SessionRecord {
         self.with(|l| l.events_received.len())
     }
 
+    /// Notes the Opus band of the model audio sent (its rank, 1 narrowband to 5 fullband).
+    pub fn audio_band(&self, rank: u8) {
+        self.audio_out_band.fetch_max(rank, Ordering::Relaxed);
+    }
+
     /// A copy of the log with the audio counters filled in.
     pub fn snapshot(&self) -> SessionLog {
         let mut log = self.with(|l| l.clone());
         log.audio_received_seconds = self.audio_in_seconds();
         log.audio_sent_seconds = self.audio_out_samples.load(Ordering::Relaxed) as f64 / 24_000.0;
+        log.audio_sent_bandwidth = band_name(self.audio_out_band.load(Ordering::Relaxed));
         log
     }
+}
+
+/// The name of an Opus band's rank (1 narrowband … 5 fullband).
+fn band_name(rank: u8) -> Option<&'static str> {
+    [
+        "narrowband",
+        "mediumband",
+        "wideband",
+        "superwideband",
+        "fullband",
+    ]
+    .get(usize::from(rank).checked_sub(1)?)
+    .copied()
 }

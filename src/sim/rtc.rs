@@ -280,6 +280,10 @@ pub(crate) async fn accept(
 ) -> Result<(String, String), OpenAiError> {
     let codec = Codec::from_offer(offer)
         .ok_or_else(|| offer_error("The offer has no audio m-line with Opus, PCMU or PCMA."))?;
+    let max_playback_rate = match codec {
+        Codec::Opus(pt) => super::sdp::offered_max_playback_rate(offer, pt),
+        _ => None,
+    };
     let internal = |e: webrtc::error::Error| {
         tracing::warn!(error = %e, "simulator peer connection failed");
         OpenAiError::new(
@@ -441,6 +445,7 @@ pub(crate) async fn accept(
         track,
         ssrc,
         codec,
+        max_playback_rate,
         session,
         record,
         media_cut,
@@ -457,6 +462,8 @@ struct Call {
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     codec: Codec,
+    /// The offer's `maxplaybackrate` for Opus: the widest audio the client wants.
+    max_playback_rate: Option<u32>,
     session: Option<Value>,
     record: Arc<SessionRecord>,
     /// The media-stops fault: cut the gate this long after the session opens.
@@ -474,13 +481,46 @@ struct Sender {
     buf: Vec<u8>,
     pcm: [i16; FRAME],
     narrow: Vec<i16>,
+    /// The widest Opus audio band sent so far ([`band_rank`]; 0 before any).
+    widest: u8,
+}
+
+/// The Opus band that holds audio up to `rate` Hz.
+fn widest_band(rate: u32) -> opus::Bandwidth {
+    match rate {
+        0..=8_000 => opus::Bandwidth::Narrowband,
+        8_001..=12_000 => opus::Bandwidth::Mediumband,
+        12_001..=16_000 => opus::Bandwidth::Wideband,
+        16_001..=24_000 => opus::Bandwidth::Superwideband,
+        _ => opus::Bandwidth::Fullband,
+    }
+}
+
+/// Opus bands in order of width, 1 (narrowband) to 5 (fullband), as the record counts them.
+fn band_rank(band: opus::Bandwidth) -> u8 {
+    match band {
+        opus::Bandwidth::Narrowband => 1,
+        opus::Bandwidth::Mediumband => 2,
+        opus::Bandwidth::Wideband => 3,
+        opus::Bandwidth::Superwideband => 4,
+        opus::Bandwidth::Fullband => 5,
+        _ => 0,
+    }
 }
 
 impl Sender {
-    fn new(codec: Codec, ssrc: u32) -> Self {
+    /// A sender; an Opus encoder holds its audio to `max_playback_rate` when the offer gave
+    /// one, as a browser's or OpenAI's encoder may (RFC 7587 §6.1).
+    fn new(codec: Codec, ssrc: u32, max_playback_rate: Option<u32>) -> Self {
         let encoder = match codec {
             Codec::Opus(_) => {
-                opus::Encoder::new(voice::RATE, opus::Channels::Mono, opus::Application::Voip).ok()
+                let mut e =
+                    opus::Encoder::new(voice::RATE, opus::Channels::Mono, opus::Application::Voip)
+                        .ok();
+                if let (Some(e), Some(rate)) = (e.as_mut(), max_playback_rate) {
+                    let _ = e.set_max_bandwidth(widest_band(rate));
+                }
+                e
             }
             _ => None,
         };
@@ -494,6 +534,7 @@ impl Sender {
             buf: vec![0u8; 1_500],
             pcm: [0; FRAME],
             narrow: Vec::with_capacity(FRAME / 3),
+            widest: 0,
         }
     }
 
@@ -501,11 +542,14 @@ impl Sender {
         self.pcm.fill(0);
         self.pcm[..samples.len()].copy_from_slice(samples);
         let len = match self.codec {
-            Codec::Opus(_) => self
-                .encoder
-                .as_mut()?
-                .encode(&self.pcm, &mut self.buf)
-                .ok()?,
+            Codec::Opus(_) => {
+                let encoder = self.encoder.as_mut()?;
+                let len = encoder.encode(&self.pcm, &mut self.buf).ok()?;
+                if let Ok(band) = encoder.get_bandwidth() {
+                    self.widest = self.widest.max(band_rank(band));
+                }
+                len
+            }
             Codec::Pcmu | Codec::Pcma => {
                 self.narrow.clear();
                 voice::downsample_24k_to_8k_into(&self.pcm, &mut self.narrow);
@@ -567,7 +611,7 @@ impl Call {
         let mut start = accepted;
         let mut engine: Option<Engine> = None;
         let mut dc: Option<Arc<dyn DataChannel>> = None;
-        let mut sender = Sender::new(self.codec, self.ssrc);
+        let mut sender = Sender::new(self.codec, self.ssrc, self.max_playback_rate);
         let mut disconnected_since: Option<Instant> = None;
         let mut last_frame_at: Option<Instant> = None;
         let mut sidebands = Sidebands::default();
@@ -597,6 +641,7 @@ impl Call {
                             last_frame_at = Some(now);
                             if let Some(pkt) = sender.packet(frame.samples()) {
                                 let _ = self.track.write_rtp(pkt).await;
+                                self.record.audio_band(sender.widest);
                             }
                         }
                         // frames leave as they fall due, so nothing is queued to drop

@@ -14,6 +14,23 @@ pub fn offered_opus_pt(offer: &str) -> Option<u8> {
     })
 }
 
+/// `maxplaybackrate` on the offer's `a=fmtp` line for payload type `pt` (RFC 7587 §6.1): the
+/// highest audio rate the offerer wants to hear, in Hz.
+pub fn offered_max_playback_rate(offer: &str, pt: u8) -> Option<u32> {
+    let prefix = format!("a=fmtp:{pt} ");
+    offer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))?
+        .split(';')
+        .find_map(|p| {
+            p.trim()
+                .strip_prefix("maxplaybackrate=")?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
 /// The first `a=ice-ufrag` value.
 pub fn ice_ufrag(sdp: &str) -> Option<&str> {
     sdp.lines()
@@ -183,6 +200,23 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_offers_max_playback_rate_for_its_opus_payload_type() {
+        let offer = "m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\n\
+                     a=fmtp:111 minptime=10;useinbandfec=1; maxplaybackrate=8000;sprop-maxcapturerate=8000\r\n";
+        assert_eq!(offered_max_playback_rate(offer, 111), Some(8000));
+        assert_eq!(offered_max_playback_rate(offer, 0), None);
+        let plain = "a=fmtp:111 minptime=10;useinbandfec=1\r\n";
+        assert_eq!(offered_max_playback_rate(plain, 111), None);
+        for junk in [
+            "a=fmtp:111 maxplaybackrate=",
+            "a=fmtp:111 maxplaybackrate=-5",
+            "a=fmtp:111 ;;;",
+        ] {
+            assert_eq!(offered_max_playback_rate(junk, 111), None, "{junk}");
+        }
+    }
 
     const ANSWER: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=setup:active\r\na=mid:0\r\na=ice-ufrag:abcd\r\na=ice-pwd:xyz\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\na=sendrecv\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=sctp-port:5000\r\n";
 
