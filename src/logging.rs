@@ -15,9 +15,13 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::LogFormat;
 
-/// The quietest-by-default settings added to `log.level` when `RUST_LOG` is unset.
+/// The quietest-by-default settings added to `log.level` when `RUST_LOG` is unset. The `rtc`
+/// crate's handler pipeline warns once per packet it cannot take (a STUN check that arrives
+/// before the SDP answer is applied, a datagram sent to a closing connection, junk sent to the
+/// connection's port), so it is held at ERROR: a stranger's datagrams must not become log lines.
 const DEFAULT_QUIET: &str =
-    "rsipstack=error,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_srtp=warn";
+    "rsipstack=error,webrtc=warn,rtc=warn,rtc::peer_connection::handler=error,\
+     rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_srtp=warn";
 
 /// The caps no filter can lift: targets whose verbose events carry secrets.
 pub fn safety_caps() -> Targets {
@@ -58,5 +62,41 @@ mod tests {
         assert!(!caps.would_enable("rsipstack", &Level::TRACE));
         assert!(caps.would_enable("rsipstack::transaction", &Level::WARN));
         assert!(caps.would_enable("voxrelay::sip", &Level::TRACE));
+    }
+
+    #[test]
+    fn by_default_the_webrtc_stacks_per_packet_warnings_are_held_back() {
+        use std::sync::{Arc, Mutex};
+        struct Seen(Arc<Mutex<Vec<String>>>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
+            fn on_event(
+                &self,
+                e: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                let m = e.metadata();
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {}", m.target(), m.level()));
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry()
+            .with(Seen(seen.clone()).with_filter(user_filter(None, "info")));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "rtc::peer_connection::handler", "IceHandler.handle_read got error");
+            tracing::error!(target: "rtc::peer_connection::handler", "an error");
+            tracing::warn!(target: "rtc::peer_connection", "a warning");
+            tracing::info!(target: "voxrelay::bridge", "call answered");
+        });
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "rtc::peer_connection::handler ERROR",
+                "rtc::peer_connection WARN",
+                "voxrelay::bridge INFO"
+            ]
+        );
     }
 }
