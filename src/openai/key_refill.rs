@@ -15,8 +15,9 @@ use super::key_pool::{KeyPool, MintFailure};
 use super::keys::{EphemeralKey, KeyMinter, MintError};
 use crate::metrics::{KeySourceLabel, Metrics};
 
-/// A background mint may take this long, retries included: no call is waiting on it.
-const REFILL_DEADLINE: Duration = Duration::from_secs(15);
+/// A background mint may take this long, retries included (each attempt a third of it): no
+/// call is waiting on it.
+const REFILL_DEADLINE: Duration = Duration::from_secs(30);
 /// A pooled key is handed out with at least this much life left (or half its lifetime,
 /// when that is shorter): it only has to open the call's session, a moment later.
 const MIN_LEFT: Duration = Duration::from_secs(30);
