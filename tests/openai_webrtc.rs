@@ -138,16 +138,15 @@ async fn a_call_greets_hears_the_caller_and_runs_a_tool() {
 
     leg.close().await;
     assert_eq!(leg.recv().await, LegEvent::Ended(LegEnd::Closed));
-    // the service heard the hangup
-    let mut closed = serde_json::Value::Null;
-    for _ in 0..100 {
-        closed = record(&sim, &session_id).await["closed"].clone();
-        if !closed.is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(closed, "hangup");
+    // the service heard the hangup (waited for on the simulator's record, which wakes waiters
+    // on every change)
+    let closed = sim
+        .wait_record(Duration::from_secs(5), |r| {
+            r["id"] == session_id.as_str() && !r["closed"].is_null()
+        })
+        .await
+        .unwrap_or_else(|| panic!("the session never closed"));
+    assert_eq!(closed["closed"], "hangup");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
