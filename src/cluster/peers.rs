@@ -54,6 +54,27 @@ pub struct PeerCalls {
     pub calls: Option<Vec<Value>>,
 }
 
+/// Reads `resp`'s body, at most `max` bytes whatever its headers say: a chunked answer has
+/// no length to check first, so the limit is kept while reading.
+async fn read_bounded(mut resp: reqwest::Response, max: usize) -> Result<Bytes, String> {
+    const TOO_LARGE: &str = "answer too large";
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(TOO_LARGE.into());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| e.without_url().to_string())?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(TOO_LARGE.into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 impl Cluster {
     /// Sends a signed request to `peer` and reads the whole answer.
     pub async fn request(
@@ -67,17 +88,13 @@ impl Cluster {
             .start(peer, method, path, body, Some(REQUEST_TIMEOUT), None)
             .await?;
         let status = resp.status();
-        let unreachable = |e: reqwest::Error| PeerError::Unreachable {
-            node: peer.node_id.clone(),
-            reason: e.without_url().to_string(),
-        };
-        if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
-            return Err(PeerError::Unreachable {
-                node: peer.node_id.clone(),
-                reason: "answer too large".into(),
-            });
-        }
-        let body = resp.bytes().await.map_err(unreachable)?;
+        let body =
+            read_bounded(resp, MAX_ANSWER)
+                .await
+                .map_err(|reason| PeerError::Unreachable {
+                    node: peer.node_id.clone(),
+                    reason,
+                })?;
         Ok(Answer { status, body })
     }
 
@@ -181,5 +198,47 @@ impl Cluster {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers one request with a chunked body of `chunks` chunks of `size`
+    /// bytes, and its URL.
+    async fn chunked_server(chunks: usize, size: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await;
+            let chunk = vec![b'x'; size];
+            for _ in 0..chunks {
+                let _ = s.write_all(format!("{size:x}\r\n").as_bytes()).await;
+                let _ = s.write_all(&chunk).await;
+                let _ = s.write_all(b"\r\n").await;
+            }
+            let _ = s.write_all(b"0\r\n\r\n").await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_is_cut_at_the_limit_without_a_length_to_check() {
+        let http = reqwest::Client::new();
+        let small = http.get(chunked_server(2, 400).await).send().await.unwrap();
+        assert_eq!(small.content_length(), None, "chunked: no length");
+        assert_eq!(read_bounded(small, 1_000).await.unwrap().len(), 800);
+        let large = http.get(chunked_server(3, 400).await).send().await.unwrap();
+        assert_eq!(
+            read_bounded(large, 1_000).await.unwrap_err(),
+            "answer too large"
+        );
     }
 }
