@@ -328,6 +328,47 @@ async fn malformed_and_unknown_events_do_not_break_the_call() {
     leg.close().await;
 }
 
+/// The leg's socket is open to the internet: a stranger who finds its port and sends junk,
+/// forged STUN, DTLS and RTP to it is refused by the connection, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_from_a_stranger_do_not_disturb_the_session() {
+    let sim = sim("booking").await;
+    let mut leg = connector(&sim.base_url(), LegSettings::default())
+        .connect_webrtc(&agent())
+        .await
+        .unwrap();
+    let target = leg.local_addrs()[0];
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // a STUN binding request (magic cookie, no valid integrity), a DTLS ClientHello record
+    // header, an SRTP-looking packet, and bytes of every kind
+    let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend_from_slice(&[7; 12]);
+    let dtls = [
+        22u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1, 0, 0, 1, 0,
+    ];
+    let mut rtp = vec![0x80, 111, 0, 1, 0, 0, 0, 160, 1, 2, 3, 4];
+    rtp.extend_from_slice(&[0xaa; 80]);
+    for i in 0..40u32 {
+        let junk: Vec<u8> = (0..(i % 97 + 1)).map(|j| (i * 31 + j * 7) as u8).collect();
+        for d in [&stun[..], &dtls[..], &rtp[..], &junk[..]] {
+            stranger.send_to(d, target).await.unwrap();
+        }
+    }
+    let before = leg.datagrams_received();
+    // the session still answers: a response plays, and its audio comes
+    let mut seen = Seen::default();
+    leg.send(create()).await.unwrap();
+    until(&mut leg, 10, &mut seen, kind("output_audio_buffer.started")).await;
+    until(&mut leg, 5, &mut seen, |e| matches!(e, LegEvent::Audio(_))).await;
+    // the stranger's 160 datagrams (within a socket's default buffer) were read and refused
+    assert!(
+        leg.datagrams_received() >= before + 160,
+        "{} datagrams read",
+        leg.datagrams_received() - before
+    );
+    leg.close().await;
+}
+
 /// webrtc 0.21's ICE agent calls a connection `disconnected` 5 s after the last packet it
 /// received and `failed` 25 s after that; the leg gives up 5 s into `disconnected`. So when the
 /// network goes silent, the session ends as `Disconnected`, about 10 s after the silence

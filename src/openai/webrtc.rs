@@ -3,31 +3,42 @@
 //! "pcmu"`) and the `oai-events` data channel, both made before the offer. Non-trickle: the
 //! offer goes out with every candidate to `POST {base}/v1/realtime/calls`, authorised with the
 //! call's ephemeral key; the call id comes from `Location`; `…/hangup` ends it.
+//!
+//! The connection is the `rtc` crate's sans-IO peer connection (the core under `webrtc` 0.21),
+//! driven by whoever owns the leg, the call's own task: a datagram or a due timer is fed in, and
+//! what the core then has to send leaves at once, in the same wake-up. There is no driver task
+//! and no channel between the connection and the call, so a packet costs no hop between
+//! threads (docs/performance.md, "CPU per call against the libopus floor").
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use rtc::ice::mdns::MulticastDnsMode;
+use bytes::{Bytes, BytesMut};
+use rtc::data_channel::RTCDataChannelId;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_PCMU,
 };
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
 };
-use tokio::sync::mpsc;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
 use tokio::time::Instant;
-use webrtc::data_channel::{DataChannel, DataChannelEvent};
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
-};
 
 use crate::media::frame::{Frame, FRAME_SAMPLES};
 use crate::media::g711::Law;
@@ -60,59 +71,13 @@ pub const DISCONNECTED_LIMIT: Duration = Duration::from_secs(5);
 /// The ICE check interval. The default (200 ms) adds up to one interval to every call set-up;
 /// OpenAI's candidates are host candidates, so checking fast costs a handful of packets.
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
-/// How long gathering may take (host candidates only: a few milliseconds).
-const GATHER_LIMIT: Duration = Duration::from_secs(2);
-/// Inputs buffered between the connection's tasks and the leg's owner.
-const INPUT_QUEUE: usize = 512;
-
-/// What the connection's tasks hand to the leg's owner.
-enum Input {
-    DcOpen,
-    DcMessage(Bytes),
-    DcClosed,
-    Rtp { pt: u8, payload: Bytes },
-    PcState(RTCPeerConnectionState),
-}
-
-struct Handler {
-    tx: mpsc::Sender<Input>,
-    gathered: mpsc::Sender<()>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.try_send(());
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        // state changes are rare and must not be lost: wait for room, off the driver
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let _ = tx.send(Input::PcState(state)).await;
-        });
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let tx = self.tx.clone();
-        // runs on the connection's driver: hand the track to a task, never block here
-        tokio::spawn(async move {
-            while let Some(ev) = track.poll().await {
-                if let TrackRemoteEvent::OnRtpPacket(pkt) = ev {
-                    let input = Input::Rtp {
-                        pt: pkt.header.payload_type,
-                        payload: pkt.payload,
-                    };
-                    if tx.send(input).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-    }
-}
+/// Room for one datagram (the path's MTU is below it).
+const DATAGRAM_MAX: usize = 2048;
+/// Datagrams read in one wake-up before the core's output is taken: what already waits in
+/// the socket is fed in together.
+const READS_PER_WAKE: usize = 16;
+/// Interfaces a wildcard bind offers candidates on, at most.
+const MAX_INTERFACES: usize = 4;
 
 /// How to open a WebRTC leg.
 #[derive(Debug, Clone)]
@@ -172,13 +137,80 @@ pub struct ConnectTimes {
     pub session_created: Duration,
 }
 
-/// A realtime session over one WebRTC peer connection.
+/// One local socket of the connection and the address its host candidate names.
+struct LegSocket {
+    socket: UdpSocket,
+    local: SocketAddr,
+}
+
+/// Binds the sockets to offer candidates on: `bind` itself when it names an address, one per
+/// usable interface (not loopback, not link-local) when it is a wildcard.
+async fn bind_sockets(bind: &str) -> Result<Vec<LegSocket>, LegError> {
+    let addr: SocketAddr = bind
+        .parse()
+        .map_err(|e| transport(format!("bind address {bind}: {e}")))?;
+    let addrs: Vec<SocketAddr> = if addr.ip().is_unspecified() {
+        let interfaces = rtc::shared::ifaces::ifaces().map_err(transport)?;
+        let mut v: Vec<SocketAddr> = Vec::new();
+        for ip in interfaces.iter().filter_map(|i| i.addr.map(|a| a.ip())) {
+            if ip.is_ipv4() == addr.is_ipv4() && usable(&ip) && !v.iter().any(|a| a.ip() == ip) {
+                v.push(SocketAddr::new(ip, addr.port()));
+            }
+        }
+        v.truncate(MAX_INTERFACES);
+        v
+    } else {
+        vec![addr]
+    };
+    if addrs.is_empty() {
+        return Err(transport(format!(
+            "no network interface to offer for {bind}"
+        )));
+    }
+    let mut sockets = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        let socket = UdpSocket::bind(a).await.map_err(transport)?;
+        let local = socket.local_addr().map_err(transport)?;
+        sockets.push(LegSocket { socket, local });
+    }
+    Ok(sockets)
+}
+
+/// An address a peer could reach: not loopback, unspecified or link-local.
+fn usable(ip: &IpAddr) -> bool {
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    !ip.is_loopback() && !ip.is_unspecified() && !link_local
+}
+
+/// The next datagram on any of `sockets`: its socket's index, length and source.
+async fn recv_any(
+    sockets: &[LegSocket],
+    buf: &mut [u8],
+) -> (usize, io::Result<(usize, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        for (i, s) in sockets.iter().enumerate() {
+            let mut rb = ReadBuf::new(buf);
+            if let Poll::Ready(r) = s.socket.poll_recv_from(cx, &mut rb) {
+                return Poll::Ready((i, r.map(|from| (rb.filled().len(), from))));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A realtime session over one WebRTC peer connection, driven by its owner's task.
 pub struct WebRtcLeg {
-    pc: Arc<dyn PeerConnection>,
-    dc: Arc<dyn DataChannel>,
-    track: Arc<TrackLocalStaticRTP>,
-    rx: mpsc::Receiver<Input>,
-    hangup: CallHangup,
+    pc: RTCPeerConnection,
+    sockets: Vec<LegSocket>,
+    buf: Box<[u8; DATAGRAM_MAX]>,
+    dc: RTCDataChannelId,
+    dc_open: bool,
+    sender: RTCRtpSenderId,
+    hangup: Option<CallHangup>,
     codec: WebRtcCodec,
     encoder: Option<OpusEncoder>,
     decoder: Option<OpusDecoder>,
@@ -190,8 +222,7 @@ pub struct WebRtcLeg {
     packet: [u8; MAX_OPUS_PACKET],
     pcm: [i16; MAX_PACKET_SAMPLES],
     turns: Turns,
-    /// Released `response.create` events not yet written (kept here so a cancelled `recv`
-    /// loses none).
+    /// Released `response.create` events not yet written.
     outbox: VecDeque<ClientEvent>,
     pending: VecDeque<LegEvent>,
     session_id: Option<String>,
@@ -204,6 +235,10 @@ pub struct WebRtcLeg {
     /// Counters instead of per-packet logs.
     malformed: u64,
     bad_audio: u64,
+    /// Datagrams the core refused (a stranger's, or garbled) and sends the socket refused.
+    dropped_in: u64,
+    dropped_out: u64,
+    received: u64,
 }
 
 impl std::fmt::Debug for WebRtcLeg {
@@ -259,6 +294,30 @@ impl WebRtcLeg {
     ) -> Result<Self, LegError> {
         let t0 = Instant::now();
         let end = t0 + opts.connect_deadline;
+        let mut leg = Self::offer(opts).await?;
+        let offer = leg
+            .pc
+            .local_description()
+            .ok_or_else(|| transport("no local description"))?
+            .sdp;
+        leg.times.offer = t0.elapsed();
+
+        let t1 = Instant::now();
+        let (call_id, sdp) = post_offer(&http, opts, key, offer, end).await?;
+        leg.times.answer = t1.elapsed();
+        leg.hangup = Some(CallHangup::new(http, &opts.base_url, &call_id, hangup_key));
+        leg.call_id = call_id;
+        match leg.open(sdp, end, opts.connect_deadline).await {
+            Ok(()) => Ok(leg),
+            Err(e) => {
+                leg.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The connection with its track, its channel and its candidates, and the offer set.
+    async fn offer(opts: &WebRtcOptions) -> Result<Self, LegError> {
         let (codec_params, pt) = rtp_codec(opts.codec);
         let mut media = MediaEngine::default();
         media
@@ -271,139 +330,64 @@ impl WebRtcLeg {
             )
             .map_err(transport)?;
         let settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), None)
             .build();
-        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-        let (gathered_tx, mut gathered_rx) = mpsc::channel(1);
-        let pc = PeerConnectionBuilder::new()
+        let now = std::time::Instant::now();
+        let mut pc = RTCPeerConnectionBuilder::new()
             .with_media_engine(media)
             .with_setting_engine(settings)
-            .with_handler(Arc::new(Handler {
-                tx: tx.clone(),
-                gathered: gathered_tx,
-            }))
-            .with_udp_addrs(vec![opts.bind.clone()])
-            .build()
-            .await
+            .build(now)
             .map_err(transport)?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         let ssrc: u32 = rand::random();
-        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            "voxrelay".to_string(),
-            "caller-audio".to_string(),
-            "caller".to_string(),
-            RtpCodecKind::Audio,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
+        let sender = pc
+            .add_track(MediaStreamTrack::new(
+                "voxrelay".to_string(),
+                "caller-audio".to_string(),
+                "caller".to_string(),
+                RtpCodecKind::Audio,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: codec_params,
+                    ..Default::default()
+                }],
+            ))
+            .map_err(transport)?;
+        let dc = pc
+            .create_data_channel(EVENTS_LABEL, None)
+            .map_err(transport)?
+            .id();
+        let sockets = bind_sockets(&opts.bind).await?;
+        for s in &sockets {
+            let candidate = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: s.local.ip().to_string(),
+                    port: s.local.port(),
+                    component: 1,
                     ..Default::default()
                 },
-                codec: codec_params,
                 ..Default::default()
-            }],
-        )));
-        let mut times = ConnectTimes::default();
-        let setup = async {
-            pc.add_track(track.clone() as Arc<dyn TrackLocal>)
-                .await
-                .map_err(transport)?;
-            let dc = pc
-                .create_data_channel(EVENTS_LABEL, None)
-                .await
-                .map_err(transport)?;
-            spawn_channel_reader(dc.clone(), tx.clone());
-            let offer = pc.create_offer(None).await.map_err(transport)?;
-            pc.set_local_description(offer).await.map_err(transport)?;
-            tokio::time::timeout(GATHER_LIMIT, gathered_rx.recv())
-                .await
-                .map_err(|_| LegError::Timeout {
-                    stage: "ICE gathering",
-                    after: GATHER_LIMIT,
-                })?;
-            let offer = pc
-                .local_description()
-                .await
-                .ok_or_else(|| transport("no local description after gathering"))?;
-            Ok::<_, LegError>((dc, offer.sdp))
-        };
-        let (dc, offer) = match setup.await {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = pc.close().await;
-                return Err(e);
             }
-        };
-        times.offer = t0.elapsed();
-
-        let t1 = Instant::now();
-        let calls_url = format!("{}/v1/realtime/calls", opts.base_url);
-        let posted = http
-            .post(&calls_url)
-            .bearer_auth(key.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/sdp")
-            .body(offer)
-            .timeout(end.saturating_duration_since(Instant::now()))
-            .send()
-            .await;
-        let answer = async {
-            let resp = posted.map_err(|e| {
-                if e.is_timeout() {
-                    LegError::Timeout {
-                        stage: "the SDP answer",
-                        after: opts.connect_deadline,
-                    }
-                } else {
-                    transport(format!("POST /v1/realtime/calls: {e}"))
-                }
-            })?;
-            let status = resp.status().as_u16();
-            if !resp.status().is_success() {
-                let (code, message) = api_error(resp).await;
-                return Err(LegError::Refused {
-                    status,
-                    code,
-                    message,
-                });
-            }
-            let location = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let call_id = location
-                .as_deref()
-                .and_then(|l| l.trim_end_matches('/').rsplit('/').next())
-                .filter(|id| !id.is_empty())
-                .map(str::to_string)
-                .ok_or_else(|| LegError::BadAnswer("no Location with the call id".into()))?;
-            let left = end.saturating_duration_since(Instant::now());
-            let sdp = tokio::time::timeout(left, resp.text())
-                .await
-                .map_err(|_| LegError::Timeout {
-                    stage: "the SDP answer",
-                    after: opts.connect_deadline,
-                })?
-                .map_err(|e| transport(format!("reading the answer: {e}")))?;
-            Ok((call_id, sdp))
+            .new_candidate_host()
+            .map_err(transport)?;
+            let init = RTCIceCandidate::from(&candidate)
+                .to_json()
+                .map_err(transport)?;
+            pc.add_local_candidate(init).map_err(transport)?;
         }
-        .await;
-        let (call_id, sdp) = match answer {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = pc.close().await;
-                return Err(e);
-            }
-        };
-        times.answer = t1.elapsed();
-        let hangup = CallHangup::new(http, &opts.base_url, &call_id, hangup_key);
-
-        let mut leg = Self {
+        let offer = pc.create_offer(None).map_err(transport)?;
+        pc.set_local_description(now, offer).map_err(transport)?;
+        Ok(Self {
             pc,
+            sockets,
+            buf: Box::new([0; DATAGRAM_MAX]),
             dc,
-            track,
-            rx,
-            hangup,
+            dc_open: false,
+            sender,
+            hangup: None,
             codec: opts.codec,
             encoder: match opts.codec {
                 WebRtcCodec::Opus => Some(OpusEncoder::new(&opts.opus).map_err(transport)?),
@@ -423,25 +407,22 @@ impl WebRtcLeg {
             outbox: VecDeque::new(),
             pending: VecDeque::new(),
             session_id: None,
-            call_id,
+            call_id: String::new(),
             disconnected_since: None,
             expired: false,
             ended: None,
             closed: false,
-            times,
+            times: ConnectTimes::default(),
             malformed: 0,
             bad_audio: 0,
-        };
-        match leg.open(sdp, end, opts.connect_deadline).await {
-            Ok(()) => Ok(leg),
-            Err(e) => {
-                leg.close().await;
-                Err(e)
-            }
-        }
+            dropped_in: 0,
+            dropped_out: 0,
+            received: 0,
+        })
     }
 
-    /// Applies the answer and waits for the channel and `session.created`.
+    /// Applies the answer and runs the connection until the channel is open and
+    /// `session.created` came.
     async fn open(
         &mut self,
         sdp: String,
@@ -451,41 +432,31 @@ impl WebRtcLeg {
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| LegError::BadAnswer(format!("the SDP answer: {e}")))?;
         self.pc
-            .set_remote_description(answer)
-            .await
+            .set_remote_description(std::time::Instant::now(), answer)
             .map_err(|e| LegError::BadAnswer(format!("the SDP answer was not accepted: {e}")))?;
         let t2 = Instant::now();
-        let mut stage = "ICE, DTLS and the data channel";
         loop {
-            let input = tokio::select! {
-                input = self.rx.recv() => input,
-                _ = tokio::time::sleep_until(end) => {
-                    return Err(LegError::Timeout { stage, after: deadline })
-                }
-            };
-            match input {
-                Some(Input::DcOpen) => {
-                    self.times.channel_open = t2.elapsed();
-                    stage = "session.created";
-                }
-                Some(Input::DcMessage(bytes)) => {
-                    self.take_message(&bytes).await;
-                    if self.session_id.is_some() {
-                        self.times.session_created =
-                            t2.elapsed().saturating_sub(self.times.channel_open);
-                        return Ok(());
-                    }
-                }
-                Some(Input::PcState(RTCPeerConnectionState::Failed)) => {
-                    return Err(LegError::Ended(LegEnd::PeerFailed))
-                }
-                Some(Input::PcState(RTCPeerConnectionState::Closed)) => {
-                    return Err(LegError::Ended(LegEnd::PeerClosed))
-                }
-                Some(Input::DcClosed) => return Err(LegError::Ended(LegEnd::ChannelClosed)),
-                Some(Input::Rtp { pt, payload }) => self.take_rtp(pt, &payload),
-                Some(Input::PcState(_)) => {}
-                None => return Err(LegError::Ended(LegEnd::PeerClosed)),
+            self.drive();
+            if self.dc_open && self.times.channel_open.is_zero() {
+                self.times.channel_open = t2.elapsed();
+            }
+            if self.session_id.is_some() {
+                self.times.session_created = t2.elapsed().saturating_sub(self.times.channel_open);
+                return Ok(());
+            }
+            if let Some(r) = &self.ended {
+                return Err(LegError::Ended(r.clone()));
+            }
+            if !self.wait_input(Some(end)).await {
+                let stage = if self.dc_open {
+                    "session.created"
+                } else {
+                    "ICE, DTLS and the data channel"
+                };
+                return Err(LegError::Timeout {
+                    stage,
+                    after: deadline,
+                });
             }
         }
     }
@@ -505,7 +476,135 @@ impl WebRtcLeg {
         (self.malformed, self.bad_audio)
     }
 
-    async fn take_message(&mut self, bytes: &[u8]) {
+    /// Datagrams read from the leg's sockets and fed to the connection, whoever sent them.
+    pub fn datagrams_received(&self) -> u64 {
+        self.received
+    }
+
+    /// The local addresses the offer named, one per socket.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets.iter().map(|s| s.local).collect()
+    }
+
+    /// Takes what the core has for the leg (state changes, channel messages, RTP) and sends
+    /// what it has for the network.
+    fn drive(&mut self) {
+        while let Some(ev) = self.pc.poll_event() {
+            match ev {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
+                    RTCPeerConnectionState::Failed => self.finish(LegEnd::PeerFailed),
+                    RTCPeerConnectionState::Closed => self.finish(LegEnd::PeerClosed),
+                    RTCPeerConnectionState::Disconnected => {
+                        self.disconnected_since.get_or_insert_with(Instant::now);
+                    }
+                    RTCPeerConnectionState::Connected => self.disconnected_since = None,
+                    _ => {}
+                },
+                RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id))
+                    if id == self.dc =>
+                {
+                    self.dc_open = true
+                }
+                RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(id))
+                    if id == self.dc =>
+                {
+                    self.finish(LegEnd::ChannelClosed)
+                }
+                _ => {}
+            }
+        }
+        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
+            match message {
+                RTCMessage::RtpPacket(_, pkt) => {
+                    self.take_rtp(pkt.header.payload_type, &pkt.payload)
+                }
+                RTCMessage::DataChannelMessage(id, msg) if id == self.dc => {
+                    self.take_message(&msg.data)
+                }
+                _ => {}
+            }
+        }
+        self.flush_writes();
+    }
+
+    /// Sends every datagram the core has queued, now.
+    fn flush_writes(&mut self) {
+        while let Some(out) = self.pc.poll_write() {
+            let from = out.transport.local_addr;
+            let socket = match self.sockets.iter().find(|s| s.local == from) {
+                Some(s) => &s.socket,
+                None => &self.sockets[0].socket,
+            };
+            // UDP: a full send buffer drops the datagram, as the network may
+            if socket
+                .try_send_to(&out.message, out.transport.peer_addr)
+                .is_err()
+            {
+                self.dropped_out += 1;
+            }
+        }
+    }
+
+    /// Waits for datagrams or the core's next timer and feeds them in; false once `until`
+    /// passed first. Cancel-safe: nothing is taken from a socket unless it is fed in.
+    async fn wait_input(&mut self, until: Option<Instant>) -> bool {
+        let timer = self.pc.poll_timeout().map(Instant::from_std);
+        let wake = match (timer, until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sleep = async {
+            match wake {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let got = tokio::select! {
+            (i, r) = recv_any(&self.sockets, &mut self.buf[..]) => Some((i, r)),
+            _ = sleep => None,
+        };
+        if let Some((i, r)) = got {
+            match r {
+                Ok((n, from)) => {
+                    self.feed(i, n, from);
+                    // what already waits in the socket goes in with it
+                    for _ in 1..READS_PER_WAKE {
+                        match self.sockets[i].socket.try_recv_from(&mut self.buf[..]) {
+                            Ok((n, from)) => self.feed(i, n, from),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                // an ICMP error surfacing on the socket: ICE decides what it means
+                Err(_) => self.dropped_in += 1,
+            }
+        }
+        let now = std::time::Instant::now();
+        if self.pc.poll_timeout().is_some_and(|t| t <= now) {
+            let _ = self.pc.handle_timeout(now);
+        }
+        until.is_none_or(|u| Instant::now() < u)
+    }
+
+    /// Feeds one datagram of socket `i`, `n` bytes from `from`, to the core.
+    fn feed(&mut self, i: usize, n: usize, from: SocketAddr) {
+        self.received += 1;
+        let msg = TaggedBytesMut {
+            now: std::time::Instant::now(),
+            transport: TransportContext {
+                local_addr: self.sockets[i].local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(&self.buf[..n]),
+        };
+        if self.pc.handle_read(msg).is_err() {
+            self.dropped_in += 1;
+        }
+    }
+
+    fn take_message(&mut self, bytes: &[u8]) {
         let ev = match std::str::from_utf8(bytes)
             .ok()
             .and_then(|t| ServerEvent::parse(t).ok())
@@ -525,11 +624,9 @@ impl WebRtcLeg {
             {
                 self.expired = true;
                 self.pending.push_back(LegEvent::Event(ev));
-                self.pending
-                    .push_back(LegEvent::Ended(LegEnd::SessionExpired));
+                self.finish(LegEnd::SessionExpired);
                 return;
             }
-            // the service stopped sending audio: what the bridge holds is all there is
             _ => {}
         }
         self.pending.push_back(LegEvent::Event(ev));
@@ -570,42 +667,18 @@ impl WebRtcLeg {
         }
     }
 
-    /// Takes one input in; returns why the session ended, if it did.
-    async fn take_input(&mut self, input: Option<Input>) -> Option<LegEnd> {
-        match input {
-            Some(Input::DcMessage(bytes)) => self.take_message(&bytes).await,
-            Some(Input::Rtp { pt, payload }) => self.take_rtp(pt, &payload),
-            Some(Input::DcClosed) => return Some(LegEnd::ChannelClosed),
-            Some(Input::PcState(state)) => match state {
-                RTCPeerConnectionState::Failed => return Some(LegEnd::PeerFailed),
-                RTCPeerConnectionState::Closed => return Some(LegEnd::PeerClosed),
-                RTCPeerConnectionState::Disconnected => {
-                    self.disconnected_since.get_or_insert_with(Instant::now);
-                }
-                RTCPeerConnectionState::Connected => self.disconnected_since = None,
-                _ => {}
-            },
-            Some(Input::DcOpen) => {}
-            None => return Some(LegEnd::PeerClosed),
-        }
-        None
-    }
-
-    /// Takes in what already arrived, so decisions see the latest turn state.
-    async fn drain_ready(&mut self) {
-        while self.ended.is_none() {
-            let Ok(input) = self.rx.try_recv() else { break };
-            if let Some(end) = self.take_input(Some(input)).await {
-                let ev = self.end(end);
-                self.pending.push_back(ev);
-            }
+    /// The session is over for `reason`: said once, after what came before it.
+    fn finish(&mut self, reason: LegEnd) {
+        if self.ended.is_none() {
+            let ev = self.end(reason);
+            self.pending.push_back(ev);
         }
     }
 
     /// Writes released events; each leaves the box only once written.
-    async fn flush_outbox(&mut self) {
+    fn flush_outbox(&mut self) {
         while let Some(ev) = self.outbox.front().cloned() {
-            if self.ended.is_some() || self.dc.send_text(&ev.to_json()).await.is_err() {
+            if self.ended.is_some() || self.write_event(&ev).is_err() {
                 self.outbox.clear();
                 return;
             }
@@ -622,32 +695,74 @@ impl WebRtcLeg {
         LegEvent::Ended(self.ended.get_or_insert(reason).clone())
     }
 
-    async fn write_event(&mut self, ev: &ClientEvent) -> Result<(), LegError> {
+    /// Sends one client event on the channel, and the datagrams carrying it.
+    fn write_event(&mut self, ev: &ClientEvent) -> Result<(), LegError> {
         if let Some(r) = &self.ended {
             return Err(LegError::Ended(r.clone()));
         }
-        self.dc.send_text(&ev.to_json()).await.map_err(transport)
+        let now = std::time::Instant::now();
+        let sent = match self.pc.data_channel(self.dc) {
+            Some(mut dc) => dc.send_text(now, ev.to_json()).map_err(transport),
+            None => Err(LegError::Ended(LegEnd::ChannelClosed)),
+        };
+        self.flush_writes();
+        sent
     }
 }
 
-/// Moves the channel's events to the leg's owner, off the connection's driver.
-fn spawn_channel_reader(dc: Arc<dyn DataChannel>, tx: mpsc::Sender<Input>) {
-    tokio::spawn(async move {
-        while let Some(ev) = dc.poll().await {
-            let input = match ev {
-                DataChannelEvent::OnOpen => Input::DcOpen,
-                DataChannelEvent::OnMessage(msg) => Input::DcMessage(msg.data.freeze()),
-                DataChannelEvent::OnClose => {
-                    let _ = tx.send(Input::DcClosed).await;
-                    break;
+/// Posts the offer; the call id from `Location` and the answer's SDP.
+async fn post_offer(
+    http: &reqwest::Client,
+    opts: &WebRtcOptions,
+    key: &Secret,
+    offer: String,
+    end: Instant,
+) -> Result<(String, String), LegError> {
+    let calls_url = format!("{}/v1/realtime/calls", opts.base_url);
+    let resp = http
+        .post(&calls_url)
+        .bearer_auth(key.expose())
+        .header(reqwest::header::CONTENT_TYPE, "application/sdp")
+        .body(offer)
+        .timeout(end.saturating_duration_since(Instant::now()))
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                LegError::Timeout {
+                    stage: "the SDP answer",
+                    after: opts.connect_deadline,
                 }
-                _ => continue,
-            };
-            if tx.send(input).await.is_err() {
-                break;
+            } else {
+                transport(format!("POST /v1/realtime/calls: {e}"))
             }
-        }
-    });
+        })?;
+    let status = resp.status().as_u16();
+    if !resp.status().is_success() {
+        let (code, message) = api_error(resp).await;
+        return Err(LegError::Refused {
+            status,
+            code,
+            message,
+        });
+    }
+    let call_id = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| l.trim_end_matches('/').rsplit('/').next())
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| LegError::BadAnswer("no Location with the call id".into()))?;
+    let left = end.saturating_duration_since(Instant::now());
+    let sdp = tokio::time::timeout(left, resp.text())
+        .await
+        .map_err(|_| LegError::Timeout {
+            stage: "the SDP answer",
+            after: opts.connect_deadline,
+        })?
+        .map_err(|e| transport(format!("reading the answer: {e}")))?;
+    Ok((call_id, sdp))
 }
 
 #[async_trait::async_trait]
@@ -717,7 +832,16 @@ impl RealtimeLeg for WebRtcLeg {
         self.first_packet = false;
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(ticks);
-        self.track.write_rtp(pkt).await.map_err(transport)
+        let sent = match self.pc.rtp_sender(self.sender) {
+            Some(mut sender) => sender.write_rtp(std::time::Instant::now(), pkt),
+            None => return Ok(()),
+        };
+        // before the connection is up the core refuses media: that frame is simply not sent
+        if sent.is_err() {
+            self.dropped_out += 1;
+        }
+        self.flush_writes();
+        Ok(())
     }
 
     async fn send(&mut self, event: ClientEvent) -> Result<(), LegError> {
@@ -726,14 +850,19 @@ impl RealtimeLeg for WebRtcLeg {
             return Err(LegError::Ended(r.clone()));
         }
         match self.turns.outgoing(event) {
-            Some(ev) => self.write_event(&ev).await,
+            Some(ev) => self.write_event(&ev),
             None => Ok(()),
         }
     }
 
     async fn recv(&mut self) -> LegEvent {
         loop {
-            self.flush_outbox().await;
+            // closed by this side: what was still on its way is not wanted
+            if self.closed {
+                return LegEvent::Ended(self.ended.clone().unwrap_or(LegEnd::Closed));
+            }
+            self.drive();
+            self.flush_outbox();
             if let Some(ev) = self.pending.pop_front() {
                 if let LegEvent::Ended(r) = &ev {
                     self.ended.get_or_insert(r.clone());
@@ -744,32 +873,23 @@ impl RealtimeLeg for WebRtcLeg {
                 return LegEvent::Ended(r.clone());
             }
             let limit = self.disconnected_since.map(|t| t + DISCONNECTED_LIMIT);
-            let input = match limit {
-                Some(limit) => match tokio::time::timeout_at(limit, self.rx.recv()).await {
-                    Ok(input) => input,
-                    Err(_) => return self.end(LegEnd::Disconnected(DISCONNECTED_LIMIT)),
-                },
-                None => self.rx.recv().await,
-            };
-            if let Some(end) = self.take_input(input).await {
-                return self.end(end);
+            if !self.wait_input(limit).await {
+                return self.end(LegEnd::Disconnected(DISCONNECTED_LIMIT));
             }
         }
     }
 
     async fn interrupt(&mut self, _unplayed_ms: u32) -> Result<(), LegError> {
         // the service knows what it played out: cancel, and clear its buffer
-        self.drain_ready().await;
+        self.drive();
         self.pending.retain(|e| !matches!(e, LegEvent::Audio(_)));
         if self.turns.response_active() {
             self.write_event(&ClientEvent::ResponseCancel {
                 event_id: None,
                 response_id: None,
-            })
-            .await?;
+            })?;
         }
         self.write_event(&ClientEvent::OutputAudioBufferClear { event_id: None })
-            .await
     }
 
     async fn close(&mut self) {
@@ -778,30 +898,38 @@ impl RealtimeLeg for WebRtcLeg {
         }
         self.closed = true;
         self.ended.get_or_insert(LegEnd::Closed);
-        self.hangup.send().await;
-        let _ = self.dc.close().await;
-        let _ = self.pc.close().await;
-        if self.malformed + self.bad_audio > 0 {
+        if let Some(h) = &self.hangup {
+            h.send().await;
+        }
+        self.shut();
+        if self.malformed + self.bad_audio + self.dropped_in + self.dropped_out > 0 {
             tracing::debug!(
                 malformed = self.malformed,
                 bad_audio = self.bad_audio,
-                "realtime leg had unreadable input"
+                dropped_in = self.dropped_in,
+                dropped_out = self.dropped_out,
+                "realtime leg had unreadable input or unsent datagrams"
             );
         }
     }
 }
 
+impl WebRtcLeg {
+    /// Closes the channel and the connection and sends what that says to the far end.
+    fn shut(&mut self) {
+        if let Some(mut dc) = self.pc.data_channel(self.dc) {
+            let _ = dc.close();
+        }
+        let _ = self.pc.close();
+        self.flush_writes();
+    }
+}
+
 impl Drop for WebRtcLeg {
     fn drop(&mut self) {
-        if self.closed {
-            return;
-        }
-        // dropped without close (a panicking or cancelled owner): free the connection anyway
-        let pc = self.pc.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = pc.close().await;
-            });
+        // dropped without close (a panicking or cancelled owner): still tell the far end
+        if !self.closed {
+            self.shut();
         }
     }
 }
@@ -815,5 +943,22 @@ mod tests {
         assert_eq!(default_bind("http://127.0.0.1:4000"), "127.0.0.1:0");
         assert_eq!(default_bind("http://localhost:4000/"), "127.0.0.1:0");
         assert_eq!(default_bind("https://api.openai.com"), "0.0.0.0:0");
+    }
+
+    #[test]
+    fn candidates_are_only_offered_on_addresses_a_peer_can_reach() {
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "169.254.1.2",
+            "fe80::1",
+            "::1",
+            "::",
+        ] {
+            assert!(!usable(&ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["10.0.0.5", "192.0.2.7", "2001:db8::1"] {
+            assert!(usable(&ip.parse().unwrap()), "{ip}");
+        }
     }
 }
