@@ -183,6 +183,7 @@ impl Relay {
             dtmf_inter_digit: Duration::from_millis(b.dtmf_inter_digit_ms),
             guardrail_every: b.guardrail_every_chars,
             recording: recording_settings(&cfg),
+            echo_gate_margin_db: b.echo_gate.then_some(f32::from(b.echo_gate_margin_db)),
         });
         let metrics = Metrics::shared();
         let registry = Registry::new();

@@ -302,6 +302,12 @@ pub struct BridgeConfig {
     pub dtmf_inter_digit_ms: u64,
     /// Output guardrails check the agent's transcript every this many new characters.
     pub guardrail_every_chars: usize,
+    /// Keep the agent's own voice, returned by the caller's line (a speakerphone, a poor
+    /// hybrid), from reaching the model as the caller's: see `src/media/echo_gate.rs`.
+    pub echo_gate: bool,
+    /// A caller frame heard while the agent speaks goes to the model only when it is this many
+    /// dB louder than the loudest echo the line could return (0–30).
+    pub echo_gate_margin_db: u8,
 }
 
 impl Default for BridgeConfig {
@@ -314,6 +320,8 @@ impl Default for BridgeConfig {
             hold_after_ms: 700,
             dtmf_inter_digit_ms: 1500,
             guardrail_every_chars: 100,
+            echo_gate: true,
+            echo_gate_margin_db: 6,
         }
     }
 }
@@ -522,6 +530,13 @@ impl Config {
                 key: "openai.key_pool",
                 value: self.openai.key_pool.to_string(),
                 reason: "must be 0..=16",
+            });
+        }
+        if self.bridge.echo_gate_margin_db > 30 {
+            return Err(ConfigError::Invalid {
+                key: "bridge.echo_gate_margin_db",
+                value: self.bridge.echo_gate_margin_db.to_string(),
+                reason: "must be 0..=30",
             });
         }
         if self.bridge.guardrail_every_chars == 0 {

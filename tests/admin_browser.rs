@@ -111,6 +111,7 @@ fn scripted_call(reg: &Registry) -> tokio::task::JoinHandle<()> {
             concealed_frames: 2,
             jitter_buffer_ms: 40,
             barge_ins: 1,
+            echo_gated_frames: 0,
             audio_to_agent_s: 20.4,
             audio_to_caller_s: 14.1,
         };

@@ -75,6 +75,8 @@ pub struct BridgeSettings {
     pub guardrail_every: usize,
     /// Call recordings.
     pub recording: call_recording::RecordingSettings,
+    /// The line-echo gate's margin in dB (`None`: off): see [`crate::media::echo_gate`].
+    pub echo_gate_margin_db: Option<f32>,
 }
 
 impl Default for BridgeSettings {
@@ -88,6 +90,7 @@ impl Default for BridgeSettings {
             dtmf_inter_digit: Duration::from_millis(1500),
             guardrail_every: 100,
             recording: call_recording::RecordingSettings::default(),
+            echo_gate_margin_db: Some(6.0),
         }
     }
 }

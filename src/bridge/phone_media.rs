@@ -22,6 +22,7 @@ use super::call_recording::{CallRecording, RecordingInfo};
 
 use crate::media::codec::{Codec, Decoder, G711Decoder};
 use crate::media::dtmf::DtmfReceiver;
+use crate::media::echo_gate::{EchoCounters, EchoGate};
 use crate::media::frame::{Frame, FRAME_MS, FRAME_SAMPLES, SILENCE};
 use crate::media::g711::Law;
 use crate::media::jitter::{JitterBuffer, JitterConfig, Playout, Push};
@@ -86,6 +87,10 @@ pub struct PhoneMedia {
     pacer: Pacer<Queued>,
     upstream: VecDeque<Queued>,
     caller: Frame,
+    /// The caller's frame as it goes to the agent (the echo gate's output).
+    to_agent: Frame,
+    /// Keeps the agent's echo on the line from the agent (see [`EchoGate`]), when on.
+    echo_gate: Option<EchoGate>,
     silence: G711Frame,
     /// When the last agent frame went out (tick time), for the residual.
     last_agent_sent: Option<Duration>,
@@ -148,11 +153,27 @@ impl PhoneMedia {
             }),
             upstream: VecDeque::new(),
             caller: SILENCE,
+            to_agent: SILENCE,
+            echo_gate: None,
             silence,
             last_agent_sent: None,
             counters: PhoneCounters::default(),
             recording: None,
         }
+    }
+
+    /// Turns the line-echo gate on: a caller frame goes to the agent only when it is
+    /// `margin_db` louder than the agent's loudest echo could be (see [`EchoGate`]).
+    pub fn enable_echo_gate(&mut self, margin_db: f32) {
+        self.echo_gate = Some(EchoGate::new(self.law, margin_db));
+    }
+
+    /// What the echo gate did (all zero when it is off).
+    pub fn echo_counters(&self) -> EchoCounters {
+        self.echo_gate
+            .as_ref()
+            .map(EchoGate::counters)
+            .unwrap_or_default()
     }
 
     /// The phone leg's G.711 law.
@@ -223,7 +244,11 @@ impl PhoneMedia {
         if kind == Playout::Concealed {
             self.counters.concealed += 1;
         }
-        (&self.caller, kind)
+        self.to_agent = self.caller;
+        if let Some(gate) = self.echo_gate.as_mut() {
+            gate.handle_caller(&mut self.to_agent);
+        }
+        (&self.to_agent, kind)
     }
 
     /// Queues 20 ms of agent audio, arrived at `now`, for the caller.
@@ -300,6 +325,9 @@ impl PhoneMedia {
             self.law.decode(&frame, &mut pcm);
             r.agent(now, &pcm);
         }
+        if let Some(gate) = self.echo_gate.as_mut() {
+            gate.handle_played(&frame);
+        }
         let n = self
             .tx
             .write(self.payload_type, &frame, FRAME_SAMPLES as u32, out);
@@ -326,6 +354,9 @@ impl PhoneMedia {
     /// Time passes with nothing sent (on hold): keeps the media clock going.
     pub fn skip(&mut self) {
         self.tx.skip(FRAME_SAMPLES as u32);
+        if let Some(gate) = self.echo_gate.as_mut() {
+            gate.handle_played(&self.silence);
+        }
     }
 
     /// Barge-in at `now`: drops all agent audio not yet sent.

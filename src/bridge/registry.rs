@@ -106,6 +106,9 @@ pub struct MediaStats {
     pub jitter_buffer_ms: u32,
     /// Times the caller interrupted the agent.
     pub barge_ins: u64,
+    /// Frames of the caller's audio the agent got as silence: the agent's own voice coming
+    /// back on the caller's line (`bridge.echo_gate`).
+    pub echo_gated_frames: u64,
     /// Seconds of caller audio sent to the agent.
     pub audio_to_agent_s: f64,
     /// Seconds of agent audio played to the caller.

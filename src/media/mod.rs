@@ -12,11 +12,14 @@
 //!   [`opus_codec::OpusDecoder`] at 8 kHz (or PCM chunks from the WebSocket leg through
 //!   [`frame::Framer`]); each frame is G.711-encoded into a [`pacer::Pacer`], which releases
 //!   one every 20 ms. Barge-in is `Pacer::flush`, which reports the milliseconds dropped.
+//! - [`echo_gate::EchoGate`] sees every frame played to the caller and keeps the agent's own
+//!   echo on the caller's line from reaching the model as the caller's voice.
 //! - [`recording::Recorder`] (when enabled) takes the caller's frames as popped and the
 //!   agent's as released, each with its time.
 
 pub mod codec;
 pub mod dtmf;
+pub mod echo_gate;
 pub mod frame;
 pub mod g711;
 pub mod jitter;

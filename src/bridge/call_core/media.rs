@@ -182,6 +182,7 @@ impl CallCore {
             concealed_frames: c.concealed,
             jitter_buffer_ms: self.media.jitter_depth_ms(),
             barge_ins: self.barge_ins,
+            echo_gated_frames: self.media.echo_counters().gated,
             audio_to_agent_s: c.frames_in as f64 * FRAME_DURATION.as_secs_f64(),
             audio_to_caller_s: c.frames_out as f64 * FRAME_DURATION.as_secs_f64(),
         };

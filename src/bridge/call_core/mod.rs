@@ -243,7 +243,13 @@ impl CallCore {
             metrics: parts.metrics,
             moderation: parts.moderation,
             kind: parts.kind,
-            media: PhoneMedia::g711(law, parts.payload_type, parts.dtmf_payload_type),
+            media: {
+                let mut m = PhoneMedia::g711(law, parts.payload_type, parts.dtmf_payload_type);
+                if let Some(db) = settings.echo_gate_margin_db {
+                    m.enable_echo_gate(db);
+                }
+                m
+            },
             direction: parts.direction,
             phase: Phase::Ringing,
             outputs: VecDeque::new(),

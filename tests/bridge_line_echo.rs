@@ -1,0 +1,192 @@
+//! A caller whose line returns the agent's own voice (a speakerphone, a poor hybrid) at −10 dB
+//! with 80 ms of delay, against the relay and its in-process simulator: with the echo gate
+//! the agent's echo never interrupts it, and the caller's one real turn still reaches the
+//! model and is answered; without the gate the same line interrupts the agent.
+
+mod support;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use support::agent::{agent_env, speech};
+use support::uac::Uac;
+use support::{msg, Relay};
+use voxrelay::media::g711::Law;
+
+const FRAME: usize = 160;
+/// The line returns the agent at −10 dB (amplitude × 0.316).
+const ECHO_GAIN: f32 = 0.316;
+
+/// What one call on the echo line saw.
+struct LineCall {
+    /// Agent audio frames heard before the caller spoke, and after.
+    agent_before: usize,
+    agent_after: usize,
+    /// The relay's `barge-in` log lines.
+    barge_ins: usize,
+    /// The call's media stats as the admin API gives them after the call.
+    media: serde_json::Value,
+}
+
+fn loud(payload: &[u8]) -> bool {
+    let mut pcm = [0i16; FRAME];
+    let n = payload.len().min(FRAME);
+    Law::Mu.decode(&payload[..n], &mut pcm[..n]);
+    let power: f64 = pcm
+        .iter()
+        .map(|&s| f64::from(s) * f64::from(s))
+        .sum::<f64>()
+        / FRAME as f64;
+    power > 100.0 * 100.0
+}
+
+/// One call: the line echoes every frame the relay sends; once the agent's greeting has
+/// played and gone quiet, the caller speaks for 1.5 s; the call goes on until the agent has
+/// answered and gone quiet again. Paced by the relay's own packets, 20 ms apart.
+fn call_on_echo_line(env: &[(&str, &str)], delay_frames: usize) -> LineCall {
+    let relay = Relay::start(env);
+    let mut uac = Uac::new(relay.sip);
+    uac.dial = "receptionist".into();
+    assert_eq!(uac.invite().status(), 200, "{}", relay.dump());
+    uac.ack();
+    let answered = relay.wait_for(|v| msg(v) == "call answered", Duration::from_secs(10));
+    let id = answered["span"]["id"].as_str().unwrap().to_string();
+
+    let mut line: VecDeque<[u8; FRAME]> = (0..delay_frames).map(|_| [0xff; FRAME]).collect();
+    let talk = speech(1500);
+    let (mut seq, mut ts) = (1000u16, 5000u32);
+    let (mut agent_before, mut agent_after) = (0, 0);
+    let mut quiet_run = 0;
+    // 0: the greeting, 1: the caller speaks, 2: the answer
+    let mut phase = 0;
+    let mut spoken = 0;
+    // bounded: 10 s for the greeting, 15 s for the answer
+    let mut in_phase = 0;
+    for _ in 0..1500 {
+        in_phase += 1;
+        let Some(p) = uac.recv_rtp(Duration::from_secs(2)) else {
+            panic!("the relay stopped sending: {}", relay.dump())
+        };
+        let payload = &p.5;
+        let is_agent = loud(payload);
+        match phase {
+            0 if is_agent => agent_before += 1,
+            2 if is_agent => agent_after += 1,
+            _ => {}
+        }
+        quiet_run = if is_agent { 0 } else { quiet_run + 1 };
+        // the line: what the relay sent, 80 ms later, at -10 dB
+        let mut pcm = [0i16; FRAME];
+        let n = payload.len().min(FRAME);
+        Law::Mu.decode(&payload[..n], &mut pcm[..n]);
+        for s in pcm.iter_mut() {
+            *s = (f32::from(*s) * ECHO_GAIN) as i16;
+        }
+        if phase == 1 {
+            for (s, t) in pcm
+                .iter_mut()
+                .zip(&talk[spoken * FRAME..(spoken + 1) * FRAME])
+            {
+                *s = s.saturating_add(*t);
+            }
+            spoken += 1;
+        }
+        let mut back = [0u8; FRAME];
+        Law::Mu.encode(&pcm, &mut back);
+        line.push_back(back);
+        let out = line.pop_front().expect("the delay line is never empty");
+        uac.send_rtp(0, seq, ts, 0x00ec_0ec0, &out);
+        seq = seq.wrapping_add(1);
+        ts = ts.wrapping_add(FRAME as u32);
+        let next = match phase {
+            // the greeting played and the agent has been quiet for 1 s
+            0 => (agent_before > 25 && quiet_run >= 50) || in_phase >= 500,
+            1 => spoken * FRAME >= talk.len(),
+            _ => (agent_after > 25 && quiet_run >= 50) || in_phase >= 750,
+        };
+        if next {
+            if phase == 2 {
+                break;
+            }
+            phase += 1;
+            in_phase = 0;
+        }
+    }
+    assert_eq!(uac.bye().status(), 200);
+    relay.wait_calls_ended(1, Duration::from_secs(10));
+    let barge_ins = relay.logs().iter().filter(|v| msg(v) == "barge-in").count();
+    let detail = support::agent::get_json(&format!("http://{}/api/calls/{id}", relay.admin));
+    LineCall {
+        agent_before,
+        agent_after,
+        barge_ins,
+        media: detail["media"].clone(),
+    }
+}
+
+fn env(gate: &str) -> Vec<(String, String)> {
+    let mut env = agent_env("booking");
+    env.push(("VOXRELAY__BRIDGE__ECHO_GATE".into(), gate.into()));
+    env
+}
+
+/// One call with the gate on or off and the echo `delay_ms` late; prints its figures.
+fn run(gate: &str, delay_ms: usize) -> LineCall {
+    let env = env(gate);
+    let all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let c = call_on_echo_line(&all, delay_ms / 20);
+    eprintln!(
+        "echo line: gate {gate}, -10 dB after {delay_ms} ms: {} barge-ins, agent frames {} before \
+         the caller spoke and {} after, media {}",
+        c.barge_ins, c.agent_before, c.agent_after, c.media
+    );
+    c
+}
+
+/// The gate on: no barge-in from the echo, and the caller's one turn answered.
+fn check_gated(delay_ms: usize) {
+    let c = run("true", delay_ms);
+    assert!(
+        c.agent_before > 25,
+        "the greeting played: {} frames",
+        c.agent_before
+    );
+    assert_eq!(
+        c.barge_ins, 0,
+        "echo taken for the caller; media {}",
+        c.media
+    );
+    // the caller's one turn reached the model: the agent answered it
+    assert!(
+        c.agent_after > 25,
+        "the agent answered: {} frames",
+        c.agent_after
+    );
+    assert!(
+        c.media["echo_gated_frames"].as_u64().unwrap() > 25,
+        "{}",
+        c.media
+    );
+}
+
+#[test]
+fn the_agents_own_echo_80_ms_late_never_interrupts_it_and_the_caller_is_still_heard() {
+    check_gated(80);
+}
+
+#[test]
+fn the_agents_own_echo_40_ms_late_never_interrupts_it() {
+    check_gated(40);
+}
+
+#[test]
+fn the_agents_own_echo_120_ms_late_never_interrupts_it() {
+    check_gated(120);
+}
+
+#[test]
+fn without_the_gate_the_same_line_interrupts_the_agent() {
+    let c = run("false", 80);
+    assert!(c.barge_ins >= 1, "no barge-in; media {}", c.media);
+    assert_eq!(c.media["echo_gated_frames"], 0, "{}", c.media);
+}
