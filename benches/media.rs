@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use voxrelay::media::codec::{Codec, G711Decoder, PayloadDecoder};
+use voxrelay::media::echo_gate::EchoGate;
 use voxrelay::media::frame::{Frame, FRAME_SAMPLES};
 use voxrelay::media::g711::Law;
 use voxrelay::media::jitter::{JitterBuffer, JitterConfig};
@@ -99,6 +100,23 @@ fn stages(c: &mut Criterion) {
             })
         });
     }
+
+    // the line-echo gate, both halves of one tick: the frame played, the caller's frame
+    // judged (the caller returns the agent's audio at -10 dB, so most frames are gated)
+    let mut gate = EchoGate::new(Law::Mu, 6.0);
+    let mut i = 0;
+    let echo: Vec<Frame> = frames
+        .iter()
+        .map(|f| std::array::from_fn(|n| (f32::from(f[n]) * 0.316) as i16))
+        .collect();
+    g.bench_function("echo_gate_tick", |b| {
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            gate.handle_played(black_box(&g711[i]));
+            let mut f = echo[(i + frames.len() - 4) % frames.len()];
+            black_box(gate.handle_caller(&mut f));
+        })
+    });
 
     // bare libopus at 8 kHz, complexity 5 and 24 kbit/s with FEC (the figure to beat,
     // and the call's setting before the quality bench chose complexity 1 at 32 kbit/s)
