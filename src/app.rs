@@ -184,6 +184,7 @@ impl Relay {
             guardrail_every: b.guardrail_every_chars,
             recording: recording_settings(&cfg),
             echo_gate_margin_db: b.echo_gate.then_some(f32::from(b.echo_gate_margin_db)),
+            redact_transcripts: cfg.privacy.redact_transcripts,
         });
         let metrics = Metrics::shared();
         let registry = Registry::new();

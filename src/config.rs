@@ -46,10 +46,21 @@ pub struct Config {
     pub recording: RecordingConfig,
     /// Several relays sharing one PostgreSQL database (off by default).
     pub cluster: ClusterConfig,
+    /// What the relay keeps of callers' personal data.
+    pub privacy: PrivacyConfig,
     /// SIP trunks: who may call, and registrations. None: any source may call.
     pub trunks: Vec<TrunkConfig>,
     /// Dialled number -> agent; `*` for every other number. Empty: `agents.default` answers.
     pub routes: std::collections::BTreeMap<String, String>,
+}
+
+/// `[privacy]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Store call transcripts and tool calls with phone numbers, email addresses and the
+    /// names the call's tools handled replaced by `[phone]`, `[email]` and `[name]`.
+    pub redact_transcripts: bool,
 }
 
 /// `[sip]`

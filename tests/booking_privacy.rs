@@ -32,9 +32,15 @@ fn rt() -> tokio::runtime::Runtime {
 /// A relay answering with the receptionist playing `privacy.toml`, with `trunks`, and the two
 /// patients' bookings a week from now.
 fn start(trunks: &str) -> Relay {
+    start_with(trunks, &[])
+}
+
+/// [`start`] with more settings.
+fn start_with(trunks: &str, more: &[(&str, &str)]) -> Relay {
     let env = agent_env(&test_scenario("privacy.toml"));
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     all.push(("VOXRELAY__TRUNKS", trunks));
+    all.extend_from_slice(more);
     let relay = Relay::start(&all);
     rt().block_on(async {
         let store = Store::open(&relay.database_url(), 1).await.unwrap();
@@ -165,6 +171,46 @@ fn common(relay: &Relay, session: &Value) -> Vec<(String, Value)> {
     outs
 }
 
+/// The stored record of the relay's one call: its transcript and tool calls as JSON text.
+fn stored(relay: &Relay) -> (String, String) {
+    rt().block_on(async {
+        let store = Store::open(&relay.database_url(), 1).await.unwrap();
+        let r = store.list_calls(1).await.unwrap().remove(0);
+        (r.transcript.to_string(), r.tool_calls.to_string())
+    })
+}
+
+#[test]
+fn with_privacy_redact_transcripts_the_stored_record_keeps_no_number_or_name() {
+    let relay = start_with(
+        r#"[{name = "main", addresses = ["127.0.0.2/32"]}]"#,
+        &[("VOXRELAY__PRIVACY__REDACT_TRANSCRIPTS", "true")],
+    );
+    call_from(&relay, "127.0.0.2");
+    let (transcript, tools) = stored(&relay);
+    for personal in [
+        "201 555 0199",
+        OTHER_PHONE,
+        OWN_PHONE,
+        "Ada",
+        "Lovelace",
+        "Grace",
+        "Hopper",
+    ] {
+        assert!(
+            !transcript.contains(personal),
+            "{personal:?} kept: {transcript}"
+        );
+        assert!(!tools.contains(personal), "{personal:?} kept: {tools}");
+    }
+    // what was said and done is still there, numbers replaced
+    assert!(transcript.contains("neighbour, [phone]"), "{transcript}");
+    assert!(
+        tools.contains("[phone]") && tools.contains(OTHER_CODE),
+        "{tools}"
+    );
+}
+
 #[test]
 fn a_trusted_callers_tools_reach_only_their_own_bookings() {
     // the trunk at 127.0.0.2 asserts the caller's number (P-Asserted-Identity); its From
@@ -172,6 +218,10 @@ fn a_trusted_callers_tools_reach_only_their_own_bookings() {
     let relay = start(r#"[{name = "main", addresses = ["127.0.0.2/32"]}]"#);
     let session = call_from(&relay, "127.0.0.2");
     let outs = common(&relay, &session);
+    // privacy.redact_transcripts is off by default: the record keeps what was said
+    let (transcript, tools) = stored(&relay);
+    assert!(transcript.contains("201 555 0199"), "{transcript}");
+    assert!(tools.contains(OTHER_PHONE), "{tools}");
     // another number: refused outright
     let other = &outs[0].1;
     assert_eq!(other["error"], true, "{other}");

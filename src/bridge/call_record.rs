@@ -4,6 +4,7 @@
 use serde_json::Value;
 use tracing::warn;
 
+use super::redaction::Redactor;
 use super::registry::{CallDetail, CallPublisher};
 use crate::booking::{CallRecord, Tools};
 use crate::metrics::Metrics;
@@ -19,13 +20,24 @@ pub fn detail(call: &IncomingCall, agent: &str) -> CallDetail {
     d
 }
 
-/// Records a call that ended: metrics, the registry's ended list, the database.
-pub async fn finish(metrics: &Metrics, tools: Option<&Tools>, p: CallPublisher, reason: &str) {
+/// Records a call that ended: metrics, the registry's ended list, the database (with
+/// personal data redacted when `redact`: see [`super::redaction`]).
+pub async fn finish(
+    metrics: &Metrics,
+    tools: Option<&Tools>,
+    p: CallPublisher,
+    reason: &str,
+    redact: bool,
+) {
     metrics.calls_active.dec();
     metrics.call_ended(reason);
     let d = p.finish(reason);
     if let Some(tools) = tools {
-        if let Err(e) = tools.store().insert_call(&record(&d, reason)).await {
+        let mut r = record(&d, reason);
+        if redact {
+            Redactor::for_call(&r.tool_calls).record(&mut r.transcript, &mut r.tool_calls);
+        }
+        if let Err(e) = tools.store().insert_call(&r).await {
             warn!(error = %e, "the call record was not stored");
         }
     }

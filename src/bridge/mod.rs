@@ -15,6 +15,7 @@ pub mod moderation;
 pub mod phone_media;
 pub mod prompts;
 pub mod recording_retention;
+pub mod redaction;
 pub mod registry;
 pub mod session_io;
 pub mod tool_run;
@@ -77,6 +78,8 @@ pub struct BridgeSettings {
     pub recording: call_recording::RecordingSettings,
     /// The line-echo gate's margin in dB (`None`: off): see [`crate::media::echo_gate`].
     pub echo_gate_margin_db: Option<f32>,
+    /// Stored records have personal data redacted (`privacy.redact_transcripts`).
+    pub redact_transcripts: bool,
 }
 
 impl Default for BridgeSettings {
@@ -91,6 +94,7 @@ impl Default for BridgeSettings {
             guardrail_every: 100,
             recording: call_recording::RecordingSettings::default(),
             echo_gate_margin_db: Some(6.0),
+            redact_transcripts: false,
         }
     }
 }

@@ -389,7 +389,8 @@ async fn run(call: WebCall, live: Arc<LiveContext>, stop: CancellationToken) {
     io.finish_tools(&mut core, t0).await;
     let seconds = t0.elapsed().as_secs_f32();
     let p = core.into_publisher();
-    call_record::finish(&metrics, live.tools.as_ref(), p, &end.reason).await;
+    let redact = live.settings.redact_transcripts;
+    call_record::finish(&metrics, live.tools.as_ref(), p, &end.reason, redact).await;
     info!(kind = "web", reason = %end.reason, seconds, "call ended");
 }
 
