@@ -24,6 +24,8 @@ struct LineCall {
     agent_after: usize,
     /// The relay's `barge-in` log lines.
     barge_ins: usize,
+    /// The agent audio each barge-in left the caller hearing, in ms.
+    residuals: Vec<u64>,
     /// The call's media stats as the admin API gives them after the call.
     media: serde_json::Value,
 }
@@ -41,9 +43,10 @@ fn loud(payload: &[u8]) -> bool {
 }
 
 /// One call: the line echoes every frame the relay sends; once the agent's greeting has
-/// played and gone quiet, the caller speaks for 1.5 s; the call goes on until the agent has
-/// answered and gone quiet again. Paced by the relay's own packets, 20 ms apart.
-fn call_on_echo_line(env: &[(&str, &str)], delay_frames: usize) -> LineCall {
+/// played and gone quiet (or, with `interrupt`, 1 s into the greeting), the caller speaks for
+/// 1.5 s; the call goes on until the agent has answered and gone quiet again. Paced by the
+/// relay's own packets, 20 ms apart.
+fn call_on_echo_line(env: &[(&str, &str)], delay_frames: usize, interrupt: bool) -> LineCall {
     let relay = Relay::start(env);
     let mut uac = Uac::new(relay.sip);
     uac.dial = "receptionist".into();
@@ -100,6 +103,7 @@ fn call_on_echo_line(env: &[(&str, &str)], delay_frames: usize) -> LineCall {
         ts = ts.wrapping_add(FRAME as u32);
         let next = match phase {
             // the greeting played and the agent has been quiet for 1 s
+            0 if interrupt => agent_before >= 50 || in_phase >= 500,
             0 => (agent_before > 25 && quiet_run >= 50) || in_phase >= 500,
             1 => spoken * FRAME >= talk.len(),
             _ => (agent_after > 25 && quiet_run >= 50) || in_phase >= 750,
@@ -114,12 +118,19 @@ fn call_on_echo_line(env: &[(&str, &str)], delay_frames: usize) -> LineCall {
     }
     assert_eq!(uac.bye().status(), 200);
     relay.wait_calls_ended(1, Duration::from_secs(10));
-    let barge_ins = relay.logs().iter().filter(|v| msg(v) == "barge-in").count();
+    let logs = relay.logs();
+    let cuts: Vec<_> = logs.iter().filter(|v| msg(v) == "barge-in").collect();
+    let barge_ins = cuts.len();
+    let residuals = cuts
+        .iter()
+        .map(|v| v["residual_ms"].as_u64().unwrap_or(u64::MAX))
+        .collect();
     let detail = support::agent::get_json(&format!("http://{}/api/calls/{id}", relay.admin));
     LineCall {
         agent_before,
         agent_after,
         barge_ins,
+        residuals,
         media: detail["media"].clone(),
     }
 }
@@ -132,13 +143,18 @@ fn env(gate: &str) -> Vec<(String, String)> {
 
 /// One call with the gate on or off and the echo `delay_ms` late; prints its figures.
 fn run(gate: &str, delay_ms: usize) -> LineCall {
+    run_call(gate, delay_ms, false)
+}
+
+fn run_call(gate: &str, delay_ms: usize, interrupt: bool) -> LineCall {
     let env = env(gate);
     let all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let c = call_on_echo_line(&all, delay_ms / 20);
+    let c = call_on_echo_line(&all, delay_ms / 20, interrupt);
     eprintln!(
-        "echo line: gate {gate}, -10 dB after {delay_ms} ms: {} barge-ins, agent frames {} before \
-         the caller spoke and {} after, media {}",
-        c.barge_ins, c.agent_before, c.agent_after, c.media
+        "echo line: gate {gate}, -10 dB after {delay_ms} ms, caller interrupts: {interrupt}: {} \
+         barge-ins (residual ms {:?}), agent frames {} before the caller spoke and {} after, \
+         media {}",
+        c.barge_ins, c.residuals, c.agent_before, c.agent_after, c.media
     );
     c
 }
@@ -182,6 +198,24 @@ fn the_agents_own_echo_40_ms_late_never_interrupts_it() {
 #[test]
 fn the_agents_own_echo_120_ms_late_never_interrupts_it() {
     check_gated(120);
+}
+
+/// The gate on, the caller talking over the greeting: one barge-in, which cuts the agent as
+/// promptly as on a clean line, and the caller's turn answered.
+#[test]
+fn the_caller_talking_over_the_agent_on_an_echo_line_still_interrupts_it_at_once() {
+    let c = run_call("true", 80, true);
+    assert_eq!(
+        c.barge_ins, 1,
+        "residuals {:?}; media {}",
+        c.residuals, c.media
+    );
+    assert!(c.residuals[0] <= 40, "residual {:?} ms", c.residuals);
+    assert!(
+        c.agent_after > 25,
+        "the agent answered: {} frames",
+        c.agent_after
+    );
 }
 
 #[test]
