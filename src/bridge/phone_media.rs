@@ -244,11 +244,14 @@ impl PhoneMedia {
         if kind == Playout::Concealed {
             self.counters.concealed += 1;
         }
-        self.to_agent = self.caller;
-        if let Some(gate) = self.echo_gate.as_mut() {
-            gate.handle_caller(&mut self.to_agent);
+        match self.echo_gate.as_mut() {
+            Some(gate) => {
+                self.to_agent = self.caller;
+                gate.handle_caller(&mut self.to_agent);
+                (&self.to_agent, kind)
+            }
+            None => (&self.caller, kind),
         }
-        (&self.to_agent, kind)
     }
 
     /// Queues 20 ms of agent audio, arrived at `now`, for the caller.

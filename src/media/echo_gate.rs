@@ -16,6 +16,8 @@
 //! barge-ins through. IO-free and allocation-free: the call's task feeds it both directions
 //! once per tick.
 
+use std::sync::LazyLock;
+
 use crate::media::frame::{Frame, FRAME_SAMPLES};
 use crate::media::g711::Law;
 
@@ -52,11 +54,24 @@ pub struct EchoCounters {
     pub double_talk: u64,
 }
 
+/// Power of each of the 256 codes of a G.711 law, one table per law for every call.
+type CodePower = [f32; 256];
+
+fn code_power_of(law: Law) -> CodePower {
+    let codes: [u8; 256] = std::array::from_fn(|i| i as u8);
+    let mut pcm = [0i16; 256];
+    law.decode(&codes, &mut pcm);
+    pcm.map(|s| f32::from(s) * f32::from(s))
+}
+
+static MU_POWER: LazyLock<CodePower> = LazyLock::new(|| code_power_of(Law::Mu));
+static A_POWER: LazyLock<CodePower> = LazyLock::new(|| code_power_of(Law::A));
+
 /// The gate. See the module docs.
 #[derive(Debug, Clone)]
 pub struct EchoGate {
-    /// Power of each of the 256 G.711 codes of the phone leg's law.
-    code_power: [f32; 256],
+    /// Power of each G.711 code of the phone leg's law.
+    code_power: &'static CodePower,
     played: [f32; WINDOW],
     next: usize,
     erl_db: f32,
@@ -81,13 +96,10 @@ impl EchoGate {
     /// A gate for a phone leg in `law` that passes the caller only `margin_db` above the
     /// loudest echo the line could return.
     pub fn new(law: Law, margin_db: f32) -> Self {
-        let mut code_power = [0f32; 256];
-        let codes: [u8; 256] = std::array::from_fn(|i| i as u8);
-        let mut pcm = [0i16; 256];
-        law.decode(&codes, &mut pcm);
-        for (p, s) in code_power.iter_mut().zip(pcm) {
-            *p = f32::from(s) * f32::from(s);
-        }
+        let code_power = match law {
+            Law::Mu => &*MU_POWER,
+            Law::A => &*A_POWER,
+        };
         Self {
             code_power,
             played: [0.0; WINDOW],

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::events::Session;
-use super::keys::EphemeralKey;
+use super::keys::{Backoff, EphemeralKey};
 
 /// First wait after a transient mint failure; doubles per failure.
 const RETRY_BASE: Duration = Duration::from_secs(1);
@@ -69,6 +69,11 @@ impl Slot {
 
     fn drop_stale(&mut self, now: Instant) {
         self.keys.retain(|(_, stale_at)| *stale_at > now);
+    }
+
+    /// Keys still fresh at `now`.
+    fn fresh(&self, now: Instant) -> usize {
+        self.keys.iter().filter(|(_, stale)| *stale > now).count()
     }
 }
 
@@ -191,9 +196,12 @@ impl KeyPool {
         slot.failures = slot.failures.saturating_add(1);
         let wait = match failure {
             MintFailure::Final => RETRY_FINAL,
-            MintFailure::Transient => RETRY_BASE
-                .saturating_mul(1u32 << (slot.failures - 1).min(16))
-                .min(RETRY_CAP),
+            // the ceiling itself: one background mint per agent, nothing to spread out
+            MintFailure::Transient => Backoff {
+                base: RETRY_BASE,
+                cap: RETRY_CAP,
+            }
+            .delay(slot.failures - 1, 1.0, None),
         };
         slot.retry_at = Some(now + wait);
     }
@@ -215,17 +223,15 @@ impl KeyPool {
 
     /// Fresh keys held for all agents at `now`.
     pub fn ready(&self, now: Instant) -> usize {
-        self.slots
-            .iter()
-            .map(|s| s.keys.iter().filter(|(_, stale)| *stale > now).count())
-            .sum()
+        self.slots.iter().map(|s| s.fresh(now)).sum()
     }
 
     /// Fresh keys held for `agent` at `now`.
     pub fn ready_for(&self, now: Instant, agent: &str) -> usize {
-        self.slots.iter().find(|s| s.agent == agent).map_or(0, |s| {
-            s.keys.iter().filter(|(_, stale)| *stale > now).count()
-        })
+        self.slots
+            .iter()
+            .find(|s| s.agent == agent)
+            .map_or(0, |s| s.fresh(now))
     }
 }
 
