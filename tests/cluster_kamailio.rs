@@ -30,7 +30,7 @@ fn started(relay: &Relay) -> usize {
 /// Calls through Kamailio with the record-routing caller scenario. A relay's 180 sometimes
 /// reaches the caller after its 200 (over UDP through the proxy; legal), which SIPp would take
 /// for a failure: such a late provisional answer is let through (`-abortunexp` off). A call
-/// still fails on a missing or wrong final answer (its step times out).
+/// still fails on a missing or wrong final answer: its wait for the 200 times out (40 s).
 fn call_through(k: &Kamailio, args: &[&str]) -> SippRun {
     call_through_with(k, "call_via_proxy.xml", args)
 }
@@ -170,11 +170,21 @@ fn a_hundred_calls_through_kamailio_spread_over_three_relays() {
     }
 }
 
-/// Waits until the relays together have started `n` calls. The relays' logs are read by
-/// threads of their own, so this looks every 20 ms, for at most 30 s.
-fn wait_started(relays: &[Relay], n: usize, k: &Kamailio) {
+/// Calls a relay has answered so far ("call answered" in its log).
+fn answered(relay: &Relay) -> usize {
+    relay
+        .logs()
+        .iter()
+        .filter(|v| msg(v) == "call answered")
+        .count()
+}
+
+/// Waits until the relays together have answered `n` calls, so that none of them is still
+/// ringing. The relays' logs are read by threads of their own, so this looks every 20 ms, for
+/// at most 30 s.
+fn wait_answered(relays: &[Relay], n: usize, k: &Kamailio) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while relays.iter().map(started).sum::<usize>() < n {
+    while relays.iter().map(answered).sum::<usize>() < n {
         let all: Vec<&Relay> = relays.iter().collect();
         assert!(Instant::now() < deadline, "{}", logs_of(&all, k));
         thread::sleep(Duration::from_millis(20));
@@ -205,9 +215,10 @@ fn kill_9_one_relay_its_calls_end_and_new_calls_go_to_the_others() {
     let all: Vec<&Relay> = relays.iter().collect();
     let k = Kamailio::start(&all);
     let long = thread::scope(|s| {
-        // Nine long calls up on the relays.
+        // Nine long calls up on the relays, all answered (a call still ringing on the relay
+        // that dies goes to another: a_relay_killed_while_a_call_rings_...).
         let long = s.spawn(|| call_through(&k, &["-m", "9", "-r", "9", "-l", "9", "-d", "15000"]));
-        wait_started(&relays, 9, &k);
+        wait_answered(&relays, 9, &k);
         // The relay with the most calls dies.
         let victim = (0..3).max_by_key(|&i| started(&relays[i])).unwrap();
         let lost = started(&relays[victim]);
@@ -277,6 +288,42 @@ fn kill_9_one_relay_its_calls_end_and_new_calls_go_to_the_others() {
     assert_eq!(on_others, 9 - lost + 36, "{}", logs_of(&all, &k));
 }
 
+/// A relay that dies after its 100 and 180, before it answers: the call was answered nowhere,
+/// so once the relay has been silent for Kamailio's `ANSWER_TIMEOUT` (here 5 s) the call goes
+/// to the other relay, which answers it; the caller sees one call, answered. (Before, Kamailio
+/// passed its 408 to the caller.) The relays ring 3 s before answering (echo agent,
+/// `bridge.answer_delay_ms`) so that the first can be killed while it rings; its 100 Trying
+/// left before its "call started" line (src/sip/server.rs), so Kamailio has had a reply.
+#[test]
+fn a_relay_killed_while_a_call_rings_on_it_the_call_is_answered_by_another() {
+    let ringing = [("VOXRELAY__BRIDGE__ANSWER_DELAY_MS", "3000")];
+    let relays = [Relay::start(&ringing), Relay::start(&ringing)];
+    let all: Vec<&Relay> = relays.iter().collect();
+    let k = Kamailio::start_with(&all, &["ANSWER_TIMEOUT=5000"]);
+    let (run, victim, killed_at) = thread::scope(|s| {
+        let call = s.spawn(|| call_through(&k, &["-m", "1", "-d", "500"]));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let victim = loop {
+            if let Some(i) = (0..2).find(|&i| started(&relays[i]) > 0) {
+                break i;
+            }
+            assert!(Instant::now() < deadline, "{}", logs_of(&all, &k));
+            thread::sleep(Duration::from_millis(5));
+        };
+        relays[victim].kill();
+        let killed_at = Instant::now();
+        (call.join().unwrap(), victim, killed_at)
+    });
+    let done = killed_at.elapsed();
+    let other = &relays[1 - victim];
+    assert_all_ok(&run, 1, &all, &k);
+    assert_eq!(answered(&relays[victim]), 0, "{}", logs_of(&all, &k));
+    assert_eq!(started(other), 1, "{}", logs_of(&all, &k));
+    let end = other.wait_calls_ended(1, Duration::from_secs(10)).remove(0);
+    assert_eq!(end["reason"], "caller_bye", "{end}");
+    eprintln!("relay {victim} killed while the call rang; the call was answered by the other and hung up {done:?} after the kill");
+}
+
 #[test]
 fn sigterm_one_relay_no_new_calls_for_it_and_its_calls_finish() {
     let mut relays = [Relay::start(&[]), Relay::start(&[]), Relay::start(&[])];
@@ -284,7 +331,7 @@ fn sigterm_one_relay_no_new_calls_for_it_and_its_calls_finish() {
     let k = Kamailio::start(&all);
     let (long, victim, had, rest) = thread::scope(|s| {
         let long = s.spawn(|| call_through(&k, &["-m", "9", "-r", "9", "-l", "9", "-d", "6000"]));
-        wait_started(&relays, 9, &k);
+        wait_answered(&relays, 9, &k);
         let victim = (0..3).max_by_key(|&i| started(&relays[i])).unwrap();
         let had = started(&relays[victim]);
         relays[victim].terminate();

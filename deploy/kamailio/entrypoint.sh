@@ -8,6 +8,9 @@
 #   KAMAILIO_RELAYS        the relays, space-separated SIP URIs: "sip:203.0.113.5:5070 sip:..."
 #   KAMAILIO_TRUNKS        the trunks' source addresses or CIDRs, space- or comma-separated
 #   KAMAILIO_PIKE_DENSITY  requests per 2 s from one trunk address before it is blocked (400)
+#   KAMAILIO_ANSWER_TIMEOUT_MS  ms a relay that said 100/180 has to answer before the call
+#                          goes to the next relay (15000; above the relays' mint plus connect
+#                          deadlines)
 #   KAMAILIO_RUN_DIR       where the lists and the control socket go (/run/kamailio)
 #   KAMAILIO_CFG           the configuration (/etc/kamailio/voxrelay.cfg)
 #
@@ -21,6 +24,7 @@ listen=${KAMAILIO_LISTEN:?set KAMAILIO_LISTEN, e.g. udp:203.0.113.5:5060}
 relays=${KAMAILIO_RELAYS:?set KAMAILIO_RELAYS, e.g. "sip:203.0.113.5:5070 sip:203.0.113.5:5072"}
 trunks=${KAMAILIO_TRUNKS:?set KAMAILIO_TRUNKS to the trunks addresses, e.g. 198.51.100.0/24}
 pike=${KAMAILIO_PIKE_DENSITY:-400}
+answer=${KAMAILIO_ANSWER_TIMEOUT_MS:-15000}
 run=${KAMAILIO_RUN_DIR:-/run/kamailio}
 cfg=${KAMAILIO_CFG:-/etc/kamailio/voxrelay.cfg}
 
@@ -34,6 +38,8 @@ printf '%s' "$listen" | grep -Eq '^(udp|tcp):[][0-9A-Za-z.:-]+$' \
 # SIP over TCP on the same address and port as the UDP socket
 listen_tcp="tcp:${listen#*:}"
 printf '%s' "$pike" | grep -Eq '^[1-9][0-9]{0,6}$' || die "KAMAILIO_PIKE_DENSITY must be a number"
+printf '%s' "$answer" | grep -Eq '^[1-9][0-9]{3,5}$' \
+    || die "KAMAILIO_ANSWER_TIMEOUT_MS must be a number of milliseconds (1000 or more)"
 
 mkdir -p "$run"
 # "set destination flags": flag 8 starts each relay in probing mode (no calls before its first
@@ -77,4 +83,5 @@ exec "$kam" -f "$cfg" $params \
     -A "DISPATCHER_LIST=\"$run/dispatcher.list\"" \
     -A "TRUNKS_LIST=\"$run/trunks.list\"" \
     -A "CTL_SOCKET=\"unix:$run/kamailio_ctl\"" \
-    -A "PIKE_DENSITY=$pike"
+    -A "PIKE_DENSITY=$pike" \
+    -A "ANSWER_TIMEOUT=$answer"

@@ -65,6 +65,12 @@ impl Kamailio {
     /// Starts Kamailio with the repository's config, the `relays` as its dispatcher set and
     /// 127.0.0.1 as the only trunk; waits until every relay answered its OPTIONS probe.
     pub fn start(relays: &[&Relay]) -> Kamailio {
+        Kamailio::start_with(relays, &[])
+    }
+
+    /// As [`Kamailio::start`], with more of the config's parameters (`NAME=VALUE`, as
+    /// `kamailio -A` takes them).
+    pub fn start_with(relays: &[&Relay], params: &[&str]) -> Kamailio {
         let bin = binary("kamailio");
         let dir = tempfile::tempdir().unwrap();
         let list = dir.path().join("dispatcher.list");
@@ -98,6 +104,7 @@ impl Kamailio {
             .arg(format!("TRUNKS_LIST=\"{}\"", trunks.display()))
             .arg("-A")
             .arg(format!("CTL_SOCKET=\"{ctl}\""))
+            .args(params.iter().flat_map(|p| ["-A", p]))
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
