@@ -52,6 +52,8 @@ pub struct Relay {
     recording_sweep: Option<tokio::task::JoinHandle<()>>,
     /// This relay's row in the cluster's `relays` table (`cluster.node_id`).
     heartbeat: Option<crate::cluster::Heartbeat>,
+    /// Sends the webhook deliveries (what it has not sent is sent after the next start).
+    webhook_sender: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What answers calls: the realtime side, set up from the config.
@@ -59,6 +61,56 @@ struct Realtime {
     live: Option<Arc<LiveContext>>,
     sim: Option<SimHandle>,
     connector: Option<Connector>,
+    /// Sends the webhook deliveries.
+    webhook_sender: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The `[[webhooks]]` (their secrets from the environment, checked when the config was
+/// loaded), with `[summary]` through `base_url`; `None` without webhooks or a database.
+fn webhooks(
+    cfg: &Config,
+    tools: Option<&Tools>,
+    base_url: &str,
+    key: &str,
+) -> Option<crate::webhooks::Webhooks> {
+    use crate::webhooks::{retry::RetryPolicy, summary::Summarizer, Webhook, Webhooks};
+    let store = tools?.store().clone();
+    let hooks: Vec<Webhook> = cfg
+        .webhooks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let secret = w.check(i, |k| std::env::var(k).ok()).ok()?;
+            Some(Webhook {
+                url: w.url.clone(),
+                secret,
+                policy: RetryPolicy {
+                    first: Duration::from_millis(w.retry_first_ms),
+                    cap: Duration::from_millis(w.retry_max_ms),
+                    max_attempts: w.max_attempts,
+                },
+                timeout: Duration::from_millis(w.timeout_ms),
+            })
+        })
+        .collect();
+    if hooks.is_empty() {
+        return None;
+    }
+    let summarizer = cfg.summary.enabled.then(|| {
+        Summarizer::new(
+            reqwest::Client::new(),
+            base_url,
+            Secret::new(key),
+            &cfg.summary.model,
+            Duration::from_millis(cfg.summary.timeout_ms),
+        )
+    });
+    info!(
+        webhooks = hooks.len(),
+        summary = cfg.summary.enabled,
+        "call events go to webhooks"
+    );
+    Some(Webhooks::new(store, hooks, summarizer))
 }
 
 /// The admin token, as the admin server takes it.
@@ -90,6 +142,7 @@ async fn realtime(
             live: None,
             sim: None,
             connector: None,
+            webhook_sender: None,
         });
     }
     // the bundled agents, extended (and replaced by name) by the files of agents.dir
@@ -142,6 +195,8 @@ async fn realtime(
         crate::openai::LegSettings::from(&cfg.openai),
     )?
     .with_key_pool(cfg.openai.key_pool, pooled, Some(metrics.clone()));
+    let webhooks = webhooks(cfg, tools.as_ref(), &base_url, &key);
+    let webhook_sender = webhooks.as_ref().map(|w| w.spawn_sender());
     let moderation = cfg.openai.moderation.then(|| {
         Arc::new(Moderation::new(
             reqwest::Client::new(),
@@ -158,11 +213,13 @@ async fn realtime(
         metrics: metrics.clone(),
         settings: settings.clone(),
         moderation,
+        webhooks,
     };
     Ok(Realtime {
         live: Some(Arc::new(live)),
         sim,
         connector: Some(connector),
+        webhook_sender,
     })
 }
 
@@ -328,6 +385,7 @@ impl Relay {
             pruner,
             recording_sweep,
             heartbeat,
+            webhook_sender: rt.webhook_sender,
         })
     }
 
@@ -368,6 +426,9 @@ impl Relay {
             p.abort();
         }
         if let Some(p) = self.recording_sweep {
+            p.abort();
+        }
+        if let Some(p) = self.webhook_sender {
             p.abort();
         }
         if let Some(store) = self.store {

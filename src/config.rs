@@ -15,9 +15,11 @@ use crate::secret::Secret;
 mod booking;
 mod cluster;
 mod sip;
+mod webhooks;
 pub use self::booking::{redact_url, BookingConfig, WeeklyHours};
 pub use self::cluster::{admin_url_host, valid_node_id, ClusterConfig, ClusterError};
 pub use self::sip::{LimitsConfig, StreamsConfig, TrunkConfig, TrunkError, UnknownSource};
+pub use self::webhooks::{SummaryConfig, WebhookConfig, WebhookError, MIN_SECRET_CHARS};
 
 /// The config file read when `--config` is not given and the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/voxrelay.toml";
@@ -52,6 +54,10 @@ pub struct Config {
     pub trunks: Vec<TrunkConfig>,
     /// Dialled number -> agent; `*` for every other number. Empty: `agents.default` answers.
     pub routes: std::collections::BTreeMap<String, String>,
+    /// Where each call's `call.ended` event is posted, signed (none by default).
+    pub webhooks: Vec<WebhookConfig>,
+    /// The call's summary in that event.
+    pub summary: SummaryConfig,
 }
 
 /// `[privacy]`
@@ -483,6 +489,10 @@ impl Config {
         cfg.validate()?;
         for (i, t) in cfg.trunks.iter().enumerate() {
             t.check(i, |k| env.get(k).cloned())
+                .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        }
+        for (i, w) in cfg.webhooks.iter().enumerate() {
+            w.check(i, |k| env.get(k).cloned())
                 .map_err(|e| ConfigError::Parse(e.to_string()))?;
         }
         Ok(cfg)

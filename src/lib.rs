@@ -21,3 +21,4 @@ pub mod openai;
 pub mod secret;
 pub mod sim;
 pub mod sip;
+pub mod webhooks;

@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use voxrelay::admin::{self, AdminServer, AdminState, Readiness};
-use voxrelay::booking::store::{CallRecord, NewBooking, RecordingRef, Store};
+use voxrelay::booking::store::{
+    CallRecord, Delivery, DeliveryStatus, NewBooking, RecordingRef, Store,
+};
 use voxrelay::bridge::agent::Agents;
 use voxrelay::bridge::call_agent::AgentBook;
 use voxrelay::bridge::registry::{
@@ -744,6 +746,63 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!(tv["trunks"][0]["name"], "main");
     assert_eq!(tv["trunks"][0]["registered"], true);
 
+    // the webhook delivery log: one delivered, one pending; filtered; bad queries refused
+    let at = Utc::now();
+    let delivery = |id: &str, status: DeliveryStatus| Delivery {
+        id: id.into(),
+        url: "https://clinic.example/hook".into(),
+        event: "call.ended".into(),
+        call_id: "call-over".into(),
+        payload: r#"{"secret_body": true}"#.into(),
+        status,
+        attempts: 1,
+        next_attempt_at: (status == DeliveryStatus::Pending).then_some(at),
+        last_status: Some(503),
+        last_error: Some("the receiver answered 503".into()),
+        created_at: at,
+        delivered_at: None,
+    };
+    store
+        .insert_deliveries(&[
+            delivery("dlv_a", DeliveryStatus::Pending),
+            delivery("dlv_b", DeliveryStatus::Delivered),
+        ])
+        .await
+        .unwrap();
+    let (s, dv) = f.call(Method::GET, "/api/webhooks/deliveries", None).await;
+    assert_eq!(s, 200, "{dv}");
+    spec.check("get", "/api/webhooks/deliveries", s, &dv);
+    assert_eq!(dv["deliveries"].as_array().unwrap().len(), 2, "{dv}");
+    assert!(!dv.to_string().contains("secret_body"), "{dv}");
+    let (s, dv) = f
+        .call(
+            Method::GET,
+            "/api/webhooks/deliveries?status=pending&call=call-over&limit=5",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{dv}");
+    assert_eq!(dv["deliveries"][0]["id"], "dlv_a", "{dv}");
+    assert_eq!(dv["deliveries"].as_array().unwrap().len(), 1, "{dv}");
+    let (s, dv) = f
+        .call(Method::GET, "/api/webhooks/deliveries?call=nobody", None)
+        .await;
+    assert_eq!(
+        (s, dv["deliveries"].as_array().unwrap().len()),
+        (StatusCode::OK, 0)
+    );
+    for bad in ["status=lost", "limit=0", "limit=501", "limit=x", "other=1"] {
+        let (s, dv) = f
+            .call(
+                Method::GET,
+                &format!("/api/webhooks/deliveries?{bad}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 400, "{bad}: {dv}");
+        spec.check("get", "/api/webhooks/deliveries", s, &dv);
+    }
+
     // a relay on its own: no node id, no other relays
     let (s, cluster) = f.call(Method::GET, "/api/cluster", None).await;
     assert_eq!(s, 200, "{cluster}");
@@ -847,6 +906,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
         ("get", "/api/events"),
         ("get", "/api/bookings"),
         ("get", "/api/trunks"),
+        ("get", "/api/webhooks/deliveries"),
         ("get", "/api/agents"),
         ("get", "/api/cluster"),
         ("get", "/api/session"),
@@ -920,6 +980,10 @@ async fn every_route_answers_as_the_openapi_document_says() {
     let (s, v) = f.call(Method::GET, "/api/bookings", None).await;
     assert_eq!(s, 503);
     spec.check("get", "/api/bookings", s, &v);
+    let (s, v) = f.call(Method::GET, "/api/webhooks/deliveries", None).await;
+    assert_eq!(s, 503);
+    spec.check("get", "/api/webhooks/deliveries", s, &v);
+    assert_eq!(v["error"]["code"], "database_error");
     let (s, v) = f.call_as(None, Method::GET, "/readyz", None).await;
     assert_eq!(s, 503);
     spec.check("get", "/readyz", s, &v);
@@ -1706,6 +1770,7 @@ async fn the_document_lists_exactly_the_served_routes() {
         "/api/events",
         "/api/bookings",
         "/api/trunks",
+        "/api/webhooks/deliveries",
         "/api/cluster",
         "/api/agents",
         "/api/session",

@@ -27,6 +27,7 @@ mod talk;
 mod trunks;
 mod web_calls;
 mod web_recording;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use super::access::AccessPolicy;
 use super::error::ApiError;
 use super::{
     agents, auth, bookings, calls, cluster_view, dashboard, guard, health, openapi, recording,
-    session, sse, talk, trunks, web_calls, web_recording, AdminState,
+    session, sse, talk, trunks, web_calls, web_recording, webhooks, AdminState,
 };
 
 /// Request bodies are small JSON objects.
@@ -40,6 +40,7 @@ pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationTo
         .route("/api/events", get(sse::all_events))
         .route("/api/bookings", get(bookings::list))
         .route("/api/trunks", get(trunks::list))
+        .route("/api/webhooks/deliveries", get(webhooks::deliveries))
         .route("/api/cluster", get(cluster_view::relays))
         .route("/api/agents", get(agents::list))
         .route("/api/session", get(session::mint))

@@ -1,6 +1,7 @@
 //! How long call records (who called, transcripts, tool calls: patients' personal data) are
 //! kept: records of calls that started more than `booking.keep_call_records_days` ago are
-//! deleted when the relay starts and every hour after.
+//! deleted when the relay starts and every hour after, with the finished webhook deliveries
+//! (whose bodies hold the same data) made before the same time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,11 @@ pub fn cutoff(now: DateTime<Utc>, keep_days: u32) -> Option<DateTime<Utc>> {
 /// Deletes the call records older than `keep_days` at `now`; returns how many went.
 pub async fn prune(store: &Store, keep_days: u32, now: DateTime<Utc>) -> Result<u64, StoreError> {
     match cutoff(now, keep_days) {
-        Some(before) => store.prune_calls(before).await,
+        Some(before) => {
+            let calls = store.prune_calls(before).await?;
+            store.prune_deliveries(before).await?;
+            Ok(calls)
+        }
         None => Ok(0),
     }
 }

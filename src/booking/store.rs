@@ -46,6 +46,10 @@ macro_rules! on_pool {
     };
 }
 
+// after the macro, which it uses
+mod deliveries;
+pub use deliveries::{AttemptUpdate, Delivery, DeliveryFilter, DeliveryStatus};
+
 /// Whether a booking holds its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

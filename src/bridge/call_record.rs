@@ -9,6 +9,7 @@ use super::registry::{CallDetail, CallPublisher};
 use crate::booking::{CallRecord, Tools};
 use crate::metrics::Metrics;
 use crate::sip::IncomingCall;
+use crate::webhooks::Webhooks;
 
 /// The registry entry of a call that starts, answered by `agent`.
 pub fn detail(call: &IncomingCall, agent: &str) -> CallDetail {
@@ -21,13 +22,15 @@ pub fn detail(call: &IncomingCall, agent: &str) -> CallDetail {
 }
 
 /// Records a call that ended: metrics, the registry's ended list, the database (with
-/// personal data redacted when `redact`: see [`super::redaction`]).
+/// personal data redacted when `redact`: see [`super::redaction`]), then its `call.ended`
+/// event to the `webhooks` (made from the record as stored).
 pub async fn finish(
     metrics: &Metrics,
     tools: Option<&Tools>,
     p: CallPublisher,
     reason: &str,
     redact: bool,
+    webhooks: Option<&Webhooks>,
 ) {
     metrics.calls_active.dec();
     metrics.call_ended(reason);
@@ -39,6 +42,9 @@ pub async fn finish(
         }
         if let Err(e) = tools.store().insert_call(&r).await {
             warn!(error = %e, "the call record was not stored");
+        }
+        if let Some(w) = webhooks {
+            w.call_ended(r);
         }
     }
 }

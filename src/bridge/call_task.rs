@@ -313,9 +313,10 @@ impl Task {
         // the record is stored before the line that says the call ended, so whoever reads
         // that line finds the record
         let tools = self.io.ctx().and_then(|c| c.tools.as_ref());
+        let webhooks = self.io.ctx().and_then(|c| c.webhooks.as_ref());
         let redact = self.core.settings().redact_transcripts;
         let p = self.core.into_publisher();
-        call_record::finish(&self.metrics, tools, p, &end.reason, redact).await;
+        call_record::finish(&self.metrics, tools, p, &end.reason, redact, webhooks).await;
         figures.log(&end.reason, seconds, &c);
     }
 }

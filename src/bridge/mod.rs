@@ -55,6 +55,8 @@ pub struct LiveContext {
     pub settings: Arc<BridgeSettings>,
     /// The optional moderation check of the agent's words.
     pub moderation: Option<Arc<Moderation>>,
+    /// Where each call's `call.ended` event goes (`[[webhooks]]`; `None`: nowhere).
+    pub webhooks: Option<crate::webhooks::Webhooks>,
 }
 
 /// What every call task needs to know, shared.

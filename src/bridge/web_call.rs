@@ -390,7 +390,16 @@ async fn run(call: WebCall, live: Arc<LiveContext>, stop: CancellationToken) {
     let seconds = t0.elapsed().as_secs_f32();
     let p = core.into_publisher();
     let redact = live.settings.redact_transcripts;
-    call_record::finish(&metrics, live.tools.as_ref(), p, &end.reason, redact).await;
+    let webhooks = live.webhooks.as_ref();
+    call_record::finish(
+        &metrics,
+        live.tools.as_ref(),
+        p,
+        &end.reason,
+        redact,
+        webhooks,
+    )
+    .await;
     info!(kind = "web", reason = %end.reason, seconds, "call ended");
 }
 

@@ -104,6 +104,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/v1/realtime/calls/{id}/hangup", post(hangup))
         .route("/v1/realtime", get(websocket))
         .route("/v1/moderations", post(moderations))
+        .route("/v1/responses", post(responses))
         .layer(super::cors::layer());
     Router::new()
         .merge(v1)
@@ -281,6 +282,61 @@ async fn moderations(
         .and_then(Value::as_str)
         .unwrap_or("omni-moderation-latest");
     Ok(Json(super::moderation::answer(model, &inputs)))
+}
+
+/// `POST /v1/responses`: a server key, a model and an input; no streaming, no tools.
+async fn responses(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, OpenAiError> {
+    if let Caller::Ephemeral(_) = authorize(&state, &headers)? {
+        return Err(OpenAiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            "Ephemeral keys are for the Realtime API only; use a server key.",
+        ));
+    }
+    let req: Value = serde_json::from_slice(&body).map_err(|e| {
+        OpenAiError::bad_request(
+            "invalid_json",
+            format!("We could not parse the JSON body of your request: {e}"),
+            None,
+        )
+    })?;
+    let Some(model) = req.get("model").and_then(Value::as_str) else {
+        return Err(OpenAiError::bad_request(
+            "missing_required_parameter",
+            "Missing required parameter: 'model'.",
+            Some("model"),
+        ));
+    };
+    if req.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Err(OpenAiError::bad_request(
+            "unsupported_value",
+            "The simulator does not stream responses.",
+            Some("stream"),
+        ));
+    }
+    let text = req
+        .get("input")
+        .and_then(super::responses::input_text)
+        .ok_or_else(|| {
+            OpenAiError::bad_request(
+                "invalid_value",
+                "Invalid 'input': expected a string or a list of input messages.",
+                Some("input"),
+            )
+        })?;
+    let instructions = req.get("instructions").and_then(Value::as_str);
+    let now = chrono::Utc::now().timestamp();
+    Ok(Json(super::responses::answer(
+        model,
+        instructions,
+        &text,
+        now,
+    )))
 }
 
 async fn calls(

@@ -65,6 +65,7 @@ mod error;
 mod http;
 mod keys;
 mod moderation;
+mod responses;
 mod rtc;
 mod server;
 mod sideband;
