@@ -182,6 +182,11 @@ impl Webhooks {
                 h.policy.after(n, &outcome, Utc::now(), jitter)
             }
         };
+        // stored first, so that whoever reads the line below finds the delivery log saying it
+        if let Err(e) = self.inner.store.update_delivery(&d.id, &update).await {
+            // the attempt is made again: a receiver drops the repeat by its delivery id
+            warn!(delivery = %d.id, error = %e, "a webhook delivery's outcome was not stored");
+        }
         match update.status {
             DeliveryStatus::Delivered => {
                 info!(delivery = %d.id, call = %d.call_id, url = %d.url, attempts = n, "webhook delivered")
@@ -196,10 +201,6 @@ impl Webhooks {
                       retry_in_ms = update.next_attempt_at.map_or(0, |t| (t - now).num_milliseconds()),
                       "webhook delivery failed; it will be retried")
             }
-        }
-        if let Err(e) = self.inner.store.update_delivery(&d.id, &update).await {
-            // the attempt is made again: a receiver drops the repeat by its delivery id
-            warn!(delivery = %d.id, error = %e, "a webhook delivery's outcome was not stored");
         }
     }
 
