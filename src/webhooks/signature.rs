@@ -94,7 +94,7 @@ mod tests {
         assert_eq!(verify(&[key()], &h, body, 1_800_000_010, 300), Ok(()));
         let other = Secret::new("another-secret-0123456789");
         assert_eq!(
-            verify(&[other.clone()], &h, body, 1_800_000_000, 300),
+            verify(std::slice::from_ref(&other), &h, body, 1_800_000_000, 300),
             Err(SignatureError::Mismatch)
         );
         // a rotated receiver knows both
