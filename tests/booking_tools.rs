@@ -122,6 +122,7 @@ on_both_backends!(
     reopening_keeps_everything,
     callers_reach_only_their_own_bookings,
     old_call_records_are_pruned,
+    webhook_deliveries_are_due_listed_updated_and_pruned,
 );
 
 #[test]
@@ -1080,4 +1081,147 @@ async fn old_call_records_are_pruned(b: Backend) {
         0
     );
     assert_eq!(store.list_calls(10).await.unwrap().len(), 2);
+}
+
+/// The webhook delivery table: a relay sends only its own due rows, in order; an attempt's
+/// outcome is written; the log lists every relay's, filtered; retention deletes old finished
+/// rows with the call records and keeps pending ones.
+async fn webhook_deliveries_are_due_listed_updated_and_pruned(b: Backend) {
+    use voxrelay::booking::store::{AttemptUpdate, Delivery, DeliveryFilter, DeliveryStatus};
+    let e = env(b).await;
+    let store = e.tools.store().clone();
+    let other = Store::open(&e.url, 2)
+        .await
+        .unwrap()
+        .for_node(Some("relay-2"));
+    let now: DateTime<Utc> = NOW.parse().unwrap();
+    let d = |id: &str, call: &str, due: i64, created_days_ago: i64| Delivery {
+        id: id.into(),
+        url: "https://clinic.example/hook".into(),
+        event: "call.ended".into(),
+        call_id: call.into(),
+        payload: format!(r#"{{"call":"{call}"}}"#),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt_at: Some(now + Duration::seconds(due)),
+        last_status: None,
+        last_error: None,
+        created_at: now - Duration::days(created_days_ago),
+        delivered_at: None,
+    };
+    store
+        .insert_deliveries(&[d("dlv_late", "c1", 60, 0), d("dlv_due", "c1", -5, 0)])
+        .await
+        .unwrap();
+    store
+        .insert_deliveries(&[d("dlv_old", "c0", -60, 100)])
+        .await
+        .unwrap();
+    other
+        .insert_deliveries(&[d("dlv_theirs", "c2", -10, 0)])
+        .await
+        .unwrap();
+
+    // this relay's due rows, oldest due first; another relay's are not its to send
+    let due: Vec<String> = store
+        .due_deliveries(now, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(due, ["dlv_old", "dlv_due"]);
+    let theirs = other.due_deliveries(now, 10).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].payload, r#"{"call":"c2"}"#);
+    assert_eq!(store.due_deliveries(now, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store.next_delivery_due().await.unwrap(),
+        Some(now - Duration::seconds(60))
+    );
+
+    // attempts: one delivered, one retried later
+    let delivered = AttemptUpdate {
+        status: DeliveryStatus::Delivered,
+        attempts: 1,
+        next_attempt_at: None,
+        last_status: Some(200),
+        last_error: None,
+        delivered_at: Some(now),
+    };
+    store.update_delivery("dlv_old", &delivered).await.unwrap();
+    let retry = AttemptUpdate {
+        status: DeliveryStatus::Pending,
+        attempts: 1,
+        next_attempt_at: Some(now + Duration::seconds(30)),
+        last_status: Some(503),
+        last_error: Some("the receiver answered 503".into()),
+        delivered_at: None,
+    };
+    store.update_delivery("dlv_due", &retry).await.unwrap();
+    assert!(store.due_deliveries(now, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.next_delivery_due().await.unwrap(),
+        Some(now + Duration::seconds(30))
+    );
+
+    // the log: every relay's, newest first, filtered by status and call
+    let all = store
+        .list_deliveries(&DeliveryFilter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all.last().unwrap().id, "dlv_old");
+    let old = all.last().unwrap();
+    assert_eq!(
+        (old.status, old.attempts, old.last_status),
+        (DeliveryStatus::Delivered, 1, Some(200))
+    );
+    assert_eq!(old.delivered_at, Some(now));
+    let pending_c1 = store
+        .list_deliveries(
+            &DeliveryFilter {
+                status: Some(DeliveryStatus::Pending),
+                call_id: Some("c1".into()),
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = pending_c1.iter().map(|x| x.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["dlv_due", "dlv_late"]);
+    let due_row = pending_c1.iter().find(|x| x.id == "dlv_due").unwrap();
+    assert_eq!(
+        due_row.last_error.as_deref(),
+        Some("the receiver answered 503")
+    );
+    assert_eq!(
+        store
+            .list_deliveries(&DeliveryFilter::default(), 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // retention: the old delivered row goes; a pending one of the same age would stay
+    store
+        .insert_deliveries(&[d("dlv_old_pending", "c0", 600, 100)])
+        .await
+        .unwrap();
+    voxrelay::booking::retention::prune(&store, 90, now)
+        .await
+        .unwrap();
+    let left: Vec<String> = store
+        .list_deliveries(&DeliveryFilter::default(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert!(!left.contains(&"dlv_old".to_string()), "{left:?}");
+    assert!(left.contains(&"dlv_old_pending".to_string()), "{left:?}");
+    assert_eq!(left.len(), 4, "{left:?}");
+    other.close().await;
 }

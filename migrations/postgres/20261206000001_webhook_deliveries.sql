@@ -8,9 +8,9 @@ CREATE TABLE webhook_deliveries (
     call_id         TEXT        NOT NULL,
     payload         TEXT        NOT NULL,             -- the JSON body, exactly as signed
     status          TEXT        NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
-    attempts        INTEGER     NOT NULL DEFAULT 0,
+    attempts        BIGINT      NOT NULL DEFAULT 0,
     next_attempt_at TIMESTAMPTZ,                      -- pending only
-    last_status     INTEGER,                          -- the receiver's last HTTP status
+    last_status     BIGINT,                           -- the receiver's last HTTP status
     last_error      TEXT,                             -- or why the last attempt got none
     created_at      TIMESTAMPTZ NOT NULL,
     delivered_at    TIMESTAMPTZ,
