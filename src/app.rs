@@ -183,10 +183,15 @@ async fn realtime(
         ),
     };
     let book = AgentBook::new(&agents, &cfg.openai.model)?;
-    // keys minted ahead for the agents a call reaches first (handoffs mint their own)
+    let phone_book = if settings.backchannel.is_some() {
+        book.with_relay_turns()
+    } else {
+        book.clone()
+    };
+    // keys minted ahead for the agents a phone call reaches first (handoffs mint their own)
     let pooled = needed
         .iter()
-        .filter_map(|n| book.get(n).map(|a| (n.clone(), a.spec.session(None))))
+        .filter_map(|n| phone_book.get(n).map(|a| (n.clone(), a.spec.session(None))))
         .collect();
     let connector = Connector::new(
         &base_url,
@@ -208,6 +213,7 @@ async fn realtime(
     let live = LiveContext {
         connector: connector.clone(),
         agents: book,
+        phone_agents: phone_book,
         tools,
         registry: registry.clone(),
         metrics: metrics.clone(),
@@ -242,6 +248,12 @@ impl Relay {
             recording: recording_settings(&cfg),
             echo_gate_margin_db: b.echo_gate.then_some(f32::from(b.echo_gate_margin_db)),
             redact_transcripts: cfg.privacy.redact_transcripts,
+            backchannel: (b.barge_in_min_speech_ms > 0).then(|| {
+                crate::bridge::backchannel::Backchannel::new(
+                    Duration::from_millis(b.barge_in_min_speech_ms),
+                    &b.backchannel_words,
+                )
+            }),
         });
         let metrics = Metrics::shared();
         let registry = Registry::new();

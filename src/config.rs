@@ -325,6 +325,13 @@ pub struct BridgeConfig {
     /// A caller frame heard while the agent speaks goes to the model only when it is this many
     /// dB louder than the loudest echo the line could return (0–30).
     pub echo_gate_margin_db: u8,
+    /// Phone calls: the caller's speech over the agent pauses its audio at once, and stops
+    /// it (the relay cancels the answer) once it has lasted this long; shorter speech lets
+    /// the agent go on unless its transcript holds more than `backchannel_words` (ms; 0: the
+    /// realtime service interrupts at the first sound, as without the relay).
+    pub barge_in_min_speech_ms: u64,
+    /// What a short turn over the agent may say without stopping it ("uh-huh", "okay").
+    pub backchannel_words: Vec<String>,
 }
 
 impl Default for BridgeConfig {
@@ -339,6 +346,11 @@ impl Default for BridgeConfig {
             guardrail_every_chars: 100,
             echo_gate: true,
             echo_gate_margin_db: 6,
+            barge_in_min_speech_ms: 400,
+            backchannel_words: crate::bridge::backchannel::DEFAULT_WORDS
+                .iter()
+                .map(|w| w.to_string())
+                .collect(),
         }
     }
 }
@@ -558,6 +570,13 @@ impl Config {
                 key: "bridge.echo_gate_margin_db",
                 value: self.bridge.echo_gate_margin_db.to_string(),
                 reason: "must be 0..=30",
+            });
+        }
+        if self.bridge.barge_in_min_speech_ms > 2000 {
+            return Err(ConfigError::Invalid {
+                key: "bridge.barge_in_min_speech_ms",
+                value: self.bridge.barge_in_min_speech_ms.to_string(),
+                reason: "must be 0..=2000",
             });
         }
         if self.bridge.guardrail_every_chars == 0 {

@@ -141,6 +141,8 @@ pub struct Metrics {
     pub bookings_created: Counter,
     /// Output guardrail trips.
     pub guardrail_trips: Counter,
+    /// Short caller turns over the agent taken for backchannel: the agent went on.
+    pub backchannels: Counter,
     /// Function calls refused because the agent does not have the tool.
     pub tools_refused: Counter,
     /// Registration state per trunk (1 registered, 0 not).
@@ -201,6 +203,7 @@ impl Metrics {
             realtime_failures: Family::default(),
             bookings_created: Counter::default(),
             guardrail_trips: Counter::default(),
+            backchannels: Counter::default(),
             tools_refused: Counter::default(),
             trunk_registered: Family::default(),
             cluster_requests_refused: Counter::default(),
@@ -268,6 +271,11 @@ impl Metrics {
             "guardrail_trips",
             "Agent answers stopped by an output guardrail",
             m.guardrail_trips.clone(),
+        );
+        r.register(
+            "backchannels",
+            "Short caller turns over the agent (\"uh-huh\", \"okay\") that did not stop it",
+            m.backchannels.clone(),
         );
         r.register(
             "tools_refused",

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::agent::{AgentConfig, Agents};
 use super::guardrail::{GuardrailError, Guardrails};
+use crate::openai::events::TurnDetection;
 use crate::openai::AgentSpec;
 
 /// One agent, ready for calls.
@@ -78,6 +79,33 @@ impl AgentBook {
             );
         }
         Ok(Self { agents: out })
+    }
+
+    /// These agents for phone calls whose barge-in the relay owns (see
+    /// [`super::backchannel`]): voice activity detection stays the service's, but it neither
+    /// cancels the running answer when the caller starts speaking (`interrupt_response`) nor
+    /// answers by itself when a turn ends (`create_response`): the relay does both.
+    pub fn with_relay_turns(&self) -> Self {
+        let agents = self
+            .agents
+            .iter()
+            .map(|(name, a)| {
+                let mut a = CallAgent::clone(a);
+                let mut td = a
+                    .spec
+                    .turn_detection
+                    .take()
+                    .unwrap_or_else(|| TurnDetection {
+                        kind: "server_vad".into(),
+                        ..TurnDetection::default()
+                    });
+                td.create_response = Some(false);
+                td.interrupt_response = Some(false);
+                a.spec.turn_detection = Some(td);
+                (name.clone(), Arc::new(a))
+            })
+            .collect();
+        Self { agents }
     }
 
     /// An agent by name.

@@ -83,7 +83,10 @@ async fn run_inner(
     metrics.calls_active.inc();
     let core = CallCore::new(CoreParts {
         agent,
-        agents: ctx.as_ref().map(|c| c.agents.clone()).unwrap_or_default(),
+        agents: ctx
+            .as_ref()
+            .map(|c| c.phone_agents.clone())
+            .unwrap_or_default(),
         settings,
         publisher,
         metrics: metrics.clone(),

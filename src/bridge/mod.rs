@@ -3,6 +3,7 @@
 //! decisions in the IO-free call core (`call_core`).
 
 pub mod agent;
+pub mod backchannel;
 pub mod call_agent;
 pub mod call_core;
 pub mod call_record;
@@ -43,8 +44,11 @@ use registry::Registry;
 pub struct LiveContext {
     /// Opens realtime legs.
     pub connector: Connector,
-    /// The agents.
+    /// The agents (browser calls, and phone calls whose barge-in the service owns).
     pub agents: AgentBook,
+    /// The agents as phone calls use them: [`AgentBook::with_relay_turns`] when the relay
+    /// owns barge-in (`settings.backchannel`), else the same as `agents`.
+    pub phone_agents: AgentBook,
     /// The booking tools (`None`: no database, every booking tool answers an error).
     pub tools: Option<Tools>,
     /// Where calls are listed for the admin API.
@@ -82,6 +86,9 @@ pub struct BridgeSettings {
     pub echo_gate_margin_db: Option<f32>,
     /// Stored records have personal data redacted (`privacy.redact_transcripts`).
     pub redact_transcripts: bool,
+    /// The relay owns barge-in on phone calls (`None`: the service does): see
+    /// [`backchannel`].
+    pub backchannel: Option<backchannel::Backchannel>,
 }
 
 impl Default for BridgeSettings {
@@ -97,6 +104,7 @@ impl Default for BridgeSettings {
             recording: call_recording::RecordingSettings::default(),
             echo_gate_margin_db: Some(6.0),
             redact_transcripts: false,
+            backchannel: None,
         }
     }
 }
@@ -148,7 +156,7 @@ impl CallHandler for Bridge {
         let agent = self
             .live
             .as_ref()
-            .and_then(|live| Some((live.clone(), live.agents.get(&call.agent)?)));
+            .and_then(|live| Some((live.clone(), live.phone_agents.get(&call.agent)?)));
         match agent {
             Some((live, agent)) => {
                 let (settings, shared) = (self.settings.clone(), self.shared.clone());

@@ -94,6 +94,8 @@ pub struct PhoneMedia {
     silence: G711Frame,
     /// When the last agent frame went out (tick time), for the residual.
     last_agent_sent: Option<Duration>,
+    /// The agent's audio is held (the caller speaks over it): silence goes out meanwhile.
+    paused: bool,
     counters: PhoneCounters,
     /// The call's recording, while it runs.
     recording: Option<CallRecording>,
@@ -157,6 +159,7 @@ impl PhoneMedia {
             echo_gate: None,
             silence,
             last_agent_sent: None,
+            paused: false,
             counters: PhoneCounters::default(),
             recording: None,
         }
@@ -254,6 +257,15 @@ impl PhoneMedia {
         }
     }
 
+    /// The caller's frame last taken by [`PhoneMedia::caller_frame`], as it goes to the agent.
+    pub fn last_caller_frame(&self) -> &Frame {
+        if self.echo_gate.is_some() {
+            &self.to_agent
+        } else {
+            &self.caller
+        }
+    }
+
     /// Queues 20 ms of agent audio, arrived at `now`, for the caller.
     pub fn push_agent(&mut self, now: Duration, audio: &AgentAudio) {
         let mut frame = self.silence;
@@ -301,7 +313,11 @@ impl PhoneMedia {
     /// [`MAX_OUT`] bytes): agent audio if any is due, else silence (or a prompt). Returns
     /// its length and, for agent audio, how long the relay held it (arrival to send).
     pub fn poll_out(&mut self, now: Duration, out: &mut [u8]) -> (usize, Option<Duration>) {
-        let paced = self.pacer.poll(now);
+        let paced = if self.paused {
+            None
+        } else {
+            self.pacer.poll(now)
+        };
         // refill the pacer from upstream as it drains
         while let Some(f) = self.upstream.front().copied() {
             if self.pacer.push(f).is_err() {
@@ -362,18 +378,44 @@ impl PhoneMedia {
         }
     }
 
+    /// The caller started speaking over the agent at `now`: its audio is held (nothing of it
+    /// is dropped) and silence goes out until [`PhoneMedia::resume`]. Returns the residual:
+    /// how much of the frame last sent the caller still hears, in ms.
+    pub fn pause(&mut self, now: Duration) -> u32 {
+        self.paused = true;
+        self.residual_ms(now)
+    }
+
+    /// The held agent audio plays again, from where it stopped.
+    pub fn resume(&mut self) {
+        if self.paused {
+            self.paused = false;
+            self.pacer.restart_run();
+        }
+    }
+
+    /// The agent's audio is held by [`PhoneMedia::pause`].
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    fn residual_ms(&self, now: Duration) -> u32 {
+        let frame = Duration::from_millis(FRAME_MS as u64);
+        match self.last_agent_sent {
+            Some(sent) if sent + frame > now => (sent + frame - now).as_millis() as u32,
+            _ => 0,
+        }
+    }
+
     /// Barge-in at `now`: drops all agent audio not yet sent.
     pub fn flush(&mut self, now: Duration) -> Flushed {
         let unplayed = self.pacer.flush() + self.upstream.len() as u32 * FRAME_MS;
         self.upstream.clear();
-        let frame = Duration::from_millis(FRAME_MS as u64);
-        let residual = match self.last_agent_sent {
-            Some(sent) if sent + frame > now => (sent + frame - now).as_millis() as u32,
-            _ => 0,
-        };
+        // what is dropped is dropped: nothing is left to hold
+        self.paused = false;
         Flushed {
             unplayed_ms: unplayed,
-            residual_ms: residual,
+            residual_ms: self.residual_ms(now),
         }
     }
 

@@ -139,6 +139,13 @@ impl<T: Copy> Pacer<T> {
         ms
     }
 
+    /// The caller's side stopped taking frames for a while (the relay paused the agent's
+    /// audio) and goes on now: what is held is kept, and the next frame starts a new run
+    /// (marker set) at the next poll instead of being taken for a late one.
+    pub fn restart_run(&mut self) {
+        self.idle = true;
+    }
+
     /// Frames held.
     pub fn len(&self) -> usize {
         self.len

@@ -178,6 +178,8 @@ pub struct Engine {
     cursor: usize,
     caller_input: bool,
     pending_heard: Option<String>,
+    /// Short turns heard so far (`short_turns.heard` is used in order).
+    short_heard: usize,
     awaiting_call: Option<String>,
     last_output: Option<String>,
     active: Option<Active>,
@@ -278,6 +280,7 @@ impl Engine {
             cursor: 0,
             caller_input: false,
             pending_heard: None,
+            short_heard: 0,
             awaiting_call: None,
             last_output: None,
             active: None,
@@ -830,6 +833,18 @@ impl Engine {
     fn heard_for_turn(&mut self) -> String {
         if let Some(h) = self.pending_heard.take() {
             return h;
+        }
+        if let Some(short) = &self.scenario.short_turns {
+            let ms = self
+                .last_turn_audio
+                .as_ref()
+                .map_or(0, |a| a.len() as u64 * 1000 / 24_000);
+            if ms < u64::from(short.max_ms) {
+                if let Some(h) = short.heard.get(self.short_heard) {
+                    self.short_heard += 1;
+                    return h.clone();
+                }
+            }
         }
         if self.scenario.mode == Mode::Script {
             if let Some(step) = self.scenario.steps.get(self.cursor) {

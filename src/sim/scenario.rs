@@ -99,9 +99,23 @@ struct ScenarioSpec {
     #[serde(default)]
     default_heard: Option<String>,
     #[serde(default)]
+    short_turns: Option<ShortTurns>,
+    #[serde(default)]
     steps: Vec<StepSpec>,
     #[serde(default)]
     faults: Faults,
+}
+
+/// Short caller turns (a backchannel, a quick "no"): a turn shorter than `max_ms` is heard
+/// as the next entry of `heard`, in order, without using a step's `heard` (no speech
+/// recognition here: the script says what the short sounds were).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShortTurns {
+    /// Turns shorter than this (ms of audio) are short.
+    pub max_ms: u32,
+    /// What each short turn says, in order; once used up, short turns are heard as others.
+    pub heard: Vec<String>,
 }
 
 /// Something the model says: the transcript and the 24 kHz audio.
@@ -216,6 +230,8 @@ pub struct Scenario {
     pub idle: Prompt,
     /// Transcript of a caller turn no step names.
     pub default_heard: String,
+    /// How short caller turns are heard.
+    pub short_turns: Option<ShortTurns>,
     /// The script.
     pub steps: Vec<Step>,
     /// Faults.
@@ -364,6 +380,7 @@ impl Scenario {
             default_heard: spec
                 .default_heard
                 .unwrap_or_else(|| "(caller speech)".to_string()),
+            short_turns: spec.short_turns,
             steps,
             faults: spec.faults,
         })

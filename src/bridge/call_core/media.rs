@@ -39,17 +39,21 @@ impl CallCore {
             return &SILENCE;
         }
         let depth = self.media.jitter_depth_ms();
-        let (frame, kind) = self.media.caller_frame(now);
+        let (_, kind) = self.media.caller_frame(now);
         if matches!(kind, Playout::Audio | Playout::Recovered) {
             // what leaves now arrived about one jitter buffer depth ago
             self.metrics
                 .added_latency("to_agent", depth as f64 / 1000.0);
         }
         if self.muted {
-            &SILENCE
-        } else {
-            frame
+            return &SILENCE;
         }
+        if matches!(self.overlap, super::overlap::Overlap::Pending { .. }) {
+            // the caller speaks over the agent: time the voice (a copy, only meanwhile)
+            let frame = *self.media.last_caller_frame();
+            self.overlap_frame(now, &frame);
+        }
+        self.media.last_caller_frame()
     }
 
     /// One 20 ms tick (its scheduled time): returns the packet to send to the caller (none

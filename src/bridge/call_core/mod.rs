@@ -15,6 +15,7 @@
 //! time limit and RTP timeout. Echo calls (the line test) use the same core without a model.
 
 mod media;
+mod overlap;
 mod realtime;
 mod tools;
 
@@ -220,6 +221,12 @@ pub struct CallCore {
     /// Frames of comfort noise or hold sound played (all calls long).
     hold_frames: u64,
     barge_ins: u64,
+    /// The caller's speech over the agent (relay-owned barge-in).
+    overlap: overlap::Overlap,
+    /// What the caller heard of the agent after they started speaking, measured when its
+    /// audio paused (the barge-in that follows reports it).
+    paused_residual: Option<u32>,
+    backchannels: u64,
     out: [u8; MAX_OUT],
     reported_lost: u64,
     reported_concealed: u64,
@@ -275,6 +282,9 @@ impl CallCore {
             hold_pos: 0,
             hold_frames: 0,
             barge_ins: 0,
+            overlap: overlap::Overlap::None,
+            paused_residual: None,
+            backchannels: 0,
             out: [0; MAX_OUT],
             reported_lost: 0,
             reported_concealed: 0,
@@ -303,6 +313,7 @@ impl CallCore {
             self.ending.map(|e| e.deadline),
             self.transfer.as_ref().map(|t| t.deadline),
             self.digits.deadline(),
+            self.overlap_deadline(),
             rtp,
             // a browser's call has no media ticks: its goodbye's quiet is a deadline
             self.ending
@@ -456,6 +467,7 @@ impl CallCore {
         if let Some(group) = self.digits.poll(now) {
             self.send_keypad(now, group);
         }
+        self.overlap_timeout(now);
         if self.max_end.is_some_and(|end| now >= end) {
             self.max_end = None;
             match self.mode {

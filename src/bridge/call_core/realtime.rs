@@ -79,7 +79,18 @@ impl CallCore {
             {
                 self.p.update(|d| d.session_id = session.id);
             }
-            ServerEvent::SpeechStarted { .. } => self.barge_in(now, false),
+            ServerEvent::SpeechStarted { .. } => {
+                if self.relay_turns().is_some() {
+                    self.overlap_speech_started(now);
+                } else {
+                    self.barge_in(now, false);
+                }
+            }
+            ServerEvent::InputAudioBufferCommitted { item_id, .. } => {
+                if self.relay_turns().is_some() {
+                    self.overlap_committed(now, item_id);
+                }
+            }
             ServerEvent::OutputAudioBufferCleared { response_id, .. } => {
                 self.service_playing = false;
                 // a clear we asked for (an interrupt) can arrive after the next response
@@ -131,6 +142,7 @@ impl CallCore {
             } => {
                 self.transcript
                     .caller(&self.p, &item_id, &transcript, super::at_ms(now));
+                self.overlap_transcript(now, &item_id, &transcript);
             }
             ServerEvent::Error { error, .. } => {
                 warn!(
@@ -165,7 +177,11 @@ impl CallCore {
         if self.goodbye.is_some() || (self.dropping_agent_audio && !forced) {
             return;
         }
-        let f = self.media.flush(now);
+        let mut f = self.media.flush(now);
+        // speech over the agent paused its audio first: the caller heard what was left then
+        if let Some(r) = self.paused_residual.take() {
+            f.residual_ms = r;
+        }
         let speaking = f.unplayed_ms > 0 || f.residual_ms > 0 || self.service_playing;
         self.dropping_agent_audio = true;
         if !speaking && !forced {

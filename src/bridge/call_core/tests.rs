@@ -900,3 +900,209 @@ fn the_time_limit_ends_a_browser_call_at_once() {
         Some("max_duration")
     );
 }
+
+// ---------- relay-owned barge-in: backchannel or interruption ----------
+
+fn relay_turns() -> BridgeSettings {
+    let words: Vec<String> = crate::bridge::backchannel::DEFAULT_WORDS
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    BridgeSettings {
+        backchannel: Some(crate::bridge::backchannel::Backchannel::new(
+            ms(400),
+            &words,
+        )),
+        ..settings()
+    }
+}
+
+impl Call {
+    /// A front-desk phone call whose barge-in the relay owns, answered, the agent speaking
+    /// `frames` frames of `resp_1` from 100 ms on.
+    fn relay_turns_speaking(frames: usize) -> Self {
+        let mut c = Self::with("front", relay_turns(), false);
+        c.core
+            .handle_answered(ms(0), ms(120), Ok(Some("sess_1".into())));
+        c.outputs();
+        c.run_to(ms(100));
+        c.agent_speaks("resp_1", frames);
+        c.run_to(ms(300));
+        c
+    }
+
+    /// The caller's voice (a tone) for `frames` frames, one packet per tick.
+    fn voice(&mut self, frames: usize) {
+        let mut g711 = [0u8; 160];
+        Law::Mu.encode(&tone(), &mut g711);
+        for _ in 0..frames {
+            self.rtp(0, &g711);
+            let t = self.now + ms(20);
+            self.run_to(t);
+        }
+    }
+
+    /// The caller's line quiet for `frames` frames.
+    fn quiet(&mut self, frames: usize) {
+        for _ in 0..frames {
+            self.rtp(0, &[0xFF; 160]);
+            let t = self.now + ms(20);
+            self.run_to(t);
+        }
+    }
+
+    fn committed(&mut self, item: &str) {
+        self.event(
+            json!({"type": "input_audio_buffer.committed", "event_id": "e5",
+            "previous_item_id": null, "item_id": item}),
+        );
+    }
+
+    fn transcribed(&mut self, item: &str, text: &str) {
+        self.event(
+            json!({"type": "conversation.item.input_audio_transcription.completed",
+            "event_id": "e6", "item_id": item, "content_index": 0, "transcript": text}),
+        );
+    }
+
+    fn agent_frames_heard(&self) -> usize {
+        self.heard.iter().filter(|p| !is_silence(p)).count()
+    }
+}
+
+fn interrupts(outs: &[Output]) -> usize {
+    outs.iter()
+        .filter(|o| matches!(o, Output::Interrupt { .. }))
+        .count()
+}
+
+#[test]
+fn the_session_leaves_answers_and_interruptions_to_the_relay_on_phone_calls() {
+    let book = agents().with_relay_turns();
+    let spec = &book.get("front").unwrap().spec;
+    let td = spec.turn_detection.as_ref().unwrap();
+    assert_eq!(td.kind, "server_vad");
+    assert_eq!(td.create_response, Some(false));
+    assert_eq!(td.interrupt_response, Some(false));
+    // the browser's agents are untouched
+    assert_eq!(agents().get("front").unwrap().spec.turn_detection, None);
+}
+
+#[test]
+fn an_uh_huh_pauses_the_agent_which_then_goes_on_with_nothing_lost() {
+    let mut c = Call::relay_turns_speaking(100);
+    let before = c.agent_frames_heard();
+    assert!(before >= 8, "the agent is heard ({before})");
+    c.caller_speaks();
+    assert_eq!(
+        interrupts(&c.outputs()),
+        0,
+        "no interruption at the first sound"
+    );
+    // the agent's audio pauses at once: the next packet is silence
+    c.run_to(c.now + ms(20));
+    assert!(is_silence(c.heard.last().unwrap()));
+    // 200 ms of voice, then the line is quiet: short, so the agent goes on
+    c.voice(10);
+    c.quiet(15);
+    assert!(!is_silence(c.heard.last().unwrap()), "the agent plays on");
+    // the service commits the turn and transcribes it: backchannel, no answer to it
+    c.committed("item_c1");
+    c.transcribed("item_c1", "Uh-huh.");
+    let outs = c.outputs();
+    assert_eq!(interrupts(&outs), 0, "{outs:?}");
+    assert_eq!(responses_asked(&outs), 0, "{outs:?}");
+    assert!(c.metrics.render().contains("voxrelay_backchannels_total 1"));
+    // every frame of the answer is heard in the end
+    c.run_to(c.now + Duration::from_secs(3));
+    assert_eq!(c.agent_frames_heard(), 100);
+    c.core.publish_stats(Default::default());
+    assert_eq!(c.detail().media.barge_ins, 0);
+}
+
+#[test]
+fn speech_that_lasts_interrupts_the_agent_with_the_residual_of_the_pause() {
+    let mut c = Call::relay_turns_speaking(100);
+    c.caller_speaks();
+    c.voice(10);
+    assert_eq!(interrupts(&c.outputs()), 0, "not yet: 200 ms of voice");
+    c.voice(25);
+    let outs = c.outputs();
+    let unplayed = match outs.as_slice() {
+        [Output::Interrupt { unplayed_ms }] => *unplayed_ms,
+        other => panic!("one interrupt after 400 ms of voice, got {other:?}"),
+    };
+    assert!(
+        unplayed >= 1000,
+        "the unplayed rest is reported ({unplayed} ms)"
+    );
+    // nothing of the answer was heard after the caller started speaking
+    let heard = c.agent_frames_heard();
+    c.run_to(c.now + Duration::from_secs(1));
+    assert_eq!(c.agent_frames_heard(), heard);
+    // the residual is the pause's: at most the one frame in flight
+    let text = c.metrics.render();
+    assert!(
+        text.contains("voxrelay_barge_in_residual_seconds_bucket{le=\"0.02\"} 1"),
+        "{text}"
+    );
+    // the turn ends: the relay asks for the answer
+    c.committed("item_c1");
+    assert_eq!(responses_asked(&c.outputs()), 1);
+}
+
+#[test]
+fn a_short_no_interrupts_once_its_transcript_says_more_than_backchannel() {
+    let mut c = Call::relay_turns_speaking(150);
+    c.caller_speaks();
+    c.voice(8);
+    c.quiet(12);
+    c.committed("item_c1");
+    assert_eq!(interrupts(&c.outputs()), 0);
+    c.transcribed("item_c1", "No.");
+    let outs = c.outputs();
+    assert_eq!(interrupts(&outs), 1, "{outs:?}");
+    assert_eq!(responses_asked(&outs), 1, "{outs:?}");
+    let heard = c.agent_frames_heard();
+    c.run_to(c.now + Duration::from_secs(1));
+    assert_eq!(c.agent_frames_heard(), heard, "the agent stopped");
+}
+
+#[test]
+fn with_the_agent_silent_every_caller_turn_is_answered_by_the_relay() {
+    let mut c = Call::with("front", relay_turns(), false);
+    c.core
+        .handle_answered(ms(0), ms(120), Ok(Some("sess_1".into())));
+    c.outputs();
+    c.run_to(ms(200));
+    c.caller_speaks();
+    c.voice(30);
+    c.committed("item_c1");
+    let outs = c.outputs();
+    assert_eq!(
+        (interrupts(&outs), responses_asked(&outs)),
+        (0, 1),
+        "{outs:?}"
+    );
+    // an "okay" as an answer (the agent had finished) is answered too
+    c.caller_speaks();
+    c.voice(5);
+    c.committed("item_c2");
+    c.transcribed("item_c2", "Okay.");
+    assert_eq!(responses_asked(&c.outputs()), 1);
+}
+
+#[test]
+fn without_relay_turns_the_service_owns_barge_in_and_answers() {
+    let mut c = Call::answered();
+    c.agent_speaks("resp_1", 50);
+    c.run_to(ms(200));
+    c.caller_speaks();
+    assert_eq!(interrupts(&c.outputs()), 1, "at the first sound, as before");
+    c.committed("item_c1");
+    assert_eq!(
+        responses_asked(&c.outputs()),
+        0,
+        "the service answers by itself"
+    );
+}
