@@ -86,10 +86,10 @@ impl CallCore {
                     self.barge_in(now, false);
                 }
             }
-            ServerEvent::InputAudioBufferCommitted { item_id, .. } => {
-                if self.relay_turns().is_some() {
-                    self.overlap_committed(now, item_id);
-                }
+            ServerEvent::InputAudioBufferCommitted { item_id, .. }
+                if self.relay_turns().is_some() =>
+            {
+                self.overlap_committed(now, item_id);
             }
             ServerEvent::OutputAudioBufferCleared { response_id, .. } => {
                 self.service_playing = false;
