@@ -1,7 +1,8 @@
 //! A caller whose line returns the agent's own voice (a speakerphone, a poor hybrid) at −10 dB
 //! with 80 ms of delay, against the relay and its in-process simulator: with the echo gate
 //! the agent's echo never interrupts it, and the caller's one real turn still reaches the
-//! model and is answered; without the gate the same line interrupts the agent.
+//! model and is answered; without the gate the same line interrupts the agent. On the same
+//! line, a caller's "uh-huh" over the agent does not stop it, and talking over it does.
 
 mod support;
 
@@ -28,6 +29,10 @@ struct LineCall {
     residuals: Vec<u64>,
     /// The call's media stats as the admin API gives them after the call.
     media: serde_json::Value,
+    /// Its transcript, likewise.
+    transcript: serde_json::Value,
+    /// The transcripts of the caller's turns taken for backchannel.
+    backchannels: Vec<String>,
 }
 
 fn loud(payload: &[u8]) -> bool {
@@ -47,6 +52,16 @@ fn loud(payload: &[u8]) -> bool {
 /// 1.5 s; the call goes on until the agent has answered and gone quiet again. Paced by the
 /// relay's own packets, 20 ms apart.
 fn call_on_echo_line(env: &[(&str, &str)], delay_frames: usize, interrupt: bool) -> LineCall {
+    call_on_echo_line_saying(env, delay_frames, interrupt, 1500)
+}
+
+/// As [`call_on_echo_line`], the caller speaking `talk_ms`.
+fn call_on_echo_line_saying(
+    env: &[(&str, &str)],
+    delay_frames: usize,
+    interrupt: bool,
+    talk_ms: u32,
+) -> LineCall {
     let relay = Relay::start(env);
     let mut uac = Uac::new(relay.sip);
     uac.dial = "receptionist".into();
@@ -56,7 +71,7 @@ fn call_on_echo_line(env: &[(&str, &str)], delay_frames: usize, interrupt: bool)
     let id = answered["span"]["id"].as_str().unwrap().to_string();
 
     let mut line: VecDeque<[u8; FRAME]> = (0..delay_frames).map(|_| [0xff; FRAME]).collect();
-    let talk = speech(1500);
+    let talk = speech(talk_ms);
     let (mut seq, mut ts) = (1000u16, 5000u32);
     let (mut agent_before, mut agent_after) = (0, 0);
     let mut quiet_run = 0;
@@ -126,12 +141,19 @@ fn call_on_echo_line(env: &[(&str, &str)], delay_frames: usize, interrupt: bool)
         .map(|v| v["residual_ms"].as_u64().unwrap_or(u64::MAX))
         .collect();
     let detail = support::agent::get_json(&format!("http://{}/api/calls/{id}", relay.admin));
+    let backchannels = logs
+        .iter()
+        .filter(|v| msg(v) == "backchannel: the agent goes on")
+        .map(|v| v["transcript"].as_str().unwrap_or("").to_string())
+        .collect();
     LineCall {
         agent_before,
         agent_after,
         barge_ins,
         residuals,
         media: detail["media"].clone(),
+        transcript: detail["transcript"].clone(),
+        backchannels,
     }
 }
 
@@ -218,9 +240,58 @@ fn the_caller_talking_over_the_agent_on_an_echo_line_still_interrupts_it_at_once
     );
 }
 
+/// The barge-in the realtime service owns (`bridge.barge_in_min_speech_ms = 0`, the
+/// interruption at the first sound): the echo of the agent stops it.
 #[test]
 fn without_the_gate_the_same_line_interrupts_the_agent() {
-    let c = run("false", 80);
+    let mut env = env("false");
+    env.push((
+        "VOXRELAY__BRIDGE__BARGE_IN_MIN_SPEECH_MS".into(),
+        "0".into(),
+    ));
+    let all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let c = call_on_echo_line(&all, 4, false);
+    eprintln!(
+        "echo line without the gate, service-owned barge-in: {} barge-ins, media {}",
+        c.barge_ins, c.media
+    );
     assert!(c.barge_ins >= 1, "no barge-in; media {}", c.media);
     assert_eq!(c.media["echo_gated_frames"], 0, "{}", c.media);
+}
+
+/// The caller says "uh-huh" (300 ms) one second into the greeting, on the echo line with the
+/// gate on: the agent pauses for it and goes on; nothing is cut, nothing answers the
+/// "uh-huh", and the greeting is heard to its end.
+#[test]
+fn an_uh_huh_over_the_greeting_does_not_stop_the_agent() {
+    let scenario = support::agent::test_scenario("backchannel.toml");
+    let mut env = agent_env(&scenario);
+    env.push(("VOXRELAY__BRIDGE__ECHO_GATE".into(), "true".into()));
+    let all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let c = call_on_echo_line_saying(&all, 4, true, 300);
+    eprintln!(
+        "uh-huh over the greeting: {} barge-ins, backchannels {:?}, agent frames {} before and \
+         {} after, media {}",
+        c.barge_ins, c.backchannels, c.agent_before, c.agent_after, c.media
+    );
+    assert_eq!(c.barge_ins, 0, "the agent was cut; media {}", c.media);
+    assert_eq!(c.backchannels, ["Uh-huh."], "{:#}", c.transcript);
+    // the greeting went on after the uh-huh, and it was the agent's only turn
+    assert!(
+        c.agent_after > 25,
+        "the agent went on: {} frames",
+        c.agent_after
+    );
+    let turns = c.transcript.as_array().unwrap();
+    let agent: Vec<_> = turns.iter().filter(|t| t["speaker"] == "agent").collect();
+    assert_eq!(agent.len(), 1, "{:#}", c.transcript);
+    assert_eq!(agent[0]["cut_off"], false, "{:#}", c.transcript);
+    assert!(
+        agent[0]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("How can I help you today?"),
+        "{:#}",
+        c.transcript
+    );
 }
