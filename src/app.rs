@@ -110,7 +110,17 @@ fn webhooks(
         summary = cfg.summary.enabled,
         "call events go to webhooks"
     );
-    Some(Webhooks::new(store, hooks, summarizer))
+    // in a cluster, the pending deliveries of a relay gone for three heartbeats are taken over
+    let adopt_after = cfg
+        .cluster
+        .enabled()
+        .then(|| Duration::from_secs(cfg.cluster.heartbeat_seconds.max(1) * 3));
+    Some(Webhooks::with_adoption(
+        store,
+        hooks,
+        summarizer,
+        adopt_after,
+    ))
 }
 
 /// The admin token, as the admin server takes it.

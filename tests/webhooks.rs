@@ -2,7 +2,8 @@
 //! binary (its in-process simulator plays the model and writes the summary through its
 //! Responses API), and a receiver on loopback (a plain HTTP/1.1 server, as a clinic's system
 //! would run) gets the event signed, once, with the summary and the booking; also after an
-//! outage (refused connections, then a 503), and after the relay that wrote it was killed.
+//! outage (refused connections, then a 503), and after the relay that wrote it was killed:
+//! by its restart, or in a cluster on PostgreSQL by another relay.
 
 mod support;
 
@@ -131,6 +132,11 @@ fn free_port() -> SocketAddr {
 /// A relay with the booking agent and one webhook to `hook` (retries from 200 ms, at most
 /// 1 s apart), on the database `db` (its own when `None`).
 fn start(hook: SocketAddr, db: Option<&str>) -> Relay {
+    start_with(hook, db, &[])
+}
+
+/// As [`start`], with more settings.
+fn start_with(hook: SocketAddr, db: Option<&str>, more: &[(&str, &str)]) -> Relay {
     let env = agent_env("booking");
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let hooks = format!(
@@ -141,6 +147,7 @@ fn start(hook: SocketAddr, db: Option<&str>) -> Relay {
     if let Some(db) = db {
         all.push(("VOXRELAY__BOOKING__DATABASE_URL", db));
     }
+    all.extend_from_slice(more);
     Relay::start(&all)
 }
 
@@ -299,4 +306,50 @@ fn an_event_the_killed_relay_could_not_deliver_is_delivered_by_its_restart() {
     again.wait_for(|v| msg(v) == "webhook delivered", Duration::from_secs(10));
     let log = deliveries(&again);
     assert_eq!(log[0]["status"], "delivered", "{log:#?}");
+}
+
+/// Two relays of a cluster on one PostgreSQL database: relay B's event is pending (its
+/// receiver down) when B is killed; once B has missed three heartbeats, relay A takes the
+/// delivery over and sends it, once.
+#[test]
+fn in_a_cluster_the_event_of_a_killed_relay_is_sent_by_another() {
+    let pg = support::postgres::shared();
+    let url = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(pg.create_database());
+    let hook = free_port();
+    let cluster = |node: &'static str| {
+        [
+            ("VOXRELAY__CLUSTER__NODE_ID", node),
+            (
+                "VOXRELAY__CLUSTER__SECRET",
+                "a-cluster-secret-of-at-least-32-characters",
+            ),
+            ("VOXRELAY__CLUSTER__HEARTBEAT_SECONDS", "1"),
+        ]
+    };
+    let a = start_with(hook, Some(&url), &cluster("relay-a"));
+    let mut b = start_with(hook, Some(&url), &cluster("relay-b"));
+    let call = booking_call(&b);
+    b.wait_for(
+        |v| msg(v) == "webhook delivery failed; it will be retried",
+        Duration::from_secs(30),
+    );
+    b.kill();
+    assert_eq!(b.wait_exit(Duration::from_secs(10)), None);
+    let rx = receiver(hook, vec![]);
+    let r = next(&rx, &a);
+    check_event(&r, &call);
+    let took = a.wait_for(
+        |v| msg(v) == "took over the webhook deliveries of a relay that is gone",
+        Duration::from_secs(10),
+    );
+    assert_eq!(took["deliveries"], 1, "{took}");
+    a.wait_for(|v| msg(v) == "webhook delivered", Duration::from_secs(10));
+    let log = deliveries(&a);
+    assert_eq!(log.len(), 1, "{log:#?}");
+    assert_eq!(log[0]["status"], "delivered", "{log:#?}");
+    assert!(rx.try_recv().is_err(), "sent once");
 }

@@ -28,6 +28,9 @@ const IDLE: Duration = Duration::from_secs(30);
 /// The wait after the database failed.
 const DB_RETRY: Duration = Duration::from_secs(5);
 
+/// How often a relay of a cluster looks for the pending deliveries of relays that are gone.
+const ADOPT_EVERY: Duration = Duration::from_secs(5);
+
 /// One configured receiver. `Debug` never shows the secret.
 #[derive(Debug, Clone)]
 pub struct Webhook {
@@ -54,11 +57,24 @@ struct Inner {
     summarizer: Option<Summarizer>,
     http: reqwest::Client,
     wake: Notify,
+    /// In a cluster: a relay silent this long is gone, and its pending deliveries are taken.
+    adopt_after: Option<Duration>,
 }
 
 impl Webhooks {
     /// Webhooks over `store`'s delivery table; `summarizer` writes each call's summary.
     pub fn new(store: Store, hooks: Vec<Webhook>, summarizer: Option<Summarizer>) -> Self {
+        Self::with_adoption(store, hooks, summarizer, None)
+    }
+
+    /// As [`Webhooks::new`], in a cluster whose relays count as gone after `adopt_after`
+    /// without a heartbeat: their pending deliveries are taken over and sent by this one.
+    pub fn with_adoption(
+        store: Store,
+        hooks: Vec<Webhook>,
+        summarizer: Option<Summarizer>,
+        adopt_after: Option<Duration>,
+    ) -> Self {
         let http = reqwest::Client::builder()
             // a receiver's redirect is a failed attempt, never followed with the signed body
             .redirect(reqwest::redirect::Policy::none())
@@ -72,6 +88,7 @@ impl Webhooks {
                 summarizer,
                 http,
                 wake: Notify::new(),
+                adopt_after,
             }),
         }
     }
@@ -136,7 +153,23 @@ impl Webhooks {
     }
 
     async fn run(&self) {
+        let mut adopted_at: Option<tokio::time::Instant> = None;
         loop {
+            if let Some(stale) = self.inner.adopt_after {
+                if adopted_at.is_none_or(|t| t.elapsed() >= ADOPT_EVERY) {
+                    adopted_at = Some(tokio::time::Instant::now());
+                    match self.inner.store.adopt_orphan_deliveries(stale).await {
+                        Ok(0) => {}
+                        Ok(n) => info!(
+                            deliveries = n,
+                            "took over the webhook deliveries of a relay that is gone"
+                        ),
+                        Err(e) => {
+                            warn!(error = %e, "looking for other relays' webhook deliveries failed")
+                        }
+                    }
+                }
+            }
             let wait = match self.inner.store.due_deliveries(Utc::now(), BATCH).await {
                 Ok(due) if !due.is_empty() => {
                     let attempts = due.iter().map(|d| self.attempt(d));

@@ -243,6 +243,31 @@ impl Store {
         Ok(rows.into_iter().map(Delivery::from).collect())
     }
 
+    /// In a cluster (PostgreSQL): takes over the pending deliveries of relays that are gone
+    /// (no row in `relays` seen within `stale`: killed, or stopped for good), so that another
+    /// relay sends them. Atomic per row: two relays adopting at once take each row once.
+    /// Returns how many were taken; nothing on SQLite or outside a cluster.
+    pub async fn adopt_orphan_deliveries(
+        &self,
+        stale: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let (Pool::Postgres(p), Some(me)) = (&self.pool, self.node.as_deref()) else {
+            return Ok(0);
+        };
+        let n = sqlx::query(
+            "UPDATE webhook_deliveries d SET node_id = $1 \
+             WHERE d.status = 'pending' AND d.node_id <> $1 AND NOT EXISTS ( \
+               SELECT 1 FROM relays r WHERE r.node_id = d.node_id \
+               AND r.last_seen >= now() - make_interval(secs => $2))",
+        )
+        .bind(me)
+        .bind(stale.as_secs_f64())
+        .execute(p)
+        .await?
+        .rows_affected();
+        Ok(n)
+    }
+
     /// Deletes the finished (delivered or failed) deliveries made before `before`; pending
     /// ones stay until they are done. Returns how many.
     pub async fn prune_deliveries(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
