@@ -356,6 +356,7 @@ impl Relay {
                 agents: agent_book,
                 default_agent: cfg.agents.default.clone(),
                 cluster: cluster.clone(),
+                dialer: Some(sip.dialer()),
             },
             admin::AdminOptions {
                 policy: admin_policy,

@@ -109,6 +109,7 @@ async fn fixture_with(opts: Options, store: Option<Store>) -> Fixture {
         agents: bundled_agents(),
         default_agent: "receptionist".into(),
         cluster: None,
+        dialer: None,
     };
     let server = admin::start("127.0.0.1:0".parse().unwrap(), state)
         .await
@@ -1121,6 +1122,7 @@ async fn a_non_loopback_listen_without_a_token_is_refused() {
         agents: Default::default(),
         default_agent: String::new(),
         cluster: None,
+        dialer: None,
     };
     let err = admin::start("0.0.0.0:0".parse().unwrap(), state)
         .await

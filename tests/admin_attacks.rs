@@ -58,6 +58,7 @@ async fn fixture(header_read_timeout: Duration) -> Fixture {
         agents: Default::default(),
         default_agent: String::new(),
         cluster: None,
+        dialer: None,
     };
     let options = AdminOptions {
         policy: AccessPolicy::new(&["admin.example.test".into()], &[APP.into()]).unwrap(),

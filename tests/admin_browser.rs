@@ -219,6 +219,7 @@ async fn the_dashboard_follows_a_call_and_hangs_it_up() {
             agents: Default::default(),
             default_agent: String::new(),
             cluster: None,
+            dialer: None,
         },
     )
     .await
@@ -330,6 +331,7 @@ async fn the_dashboard_plays_a_calls_recording_and_a_transcript_line_seeks_it() 
             agents: Default::default(),
             default_agent: String::new(),
             cluster: None,
+            dialer: None,
         },
     )
     .await

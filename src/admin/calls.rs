@@ -250,7 +250,7 @@ pub(super) fn mute_control(body: Result<Bytes, BytesRejection>) -> Result<Contro
 }
 
 /// A JSON body (the guard has already refused other content types); errors in our shape.
-fn parse_body<T: serde::de::DeserializeOwned>(
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     example: &str,
 ) -> Result<T, ApiError> {

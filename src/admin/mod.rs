@@ -14,6 +14,7 @@ mod cluster_api;
 mod cluster_events;
 mod cluster_view;
 mod dashboard;
+mod dial;
 mod error;
 mod guard;
 mod health;
@@ -136,6 +137,8 @@ pub struct AdminState {
     /// This relay's part in a cluster (`cluster.node_id`); `None`: a relay on its own, whose
     /// API shows its own calls and answers 404 on the internal `/cluster/v1` routes.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Places outbound calls (`POST /api/calls`); `None`: no SIP endpoint.
+    pub dialer: Option<crate::sip::Dialer>,
 }
 
 impl AdminState {

@@ -12,8 +12,8 @@ use super::access::AccessPolicy;
 
 use super::error::ApiError;
 use super::{
-    agents, auth, bookings, calls, cluster_view, dashboard, guard, health, openapi, recording,
-    session, sse, talk, trunks, web_calls, web_recording, webhooks, AdminState,
+    agents, auth, bookings, calls, cluster_view, dashboard, dial, guard, health, openapi,
+    recording, session, sse, talk, trunks, web_calls, web_recording, webhooks, AdminState,
 };
 
 /// Request bodies are small JSON objects.
@@ -25,7 +25,7 @@ const BODY_LIMIT: usize = 16 * 1024;
 /// the [`guard`] (`Host`, `Origin`, JSON POSTs, the request timeout).
 pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationToken) -> Router {
     let api = Router::new()
-        .route("/api/calls", get(calls::list))
+        .route("/api/calls", get(calls::list).post(dial::place))
         .route("/api/calls/web", post(web_calls::attach))
         .route("/api/calls/{id}", get(calls::get))
         .route("/api/calls/{id}/events", get(sse::call_events))

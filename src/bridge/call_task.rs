@@ -96,6 +96,7 @@ async fn run_inner(
         direction: neg.direction,
         moderation: ctx.as_ref().is_some_and(|c| c.moderation.is_some()),
         kind: crate::booking::CallKind::Phone,
+        outbound: call.outbound.clone(),
     });
     let mut task = Task {
         call,

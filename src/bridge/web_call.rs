@@ -341,6 +341,7 @@ async fn run(call: WebCall, live: Arc<LiveContext>, stop: CancellationToken) {
         direction: Direction::Inactive,
         moderation: live.moderation.is_some(),
         kind: CallKind::Web,
+        outbound: None,
     });
     let session_id = leg.session_id().map(str::to_string);
     core.handle_answered(t0.elapsed(), setup, Ok(session_id));

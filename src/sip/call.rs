@@ -120,6 +120,8 @@ pub struct SipCall {
     keys: Option<KeySlot>,
     /// The call's place among the calls being set up, freed on answer.
     setup: Option<SetupSlot>,
+    /// The relay placed this call: it is answered already, by the callee.
+    outbound: bool,
 }
 
 impl std::fmt::Debug for SipCall {
@@ -147,6 +149,27 @@ impl SipCall {
             ended: false,
             keys: None,
             setup: Some(setup),
+            outbound: false,
+        }
+    }
+
+    /// A call the relay placed, answered by the callee (our ACK sent).
+    pub(crate) fn outbound(
+        dialog: InviteDialog,
+        local: LocalSdp,
+        negotiated: Negotiated,
+        states: mpsc::Receiver<DialogState>,
+    ) -> Self {
+        Self {
+            dialog,
+            local,
+            negotiated,
+            states,
+            acked: true,
+            ended: false,
+            keys: None,
+            setup: None,
+            outbound: true,
         }
     }
 
@@ -168,6 +191,9 @@ impl SipCall {
 
     /// Sends 180 Ringing.
     pub fn ring(&self) {
+        if self.outbound {
+            return;
+        }
         if let Err(e) = self.dialog.ringing(None, None) {
             debug!(error = %e, "ringing not sent");
         }
@@ -175,6 +201,10 @@ impl SipCall {
 
     /// Answers with 200 OK and our SDP; the error says why the stack refused.
     pub fn answer(&mut self) -> Result<(), String> {
+        if self.outbound {
+            // the callee answered; the relay's side is up already
+            return Ok(());
+        }
         let body = self.local.answer(&self.negotiated);
         // Answered (or refused by the stack): either way no longer a call in setup.
         self.setup.take();
@@ -346,11 +376,17 @@ impl SipCall {
                     return Some(PhoneEvent::Ended(EndReason::RelayBye));
                 }
                 self.ended = true;
-                Some(PhoneEvent::Ended(match reason {
-                    TerminatedReason::UacBye => EndReason::CallerBye,
-                    TerminatedReason::UacCancel => EndReason::CallerCancel,
-                    TerminatedReason::Timeout => EndReason::AckTimeout,
-                    TerminatedReason::UasBye => EndReason::RelayBye,
+                // on a call the relay placed, the far end is the UAS: its BYE is the
+                // other party hanging up ("caller" in the reasons is whoever is not the relay)
+                Some(PhoneEvent::Ended(match (reason, self.outbound) {
+                    (TerminatedReason::UacBye, false) | (TerminatedReason::UasBye, true) => {
+                        EndReason::CallerBye
+                    }
+                    (TerminatedReason::UacBye, true) | (TerminatedReason::UasBye, false) => {
+                        EndReason::RelayBye
+                    }
+                    (TerminatedReason::UacCancel, _) => EndReason::CallerCancel,
+                    (TerminatedReason::Timeout, _) => EndReason::AckTimeout,
                     _ => EndReason::Other,
                 }))
             }

@@ -7,6 +7,7 @@ pub mod caller_id;
 pub mod digest;
 pub mod headers;
 pub mod limits;
+pub mod outbound;
 pub mod register;
 pub mod sdp;
 pub mod server;
@@ -17,4 +18,5 @@ pub mod tls;
 pub mod trunks;
 
 pub use call::{EndReason, PhoneEvent, SipCall};
+pub use outbound::{Dial, DialError, DialOutcome, Dialer, Outbound};
 pub use server::{CallHandler, IncomingCall, SipServer};

@@ -68,6 +68,9 @@ pub struct IncomingCall {
     pub rtp: RtpLeg,
     /// Holds one of `sip.max_calls` until dropped.
     pub slot: CallSlot,
+    /// A call the relay placed (`POST /api/calls`), with what its agent is told; `None` for a
+    /// call that came in.
+    pub outbound: Option<super::outbound::Outbound>,
 }
 
 /// Whoever takes new calls.
@@ -81,6 +84,13 @@ pub trait CallHandler: Send + Sync + 'static {
 pub struct CallSlot {
     active: Arc<AtomicUsize>,
     changed: Arc<Notify>,
+}
+
+impl CallSlot {
+    /// A place already counted in `active`.
+    pub(super) fn new(active: Arc<AtomicUsize>, changed: Arc<Notify>) -> Self {
+        Self { active, changed }
+    }
 }
 
 impl Drop for CallSlot {
@@ -99,6 +109,7 @@ pub struct SipServer {
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     registrations: super::register::RegistrationStates,
+    shared: Arc<Shared>,
 }
 
 /// What the SIP server needs besides the `[sip]` section.
@@ -115,8 +126,8 @@ pub struct SipSettings {
 }
 
 /// The checks made on every datagram or connection before it is parsed.
-struct Gate {
-    trunks: Trunks,
+pub(super) struct Gate {
+    pub(super) trunks: Trunks,
     unknown: UnknownSource,
     /// Registrars and proxies written as IP literals: their answers must pass in `ignore` mode.
     also_allowed: Vec<IpAddr>,
@@ -151,29 +162,29 @@ impl SourcePolicy for Gate {
     }
 }
 
-struct Shared {
-    cfg: SipConfig,
-    gate: Arc<Gate>,
-    routes: Routes,
-    default_agent: String,
+pub(super) struct Shared {
+    pub(super) cfg: SipConfig,
+    pub(super) gate: Arc<Gate>,
+    pub(super) routes: Routes,
+    pub(super) default_agent: String,
     /// Signs digest nonces; new for every process.
-    nonce_secret: String,
+    pub(super) nonce_secret: String,
     /// The highest nonce-count used with each digest nonce (replays are refused).
-    nonces: std::sync::Mutex<digest::NonceCounts>,
+    pub(super) nonces: std::sync::Mutex<digest::NonceCounts>,
     /// Calls being set up (INVITE taken, not yet answered), capped per source and in total.
-    setups: Setups,
-    layer: Arc<DialogLayer>,
-    state_tx: rsipstack::dialog::dialog::DialogStateSender,
-    dialogs: DashMap<String, mpsc::Sender<DialogState>>,
-    ports: PortPool,
-    handler: Arc<dyn CallHandler>,
-    draining: Arc<AtomicBool>,
-    active: Arc<AtomicUsize>,
-    changed: Arc<Notify>,
-    advertised: IpAddr,
-    port: u16,
+    pub(super) setups: Setups,
+    pub(super) layer: Arc<DialogLayer>,
+    pub(super) state_tx: rsipstack::dialog::dialog::DialogStateSender,
+    pub(super) dialogs: DashMap<String, mpsc::Sender<DialogState>>,
+    pub(super) ports: PortPool,
+    pub(super) handler: Arc<dyn CallHandler>,
+    pub(super) draining: Arc<AtomicBool>,
+    pub(super) active: Arc<AtomicUsize>,
+    pub(super) changed: Arc<Notify>,
+    pub(super) advertised: IpAddr,
+    pub(super) port: u16,
     /// The address advertised for TLS calls and the TLS port, when TLS is on.
-    tls: Option<(IpAddr, u16)>,
+    pub(super) tls: Option<(IpAddr, u16)>,
 }
 
 impl SipServer {
@@ -292,7 +303,7 @@ impl SipServer {
             token.child_token(),
         );
         tokio::spawn(route_dialog_states(shared.clone(), state_rx));
-        tokio::spawn(serve_transactions(shared, incoming, token.clone()));
+        tokio::spawn(serve_transactions(shared.clone(), incoming, token.clone()));
         info!(
             udp = %local_addr,
             tcp = %local_addr,
@@ -307,7 +318,15 @@ impl SipServer {
             local_addr,
             tls_addr,
             registrations,
+            shared,
         })
+    }
+
+    /// Places outbound calls through the trunks.
+    pub fn dialer(&self) -> super::outbound::Dialer {
+        super::outbound::Dialer {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The bound SIP address (UDP and TCP).
@@ -712,12 +731,13 @@ async fn handle_invite(
         sip,
         rtp,
         slot,
+        outbound: None,
     });
     Ok(())
 }
 
 /// A new call id: 16 random hex digits (collisions are not a concern at any call rate).
-fn new_call_id() -> String {
+pub(super) fn new_call_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
@@ -763,7 +783,11 @@ fn check_digest(
 
 /// Our Contact for a call over `transport`: `sips:` with `transport=tls` over TLS (as rsipstack
 /// writes its own TLS addresses), `transport=tcp` over TCP, a plain `sip:` URI over UDP.
-fn contact_uri(ip: IpAddr, port: u16, transport: Transport) -> anyhow::Result<rsipstack::sip::Uri> {
+pub(super) fn contact_uri(
+    ip: IpAddr,
+    port: u16,
+    transport: Transport,
+) -> anyhow::Result<rsipstack::sip::Uri> {
     let host = match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),

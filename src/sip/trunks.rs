@@ -56,6 +56,11 @@ impl Trunks {
         &self.trunks
     }
 
+    /// The trunk named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Trunk> {
+        self.trunks.iter().find(|t| t.cfg.name == name)
+    }
+
     /// Which trunk (if any) a source address belongs to.
     pub fn classify(&self, ip: IpAddr) -> SourceVerdict<'_> {
         if self.trunks.is_empty() {

@@ -151,6 +151,8 @@ pub struct CoreParts {
     /// A phone call, or a browser's call (no phone media: the browser and the service
     /// exchange the audio; the core sees only the events, over the sideband).
     pub kind: CallKind,
+    /// A call the relay placed, with what the agent is told about it.
+    pub outbound: Option<crate::sip::Outbound>,
 }
 
 /// The call's phase.
@@ -227,6 +229,10 @@ pub struct CallCore {
     /// audio paused (the barge-in that follows reports it).
     paused_residual: Option<u32>,
     backchannels: u64,
+    /// A call the relay placed.
+    outbound: Option<crate::sip::Outbound>,
+    /// An outbound call's agent speaks first at this time if the callee has said nothing.
+    opening_at: Option<Duration>,
     out: [u8; MAX_OUT],
     reported_lost: u64,
     reported_concealed: u64,
@@ -285,6 +291,8 @@ impl CallCore {
             overlap: overlap::Overlap::None,
             paused_residual: None,
             backchannels: 0,
+            outbound: parts.outbound,
+            opening_at: None,
             out: [0; MAX_OUT],
             reported_lost: 0,
             reported_concealed: 0,
@@ -314,6 +322,7 @@ impl CallCore {
             self.transfer.as_ref().map(|t| t.deadline),
             self.digits.deadline(),
             self.overlap_deadline(),
+            self.opening_at,
             rtp,
             // a browser's call has no media ticks: its goodbye's quiet is a deadline
             self.ending
@@ -418,6 +427,13 @@ impl CallCore {
                 );
                 self.has_leg = true;
                 self.p.update(|d| d.session_id = session_id);
+                if let Some(o) = &self.outbound {
+                    // the callee speaks first ("hello?"); the agent then says who it is
+                    let note = outbound_note(o.context.as_deref());
+                    self.send(message("system", note));
+                    self.opening_at = Some(now + OUTBOUND_OPENING_WAIT);
+                    return;
+                }
                 // the agent speaks first: its greeting when configured, else its own opening
                 let response = greeting.map(|g| {
                     json!({"instructions": format!("Greet the caller by saying exactly: \"{g}\"")})
@@ -468,6 +484,13 @@ impl CallCore {
             self.send_keypad(now, group);
         }
         self.overlap_timeout(now);
+        if self.opening_at.is_some_and(|t| now >= t) {
+            self.opening_at = None;
+            if !self.response_active && self.overlap == overlap::Overlap::None {
+                // the callee said nothing: the agent opens
+                self.respond();
+            }
+        }
         if self.max_end.is_some_and(|end| now >= end) {
             self.max_end = None;
             match self.mode {
@@ -603,6 +626,23 @@ fn at_ms(now: Duration) -> u64 {
 }
 
 /// A conversation message: the model's own words are output text, everything else input.
+/// How long an outbound call's agent waits for the callee to speak first.
+pub const OUTBOUND_OPENING_WAIT: Duration = Duration::from_millis(1500);
+
+/// What an outbound call's agent is told when the callee answers.
+pub fn outbound_note(context: Option<&str>) -> String {
+    let mut note = String::from(
+        "You placed this phone call: it is an outbound call, not someone calling the clinic. \
+         When the person answers, say briefly who you are and why you are calling. If you \
+         reach a voicemail, leave a short message and end the call.",
+    );
+    if let Some(c) = context.filter(|c| !c.trim().is_empty()) {
+        note.push_str(" Why you are calling: ");
+        note.push_str(c.trim());
+    }
+    note
+}
+
 pub(crate) fn message(role: &str, text: String) -> ClientEvent {
     let part = if role == "assistant" {
         ContentPart::OutputText { text: Some(text) }

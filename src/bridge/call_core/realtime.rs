@@ -80,6 +80,8 @@ impl CallCore {
                 self.p.update(|d| d.session_id = session.id);
             }
             ServerEvent::SpeechStarted { .. } => {
+                // the callee of an outbound call spoke first: the agent answers that turn
+                self.opening_at = None;
                 if self.relay_turns().is_some() {
                     self.overlap_speech_started(now);
                 } else {
@@ -102,6 +104,7 @@ impl CallCore {
             ServerEvent::OutputAudioBufferStarted { .. } => self.service_playing = true,
             ServerEvent::OutputAudioBufferStopped { .. } => self.service_playing = false,
             ServerEvent::ResponseCreated { response, .. } => {
+                self.opening_at = None;
                 self.current_response = response.id;
                 self.response_active = true;
                 self.dropping_agent_audio = self.goodbye.is_some();

@@ -99,6 +99,7 @@ impl Call {
             direction: Direction::SendRecv,
             moderation,
             kind,
+            outbound: None,
         });
         Self {
             core,

@@ -1,0 +1,387 @@
+//! Calls the relay places (`POST /api/calls`): an INVITE out through a trunk, with its digest
+//! credentials when the trunk challenges, to the trunk's `outbound_proxy` (else its
+//! registrar). The callee's answer is negotiated like an offer, and the answered call goes to
+//! the bridge as any call does, marked outbound. What happens to a call that is not answered
+//! (busy, no answer, refused) is its [`DialOutcome`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::transport::SipAddr;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::call::SipCall;
+use super::sdp::{self, LocalSdp};
+use super::server::{new_call_id, CallSlot, IncomingCall, Shared, DIALOG_QUEUE};
+use crate::media::rtp_leg::RtpLeg;
+
+/// How long an outbound call may ring before it counts as not answered.
+pub const RING_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// A call to place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dial {
+    /// The number to call: digits, with an optional leading `+`.
+    pub to: String,
+    /// The trunk to call through (by name); the first trunk that can place calls when `None`.
+    pub trunk: Option<String>,
+    /// The agent that talks.
+    pub agent: String,
+    /// What the agent is told about the call (an appointment to confirm, say).
+    pub context: Option<String>,
+}
+
+/// What the agent knows of an outbound call it is on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outbound {
+    /// `Dial::context`.
+    pub context: Option<String>,
+}
+
+/// Why a call could not even be tried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    /// No such trunk.
+    #[error("no trunk is named {0:?}")]
+    UnknownTrunk(String),
+    /// The trunk (or every trunk) has neither `outbound_proxy` nor `registrar`.
+    #[error("no trunk can place calls (one needs outbound_proxy or registrar)")]
+    NoTrunk,
+    /// `to` is not a phone number.
+    #[error("`to` must be a phone number: digits, with an optional leading +")]
+    BadNumber,
+    /// At `sip.max_calls`, or draining.
+    #[error("the relay takes no more calls now")]
+    Busy,
+    /// No RTP port free.
+    #[error("no RTP port is free")]
+    NoPort,
+}
+
+/// How a placed call went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialOutcome {
+    /// Answered: the call runs in the bridge under this id.
+    Answered,
+    /// The callee was busy or declined (486, 600, 603).
+    Busy(u16),
+    /// Nobody answered in time (408, 480, 487, or [`RING_TIMEOUT`]).
+    NoAnswer,
+    /// Any other refusal, with its status.
+    Refused(u16),
+    /// No answer could be had (transport, a bad answer).
+    Failed(String),
+}
+
+impl DialOutcome {
+    /// The word call records and logs use.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DialOutcome::Answered => "answered",
+            DialOutcome::Busy(_) => "busy",
+            DialOutcome::NoAnswer => "no_answer",
+            DialOutcome::Refused(_) => "refused",
+            DialOutcome::Failed(_) => "failed",
+        }
+    }
+}
+
+/// True for a number the relay may dial.
+pub fn valid_number(to: &str) -> bool {
+    let digits = to.strip_prefix('+').unwrap_or(to);
+    (3..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Places outbound calls. Cheap to clone.
+#[derive(Clone)]
+pub struct Dialer {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dialer")
+    }
+}
+
+/// A placed call: its id (the bridge's, once answered), who it is from and to, and its
+/// outcome to come.
+#[derive(Debug)]
+pub struct Placed {
+    /// The call's id.
+    pub id: String,
+    /// Our From URI.
+    pub from: String,
+    /// The callee's URI.
+    pub to: String,
+    /// The trunk used.
+    pub trunk: String,
+    /// Resolves when the call was answered or not.
+    pub outcome: JoinHandle<DialOutcome>,
+}
+
+impl Dialer {
+    /// Checks `d`, takes a call slot and an RTP port, and sends the INVITE in a task of its
+    /// own.
+    pub async fn dial(&self, d: Dial) -> Result<Placed, DialError> {
+        let shared = &self.shared;
+        if !valid_number(&d.to) {
+            return Err(DialError::BadNumber);
+        }
+        let trunk = match &d.trunk {
+            Some(name) => {
+                let t = shared
+                    .gate
+                    .trunks
+                    .by_name(name)
+                    .ok_or_else(|| DialError::UnknownTrunk(name.clone()))?;
+                destination(t)
+                    .map(|dest| (t.clone(), dest))
+                    .ok_or(DialError::NoTrunk)?
+            }
+            None => shared
+                .gate
+                .trunks
+                .all()
+                .iter()
+                .find_map(|t| destination(t).map(|dest| (t.clone(), dest)))
+                .ok_or(DialError::NoTrunk)?,
+        };
+        let (trunk, (dest, host)) = trunk;
+        if shared.draining.load(Ordering::Acquire) {
+            return Err(DialError::Busy);
+        }
+        let prev = shared.active.fetch_add(1, Ordering::AcqRel);
+        let slot = CallSlot::new(shared.active.clone(), shared.changed.clone());
+        if prev >= shared.cfg.max_calls {
+            drop(slot);
+            return Err(DialError::Busy);
+        }
+        let mut rtp = RtpLeg::bind(&shared.ports, shared.cfg.listen.ip())
+            .await
+            .map_err(|_| DialError::NoPort)?;
+        rtp.set_signalling_ip(Some(dest.ip()));
+        let user = trunk
+            .cfg
+            .username
+            .clone()
+            .unwrap_or_else(|| "voxrelay".into());
+        let from = format!("sip:{user}@{host}");
+        let to = format!("sip:{}@{host}", d.to);
+        let id = new_call_id();
+        let placed_id = id.clone();
+        let (from_c, to_c, trunk_name) = (from.clone(), to.clone(), trunk.cfg.name.clone());
+        let shared = shared.clone();
+        let outcome = tokio::spawn(async move {
+            let call = Attempt {
+                shared,
+                id,
+                from: from_c,
+                to: to_c,
+                dest,
+                trunk,
+                dial: d,
+            };
+            call.run(rtp, slot).await
+        });
+        Ok(Placed {
+            id: placed_id,
+            from,
+            to,
+            trunk: trunk_name,
+            outcome,
+        })
+    }
+}
+
+/// Where a trunk takes calls: its `outbound_proxy`, else its registrar's host and port; and
+/// the host named in the request URI.
+fn destination(t: &super::trunks::Trunk) -> Option<(SocketAddr, String)> {
+    if let Some(p) = t.cfg.outbound_proxy.as_deref() {
+        let addr: SocketAddr = p.parse().ok()?;
+        let host = t
+            .cfg
+            .registrar
+            .as_deref()
+            .and_then(registrar_host)
+            .unwrap_or_else(|| addr.to_string());
+        return Some((addr, host));
+    }
+    let host = registrar_host(t.cfg.registrar.as_deref()?)?;
+    let addr: SocketAddr = host.parse().ok().or_else(|| {
+        let ip: IpAddr = host.parse().ok()?;
+        Some(SocketAddr::new(ip, 5060))
+    })?;
+    Some((addr, host))
+}
+
+/// `sip:host[:port][;params]` → `host[:port]`.
+fn registrar_host(uri: &str) -> Option<String> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let rest = rest.rsplit('@').next()?;
+    let host = rest.split(';').next()?;
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+struct Attempt {
+    shared: Arc<Shared>,
+    id: String,
+    from: String,
+    to: String,
+    dest: SocketAddr,
+    trunk: super::trunks::Trunk,
+    dial: Dial,
+}
+
+impl Attempt {
+    async fn run(self, mut rtp: RtpLeg, slot: CallSlot) -> DialOutcome {
+        let shared = &self.shared;
+        let mut local = LocalSdp::new(
+            shared.advertised,
+            rtp.local_port(),
+            rand::random::<u32>() as u64,
+        );
+        let offer = local.offer();
+        let parse = |s: &str| rsipstack::sip::Uri::try_from(s).map_err(|e| e.to_string());
+        let (caller, callee) = match (parse(&self.from), parse(&self.to)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return DialOutcome::Failed(format!("bad URI: {e}")),
+        };
+        let contact = match super::server::contact_uri(
+            shared.advertised,
+            shared.port,
+            rsipstack::sip::Transport::Udp,
+        ) {
+            Ok(c) => c,
+            Err(e) => return DialOutcome::Failed(e.to_string()),
+        };
+        let credential = match (&self.trunk.cfg.username, &self.trunk.password) {
+            (Some(user), Some(pass)) => Some(Credential {
+                username: user.clone(),
+                password: pass.expose().to_string(),
+                realm: None,
+                auth_username: None,
+            }),
+            _ => None,
+        };
+        let opt = InviteOption {
+            caller,
+            callee,
+            destination: Some(SipAddr::from(self.dest)),
+            content_type: Some("application/sdp".into()),
+            offer: Some(offer.into_bytes()),
+            contact,
+            credential,
+            ..Default::default()
+        };
+        info!(call = %self.id, to = %self.to, trunk = %self.trunk.cfg.name, agent = %self.dial.agent, "dialling");
+        let started = SystemTime::now();
+        let invited = tokio::time::timeout(
+            RING_TIMEOUT,
+            shared.layer.do_invite(opt, shared.state_tx.clone()),
+        )
+        .await;
+        let (dialog, resp) = match invited {
+            Err(_) => return self.not_answered(DialOutcome::NoAnswer),
+            Ok(Err(e)) => return self.not_answered(DialOutcome::Failed(e.to_string())),
+            Ok(Ok((dialog, Some(resp)))) => (dialog, resp),
+            Ok(Ok((_, None))) => {
+                return self.not_answered(DialOutcome::Failed("no final answer".into()))
+            }
+        };
+        let status = u16::from(resp.status_code.clone());
+        if !(200..300).contains(&status) {
+            let outcome = match status {
+                486 | 600 | 603 => DialOutcome::Busy(status),
+                408 | 480 | 487 => DialOutcome::NoAnswer,
+                s => DialOutcome::Refused(s),
+            };
+            return self.not_answered(outcome);
+        }
+        let negotiated = match sdp::negotiate(&resp.body) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(call = %self.id, error = %e, "the callee's answer is not usable: hanging up");
+                let _ = dialog.bye().await;
+                return self.not_answered(DialOutcome::Failed(format!("bad SDP answer: {e}")));
+            }
+        };
+        rtp.set_remote(negotiated.remote_rtp, negotiated.remote_rtcp);
+        let (route_tx, route_rx) = mpsc::channel(DIALOG_QUEUE);
+        let dialog_id = dialog.id();
+        shared.dialogs.insert(dialog_id.to_string(), route_tx);
+        let mut sip = SipCall::outbound(dialog, local, negotiated, route_rx);
+        sip.share_keys(rtp.key_slot());
+        info!(call = %self.id, to = %self.to, "the callee answered");
+        shared.handler.on_call(IncomingCall {
+            id: self.id.clone(),
+            sip_call_id: dialog_id.call_id.clone(),
+            source: Some(self.dest),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            transport: "udp",
+            // the number the relay called itself: its bookings are the callee's
+            caller_number: Some(self.dial.to.clone()),
+            trunk: Some(self.trunk.cfg.name.clone()),
+            agent: self.dial.agent.clone(),
+            started,
+            sip,
+            rtp,
+            slot,
+            outbound: Some(Outbound {
+                context: self.dial.context.clone(),
+            }),
+        });
+        DialOutcome::Answered
+    }
+
+    fn not_answered(&self, outcome: DialOutcome) -> DialOutcome {
+        info!(call = %self.id, to = %self.to, outcome = outcome.as_str(), detail = ?outcome, "the outbound call was not answered");
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_digits_with_an_optional_plus() {
+        for ok in ["+12015550123", "2015550123", "911", "+4930123456789"] {
+            assert!(valid_number(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "+",
+            "12",
+            "sip:x@y",
+            "201 555 0123",
+            "+1-201",
+            "1234567890123456789012",
+            "٣٣٣٣",
+        ] {
+            assert!(!valid_number(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_registrar_names_the_host() {
+        assert_eq!(
+            registrar_host("sip:sip.example.com").as_deref(),
+            Some("sip.example.com")
+        );
+        assert_eq!(
+            registrar_host("sip:user@10.0.0.1:5070;transport=udp").as_deref(),
+            Some("10.0.0.1:5070")
+        );
+        assert_eq!(registrar_host("http://x"), None);
+    }
+}

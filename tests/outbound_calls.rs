@@ -1,0 +1,157 @@
+//! Calls the relay places (`POST /api/calls`), end to end: SIPp plays the trunk (it
+//! challenges the INVITE with a 407 and checks the digest, rings, answers with PCMU, and
+//! hangs up after a while), the relay binary bridges the answered call to the booking agent
+//! played by its in-process simulator, which is told why it is calling. A busy callee gives a
+//! stored call with outcome `busy`.
+
+mod support;
+
+use std::thread;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::agent::{agent_env, get_json, post_json, sim_sessions};
+use support::{msg, sipp_from, sipp_port, Relay};
+
+const PASSWORD: &str = "trunk-secret-123";
+
+/// A relay with the receptionist and one trunk at `127.0.0.1:port` that it may call through
+/// (`outbound_proxy`), with digest credentials.
+fn relay(port: u16) -> Relay {
+    let env = agent_env("booking");
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let trunk = format!(
+        r#"[{{name = "out", addresses = ["127.0.0.1/32"], outbound_proxy = "127.0.0.1:{port}", username = "relayuser", password_env = "OUT_TRUNK_PW"}}]"#
+    );
+    all.push(("VOXRELAY__TRUNKS", &trunk));
+    all.push(("OUT_TRUNK_PW", PASSWORD));
+    Relay::start(&all)
+}
+
+fn dial(relay: &Relay, body: Value) -> (u16, Value) {
+    let (status, text) = post_json(&format!("http://{}/api/calls", relay.admin), &body);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[test]
+fn the_agent_calls_out_through_a_trunk_that_asks_for_digest_and_knows_why() {
+    let port = sipp_port();
+    let trunk = thread::spawn(move || {
+        sipp_from(
+            "127.0.0.1",
+            "127.0.0.1:9",
+            port,
+            "trunk_answers.xml",
+            &["-m", "1", "-d", "4000"],
+        )
+    });
+    let relay = relay(port);
+    let context = "Remind Ada Lovelace of her check-up tomorrow at 10:00.";
+    let (status, placed) = dial(
+        &relay,
+        json!({"to": "+12015550123", "agent": "receptionist", "trunk": "out", "context": context}),
+    );
+    assert_eq!(status, 202, "{placed}");
+    assert_eq!(placed["state"], "dialing");
+    assert_eq!(placed["to"], format!("sip:+12015550123@127.0.0.1:{port}"));
+    let id = placed["id"].as_str().unwrap().to_string();
+
+    let run = trunk.join().unwrap();
+    assert!(
+        run.code == 0 && run.successful == 1,
+        "the trunk saw a good digest, answered and hung up: exit {}\n{}\nrelay:\n{}",
+        run.code,
+        run.output,
+        relay.dump()
+    );
+    let end = relay.wait_calls_ended(1, Duration::from_secs(20)).remove(0);
+    assert_eq!(end["reason"], "caller_bye", "{}", relay.dump());
+    assert_eq!(end["span"]["id"], id.as_str());
+    // the agent spoke to the callee: the relay sent audio, and the model was told the context
+    assert!(end["rtp_out"].as_u64().unwrap() > 50, "{end}");
+    let sessions = sim_sessions(&relay);
+    let told = serde_json::to_string(&sessions).unwrap();
+    assert!(told.contains("outbound call"), "{told}");
+    assert!(told.contains(context), "{told}");
+    // the call's record: ours to the callee, ended by the callee
+    let call = get_json(&format!("http://{}/api/calls/{id}", relay.admin));
+    assert_eq!(
+        call["to"],
+        format!("sip:+12015550123@127.0.0.1:{port}"),
+        "{call}"
+    );
+    assert_eq!(
+        call["from"],
+        format!("sip:relayuser@127.0.0.1:{port}"),
+        "{call}"
+    );
+    assert!(!relay.dump().contains(PASSWORD));
+}
+
+#[test]
+fn a_busy_callee_is_a_stored_call_with_outcome_busy() {
+    let port = sipp_port();
+    let trunk = thread::spawn(move || {
+        sipp_from(
+            "127.0.0.1",
+            "127.0.0.1:9",
+            port,
+            "trunk_busy.xml",
+            &["-m", "1"],
+        )
+    });
+    let relay = relay(port);
+    let (status, placed) = dial(&relay, json!({"to": "2015550123", "agent": "receptionist"}));
+    assert_eq!(status, 202, "{placed}");
+    let id = placed["id"].as_str().unwrap().to_string();
+    let run = trunk.join().unwrap();
+    assert_eq!(run.code, 0, "{}", run.output);
+    relay.wait_for(
+        |v| msg(v) == "the outbound call was not answered" && v["outcome"] == "busy",
+        Duration::from_secs(10),
+    );
+    // stored by the task that waited for the outcome: look until it is there (bounded)
+    let mut call = Value::Null;
+    for _ in 0..100 {
+        call = get_json(&format!("http://{}/api/calls/{id}", relay.admin));
+        if call["end_reason"] == "busy" {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(call["end_reason"], "busy", "{call}");
+    assert_eq!(call["answered_at"], Value::Null, "{call}");
+}
+
+#[test]
+fn bad_requests_are_refused_before_any_sip() {
+    let relay = relay(9);
+    for (body, status, code) in [
+        (
+            json!({"to": "not a number", "agent": "receptionist"}),
+            400,
+            "bad_number",
+        ),
+        (
+            json!({"to": "+12015550123", "agent": "nobody"}),
+            404,
+            "agent_not_found",
+        ),
+        (
+            json!({"to": "+12015550123", "agent": "receptionist", "trunk": "other"}),
+            404,
+            "trunk_not_found",
+        ),
+        (json!({"to": "+12015550123"}), 400, "bad_body"),
+        (
+            json!({"to": "+12015550123", "agent": "receptionist", "extra": 1}),
+            400,
+            "bad_body",
+        ),
+    ] {
+        let (s, v) = dial(&relay, body.clone());
+        assert_eq!(s, status, "{body}: {v}");
+        assert_eq!(v["error"]["code"], code, "{body}: {v}");
+    }
+    assert!(!relay.dump().contains("dialling"), "{}", relay.dump());
+}
