@@ -6,7 +6,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{free_udp_port, msg, Relay};
+use support::{msg, Relay};
 
 /// Samples of a 16-bit mono WAV file (header skipped by finding the `data` chunk).
 fn wav_samples(bytes: &[u8]) -> Vec<i16> {
@@ -25,7 +25,8 @@ fn wav_samples(bytes: &[u8]) -> Vec<i16> {
 fn baresip_hears_its_own_tone_back() {
     let relay = Relay::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let sip_port = free_udp_port();
+    // baresip listens on UDP and TCP at this port
+    let sip_port = support::free_udp_and_tcp_port();
     // Below the relays' RTP ranges and the kernel's ephemeral ports.
     let rtp_lo = 20000 + (std::process::id() % 45) * 20;
     let config = format!(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_udp_port, Relay};
+use super::{free_udp_and_tcp_port, Relay};
 
 /// A running Kamailio, stopped when dropped.
 pub struct Kamailio {
@@ -48,17 +48,6 @@ fn binary(name: &str) -> PathBuf {
         "{name} is not installed: these tests need Debian's kamailio \
          (apt-get install --no-install-recommends kamailio; .ci/run installs it)"
     );
-}
-
-/// A loopback port free on both UDP and TCP (both sockets are closed again; fine for tests).
-fn free_udp_and_tcp_port() -> u16 {
-    for _ in 0..100 {
-        let port = free_udp_port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no loopback port free on both UDP and TCP");
 }
 
 impl Kamailio {

@@ -41,6 +41,17 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
+/// A loopback port free on both UDP and TCP (both sockets are closed again; fine for tests).
+pub fn free_udp_and_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let port = free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free on both UDP and TCP");
+}
+
 /// A free TCP port on loopback (the listener is closed again; fine for tests).
 pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
