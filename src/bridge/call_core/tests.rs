@@ -1107,3 +1107,96 @@ fn without_relay_turns_the_service_owns_barge_in_and_answers() {
         "the service answers by itself"
     );
 }
+
+// ---------- outbound calls ----------
+
+fn outbound_call(context: &str) -> Call {
+    let registry = Registry::new();
+    let book = agents().with_relay_turns();
+    let detail = CallDetail::new(
+        "c1",
+        "sip:relay@trunk",
+        "sip:+12015550123@trunk",
+        "front",
+        None,
+    );
+    let (publisher, _controls) = registry.register(detail);
+    let metrics = Arc::new(Metrics::new());
+    let core = CallCore::new(CoreParts {
+        agent: book.get("front"),
+        agents: book,
+        settings: Arc::new(relay_turns()),
+        publisher,
+        metrics: metrics.clone(),
+        codec: Law::Mu,
+        payload_type: 0,
+        dtmf_payload_type: Some(101),
+        direction: Direction::SendRecv,
+        moderation: false,
+        kind: CallKind::Phone,
+        outbound: Some(crate::sip::Outbound {
+            context: Some(context.into()),
+        }),
+    });
+    Call {
+        core,
+        registry,
+        metrics,
+        now: Duration::ZERO,
+        heard: Vec::new(),
+        seq: 1,
+    }
+}
+
+#[test]
+fn an_outbound_calls_agent_is_told_why_and_opens_if_the_callee_says_nothing() {
+    let mut c = outbound_call("Remind Ada of her check-up at 10:00.");
+    c.core
+        .handle_answered(ms(0), ms(900), Ok(Some("sess_1".into())));
+    let outs = c.outputs();
+    let texts = sent_texts(&outs);
+    assert_eq!(
+        responses_asked(&outs),
+        0,
+        "no greeting: the callee speaks first"
+    );
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].contains("outbound call") && texts[0].contains("Remind Ada"),
+        "{texts:?}"
+    );
+    assert!(
+        !texts[0].contains("Hello, clinic."),
+        "not the inbound greeting"
+    );
+    c.run_to(ms(1400));
+    assert_eq!(responses_asked(&c.outputs()), 0);
+    c.run_to(ms(1600));
+    assert_eq!(
+        responses_asked(&c.outputs()),
+        1,
+        "the agent opens after 1.5 s of silence"
+    );
+    c.run_to(ms(5000));
+    assert_eq!(responses_asked(&c.outputs()), 0, "once");
+}
+
+#[test]
+fn an_outbound_calls_callee_saying_hello_is_answered_instead() {
+    let mut c = outbound_call("Remind Ada of her check-up at 10:00.");
+    c.core
+        .handle_answered(ms(0), ms(900), Ok(Some("sess_1".into())));
+    c.outputs();
+    c.run_to(ms(400));
+    c.caller_speaks();
+    c.voice(20);
+    c.quiet(10);
+    c.committed("item_c1");
+    assert_eq!(responses_asked(&c.outputs()), 1, "the hello is answered");
+    c.run_to(ms(4000));
+    assert_eq!(
+        responses_asked(&c.outputs()),
+        0,
+        "and the opening does not come on top"
+    );
+}
