@@ -28,6 +28,15 @@ fn relay(port: u16) -> Relay {
     Relay::start(&all)
 }
 
+/// SIPp playing the trunk on `port` with `scenario`, in a thread of its own.
+fn trunk(
+    port: u16,
+    scenario: &'static str,
+    args: &'static [&'static str],
+) -> thread::JoinHandle<support::SippRun> {
+    thread::spawn(move || sipp_from("127.0.0.1", "127.0.0.1:9", port, scenario, args))
+}
+
 fn dial(relay: &Relay, body: Value) -> (u16, Value) {
     let (status, text) = post_json(&format!("http://{}/api/calls", relay.admin), &body);
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -36,15 +45,7 @@ fn dial(relay: &Relay, body: Value) -> (u16, Value) {
 #[test]
 fn the_agent_calls_out_through_a_trunk_that_asks_for_digest_and_knows_why() {
     let port = sipp_port();
-    let trunk = thread::spawn(move || {
-        sipp_from(
-            "127.0.0.1",
-            "127.0.0.1:9",
-            port,
-            "trunk_answers.xml",
-            &["-m", "1", "-d", "4000"],
-        )
-    });
+    let trunk = trunk(port, "trunk_answers.xml", &["-m", "1", "-d", "4000"]);
     let relay = relay(port);
     let context = "Remind Ada Lovelace of her check-up tomorrow at 10:00.";
     let (status, placed) = dial(
@@ -91,15 +92,7 @@ fn the_agent_calls_out_through_a_trunk_that_asks_for_digest_and_knows_why() {
 #[test]
 fn a_busy_callee_is_a_stored_call_with_outcome_busy() {
     let port = sipp_port();
-    let trunk = thread::spawn(move || {
-        sipp_from(
-            "127.0.0.1",
-            "127.0.0.1:9",
-            port,
-            "trunk_busy.xml",
-            &["-m", "1"],
-        )
-    });
+    let trunk = trunk(port, "trunk_busy.xml", &["-m", "1"]);
     let relay = relay(port);
     let (status, placed) = dial(&relay, json!({"to": "2015550123", "agent": "receptionist"}));
     assert_eq!(status, 202, "{placed}");

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use voxrelay::sim::{SimConfig, Simulator};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_python_sdk_parses_every_server_event() {
+/// Runs `script` (under tests/conformance) against a simulator playing the booking scenario,
+/// within `limit`; its standard output, after checking that it succeeded and reported no
+/// failures.
+async fn run_script(script: &str, limit: Duration) -> String {
     let sim = Simulator::start(SimConfig {
         listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
         scenario: "booking".into(),
@@ -22,12 +24,9 @@ async fn the_official_python_sdk_parses_every_server_event() {
     .await
     .unwrap();
     let python = std::env::var("VOXRELAY_CONFORMANCE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/conformance/realtime_conformance.py"
-    );
+    let path = format!("{}/tests/conformance/{script}", env!("CARGO_MANIFEST_DIR"));
     let child = tokio::process::Command::new(&python)
-        .arg(script)
+        .arg(&path)
         .arg("--base-url")
         .arg(sim.base_url())
         .stdout(Stdio::piped())
@@ -35,11 +34,11 @@ async fn the_official_python_sdk_parses_every_server_event() {
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+    let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
-        .expect("the conformance script finishes within 120 s")
+        .unwrap_or_else(|_| panic!("{script} finishes within {limit:?}"))
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
@@ -47,44 +46,18 @@ async fn the_official_python_sdk_parses_every_server_event() {
         out.status
     );
     assert!(stdout.contains("\"failures\": []"), "{stdout}");
-    println!("{stdout}");
     sim.shutdown().await;
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_parses_every_server_event() {
+    let stdout = run_script("realtime_conformance.py", Duration::from_secs(120)).await;
+    println!("{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_sdk_reads_a_call_summary_from_the_responses_api() {
-    let sim = Simulator::start(SimConfig {
-        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-        scenario: "booking".into(),
-        api_key: None,
-    })
-    .await
-    .unwrap();
-    let python = std::env::var("VOXRELAY_CONFORMANCE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/conformance/responses_conformance.py"
-    );
-    let child = tokio::process::Command::new(&python)
-        .arg(script)
-        .arg("--base-url")
-        .arg(sim.base_url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("the conformance script finishes within 60 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "conformance failed ({}):\n{stderr}\n{stdout}",
-        out.status
-    );
-    assert!(stdout.contains("\"failures\": []"), "{stdout}");
-    sim.shutdown().await;
+    let stdout = run_script("responses_conformance.py", Duration::from_secs(60)).await;
+    assert!(stdout.contains("booked KTH472"), "{stdout}");
 }

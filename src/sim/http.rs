@@ -229,12 +229,10 @@ async fn mint(
     ))
 }
 
-async fn moderations(
-    AxState(state): AxState<Arc<State>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, OpenAiError> {
-    if let Caller::Ephemeral(_) = authorize(&state, &headers)? {
+/// The JSON body of a request that takes a server key (ephemeral keys are for the Realtime
+/// API only, as at OpenAI).
+fn server_key_json(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Value, OpenAiError> {
+    if let Caller::Ephemeral(_) = authorize(state, headers)? {
         return Err(OpenAiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
@@ -242,13 +240,21 @@ async fn moderations(
             "Ephemeral keys are for the Realtime API only; use a server key.",
         ));
     }
-    let req: Value = serde_json::from_slice(&body).map_err(|e| {
+    serde_json::from_slice(body).map_err(|e| {
         OpenAiError::bad_request(
             "invalid_json",
             format!("We could not parse the JSON body of your request: {e}"),
             None,
         )
-    })?;
+    })
+}
+
+async fn moderations(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, OpenAiError> {
+    let req = server_key_json(&state, &headers, &body)?;
     let inputs: Vec<&str> = match req.get("input") {
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(items)) if !items.is_empty() => items
@@ -290,21 +296,7 @@ async fn responses(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, OpenAiError> {
-    if let Caller::Ephemeral(_) = authorize(&state, &headers)? {
-        return Err(OpenAiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            Some("invalid_api_key"),
-            "Ephemeral keys are for the Realtime API only; use a server key.",
-        ));
-    }
-    let req: Value = serde_json::from_slice(&body).map_err(|e| {
-        OpenAiError::bad_request(
-            "invalid_json",
-            format!("We could not parse the JSON body of your request: {e}"),
-            None,
-        )
-    })?;
+    let req = server_key_json(&state, &headers, &body)?;
     let Some(model) = req.get("model").and_then(Value::as_str) else {
         return Err(OpenAiError::bad_request(
             "missing_required_parameter",

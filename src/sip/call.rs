@@ -141,15 +141,8 @@ impl SipCall {
         setup: SetupSlot,
     ) -> Self {
         Self {
-            dialog,
-            local,
-            negotiated,
-            states,
-            acked: false,
-            ended: false,
-            keys: None,
             setup: Some(setup),
-            outbound: false,
+            ..Self::unset(dialog, local, negotiated, states)
         }
     }
 
@@ -161,15 +154,28 @@ impl SipCall {
         states: mpsc::Receiver<DialogState>,
     ) -> Self {
         Self {
+            acked: true,
+            outbound: true,
+            ..Self::unset(dialog, local, negotiated, states)
+        }
+    }
+
+    fn unset(
+        dialog: InviteDialog,
+        local: LocalSdp,
+        negotiated: Negotiated,
+        states: mpsc::Receiver<DialogState>,
+    ) -> Self {
+        Self {
             dialog,
             local,
             negotiated,
             states,
-            acked: true,
+            acked: false,
             ended: false,
             keys: None,
             setup: None,
-            outbound: true,
+            outbound: false,
         }
     }
 

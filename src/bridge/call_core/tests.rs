@@ -76,6 +76,16 @@ impl Call {
     }
 
     fn with_kind(mode: &str, settings: BridgeSettings, moderation: bool, kind: CallKind) -> Self {
+        Self::with_parts(mode, settings, moderation, kind, None)
+    }
+
+    fn with_parts(
+        mode: &str,
+        settings: BridgeSettings,
+        moderation: bool,
+        kind: CallKind,
+        outbound: Option<crate::sip::Outbound>,
+    ) -> Self {
         let registry = Registry::new();
         let book = agents();
         let detail = CallDetail::new(
@@ -99,7 +109,7 @@ impl Call {
             direction: Direction::SendRecv,
             moderation,
             kind,
-            outbound: None,
+            outbound,
         });
         Self {
             core,
@@ -1111,41 +1121,16 @@ fn without_relay_turns_the_service_owns_barge_in_and_answers() {
 // ---------- outbound calls ----------
 
 fn outbound_call(context: &str) -> Call {
-    let registry = Registry::new();
-    let book = agents().with_relay_turns();
-    let detail = CallDetail::new(
-        "c1",
-        "sip:relay@trunk",
-        "sip:+12015550123@trunk",
+    let outbound = crate::sip::Outbound {
+        context: Some(context.into()),
+    };
+    Call::with_parts(
         "front",
-        None,
-    );
-    let (publisher, _controls) = registry.register(detail);
-    let metrics = Arc::new(Metrics::new());
-    let core = CallCore::new(CoreParts {
-        agent: book.get("front"),
-        agents: book,
-        settings: Arc::new(relay_turns()),
-        publisher,
-        metrics: metrics.clone(),
-        codec: Law::Mu,
-        payload_type: 0,
-        dtmf_payload_type: Some(101),
-        direction: Direction::SendRecv,
-        moderation: false,
-        kind: CallKind::Phone,
-        outbound: Some(crate::sip::Outbound {
-            context: Some(context.into()),
-        }),
-    });
-    Call {
-        core,
-        registry,
-        metrics,
-        now: Duration::ZERO,
-        heard: Vec::new(),
-        seq: 1,
-    }
+        relay_turns(),
+        false,
+        CallKind::Phone,
+        Some(outbound),
+    )
 }
 
 #[test]
