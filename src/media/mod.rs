@@ -17,6 +17,7 @@
 //! - [`recording::Recorder`] (when enabled) takes the caller's frames as popped and the
 //!   agent's as released, each with its time.
 
+pub mod amd;
 pub mod codec;
 pub mod dtmf;
 pub mod echo_gate;
