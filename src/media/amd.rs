@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn a_short_blip_is_not_a_beep_and_quiet_noise_is_not_speech() {
-        let noise: Vec<i16> = (0..8000).map(|i| ((i * 7919 % 61) as i16 - 30)).collect();
+        let noise: Vec<i16> = (0..8000).map(|i| (i * 7919 % 61) as i16 - 30).collect();
         let v = run(&cat(&[
             speech(2500),
             tone(1000.0, 80),
