@@ -258,6 +258,8 @@ impl Relay {
             recording: recording_settings(&cfg),
             echo_gate_margin_db: b.echo_gate.then_some(f32::from(b.echo_gate_margin_db)),
             redact_transcripts: cfg.privacy.redact_transcripts,
+            // the detector holds the agent's turns: only when the relay owns them
+            amd: (cfg.amd.enabled && b.barge_in_min_speech_ms > 0).then(|| cfg.amd.settings()),
             backchannel: (b.barge_in_min_speech_ms > 0).then(|| {
                 crate::bridge::backchannel::Backchannel::new(
                     Duration::from_millis(b.barge_in_min_speech_ms),

@@ -50,6 +50,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// What the relay keeps of callers' personal data.
     pub privacy: PrivacyConfig,
+    /// Answering-machine detection on the calls the relay places.
+    pub amd: AmdConfig,
     /// SIP trunks: who may call, and registrations. None: any source may call.
     pub trunks: Vec<TrunkConfig>,
     /// Dialled number -> agent; `*` for every other number. Empty: `agents.default` answers.
@@ -58,6 +60,63 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// The call's summary in that event.
     pub summary: SummaryConfig,
+}
+
+/// `[amd]`: answering-machine detection on the calls the relay places (src/media/amd.rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmdConfig {
+    /// Listen to the callee's first seconds before the agent speaks: a person gets the agent
+    /// at once, a machine gets its message after the beep (needs
+    /// `bridge.barge_in_min_speech_ms` > 0: the relay must own the agent's turns).
+    pub enabled: bool,
+    /// Mean power over which a frame is speech (dBFS, -60..-10).
+    pub speech_dbfs: f32,
+    /// A person's greeting is at most this much speech (ms).
+    pub greeting_ms: u64,
+    /// Silence after a short greeting that makes it a person's (ms).
+    pub after_greeting_ms: u64,
+    /// No speech this long from the answer: the agent speaks first (ms).
+    pub initial_silence_ms: u64,
+    /// No decision this long: the agent speaks (ms).
+    pub total_ms: u64,
+    /// A tone at least this long is a machine's beep (ms).
+    pub beep_min_ms: u64,
+    /// After a machine's greeting, no beep this long: the message is left anyway (ms).
+    pub beep_wait_ms: u64,
+}
+
+impl Default for AmdConfig {
+    fn default() -> Self {
+        let d = crate::media::amd::AmdSettings::default();
+        Self {
+            enabled: true,
+            speech_dbfs: d.speech_dbfs,
+            greeting_ms: d.greeting.as_millis() as u64,
+            after_greeting_ms: d.after_greeting.as_millis() as u64,
+            initial_silence_ms: d.initial_silence.as_millis() as u64,
+            total_ms: d.total.as_millis() as u64,
+            beep_min_ms: d.beep_min.as_millis() as u64,
+            beep_wait_ms: d.beep_wait.as_millis() as u64,
+        }
+    }
+}
+
+impl AmdConfig {
+    /// The detector's settings.
+    pub fn settings(&self) -> crate::media::amd::AmdSettings {
+        use std::time::Duration;
+        crate::media::amd::AmdSettings {
+            speech_dbfs: self.speech_dbfs,
+            word_gap: crate::media::amd::AmdSettings::default().word_gap,
+            greeting: Duration::from_millis(self.greeting_ms),
+            after_greeting: Duration::from_millis(self.after_greeting_ms),
+            initial_silence: Duration::from_millis(self.initial_silence_ms),
+            total: Duration::from_millis(self.total_ms),
+            beep_min: Duration::from_millis(self.beep_min_ms),
+            beep_wait: Duration::from_millis(self.beep_wait_ms),
+        }
+    }
 }
 
 /// `[privacy]`
@@ -577,6 +636,31 @@ impl Config {
                 key: "bridge.barge_in_min_speech_ms",
                 value: self.bridge.barge_in_min_speech_ms.to_string(),
                 reason: "must be 0..=2000",
+            });
+        }
+        if !(-60.0..=-10.0).contains(&self.amd.speech_dbfs) {
+            return Err(ConfigError::Invalid {
+                key: "amd.speech_dbfs",
+                value: self.amd.speech_dbfs.to_string(),
+                reason: "must be -60..=-10",
+            });
+        }
+        let a = &self.amd;
+        if [
+            a.greeting_ms,
+            a.after_greeting_ms,
+            a.initial_silence_ms,
+            a.total_ms,
+            a.beep_min_ms,
+            a.beep_wait_ms,
+        ]
+        .iter()
+        .any(|&ms| !(20..=120_000).contains(&ms))
+        {
+            return Err(ConfigError::Invalid {
+                key: "amd",
+                value: format!("{a:?}"),
+                reason: "every time must be 20..=120000 ms",
             });
         }
         if self.bridge.guardrail_every_chars == 0 {

@@ -2,7 +2,9 @@
 //! challenges the INVITE with a 407 and checks the digest, rings, answers with PCMU, and
 //! hangs up after a while), the relay binary bridges the answered call to the booking agent
 //! played by its in-process simulator, which is told why it is calling. A busy callee gives a
-//! stored call with outcome `busy`.
+//! stored call with outcome `busy`. Answering-machine detection: the callee's side plays a
+//! recording (a person's "hello?", or a voicemail greeting and its beep); the agent answers
+//! the person, and leaves its message after the beep.
 
 mod support;
 
@@ -10,7 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::agent::{agent_env, get_json, post_json, sim_sessions};
+use support::agent::{agent_env, get_json, post_json, sim_sessions, speech, write_pcma_pcap};
 use support::{msg, sipp_from, sipp_port, Relay};
 
 const PASSWORD: &str = "trunk-secret-123";
@@ -147,4 +149,121 @@ fn bad_requests_are_refused_before_any_sip() {
         assert_eq!(v["error"]["code"], code, "{body}: {v}");
     }
     assert!(!relay.dump().contains("dialling"), "{}", relay.dump());
+}
+
+fn tone(hz: f32, ms: u32) -> Vec<i16> {
+    (0..ms * 8)
+        .map(|i| ((2.0 * std::f32::consts::PI * hz * i as f32 / 8000.0).sin() * 6000.0) as i16)
+        .collect()
+}
+
+fn silence(ms: u32) -> Vec<i16> {
+    vec![0; ms as usize * 8]
+}
+
+/// One placed call whose callee's side plays `audio` and hangs up after `hold_ms`; the
+/// relay's call detail after it ended, and the simulator's sessions.
+fn call_a_recording(audio: &[i16], hold_ms: u32) -> (Value, Vec<Value>, Relay) {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("callee.pcap");
+    write_pcma_pcap(&pcap, audio, 1);
+    let text = std::fs::read_to_string(support::scenario("trunk_plays.xml"))
+        .unwrap()
+        .replace("AUDIO_PCAP", &pcap.display().to_string());
+    let sc = dir.path().join("trunk_plays.xml");
+    std::fs::write(&sc, text).unwrap();
+    let port = sipp_port();
+    let hold = hold_ms.to_string();
+    let trunk = thread::spawn(move || {
+        sipp_from(
+            "127.0.0.1",
+            "127.0.0.1:9",
+            port,
+            sc.to_str().unwrap(),
+            &["-m", "1", "-d", &hold],
+        )
+    });
+    let relay = relay(port);
+    let (status, placed) = dial(
+        &relay,
+        json!({"to": "+12015550123", "agent": "receptionist", "context": "Remind Ada of her check-up tomorrow at 10:00."}),
+    );
+    assert_eq!(status, 202, "{placed}");
+    let id = placed["id"].as_str().unwrap().to_string();
+    let run = trunk.join().unwrap();
+    assert!(
+        run.code == 0 && run.successful == 1,
+        "{}\n{}",
+        run.output,
+        relay.dump()
+    );
+    relay.wait_calls_ended(1, Duration::from_secs(20));
+    let call = get_json(&format!("http://{}/api/calls/{id}", relay.admin));
+    let sessions = sim_sessions(&relay);
+    (call, sessions, relay)
+}
+
+fn agent_turns(call: &Value) -> Vec<Value> {
+    call["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["speaker"] == "agent")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_person_saying_hello_is_detected_and_answered_by_the_agent() {
+    let audio = [silence(400), speech(700), silence(5000)].concat();
+    let (call, _sessions, relay) = call_a_recording(&audio, 6000);
+    let verdict = relay.wait_for(
+        |v| msg(v) == "answering machine detection",
+        Duration::from_secs(1),
+    );
+    eprintln!("person: {verdict}");
+    assert_eq!(verdict["verdict"], "person", "{}", relay.dump());
+    assert_eq!(call["answered_by"], "person", "{call}");
+    assert!(
+        !agent_turns(&call).is_empty(),
+        "the agent answered: {call:#}"
+    );
+}
+
+#[test]
+fn a_voicemail_is_detected_and_the_message_is_left_after_the_beep() {
+    let greeting = [
+        speech(1200),
+        silence(250),
+        speech(1500),
+        silence(200),
+        speech(1000),
+        silence(400),
+    ]
+    .concat();
+    let beep_end_ms = (greeting.len() / 8) as u64 + 500;
+    let audio = [greeting, tone(1000.0, 500), silence(7000)].concat();
+    let (call, sessions, relay) = call_a_recording(&audio, 10_000);
+    let verdicts: Vec<Value> = relay
+        .logs()
+        .into_iter()
+        .filter(|v| msg(v) == "answering machine detection")
+        .collect();
+    eprintln!("voicemail: {verdicts:?}");
+    let kinds: Vec<&str> = verdicts
+        .iter()
+        .map(|v| v["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["machine", "beep"], "{}", relay.dump());
+    assert_eq!(call["answered_by"], "machine", "{call}");
+    // the agent spoke only after the beep, once, and was told it reached a voicemail
+    let turns = agent_turns(&call);
+    assert_eq!(turns.len(), 1, "{call:#}");
+    assert!(
+        turns[0]["at_ms"].as_u64().unwrap() >= beep_end_ms,
+        "the message started at {} ms, the beep ended at {beep_end_ms} ms of the recording",
+        turns[0]["at_ms"]
+    );
+    let told = serde_json::to_string(&sessions).unwrap();
+    assert!(told.contains("reached a voicemail"), "{told}");
 }

@@ -89,6 +89,8 @@ pub struct BridgeSettings {
     /// The relay owns barge-in on phone calls (`None`: the service does): see
     /// [`backchannel`].
     pub backchannel: Option<backchannel::Backchannel>,
+    /// Answering-machine detection on placed calls (`None`: off).
+    pub amd: Option<crate::media::amd::AmdSettings>,
 }
 
 impl Default for BridgeSettings {
@@ -105,6 +107,7 @@ impl Default for BridgeSettings {
             echo_gate_margin_db: Some(6.0),
             redact_transcripts: false,
             backchannel: None,
+            amd: None,
         }
     }
 }

@@ -157,6 +157,10 @@ pub struct CallDetail {
     pub media: MediaStats,
     /// The call's recording, once it is finished (`None`: not recorded).
     pub recording: Option<crate::booking::RecordingRef>,
+    /// On a call the relay placed: who answered, as answering-machine detection found
+    /// (`person`, `machine`, `silent`, `unsure`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<&'static str>,
 }
 
 /// The short form of a call, for lists.
@@ -211,6 +215,7 @@ impl CallDetail {
             tool_calls: Vec::new(),
             media: MediaStats::default(),
             recording: None,
+            answered_by: None,
         }
     }
 

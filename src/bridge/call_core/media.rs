@@ -53,6 +53,11 @@ impl CallCore {
             let frame = *self.media.last_caller_frame();
             self.overlap_frame(now, &frame);
         }
+        if self.amd.is_some() {
+            // a placed call's first seconds: who answered? (a copy, only meanwhile)
+            let frame = *self.media.last_caller_frame();
+            self.amd_frame(now, &frame);
+        }
         self.media.last_caller_frame()
     }
 

@@ -14,6 +14,7 @@
 //! trips, roll-over to a new session, keypad digit grouping, operator controls, the call's
 //! time limit and RTP timeout. Echo calls (the line test) use the same core without a model.
 
+mod amd;
 mod media;
 mod overlap;
 mod realtime;
@@ -233,6 +234,8 @@ pub struct CallCore {
     outbound: Option<crate::sip::Outbound>,
     /// An outbound call's agent speaks first at this time if the callee has said nothing.
     opening_at: Option<Duration>,
+    /// Answering-machine detection, while it holds the agent's turns (placed calls).
+    amd: Option<Box<crate::media::amd::Amd>>,
     out: [u8; MAX_OUT],
     reported_lost: u64,
     reported_concealed: u64,
@@ -293,6 +296,7 @@ impl CallCore {
             backchannels: 0,
             outbound: parts.outbound,
             opening_at: None,
+            amd: None,
             out: [0; MAX_OUT],
             reported_lost: 0,
             reported_concealed: 0,
@@ -431,7 +435,12 @@ impl CallCore {
                     // the callee speaks first ("hello?"); the agent then says who it is
                     let note = outbound_note(o.context.as_deref());
                     self.send(message("system", note));
-                    self.opening_at = Some(now + OUTBOUND_OPENING_WAIT);
+                    if self.settings.amd.is_some() && self.relay_turns().is_some() {
+                        // who answered decides when the agent speaks
+                        self.amd_start();
+                    } else {
+                        self.opening_at = Some(now + OUTBOUND_OPENING_WAIT);
+                    }
                     return;
                 }
                 // the agent speaks first: its greeting when configured, else its own opening

@@ -184,18 +184,18 @@ impl CallCore {
                 } else {
                     // the agent had finished meanwhile: an ordinary turn
                     self.paused_residual = None;
-                    self.respond();
+                    self.respond_turn();
                 }
             }
             Overlap::Interrupted | Overlap::None => {
                 self.paused_residual = None;
-                self.respond();
+                self.respond_turn();
             }
             listening @ Overlap::Listening { .. } => {
                 // a second turn while the first short one waits for its transcript: the
                 // first stays undecided; this one is answered
                 self.overlap = listening;
-                self.respond();
+                self.respond_turn();
             }
         }
     }
@@ -222,6 +222,14 @@ impl CallCore {
             // a short real interruption ("no", "wait"): stop the agent now and answer
             self.paused_residual = None;
             self.barge_in(now, false);
+            self.respond_turn();
+        }
+    }
+
+    /// Answers a caller's turn, unless answering-machine detection still holds the agent
+    /// (its verdict answers then).
+    fn respond_turn(&mut self) {
+        if !self.amd_holding() {
             self.respond();
         }
     }

@@ -1185,3 +1185,70 @@ fn an_outbound_calls_callee_saying_hello_is_answered_instead() {
         "and the opening does not come on top"
     );
 }
+
+fn outbound_with_amd() -> Call {
+    let outbound = crate::sip::Outbound {
+        context: Some("Remind Ada of her check-up at 10:00.".into()),
+    };
+    let settings = BridgeSettings {
+        amd: Some(crate::media::amd::AmdSettings::default()),
+        ..relay_turns()
+    };
+    let mut c = Call::with_parts("front", settings, false, CallKind::Phone, Some(outbound));
+    c.core
+        .handle_answered(ms(0), ms(900), Ok(Some("sess_1".into())));
+    c.outputs();
+    c
+}
+
+#[test]
+fn a_person_saying_hello_gets_the_agent_once_detection_says_person() {
+    let mut c = outbound_with_amd();
+    c.quiet(10);
+    c.caller_speaks();
+    c.voice(35);
+    c.quiet(10);
+    // the hello's turn is committed while the detector still listens: no answer yet
+    c.committed("item_c1");
+    assert_eq!(responses_asked(&c.outputs()), 0);
+    c.quiet(40);
+    let outs = c.outputs();
+    assert_eq!(
+        responses_asked(&outs),
+        1,
+        "answered once the detector said person"
+    );
+    assert_eq!(c.detail().answered_by, Some("person"));
+    c.quiet(100);
+    assert_eq!(responses_asked(&c.outputs()), 0, "once");
+}
+
+#[test]
+fn a_machine_gets_the_message_after_its_beep() {
+    let mut c = outbound_with_amd();
+    c.caller_speaks();
+    // the greeting: 1.84 s of speech (the test's voice is itself a steady tone: no more of
+    // it after the verdict than a beep's minimum), then a pause, the beep, and quiet
+    c.voice(92);
+    c.committed("item_c1");
+    assert_eq!(responses_asked(&c.outputs()), 0);
+    assert_eq!(c.detail().answered_by, Some("machine"));
+    c.quiet(20);
+    c.voice(20);
+    assert_eq!(responses_asked(&c.outputs()), 0, "not during the beep");
+    c.quiet(10);
+    let outs = c.outputs();
+    let texts = sent_texts(&outs);
+    assert!(texts.iter().any(|t| t.contains("voicemail")), "{texts:?}");
+    assert_eq!(responses_asked(&outs), 1);
+}
+
+#[test]
+fn nothing_said_lets_the_agent_open() {
+    let mut c = outbound_with_amd();
+    c.quiet(170);
+    assert_eq!(responses_asked(&c.outputs()), 0);
+    c.quiet(10);
+    assert_eq!(responses_asked(&c.outputs()), 1);
+    assert_eq!(c.detail().answered_by, Some("silent"));
+}
