@@ -24,9 +24,11 @@ impl CallCore {
         }
     }
 
-    /// The agent holds its turns: the detector has not let it speak yet.
+    /// The agent holds its turns: the detector has not let it speak yet, or a machine
+    /// answered (its beep and its silence are no one's turns: the agent leaves its one
+    /// message when the beep is over).
     pub(super) fn amd_holding(&self) -> bool {
-        self.amd.is_some()
+        self.amd.is_some() || self.voicemail
     }
 
     /// The callee's frame at `now`, while the detector listens.
@@ -57,7 +59,10 @@ impl CallCore {
                 // the agent answers the callee's hello, or opens
                 self.respond();
             }
-            Verdict::Machine => self.p.update(|d| d.answered_by = Some(v.as_str())),
+            Verdict::Machine => {
+                self.voicemail = true;
+                self.p.update(|d| d.answered_by = Some(v.as_str()));
+            }
             Verdict::Beep | Verdict::NoBeep => {
                 self.send(message("system", VOICEMAIL_NOTE.into()));
                 self.respond();

@@ -236,6 +236,8 @@ pub struct CallCore {
     opening_at: Option<Duration>,
     /// Answering-machine detection, while it holds the agent's turns (placed calls).
     amd: Option<Box<crate::media::amd::Amd>>,
+    /// A machine answered this placed call: its sounds (the beep) are no one's turns.
+    voicemail: bool,
     out: [u8; MAX_OUT],
     reported_lost: u64,
     reported_concealed: u64,
@@ -297,6 +299,7 @@ impl CallCore {
             outbound: parts.outbound,
             opening_at: None,
             amd: None,
+            voicemail: false,
             out: [0; MAX_OUT],
             reported_lost: 0,
             reported_concealed: 0,

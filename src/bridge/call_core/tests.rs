@@ -1241,6 +1241,10 @@ fn a_machine_gets_the_message_after_its_beep() {
     let texts = sent_texts(&outs);
     assert!(texts.iter().any(|t| t.contains("voicemail")), "{texts:?}");
     assert_eq!(responses_asked(&outs), 1);
+    // the beep, heard as a turn by the service, gets no answer of its own
+    c.committed("item_c2");
+    c.transcribed("item_c2", "Beep.");
+    assert_eq!(responses_asked(&c.outputs()), 0);
 }
 
 #[test]
