@@ -360,6 +360,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
                     ..recording.clone()
                 }),
                 node: None,
+                answered_by: None,
             })
             .await
             .unwrap();
@@ -379,6 +380,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
             tool_calls: json!([]),
             recording: None,
             node: None,
+            answered_by: None,
         })
         .await
         .unwrap();

@@ -767,6 +767,7 @@ async fn call_records_round_trip(b: Backend) {
         tool_calls: json!([{"name": "check_availability", "arguments": {"start_date": "2026-11-25"}, "output": {"free_count": 3}}]),
         recording: None,
         node: None,
+        answered_by: None,
     };
     let a = rec("call-a", t0);
     let b2 = rec("call-b", t0 + Duration::minutes(5));
@@ -775,10 +776,14 @@ async fn call_records_round_trip(b: Backend) {
     c.ended_at = None;
     c.outcome = "rejected".into();
     c.transcript = json!([]);
+    // a placed call that reached a voicemail keeps who answered
+    let mut b2 = b2;
+    b2.answered_by = Some("machine".into());
     for r in [&a, &b2, &c] {
         store.insert_call(r).await.unwrap();
     }
     assert_eq!(store.get_call("call-a").await.unwrap().as_ref(), Some(&a));
+    assert_eq!(store.get_call("call-b").await.unwrap().as_ref(), Some(&b2));
     assert_eq!(store.get_call("call-c").await.unwrap().as_ref(), Some(&c));
     // a recorded call: where its file is, how big and long; retention marks it deleted
     let mut r = rec("call-r", t0 - Duration::days(40));
@@ -1056,6 +1061,7 @@ async fn old_call_records_are_pruned(b: Backend) {
                 tool_calls: json!([]),
                 recording: None,
                 node: None,
+                answered_by: None,
             })
             .await
             .unwrap();

@@ -266,4 +266,18 @@ fn a_voicemail_is_detected_and_the_message_is_left_after_the_beep() {
     );
     let told = serde_json::to_string(&sessions).unwrap();
     assert!(told.contains("reached a voicemail"), "{told}");
+    // the stored record keeps who answered
+    let id = call["id"].as_str().unwrap().to_string();
+    let stored = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = voxrelay::booking::Store::open(&relay.database_url(), 1)
+                .await
+                .unwrap();
+            store.get_call(&id).await.unwrap()
+        })
+        .expect("the call's record is stored");
+    assert_eq!(stored.answered_by.as_deref(), Some("machine"));
 }

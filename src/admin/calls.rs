@@ -177,6 +177,9 @@ fn record_detail(r: &CallRecord) -> Value {
         "media": MediaStats::default(),
         "recording": r.recording,
     });
+    if let Some(by) = &r.answered_by {
+        v["answered_by"] = json!(by);
+    }
     tag(&mut v, r.node.as_deref());
     v
 }

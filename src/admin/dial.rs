@@ -121,6 +121,7 @@ pub async fn place(
             tool_calls: json!([]),
             recording: None,
             node: None,
+            answered_by: None,
         };
         if let Err(e) = store.insert_call(&record).await {
             warn!(error = %e, "the unanswered outbound call was not stored");

@@ -94,6 +94,7 @@ mod tests {
             tool_calls: serde_json::json!([]),
             recording: None,
             node: None,
+            answered_by: None,
         }
     }
 

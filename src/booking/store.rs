@@ -159,6 +159,9 @@ pub struct CallRecord {
     /// The relay that ran the call and holds its recording (`cluster.node_id`); `None`
     /// outside a cluster. Written by the store from [`Store::for_node`], never by the caller.
     pub node: Option<String>,
+    /// On a call the relay placed: who answered (`person`, `machine`, `silent`, `unsure`),
+    /// as answering-machine detection found.
+    pub answered_by: Option<String>,
 }
 
 /// Where a call came from: a phone line (SIP) or a browser (`/talk`, WebRTC straight to the
@@ -227,6 +230,7 @@ struct CallRow {
     recording_offset_ms: Option<i64>,
     recording_deleted_at: Option<DateTime<Utc>>,
     node_id: Option<String>,
+    answered_by: Option<String>,
 }
 
 impl TryFrom<CallRow> for CallRecord {
@@ -252,6 +256,7 @@ impl TryFrom<CallRow> for CallRecord {
                 deleted_at: r.recording_deleted_at,
             }),
             node: r.node_id,
+            answered_by: r.answered_by,
         })
     }
 }
@@ -534,10 +539,10 @@ impl Store {
         };
         let sql = format!(
             "INSERT INTO calls (id, caller, callee, agent, started_at, answered_at, ended_at, outcome, transcript, tool_calls, \
-             recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at, kind, node_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {t}, {c}, $11, $12, $13, $14, $15, $16, $17) \
+             recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at, kind, node_id, answered_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {t}, {c}, $11, $12, $13, $14, $15, $16, $17, $18) \
              ON CONFLICT (id) DO UPDATE SET caller = excluded.caller, callee = excluded.callee, agent = excluded.agent, kind = excluded.kind, \
-             node_id = excluded.node_id, \
+             node_id = excluded.node_id, answered_by = excluded.answered_by, \
              started_at = excluded.started_at, answered_at = excluded.answered_at, ended_at = excluded.ended_at, \
              outcome = excluded.outcome, transcript = excluded.transcript, tool_calls = excluded.tool_calls, \
              recording_path = excluded.recording_path, recording_bytes = excluded.recording_bytes, \
@@ -564,6 +569,7 @@ impl Store {
             .bind(rec.and_then(|r| r.deleted_at))
             .bind(call.kind.as_str())
             .bind(self.node.as_deref())
+            .bind(call.answered_by.as_deref())
             .execute(p)
             .await
             .map(|_| ()))?;
@@ -638,12 +644,12 @@ impl Store {
         match self.pool {
             Pool::Sqlite(_) => {
                 "id, caller, callee, agent, kind, started_at, answered_at, ended_at, outcome, transcript, tool_calls, \
-                 recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at, node_id"
+                 recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at, node_id, answered_by"
             }
             Pool::Postgres(_) => {
                 "id, caller, callee, agent, kind, started_at, answered_at, ended_at, outcome, \
                  transcript::text AS transcript, tool_calls::text AS tool_calls, \
-                 recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at, node_id"
+                 recording_path, recording_bytes, recording_ms, recording_offset_ms, recording_deleted_at, node_id, answered_by"
             }
         }
     }

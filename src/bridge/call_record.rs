@@ -65,5 +65,6 @@ pub fn record(d: &CallDetail, reason: &str) -> CallRecord {
         tool_calls: serde_json::to_value(&d.tool_calls).unwrap_or(Value::Null),
         recording: d.recording.clone(),
         node: None,
+        answered_by: d.answered_by.map(str::to_string),
     }
 }

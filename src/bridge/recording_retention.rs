@@ -147,6 +147,7 @@ mod tests {
                 deleted_at: None,
             }),
             node: None,
+            answered_by: None,
         }
     }
 

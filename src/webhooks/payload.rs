@@ -74,6 +74,7 @@ pub fn call_ended(record: &CallRecord, summary: &Summary, now: DateTime<Utc>) ->
             "duration_seconds": seconds(Some(record.started_at)),
             "talk_seconds": seconds(record.answered_at),
             "outcome": record.outcome,
+            "answered_by": record.answered_by,
             "recorded": record.recording.is_some(),
         },
         "summary": text,
@@ -104,6 +105,7 @@ mod tests {
             tool_calls,
             recording: None,
             node: None,
+            answered_by: None,
         }
     }
 
@@ -141,6 +143,7 @@ mod tests {
         assert_eq!(v["call"]["id"], "c1");
         assert_eq!(v["call"]["kind"], "phone");
         assert_eq!(v["call"]["outcome"], "caller_bye");
+        assert_eq!(v["call"]["answered_by"], Value::Null);
         assert_eq!(v["call"]["duration_seconds"], 42.0);
         assert_eq!(v["call"]["talk_seconds"], 41.75);
         assert_eq!(v["summary"], "Booked a check-up.");
