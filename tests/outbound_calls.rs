@@ -256,12 +256,20 @@ fn a_voicemail_is_detected_and_the_message_is_left_after_the_beep() {
         .collect();
     assert_eq!(kinds, ["machine", "beep"], "{}", relay.dump());
     assert_eq!(call["answered_by"], "machine", "{call}");
-    // the agent spoke only after the beep, once, and was told it reached a voicemail
+    // the agent spoke only after the beep, once, and was told it reached a voicemail. The
+    // call's clock (at_ms) starts when the relay hands the answered call to its task, a few ms
+    // after SIPp starts playing the recording on our ACK: the beep verdict is compared with
+    // the recording's beep within that offset, and the message with the verdict on one clock.
+    let beep_at = verdicts[1]["at_ms"].as_u64().unwrap();
+    assert!(
+        beep_at + 100 >= beep_end_ms,
+        "the beep was found at {beep_at} ms of the call, the recording's beep ends at {beep_end_ms} ms"
+    );
     let turns = agent_turns(&call);
     assert_eq!(turns.len(), 1, "{call:#}");
     assert!(
-        turns[0]["at_ms"].as_u64().unwrap() >= beep_end_ms,
-        "the message started at {} ms, the beep ended at {beep_end_ms} ms of the recording",
+        turns[0]["at_ms"].as_u64().unwrap() >= beep_at,
+        "the message started at {} ms, before the beep was over at {beep_at} ms",
         turns[0]["at_ms"]
     );
     let told = serde_json::to_string(&sessions).unwrap();
