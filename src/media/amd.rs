@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use crate::media::frame::Frame;
+use crate::media::frame::{mean_square, Frame, FRAME_DURATION as FRAME};
 
 /// The thresholds, from `[amd]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,8 +113,6 @@ pub struct Amd {
     out: Option<Verdict>,
 }
 
-const FRAME: Duration = Duration::from_millis(20);
-
 impl Amd {
     /// A detector with `s`.
     pub fn new(s: AmdSettings) -> Self {
@@ -205,11 +203,6 @@ impl Amd {
     pub fn is_listening(&self) -> bool {
         self.phase != Phase::Done
     }
-}
-
-fn mean_square(frame: &Frame) -> i64 {
-    let sum: i64 = frame.iter().map(|&s| i64::from(s) * i64::from(s)).sum();
-    sum / frame.len() as i64
 }
 
 /// The period (in samples, 3 to 26: 300 to 2,667 Hz at 8 kHz) of a frame that is a pure tone,

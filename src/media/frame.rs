@@ -20,6 +20,12 @@ pub type Frame = [i16; FRAME_SAMPLES];
 /// A silent frame.
 pub const SILENCE: Frame = [0; FRAME_SAMPLES];
 
+/// A frame's mean power: the mean of its squared samples.
+pub fn mean_square(frame: &Frame) -> i64 {
+    let sum: i64 = frame.iter().map(|&s| i64::from(s) * i64::from(s)).sum();
+    sum / frame.len() as i64
+}
+
 /// Cuts a stream of PCM chunks of any length into whole frames.
 ///
 /// The WebSocket transport delivers model audio in chunks of arbitrary size; this turns them

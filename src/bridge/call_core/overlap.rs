@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::media::frame::Frame;
+use crate::media::frame::{mean_square, Frame, FRAME_DURATION as FRAME};
 
 use tracing::info;
 
@@ -46,9 +46,6 @@ pub enum Overlap {
     },
 }
 
-/// One frame of the caller's audio.
-const FRAME: Duration = Duration::from_millis(20);
-
 /// Unvoiced this long, the caller's speech has stopped.
 const HANGOVER: Duration = Duration::from_millis(200);
 
@@ -64,8 +61,7 @@ const VOICE_POWER: i64 = {
 
 /// The frame's mean power is above [`VOICE_POWER`].
 fn is_voiced(frame: &Frame) -> bool {
-    let sum: i64 = frame.iter().map(|&s| i64::from(s) * i64::from(s)).sum();
-    sum > VOICE_POWER * frame.len() as i64
+    mean_square(frame) > VOICE_POWER
 }
 
 impl CallCore {
