@@ -54,6 +54,8 @@ pub struct Relay {
     heartbeat: Option<crate::cluster::Heartbeat>,
     /// Sends the webhook deliveries (what it has not sent is sent after the next start).
     webhook_sender: Option<tokio::task::JoinHandle<()>>,
+    /// Places reminder calls (`[reminders]`).
+    reminders: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What answers calls: the realtime side, set up from the config.
@@ -121,6 +123,57 @@ fn webhooks(
         summarizer,
         adopt_after,
     ))
+}
+
+/// The reminder scheduler's task, when `[reminders]` is on.
+fn reminder_scheduler(
+    cfg: &Config,
+    store: &Store,
+    dialer: crate::sip::Dialer,
+    registry: &Registry,
+    known_agent: impl Fn(&str) -> bool,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    use crate::reminders::{scheduler::CallSettings, Plan, Scheduler, SipPlacer};
+    let r = &cfg.reminders;
+    if !r.enabled {
+        return Ok(None);
+    }
+    let schedule = crate::booking::schedule::Schedule::from_config(&cfg.booking)?;
+    let plan = Plan::new(r, schedule.time_zone(), &cfg.booking.hours)?;
+    let agent = if r.agent.is_empty() {
+        cfg.agents.default.clone()
+    } else {
+        r.agent.clone()
+    };
+    if !known_agent(&agent) {
+        anyhow::bail!("invalid config: reminders.agent: no agent is named {agent:?}");
+    }
+    let calls = CallSettings {
+        agent: agent.clone(),
+        trunk: r.trunk.clone(),
+        ring_timeout: Duration::from_millis(r.ring_timeout_ms),
+        max_concurrent: r.max_concurrent as usize,
+    };
+    let placer = Arc::new(SipPlacer {
+        dialer,
+        registry: registry.clone(),
+    });
+    let adopt_after = cfg
+        .cluster
+        .enabled()
+        .then(|| Duration::from_secs(cfg.cluster.heartbeat_seconds.max(1) * 3));
+    info!(
+        agent = %agent,
+        before_minutes = r.before_minutes,
+        max_attempts = r.max_attempts,
+        "reminder calls on"
+    );
+    let scheduler = Scheduler::new(store.clone(), plan, schedule, calls, placer);
+    Ok(Some(scheduler.spawn(
+        Arc::new(SystemClock),
+        Duration::from_millis(r.poll_ms),
+        adopt_after,
+    )))
 }
 
 /// The admin token, as the admin server takes it.
@@ -338,6 +391,7 @@ impl Relay {
             default_agent: cfg.agents.default.clone(),
         };
         let sip = SipServer::start(settings, bridge).await?;
+        let known_agents = agent_book.clone();
         let draining = sip.draining_flag();
         let admin = admin::start_with(
             cfg.admin.listen,
@@ -355,7 +409,7 @@ impl Relay {
                     media: true,
                     draining: draining.load(std::sync::atomic::Ordering::Acquire),
                 }),
-                agents: agent_book,
+                agents: agent_book.clone(),
                 default_agent: cfg.agents.default.clone(),
                 cluster: cluster.clone(),
                 dialer: Some(sip.dialer()),
@@ -366,6 +420,9 @@ impl Relay {
             },
         )
         .await?;
+        let reminders = reminder_scheduler(&cfg, &store, sip.dialer(), &registry, |a| {
+            known_agents.get(a).is_some()
+        })?;
         let heartbeat = match cluster {
             Some(cluster) => {
                 cluster.default_admin_url(admin.local_addr());
@@ -411,6 +468,7 @@ impl Relay {
             recording_sweep,
             heartbeat,
             webhook_sender: rt.webhook_sender,
+            reminders,
         })
     }
 
@@ -451,6 +509,9 @@ impl Relay {
             p.abort();
         }
         if let Some(p) = self.recording_sweep {
+            p.abort();
+        }
+        if let Some(p) = self.reminders {
             p.abort();
         }
         if let Some(p) = self.webhook_sender {

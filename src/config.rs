@@ -14,10 +14,12 @@ use crate::secret::Secret;
 
 mod booking;
 mod cluster;
+mod reminders;
 mod sip;
 mod webhooks;
 pub use self::booking::{redact_url, BookingConfig, WeeklyHours};
 pub use self::cluster::{admin_url_host, valid_node_id, ClusterConfig, ClusterError};
+pub use self::reminders::RemindersConfig;
 pub use self::sip::{LimitsConfig, StreamsConfig, TrunkConfig, TrunkError, UnknownSource};
 pub use self::webhooks::{SummaryConfig, WebhookConfig, WebhookError, MIN_SECRET_CHARS};
 
@@ -60,6 +62,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// The call's summary in that event.
     pub summary: SummaryConfig,
+    /// Reminder calls before appointments (off by default).
+    pub reminders: RemindersConfig,
 }
 
 /// `[amd]`: answering-machine detection on the calls the relay places (src/media/amd.rs).
@@ -662,6 +666,9 @@ impl Config {
                 value: format!("{a:?}"),
                 reason: "every time must be 20..=120000 ms",
             });
+        }
+        if let Some((key, value, reason)) = self.reminders.problem() {
+            return Err(ConfigError::Invalid { key, value, reason });
         }
         if self.bridge.guardrail_every_chars == 0 {
             return Err(ConfigError::Invalid {

@@ -18,6 +18,7 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod openai;
+pub mod reminders;
 pub mod secret;
 pub mod sim;
 pub mod sip;

@@ -16,11 +16,14 @@ use tracing::warn;
 use super::calls::parse_body;
 use super::error::ApiError;
 use super::AdminState;
-use crate::booking::store::{CallKind, CallRecord};
+use crate::booking::store::CallRecord;
 use crate::sip::{Dial, DialError, DialOutcome};
 
 /// The longest `context` taken.
 const CONTEXT_MAX_CHARS: usize = 2_000;
+/// The shortest and longest `ring_timeout_ms` taken.
+const RING_MIN_MS: u64 = 5_000;
+const RING_MAX_MS: u64 = 120_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +34,8 @@ struct DialBody {
     trunk: Option<String>,
     #[serde(default)]
     context: Option<String>,
+    #[serde(default)]
+    ring_timeout_ms: Option<u64>,
 }
 
 /// Places the call.
@@ -49,6 +54,14 @@ pub async fn place(
         return Err(ApiError::bad_request(
             "bad_body",
             format!("`context` is longer than {CONTEXT_MAX_CHARS} characters"),
+        ));
+    }
+    if b.ring_timeout_ms
+        .is_some_and(|ms| !(RING_MIN_MS..=RING_MAX_MS).contains(&ms))
+    {
+        return Err(ApiError::bad_request(
+            "bad_body",
+            format!("`ring_timeout_ms` must be {RING_MIN_MS}..={RING_MAX_MS}"),
         ));
     }
     if state.agents.get(&b.agent).is_none() {
@@ -71,6 +84,7 @@ pub async fn place(
             trunk: b.trunk,
             agent: b.agent,
             context: b.context,
+            ring_timeout: b.ring_timeout_ms.map(std::time::Duration::from_millis),
         })
         .await
         .map_err(|e| match e {
@@ -107,22 +121,15 @@ pub async fn place(
         let Some(store) = store else {
             return;
         };
-        let record = CallRecord {
+        let record = CallRecord::unanswered(
             id,
-            caller: from,
-            callee: to,
+            from,
+            to,
             agent,
-            kind: CallKind::Phone,
             started_at,
-            answered_at: None,
-            ended_at: Some(Utc::now()),
-            outcome: outcome.as_str().to_string(),
-            transcript: json!([]),
-            tool_calls: json!([]),
-            recording: None,
-            node: None,
-            answered_by: None,
-        };
+            Utc::now(),
+            outcome.as_str(),
+        );
         if let Err(e) = store.insert_call(&record).await {
             warn!(error = %e, "the unanswered outbound call was not stored");
         }

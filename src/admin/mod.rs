@@ -20,6 +20,7 @@ mod guard;
 mod health;
 pub mod openapi;
 pub mod recording;
+mod reminders;
 mod routes;
 mod serve;
 mod session;

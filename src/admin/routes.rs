@@ -41,6 +41,7 @@ pub fn router(state: AdminState, policy: Arc<AccessPolicy>, stop: CancellationTo
         .route("/api/bookings", get(bookings::list))
         .route("/api/trunks", get(trunks::list))
         .route("/api/webhooks/deliveries", get(webhooks::deliveries))
+        .route("/api/reminders", get(super::reminders::list))
         .route("/api/cluster", get(cluster_view::relays))
         .route("/api/agents", get(agents::list))
         .route("/api/session", get(session::mint))

@@ -31,6 +31,7 @@ pub async fn prune(store: &Store, keep_days: u32, now: DateTime<Utc>) -> Result<
         Some(before) => {
             let calls = store.prune_calls(before).await?;
             store.prune_deliveries(before).await?;
+            store.prune_reminders(before).await?;
             Ok(calls)
         }
         None => Ok(0),

@@ -133,19 +133,7 @@ impl Schedule {
         }
         super::phone::parse_region(&config.default_region)
             .map_err(|m| BookingConfigError::new("default_region", m))?;
-        let mut days: [Vec<(u32, u32)>; 7] = Default::default();
-        for (i, (name, ranges)) in config.hours.days().into_iter().enumerate() {
-            let key = format!("hours.{name}");
-            let mut parsed = Vec::with_capacity(ranges.len());
-            for range in ranges {
-                parsed.push(parse_range(range).map_err(|m| BookingConfigError::new(&key, m))?);
-            }
-            parsed.sort();
-            if parsed.windows(2).any(|w| w[1].0 < w[0].1) {
-                return Err(BookingConfigError::new(&key, "opening ranges overlap"));
-            }
-            days[i] = parsed;
-        }
+        let days = parse_week(&config.hours, "booking.hours")?;
         Ok(Self {
             tz,
             slot_minutes: config.slot_minutes,
@@ -307,6 +295,31 @@ fn minutes_of(t: NaiveTime) -> u32 {
 
 fn time_of(minutes: u32) -> NaiveTime {
     NaiveTime::from_hms_opt(minutes / 60, minutes % 60, 0).expect("minutes within a day")
+}
+
+/// Parses a week of `"HH:MM-HH:MM"` ranges into minutes since midnight, Monday first, sorted;
+/// the error names `{prefix}.{day}` (`booking.hours.monday`).
+pub(crate) fn parse_week(
+    hours: &crate::config::WeeklyHours,
+    prefix: &str,
+) -> Result<[Vec<(u32, u32)>; 7], BookingConfigError> {
+    let mut days: [Vec<(u32, u32)>; 7] = Default::default();
+    for (i, (name, ranges)) in hours.days().into_iter().enumerate() {
+        let err = |message: String| BookingConfigError {
+            key: format!("{prefix}.{name}"),
+            message,
+        };
+        let mut parsed = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            parsed.push(parse_range(range).map_err(err)?);
+        }
+        parsed.sort();
+        if parsed.windows(2).any(|w| w[1].0 < w[0].1) {
+            return Err(err("opening ranges overlap".into()));
+        }
+        days[i] = parsed;
+    }
+    Ok(days)
 }
 
 /// Parses `"HH:MM-HH:MM"` into minutes since midnight; `24:00` is allowed as a closing time.

@@ -48,7 +48,9 @@ macro_rules! on_pool {
 
 // after the macro, which it uses
 mod deliveries;
+mod reminders;
 pub use deliveries::{AttemptUpdate, Delivery, DeliveryFilter, DeliveryStatus};
+pub use reminders::{Reminder, ReminderStatus, ReminderUpdate};
 
 /// Whether a booking holds its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -162,6 +164,37 @@ pub struct CallRecord {
     /// On a call the relay placed: who answered (`person`, `machine`, `silent`, `unsure`),
     /// as answering-machine detection found.
     pub answered_by: Option<String>,
+}
+
+impl CallRecord {
+    /// The record of a call the relay placed that nobody answered; `outcome` says how
+    /// (`busy`, `no_answer`, `refused`, `failed`).
+    pub fn unanswered(
+        id: String,
+        caller: String,
+        callee: String,
+        agent: String,
+        started_at: DateTime<Utc>,
+        ended_at: DateTime<Utc>,
+        outcome: &str,
+    ) -> Self {
+        Self {
+            id,
+            caller,
+            callee,
+            agent,
+            kind: CallKind::Phone,
+            started_at,
+            answered_at: None,
+            ended_at: Some(ended_at),
+            outcome: outcome.to_string(),
+            transcript: serde_json::json!([]),
+            tool_calls: serde_json::json!([]),
+            recording: None,
+            node: None,
+            answered_by: None,
+        }
+    }
 }
 
 /// Where a call came from: a phone line (SIP) or a browser (`/talk`, WebRTC straight to the

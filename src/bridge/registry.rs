@@ -490,6 +490,11 @@ impl Registry {
         ended.iter().rev().map(CallDetail::summary).collect()
     }
 
+    /// Whether call `id` is live here.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.inner.live.contains_key(id)
+    }
+
     /// Live calls now.
     pub fn live_count(&self) -> usize {
         self.inner.live.len()

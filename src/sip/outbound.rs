@@ -21,8 +21,14 @@ use super::sdp::{self, LocalSdp};
 use super::server::{new_call_id, CallSlot, IncomingCall, Shared, DIALOG_QUEUE};
 use crate::media::rtp_leg::RtpLeg;
 
-/// How long an outbound call may ring before it counts as not answered.
+/// How long an outbound call may ring, unless its [`Dial`] says otherwise, before it is
+/// cancelled and counts as not answered.
 pub const RING_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// After a CANCEL, how long the INVITE's final answer (487) is waited for before the attempt
+/// ends anyway (the SIP stack finishes the transaction, and ends a 200 that crossed the
+/// CANCEL with a BYE).
+const CANCEL_GRACE: Duration = Duration::from_secs(4);
 
 /// A call to place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +41,8 @@ pub struct Dial {
     pub agent: String,
     /// What the agent is told about the call (an appointment to confirm, say).
     pub context: Option<String>,
+    /// How long it may ring ([`RING_TIMEOUT`] when `None`).
+    pub ring_timeout: Option<Duration>,
 }
 
 /// What the agent knows of an outbound call it is on.
@@ -71,7 +79,7 @@ pub enum DialOutcome {
     Answered,
     /// The callee was busy or declined (486, 600, 603).
     Busy(u16),
-    /// Nobody answered in time (408, 480, 487, or [`RING_TIMEOUT`]).
+    /// Nobody answered in time (408, 480, 487, or cancelled at the ring timeout).
     NoAnswer,
     /// Any other refusal, with its status.
     Refused(u16),
@@ -284,15 +292,27 @@ impl Attempt {
         };
         info!(call = %self.id, to = %self.to, trunk = %self.trunk.cfg.name, agent = %self.dial.agent, "dialling");
         let started = SystemTime::now();
-        let invited = tokio::time::timeout(
-            RING_TIMEOUT,
-            shared.layer.do_invite(opt, shared.state_tx.clone()),
-        )
-        .await;
-        let (dialog, resp) = match invited {
-            Err(_) => return self.not_answered(DialOutcome::NoAnswer),
+        let (dialog, mut invite) = match shared.layer.do_invite_async(opt, shared.state_tx.clone())
+        {
+            Ok(x) => x,
+            Err(e) => return self.not_answered(DialOutcome::Failed(e.to_string())),
+        };
+        let ring = self.dial.ring_timeout.unwrap_or(RING_TIMEOUT);
+        let invited = match tokio::time::timeout(ring, &mut invite).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                info!(call = %self.id, ring_ms = ring.as_millis() as u64, "no answer in time: cancelling the call");
+                if let Err(e) = dialog.cancel().await {
+                    warn!(call = %self.id, error = %e, "the CANCEL could not be sent");
+                }
+                let _ = tokio::time::timeout(CANCEL_GRACE, invite).await;
+                return self.not_answered(DialOutcome::NoAnswer);
+            }
+        };
+        let resp = match invited {
+            Err(e) => return self.not_answered(DialOutcome::Failed(e.to_string())),
             Ok(Err(e)) => return self.not_answered(DialOutcome::Failed(e.to_string())),
-            Ok(Ok((dialog, Some(resp)))) => (dialog, resp),
+            Ok(Ok((_, Some(resp)))) => resp,
             Ok(Ok((_, None))) => {
                 return self.not_answered(DialOutcome::Failed("no final answer".into()))
             }
