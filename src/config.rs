@@ -670,6 +670,11 @@ impl Config {
         if let Some((key, value, reason)) = self.reminders.problem() {
             return Err(ConfigError::Invalid { key, value, reason });
         }
+        if let Some(hours) = &self.reminders.hours {
+            crate::booking::schedule::parse_week(hours, "reminders.hours").map_err(|e| {
+                ConfigError::Parse(format!("invalid config: {}: {}", e.key, e.message))
+            })?;
+        }
         if self.bridge.guardrail_every_chars == 0 {
             return Err(ConfigError::Invalid {
                 key: "bridge.guardrail_every_chars",

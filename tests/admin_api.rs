@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use voxrelay::admin::{self, AdminServer, AdminState, Readiness};
 use voxrelay::booking::store::{
-    CallRecord, Delivery, DeliveryStatus, NewBooking, RecordingRef, Store,
+    CallRecord, Delivery, DeliveryStatus, NewBooking, RecordingRef, Reminder, ReminderStatus, Store,
 };
 use voxrelay::bridge::agent::Agents;
 use voxrelay::bridge::call_agent::AgentBook;
@@ -840,6 +840,51 @@ async fn every_route_answers_as_the_openapi_document_says() {
         spec.check("get", "/api/webhooks/deliveries", s, &dv);
     }
 
+    // the reminder calls: one given, one skipped; filtered; bad queries refused
+    let reminder = |code: &str, status: ReminderStatus| Reminder {
+        booking_code: code.into(),
+        appointment_at: at + chrono::Duration::days(1),
+        status,
+        attempts: 1,
+        next_attempt_at: None,
+        last_outcome: Some(
+            if status == ReminderStatus::Done {
+                "answered"
+            } else {
+                "refused"
+            }
+            .into(),
+        ),
+        skip_reason: (status == ReminderStatus::Skipped).then(|| "refused".into()),
+        last_call_id: Some("call-over".into()),
+        created_at: at,
+        updated_at: at,
+    };
+    for r in [
+        reminder("BK-DONE", ReminderStatus::Done),
+        reminder("BK-SKIP", ReminderStatus::Skipped),
+    ] {
+        assert!(store.insert_reminder(&r).await.unwrap());
+    }
+    let (s, rv) = f.call(Method::GET, "/api/reminders", None).await;
+    assert_eq!(s, 200, "{rv}");
+    spec.check("get", "/api/reminders", s, &rv);
+    assert_eq!(rv["reminders"].as_array().unwrap().len(), 2, "{rv}");
+    let (s, rv) = f
+        .call(Method::GET, "/api/reminders?status=skipped&limit=5", None)
+        .await;
+    assert_eq!(s, 200, "{rv}");
+    assert_eq!(rv["reminders"][0]["booking_code"], "BK-SKIP", "{rv}");
+    assert_eq!(rv["reminders"][0]["skip_reason"], "refused", "{rv}");
+    assert_eq!(rv["reminders"].as_array().unwrap().len(), 1, "{rv}");
+    for bad in ["status=lost", "limit=0", "limit=501", "other=1"] {
+        let (s, rv) = f
+            .call(Method::GET, &format!("/api/reminders?{bad}"), None)
+            .await;
+        assert_eq!(s, 400, "{bad}: {rv}");
+        spec.check("get", "/api/reminders", s, &rv);
+    }
+
     // a relay on its own: no node id, no other relays
     let (s, cluster) = f.call(Method::GET, "/api/cluster", None).await;
     assert_eq!(s, 200, "{cluster}");
@@ -945,6 +990,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
         ("get", "/api/bookings"),
         ("get", "/api/trunks"),
         ("get", "/api/webhooks/deliveries"),
+        ("get", "/api/reminders"),
         ("get", "/api/agents"),
         ("get", "/api/cluster"),
         ("get", "/api/session"),
@@ -1021,6 +1067,10 @@ async fn every_route_answers_as_the_openapi_document_says() {
     let (s, v) = f.call(Method::GET, "/api/webhooks/deliveries", None).await;
     assert_eq!(s, 503);
     spec.check("get", "/api/webhooks/deliveries", s, &v);
+    assert_eq!(v["error"]["code"], "database_error");
+    let (s, v) = f.call(Method::GET, "/api/reminders", None).await;
+    assert_eq!(s, 503);
+    spec.check("get", "/api/reminders", s, &v);
     assert_eq!(v["error"]["code"], "database_error");
     let (s, v) = f.call_as(None, Method::GET, "/readyz", None).await;
     assert_eq!(s, 503);
@@ -1812,6 +1862,7 @@ async fn the_document_lists_exactly_the_served_routes() {
         "/api/bookings",
         "/api/trunks",
         "/api/webhooks/deliveries",
+        "/api/reminders",
         "/api/cluster",
         "/api/agents",
         "/api/session",

@@ -123,6 +123,7 @@ on_both_backends!(
     callers_reach_only_their_own_bookings,
     old_call_records_are_pruned,
     webhook_deliveries_are_due_listed_updated_and_pruned,
+    reminders_are_planned_once_claimed_by_one_relay_and_released,
 );
 
 #[test]
@@ -1230,4 +1231,162 @@ async fn webhook_deliveries_are_due_listed_updated_and_pruned(b: Backend) {
     assert!(left.contains(&"dlv_old_pending".to_string()), "{left:?}");
     assert_eq!(left.len(), 4, "{left:?}");
     other.close().await;
+}
+
+/// The reminders table: a booking is planned once (a second row for it is refused), a due
+/// reminder is claimed by one relay only, what follows a call is written, the rows a relay
+/// was dialling when it stopped are due again (its own at its start; in a cluster, those of a
+/// relay that is gone), and retention deletes the reminders of past appointments.
+async fn reminders_are_planned_once_claimed_by_one_relay_and_released(b: Backend) {
+    use voxrelay::booking::store::{NewBooking, Reminder, ReminderStatus, ReminderUpdate};
+    let e = env(b).await;
+    let store = Store::open(&e.url, 2)
+        .await
+        .unwrap()
+        .for_node(Some("relay-1"));
+    let other = Store::open(&e.url, 2)
+        .await
+        .unwrap()
+        .for_node(Some("relay-2"));
+    let now: DateTime<Utc> = NOW.parse().unwrap();
+    let day = |d: &str| d.parse::<chrono::NaiveDate>().unwrap();
+    let mut codes = Vec::new();
+    for (date, time) in [
+        ("2026-11-25", "10:00"),
+        ("2026-11-26", "11:00"),
+        ("2026-12-20", "09:00"),
+    ] {
+        let booking = NewBooking {
+            patient_name: "Ada Lovelace".into(),
+            phone: "+12015550123".into(),
+            date: day(date),
+            time: chrono::NaiveTime::parse_from_str(time, "%H:%M").unwrap(),
+        };
+        codes.push(
+            store
+                .insert_booking(&booking, now - Duration::days(3))
+                .await
+                .unwrap()
+                .code,
+        );
+    }
+    let unplanned = |s: &Store| {
+        let s = s.clone();
+        async move {
+            s.bookings_without_reminder(day("2026-11-24"), day("2026-11-30"))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|b| b.code)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        unplanned(&store).await,
+        codes[..2].to_vec(),
+        "the third is too far ahead"
+    );
+    let row = |code: &str, due: i64| Reminder {
+        booking_code: code.into(),
+        appointment_at: now + Duration::days(1),
+        status: ReminderStatus::Pending,
+        attempts: 0,
+        next_attempt_at: Some(now + Duration::seconds(due)),
+        last_outcome: None,
+        skip_reason: None,
+        last_call_id: None,
+        created_at: now,
+        updated_at: now,
+    };
+    assert!(store.insert_reminder(&row(&codes[0], -5)).await.unwrap());
+    assert!(
+        !other.insert_reminder(&row(&codes[0], 100)).await.unwrap(),
+        "planned once"
+    );
+    assert!(store.insert_reminder(&row(&codes[1], 60)).await.unwrap());
+    assert!(unplanned(&store).await.is_empty());
+
+    // due: the first only; claimed by one relay, not by the other
+    let due = store.due_reminders(now, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].booking_code, codes[0]);
+    assert_eq!(due[0].next_attempt_at, Some(now - Duration::seconds(5)));
+    assert!(other.claim_reminder(&codes[0], now).await.unwrap());
+    assert!(!store.claim_reminder(&codes[0], now).await.unwrap());
+    assert!(store.due_reminders(now, 10).await.unwrap().is_empty());
+    let claimed = store.reminder(&codes[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (claimed.status, claimed.attempts),
+        (ReminderStatus::Calling, 1)
+    );
+
+    // relay-2 went away mid-call: relay-1 takes the row back in a cluster (PostgreSQL)
+    let taken = store
+        .adopt_orphan_reminders(std::time::Duration::from_secs(15), now)
+        .await
+        .unwrap();
+    match b {
+        Backend::Postgres => {
+            assert_eq!(taken, 1);
+            let r = store.reminder(&codes[0]).await.unwrap().unwrap();
+            assert_eq!((r.status, r.attempts), (ReminderStatus::Pending, 1));
+            assert_eq!(r.last_outcome.as_deref(), Some("failed"));
+            assert!(store.claim_reminder(&codes[0], now).await.unwrap());
+        }
+        Backend::Sqlite => {
+            assert_eq!(taken, 0);
+            // relay-2 itself puts it back when it starts again
+            assert_eq!(other.release_own_reminders(now).await.unwrap(), 1);
+            assert!(store.claim_reminder(&codes[0], now).await.unwrap());
+        }
+    }
+    // what the call gave: busy, again in an hour
+    let update = ReminderUpdate {
+        status: ReminderStatus::Pending,
+        next_attempt_at: Some(now + Duration::hours(1)),
+        last_outcome: Some("busy".into()),
+        skip_reason: None,
+        last_call_id: Some("call-1".into()),
+    };
+    store
+        .update_reminder(&codes[0], &update, now)
+        .await
+        .unwrap();
+    let r = store.reminder(&codes[0]).await.unwrap().unwrap();
+    assert_eq!(r.status, ReminderStatus::Pending);
+    assert_eq!(r.attempts, 2);
+    assert_eq!(r.last_call_id.as_deref(), Some("call-1"));
+    assert_eq!(r.next_attempt_at, Some(now + Duration::hours(1)));
+    // a claim given back (the relay was full) does not count as an attempt
+    let later = now + Duration::hours(1);
+    assert!(store.claim_reminder(&codes[0], later).await.unwrap());
+    store
+        .unclaim_reminder(&codes[0], later + Duration::minutes(1), later)
+        .await
+        .unwrap();
+    let r = store.reminder(&codes[0]).await.unwrap().unwrap();
+    assert_eq!((r.status, r.attempts), (ReminderStatus::Pending, 2));
+
+    // the list, filtered
+    let all = store.list_reminders(None, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let pending = store
+        .list_reminders(Some(ReminderStatus::Pending), 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 2);
+    assert!(store
+        .list_reminders(Some(ReminderStatus::Done), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // retention: reminders of appointments before the cut-off go
+    assert_eq!(
+        store
+            .prune_reminders(now + Duration::days(2))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(store.list_reminders(None, 10).await.unwrap().is_empty());
 }

@@ -139,6 +139,11 @@ fn bad_requests_are_refused_before_any_sip() {
         ),
         (json!({"to": "+12015550123"}), 400, "bad_body"),
         (
+            json!({"to": "+12015550123", "agent": "receptionist", "ring_timeout_ms": 100}),
+            400,
+            "bad_body",
+        ),
+        (
             json!({"to": "+12015550123", "agent": "receptionist", "extra": 1}),
             400,
             "bad_body",

@@ -120,3 +120,41 @@ impl RemindersConfig {
             .map(|(key, _, value, reason)| (key, value, reason))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_pass_and_each_bad_value_names_its_key() {
+        assert_eq!(RemindersConfig::default().problem(), None);
+        let key = |f: fn(&mut RemindersConfig)| {
+            let mut c = RemindersConfig::default();
+            f(&mut c);
+            c.problem().map(|(k, _, _)| k)
+        };
+        assert_eq!(
+            key(|c| c.before_minutes = 0),
+            Some("reminders.before_minutes")
+        );
+        assert_eq!(
+            key(|c| c.min_notice_minutes = c.before_minutes),
+            Some("reminders.before_minutes")
+        );
+        assert_eq!(key(|c| c.max_attempts = 0), Some("reminders.max_attempts"));
+        assert_eq!(key(|c| c.max_attempts = 11), Some("reminders.max_attempts"));
+        assert_eq!(
+            key(|c| c.retry_after_ms = 999),
+            Some("reminders.retry_after_ms")
+        );
+        assert_eq!(
+            key(|c| c.max_concurrent = 0),
+            Some("reminders.max_concurrent")
+        );
+        assert_eq!(
+            key(|c| c.ring_timeout_ms = 4_999),
+            Some("reminders.ring_timeout_ms")
+        );
+        assert_eq!(key(|c| c.poll_ms = 50), Some("reminders.poll_ms"));
+    }
+}

@@ -96,6 +96,9 @@ pub enum Skip {
     Refused,
     /// Cancelled or moved since its reminder was planned.
     Cancelled,
+    /// Another appointment of the same number that day has its reminder: one call a day per
+    /// number (the agent finds the others with the booking tools).
+    SameDay,
     /// The relay cannot call the number (no trunk places calls, or the stored phone is not a
     /// number it dials).
     CannotCall,
@@ -110,6 +113,7 @@ impl Skip {
             Skip::AttemptsUsed => "attempts_used",
             Skip::Refused => "refused",
             Skip::Cancelled => "cancelled",
+            Skip::SameDay => "same_day",
             Skip::CannotCall => "cannot_call",
         }
     }

@@ -194,7 +194,13 @@ impl Scheduler {
             let Some(appointment) = self.schedule.instant(b.date, b.time) else {
                 continue;
             };
-            let next = self.plan.first(now, appointment, b.created_at);
+            let mut next = self.plan.first(now, appointment, b.created_at);
+            if matches!(next, Next::CallAt(_))
+                && self.store.reminders_for_phone_on(&b.phone, b.date).await? > 0
+            {
+                // the bookings come in time order: the day's first one is reminded
+                next = Next::Skip(Skip::SameDay);
+            }
             let (status, next_attempt_at, skip_reason) = match next {
                 Next::CallAt(t) => (ReminderStatus::Pending, Some(t), None),
                 Next::Skip(s) => (ReminderStatus::Skipped, None, Some(s.as_str().to_string())),
@@ -316,9 +322,9 @@ impl Scheduler {
         }
         let outcome = Some(r.outcome.as_str().to_string());
         let call = Some(r.id.clone());
+        // logged once written, so that what the log says is what the API shows
         match self.plan.after(now, r.appointment, r.attempts, &r.outcome) {
             Next::Done => {
-                info!(booking = %r.code, call = %r.id, "reminder given");
                 let u = ReminderUpdate {
                     status: ReminderStatus::Done,
                     next_attempt_at: None,
@@ -326,10 +332,11 @@ impl Scheduler {
                     skip_reason: None,
                     last_call_id: call,
                 };
-                self.store.update_reminder(&r.code, &u, now).await
+                self.store.update_reminder(&r.code, &u, now).await?;
+                info!(booking = %r.code, call = %r.id, "reminder given");
+                Ok(())
             }
             Next::CallAt(t) => {
-                info!(booking = %r.code, call = %r.id, outcome = r.outcome.as_str(), retry_at = %t, "reminder call not answered: trying again later");
                 let u = ReminderUpdate {
                     status: ReminderStatus::Pending,
                     next_attempt_at: Some(t),
@@ -337,7 +344,9 @@ impl Scheduler {
                     skip_reason: None,
                     last_call_id: call,
                 };
-                self.store.update_reminder(&r.code, &u, now).await
+                self.store.update_reminder(&r.code, &u, now).await?;
+                info!(booking = %r.code, call = %r.id, outcome = r.outcome.as_str(), retry_at = %t, "reminder call not answered: trying again later");
+                Ok(())
             }
             Next::Skip(s) => self.skip(now, &r.code, s, outcome, call).await,
         }
@@ -351,7 +360,6 @@ impl Scheduler {
         last_outcome: Option<String>,
         last_call_id: Option<String>,
     ) -> Result<(), StoreError> {
-        info!(booking = %code, reason = why.as_str(), "no more reminder calls");
         let u = ReminderUpdate {
             status: ReminderStatus::Skipped,
             next_attempt_at: None,
@@ -359,7 +367,9 @@ impl Scheduler {
             skip_reason: Some(why.as_str().to_string()),
             last_call_id,
         };
-        self.store.update_reminder(code, &u, now).await
+        self.store.update_reminder(code, &u, now).await?;
+        info!(booking = %code, reason = why.as_str(), "no more reminder calls");
+        Ok(())
     }
 
     /// Runs until aborted: this relay's reminders left mid-call at its last stop are put

@@ -381,3 +381,32 @@ async fn a_reminder_cut_short_by_a_stop_is_due_again_at_the_next_start() {
         ReminderStatus::Done
     );
 }
+
+#[tokio::test]
+async fn one_number_gets_one_reminder_call_a_day() {
+    // however many appointments someone booked for a number (theirs or not), it is called
+    // once a day at most
+    let store = Store::open("sqlite::memory:", 1).await.unwrap();
+    let placer = Scripted::default();
+    let mut s = scheduler(&store, &placer, |_| {}).await;
+    let made = "2026-12-01T10:00:00Z";
+    let first = book(&store, "Ada", "+442071234567", "2026-12-10", "10:00", made).await;
+    let second = book(&store, "Ada", "+442071234567", "2026-12-10", "15:00", made).await;
+    let next_day = book(&store, "Ada", "+442071234567", "2026-12-11", "10:00", made).await;
+    let someone_else = book(&store, "Bob", "+442071234568", "2026-12-10", "10:30", made).await;
+    s.tick(at("2026-12-09T09:00:00Z")).await.unwrap();
+    let status = |code: String| {
+        let store = store.clone();
+        async move {
+            let r = store.reminder(&code).await.unwrap().unwrap();
+            (r.status, r.skip_reason)
+        }
+    };
+    assert_eq!(status(first).await, (ReminderStatus::Pending, None));
+    assert_eq!(
+        status(second).await,
+        (ReminderStatus::Skipped, Some("same_day".into()))
+    );
+    assert_eq!(status(next_day).await, (ReminderStatus::Pending, None));
+    assert_eq!(status(someone_else).await, (ReminderStatus::Pending, None));
+}

@@ -145,6 +145,24 @@ impl Store {
         Ok(rows.into_iter().map(Booking::from).collect())
     }
 
+    /// Reminders planned or given (not skipped) for the active bookings of `phone` on `date`:
+    /// one call a day per number reminds of its first appointment that day.
+    pub async fn reminders_for_phone_on(
+        &self,
+        phone: &str,
+        date: NaiveDate,
+    ) -> Result<u64, StoreError> {
+        let sql = "SELECT COUNT(*) FROM reminders r JOIN bookings b ON b.code = r.booking_code \
+                   WHERE b.phone = $1 AND b.slot_date = $2 AND b.status = 'active' \
+                   AND r.status <> 'skipped'";
+        let (n,): (i64,) = on_pool!(self, p => sqlx::query_as(sql)
+            .bind(phone)
+            .bind(date)
+            .fetch_one(p)
+            .await)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Writes a new reminder row; a row already there for the booking (another relay's)
     /// is kept. True when this one was written.
     pub async fn insert_reminder(&self, r: &Reminder) -> Result<bool, StoreError> {
