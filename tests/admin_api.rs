@@ -1327,6 +1327,9 @@ async fn a_calls_events_arrive_in_order_and_match_the_document() {
         target: "sip:desk@127.0.0.1".into(),
         outcome: "trying".into(),
     });
+    p.emit(CallEvent::AnsweredBy {
+        answered_by: "machine",
+    });
     p.emit(CallEvent::Muted { muted: true });
     p.emit(CallEvent::Media {
         stats: MediaStats {
@@ -1347,6 +1350,7 @@ async fn a_calls_events_arrive_in_order_and_match_the_document() {
         "handoff",
         "guardrail",
         "transfer",
+        "answered_by",
         "muted",
         "media",
         "ended",
@@ -1367,6 +1371,7 @@ async fn a_calls_events_arrive_in_order_and_match_the_document() {
             }
             "tool_call" => assert_eq!(data["tool_call_id"], "call_9"),
             "barge_in" => assert_eq!(data["residual_ms"], 40),
+            "answered_by" => assert_eq!(data["answered_by"], "machine"),
             "ended" => assert_eq!(data["reason"], "operator_hangup"),
             _ => {}
         }

@@ -73,6 +73,8 @@ fn scripted_call(reg: &Registry) -> tokio::task::JoinHandle<()> {
         Some("main"),
     ));
     p.answered();
+    // as a call the relay placed would show it, once its answerer was found a person
+    p.update(|d| d.answered_by = Some("person"));
     add_turn(
         &p,
         turn(
@@ -236,6 +238,9 @@ async fn the_dashboard_follows_a_call_and_hangs_it_up() {
         "Hello, Bright Smile Dental, this is Maya. How can I help you today?"
     );
     assert_eq!(seen["state_before"], "answered");
+    // a call the relay placed: who answered it, as answering-machine detection found
+    let meta = seen["meta"].as_str().unwrap();
+    assert!(meta.contains("a person answered"), "{meta}");
     assert_eq!(seen["live_after"], 0);
     assert_eq!(seen["state_after"], "Ended · operator_hangup");
     assert_eq!(seen["hangup_disabled"], true);

@@ -316,6 +316,11 @@ pub enum CallEvent {
         /// `trying`, `succeeded` or `failed: …`.
         outcome: String,
     },
+    /// Answering-machine detection decided who answered a call the relay placed.
+    AnsweredBy {
+        /// `person`, `machine`, `silent` or `unsure`.
+        answered_by: &'static str,
+    },
     /// The operator muted or unmuted the caller.
     Muted {
         /// Muted now.

@@ -49,6 +49,7 @@ try {
   result.speaker = await line.getAttribute('data-speaker');
   step('transcript line shown');
   result.state_before = await page.getByTestId('call-state').getAttribute('data-state');
+  result.meta = (await page.locator('#call-meta').textContent()).trim();
   await page.screenshot({ path: join(artifacts, 'dashboard-live.png') });
 
   await page.getByTestId('hangup').click();

@@ -82,6 +82,8 @@ function caller(c) {
 }
 
 const STATE_LABEL = { ringing: 'Ringing', answered: 'In call', ended: 'Ended' };
+// on a call the relay placed: who answered, as answering-machine detection found
+const ANSWERED_BY = { person: 'a person answered', machine: 'a voicemail answered', silent: 'no one spoke', unsure: 'answerer unclear' };
 
 function toast(text, kind) {
   const t = h('div', { class: `toast ${kind || ''}`, role: 'status', text });
@@ -266,6 +268,7 @@ function applyToDetail(ev) {
       d.barge_ins.push({ at_ms: new Date(ev.at).getTime() - new Date(d.started_at).getTime(), residual_ms: ev.residual_ms });
       break;
     case 'muted': d.muted = ev.muted; break;
+    case 'answered_by': d.answered_by = ev.answered_by; break;
     case 'handoff': d.agent = ev.to; break;
     case 'media': d.media = ev.stats; break;
     // a browser call's recording, uploaded by its page after the call ended
@@ -363,6 +366,7 @@ function renderDetail() {
   $('call-meta').textContent = [
     d.kind === 'web' ? 'from the browser' : null, state.cluster && d.node ? `on ${d.node}` : null, `agent ${d.agent}`, d.trunk ? `trunk ${d.trunk}` : null, d.transport !== 'unknown' ? d.transport.toUpperCase() : null,
     `started ${clock(d.started_at)}`, d.ended_at ? `ended ${clock(d.ended_at)}` : null,
+    d.answered_by ? ANSWERED_BY[d.answered_by] || `answered by: ${d.answered_by}` : null,
   ].filter(Boolean).join(' · ');
   const st = $('call-state');
   st.textContent = d.state === 'ended' ? `Ended · ${d.end_reason || 'other'}` : (STATE_LABEL[d.state] + (d.muted ? ' · muted' : ''));

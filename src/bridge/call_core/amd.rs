@@ -8,6 +8,7 @@ use std::time::Duration;
 use tracing::info;
 
 use super::{message, CallCore};
+use crate::bridge::registry::CallEvent;
 use crate::media::amd::{Amd, Verdict};
 use crate::media::frame::Frame;
 
@@ -47,6 +48,14 @@ impl CallCore {
         }
     }
 
+    /// Who answered, in the call's view and its event stream.
+    fn answered_by(&mut self, v: Verdict) {
+        self.p.update(|d| d.answered_by = Some(v.as_str()));
+        self.p.emit(CallEvent::AnsweredBy {
+            answered_by: v.as_str(),
+        });
+    }
+
     fn amd_verdict(&mut self, now: Duration, v: Verdict) {
         info!(
             verdict = v.as_str(),
@@ -55,13 +64,13 @@ impl CallCore {
         );
         match v {
             Verdict::Person | Verdict::Silent | Verdict::Unsure => {
-                self.p.update(|d| d.answered_by = Some(v.as_str()));
+                self.answered_by(v);
                 // the agent answers the callee's hello, or opens
                 self.respond();
             }
             Verdict::Machine => {
                 self.voicemail = true;
-                self.p.update(|d| d.answered_by = Some(v.as_str()));
+                self.answered_by(v);
             }
             Verdict::Beep | Verdict::NoBeep => {
                 self.send(message("system", VOICEMAIL_NOTE.into()));
