@@ -1306,7 +1306,8 @@ async fn reminders_are_planned_once_claimed_by_one_relay_and_released(b: Backend
     assert!(store.insert_reminder(&row(&codes[1], 60)).await.unwrap());
     assert!(unplanned(&store).await.is_empty());
 
-    // due: the first only; claimed by one relay, not by the other
+    // due: the first only; claimed by one relay, not by the other, even when both try many
+    // times at once
     let due = store.due_reminders(now, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].booking_code, codes[0]);
@@ -1319,6 +1320,39 @@ async fn reminders_are_planned_once_claimed_by_one_relay_and_released(b: Backend
         (claimed.status, claimed.attempts),
         (ReminderStatus::Calling, 1)
     );
+
+    // forty claims at once from two relays: one wins
+    assert!(store.insert_reminder(&row(&codes[2], -1)).await.unwrap());
+    let claims: Vec<_> = (0..40)
+        .map(|i| {
+            let s = if i % 2 == 0 {
+                other.clone()
+            } else {
+                store.clone()
+            };
+            let code = codes[2].clone();
+            tokio::spawn(async move { (i % 2 == 0, s.claim_reminder(&code, now).await.unwrap()) })
+        })
+        .collect();
+    let mut won = vec![];
+    for c in claims {
+        let (by_other, ok) = c.await.unwrap();
+        if ok {
+            won.push(by_other);
+        }
+    }
+    assert_eq!(won.len(), 1, "one claim of forty wins");
+    let raced = store.reminder(&codes[2]).await.unwrap().unwrap();
+    assert_eq!((raced.status, raced.attempts), (ReminderStatus::Calling, 1));
+    let winner = if won[0] { &other } else { &store };
+    let u = ReminderUpdate {
+        status: ReminderStatus::Done,
+        next_attempt_at: None,
+        last_outcome: Some("answered".into()),
+        skip_reason: None,
+        last_call_id: None,
+    };
+    winner.update_reminder(&codes[2], &u, now).await.unwrap();
 
     // relay-2 went away mid-call: relay-1 takes the row back in a cluster (PostgreSQL)
     let taken = store
@@ -1369,24 +1403,25 @@ async fn reminders_are_planned_once_claimed_by_one_relay_and_released(b: Backend
 
     // the list, filtered
     let all = store.list_reminders(None, 10).await.unwrap();
-    assert_eq!(all.len(), 2);
+    assert_eq!(all.len(), 3);
     let pending = store
         .list_reminders(Some(ReminderStatus::Pending), 10)
         .await
         .unwrap();
     assert_eq!(pending.len(), 2);
-    assert!(store
+    let done = store
         .list_reminders(Some(ReminderStatus::Done), 10)
         .await
-        .unwrap()
-        .is_empty());
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].booking_code, codes[2]);
     // retention: reminders of appointments before the cut-off go
     assert_eq!(
         store
             .prune_reminders(now + Duration::days(2))
             .await
             .unwrap(),
-        2
+        3
     );
     assert!(store.list_reminders(None, 10).await.unwrap().is_empty());
 }
