@@ -131,6 +131,7 @@ fn reminder_scheduler(
     store: &Store,
     dialer: crate::sip::Dialer,
     registry: &Registry,
+    metrics: &Arc<Metrics>,
     known_agent: impl Fn(&str) -> bool,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     use crate::reminders::{scheduler::CallSettings, Plan, Scheduler, SipPlacer};
@@ -168,7 +169,8 @@ fn reminder_scheduler(
         max_attempts = r.max_attempts,
         "reminder calls on"
     );
-    let scheduler = Scheduler::new(store.clone(), plan, schedule, calls, placer);
+    let scheduler =
+        Scheduler::new(store.clone(), plan, schedule, calls, placer).with_metrics(metrics.clone());
     Ok(Some(scheduler.spawn(
         Arc::new(SystemClock),
         Duration::from_millis(r.poll_ms),
@@ -420,7 +422,7 @@ impl Relay {
             },
         )
         .await?;
-        let reminders = reminder_scheduler(&cfg, &store, sip.dialer(), &registry, |a| {
+        let reminders = reminder_scheduler(&cfg, &store, sip.dialer(), &registry, &metrics, |a| {
             known_agents.get(a).is_some()
         })?;
         let heartbeat = match cluster {

@@ -145,6 +145,9 @@ pub struct Metrics {
     pub backchannels: Counter,
     /// Function calls refused because the agent does not have the tool.
     pub tools_refused: Counter,
+    /// Reminder calls placed, by how they went (`answered`, `busy`, `no_answer`, `refused`,
+    /// `failed`).
+    pub reminder_calls: Family<OutcomeLabel, Counter>,
     /// Registration state per trunk (1 registered, 0 not).
     pub trunk_registered: Family<TrunkLabel, Gauge>,
     /// Requests to the cluster's internal routes refused (unsigned, wrongly signed, replayed,
@@ -205,6 +208,7 @@ impl Metrics {
             guardrail_trips: Counter::default(),
             backchannels: Counter::default(),
             tools_refused: Counter::default(),
+            reminder_calls: Family::default(),
             trunk_registered: Family::default(),
             cluster_requests_refused: Counter::default(),
             openai_keys_ready: Gauge::default(),
@@ -283,6 +287,11 @@ impl Metrics {
             m.tools_refused.clone(),
         );
         r.register(
+            "reminder_calls",
+            "Reminder calls placed, by how they went (answered, busy, no_answer, refused, failed)",
+            m.reminder_calls.clone(),
+        );
+        r.register(
             "trunk_registered",
             "Registration state per trunk (1 registered)",
             m.trunk_registered.clone(),
@@ -313,6 +322,15 @@ impl Metrics {
     /// Counts a call that ended.
     pub fn call_ended(&self, outcome: &str) {
         self.calls
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a reminder call that was answered or not.
+    pub fn reminder_call(&self, outcome: &str) {
+        self.reminder_calls
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_string(),
             })

@@ -169,13 +169,33 @@ fn silence(ms: u32) -> Vec<i16> {
 /// One placed call whose callee's side plays `audio` and hangs up after `hold_ms`; the
 /// relay's call detail after it ended, and the simulator's sessions.
 fn call_a_recording(audio: &[i16], hold_ms: u32) -> (Value, Vec<Value>, Relay) {
+    call_a_recording_after(None, audio, hold_ms)
+}
+
+/// As [`call_a_recording`]; with `early`, the trunk first sends 183 with SDP and plays it
+/// as early media (3 s) before it answers.
+fn call_a_recording_after(
+    early: Option<&[i16]>,
+    audio: &[i16],
+    hold_ms: u32,
+) -> (Value, Vec<Value>, Relay) {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("callee.pcap");
     write_pcma_pcap(&pcap, audio, 1);
-    let text = std::fs::read_to_string(support::scenario("trunk_plays.xml"))
+    let scenario = if early.is_some() {
+        "trunk_early_media.xml"
+    } else {
+        "trunk_plays.xml"
+    };
+    let mut text = std::fs::read_to_string(support::scenario(scenario))
         .unwrap()
         .replace("AUDIO_PCAP", &pcap.display().to_string());
-    let sc = dir.path().join("trunk_plays.xml");
+    if let Some(early) = early {
+        let ringback = dir.path().join("early.pcap");
+        write_pcma_pcap(&ringback, early, 2);
+        text = text.replace("EARLY_PCAP", &ringback.display().to_string());
+    }
+    let sc = dir.path().join(scenario);
     std::fs::write(&sc, text).unwrap();
     let port = sipp_port();
     let hold = hold_ms.to_string();
@@ -227,6 +247,51 @@ fn a_person_saying_hello_is_detected_and_answered_by_the_agent() {
         Duration::from_secs(1),
     );
     eprintln!("person: {verdict}");
+    assert_eq!(verdict["verdict"], "person", "{}", relay.dump());
+    assert_eq!(call["answered_by"], "person", "{call}");
+    assert!(
+        !agent_turns(&call).is_empty(),
+        "the agent answered: {call:#}"
+    );
+}
+
+/// Ringback: 440 + 480 Hz, two seconds on, then silence (the North American cadence).
+fn ringback() -> Vec<i16> {
+    let on: Vec<i16> = (0..2000 * 8)
+        .map(|i| {
+            let t = i as f32 / 8000.0;
+            let two = (2.0 * std::f32::consts::PI * 440.0 * t).sin()
+                + (2.0 * std::f32::consts::PI * 480.0 * t).sin();
+            (two * 3000.0) as i16
+        })
+        .collect();
+    [on, silence(600)].concat()
+}
+
+#[test]
+fn early_media_before_the_answer_is_dropped_and_the_callee_is_still_heard() {
+    // the trunk sends 183 with SDP and plays 2.6 s of ringback (about 130 packets), then
+    // answers and the callee says "hello?" (6.1 s of audio, 305 packets): the ringback is
+    // drained while the call rings, so the call receives only what came after the answer
+    let audio = [silence(400), speech(700), silence(5000)].concat();
+    let (call, _sessions, relay) = call_a_recording_after(Some(&ringback()), &audio, 6000);
+    let early = relay.wait_for(|v| msg(v) == "early media", Duration::from_secs(1));
+    assert_eq!(early["status"], 183, "{early}");
+    let dropped = relay.wait_for(|v| msg(v) == "early media dropped", Duration::from_secs(1));
+    assert!(dropped["packets"].as_u64().unwrap() >= 90, "{dropped}");
+    let end = relay.wait_for(|v| msg(v) == "call ended", Duration::from_secs(1));
+    eprintln!(
+        "early media: {} packets dropped; the call received {}",
+        dropped["packets"], end["rtp_in"]
+    );
+    assert!(
+        end["rtp_in"].as_u64().unwrap() <= 310,
+        "the call received the ringback too: {end}"
+    );
+    let verdict = relay.wait_for(
+        |v| msg(v) == "answering machine detection",
+        Duration::from_secs(1),
+    );
     assert_eq!(verdict["verdict"], "person", "{}", relay.dump());
     assert_eq!(call["answered_by"], "person", "{call}");
     assert!(

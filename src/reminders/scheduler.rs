@@ -21,6 +21,7 @@ use crate::booking::schedule::{speak_date, speak_time, Schedule};
 use crate::booking::store::{Booking, CallRecord, Reminder, ReminderStatus, ReminderUpdate};
 use crate::booking::{Clock, Status, Store};
 use crate::bridge::registry::Registry;
+use crate::metrics::Metrics;
 use crate::sip::{Dial, DialError, DialOutcome, Dialer};
 
 /// An answered call counts as talking until the registry shows it, for this long at most
@@ -122,6 +123,7 @@ pub struct Scheduler {
     ringing: FuturesUnordered<BoxFuture<'static, Rung>>,
     /// Answered reminder calls, by id, with when they were answered.
     talking: HashMap<String, DateTime<Utc>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Scheduler {
@@ -141,7 +143,14 @@ impl Scheduler {
             placer,
             ringing: FuturesUnordered::new(),
             talking: HashMap::new(),
+            metrics: None,
         }
+    }
+
+    /// Counts the calls in `metrics` (`voxrelay_reminder_calls_total`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Reminder calls ringing now.
@@ -304,6 +313,9 @@ impl Scheduler {
     }
 
     async fn rung(&mut self, now: DateTime<Utc>, r: Rung) -> Result<(), StoreError> {
+        if let Some(m) = &self.metrics {
+            m.reminder_call(r.outcome.as_str());
+        }
         if r.outcome == DialOutcome::Answered {
             self.talking.insert(r.id.clone(), now);
         } else {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::dialog::DialogState;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::transport::SipAddr;
 use tokio::sync::mpsc;
@@ -292,23 +293,68 @@ impl Attempt {
         };
         info!(call = %self.id, to = %self.to, trunk = %self.trunk.cfg.name, agent = %self.dial.agent, "dialling");
         let started = SystemTime::now();
-        let (dialog, mut invite) = match shared.layer.do_invite_async(opt, shared.state_tx.clone())
-        {
+        // the dialog's states pass through here on their way to the server's router, so that
+        // a 183's answer (early media) is seen
+        let (state_tx, mut states) = shared.layer.new_dialog_state_channel();
+        let (early_tx, mut early) = mpsc::unbounded_channel();
+        let router = shared.state_tx.clone();
+        tokio::spawn(async move {
+            while let Some(state) = states.recv().await {
+                if let DialogState::Early(_, resp) = &state {
+                    if !resp.body.is_empty() {
+                        let _ =
+                            early_tx.send((u16::from(resp.status_code.clone()), resp.body.clone()));
+                    }
+                }
+                if router.send(state).is_err() {
+                    return;
+                }
+            }
+        });
+        let (dialog, mut invite) = match shared.layer.do_invite_async(opt, state_tx) {
             Ok(x) => x,
             Err(e) => return self.not_answered(DialOutcome::Failed(e.to_string())),
         };
         let ring = self.dial.ring_timeout.unwrap_or(RING_TIMEOUT);
-        let invited = match tokio::time::timeout(ring, &mut invite).await {
-            Ok(joined) => joined,
-            Err(_) => {
-                info!(call = %self.id, ring_ms = ring.as_millis() as u64, "no answer in time: cancelling the call");
-                if let Err(e) = dialog.cancel().await {
-                    warn!(call = %self.id, error = %e, "the CANCEL could not be sent");
+        let rings_out = tokio::time::sleep(ring);
+        tokio::pin!(rings_out);
+        let mut early_answer: Option<sdp::Negotiated> = None;
+        let mut early_packets = 0u64;
+        let mut buf = [0u8; 1500];
+        let invited = loop {
+            tokio::select! {
+                joined = &mut invite => break joined,
+                _ = &mut rings_out => {
+                    info!(call = %self.id, ring_ms = ring.as_millis() as u64, "no answer in time: cancelling the call");
+                    if let Err(e) = dialog.cancel().await {
+                        warn!(call = %self.id, error = %e, "the CANCEL could not be sent");
+                    }
+                    let _ = tokio::time::timeout(CANCEL_GRACE, invite).await;
+                    return self.not_answered(DialOutcome::NoAnswer);
                 }
-                let _ = tokio::time::timeout(CANCEL_GRACE, invite).await;
-                return self.not_answered(DialOutcome::NoAnswer);
+                Some((status, body)) = early.recv() => match sdp::negotiate(&body) {
+                    // early media (ringback, an announcement): where the callee's side
+                    // sends from, and the answer if the 2xx repeats none
+                    Ok(n) if early_answer.is_none() => {
+                        info!(call = %self.id, status, remote = ?n.remote_rtp, "early media");
+                        rtp.set_remote(n.remote_rtp, n.remote_rtcp);
+                        early_answer = Some(n);
+                    }
+                    Ok(_) => {}
+                    Err(e) => info!(call = %self.id, status, error = %e, "an early answer that is not usable: ignored"),
+                },
+                // what the callee's side plays before the answer is heard by no one (not the
+                // agent, not answering-machine detection): drained, not left queued for the call
+                r = rtp.recv_from(&mut buf) => {
+                    if r.is_ok() {
+                        early_packets += 1;
+                    }
+                }
             }
         };
+        if early_packets > 0 {
+            info!(call = %self.id, packets = early_packets, "early media dropped");
+        }
         let resp = match invited {
             Err(e) => return self.not_answered(DialOutcome::Failed(e.to_string())),
             Ok(Err(e)) => return self.not_answered(DialOutcome::Failed(e.to_string())),
@@ -326,7 +372,13 @@ impl Attempt {
             };
             return self.not_answered(outcome);
         }
-        let negotiated = match sdp::negotiate(&resp.body) {
+        let answer = if resp.body.is_empty() {
+            // the answer came in a 183 only
+            early_answer.ok_or(sdp::SdpError::Malformed("no SDP answer".into()))
+        } else {
+            sdp::negotiate(&resp.body)
+        };
+        let negotiated = match answer {
             Ok(n) => n,
             Err(e) => {
                 warn!(call = %self.id, error = %e, "the callee's answer is not usable: hanging up");
