@@ -271,8 +271,9 @@ fn ringback() -> Vec<i16> {
 #[test]
 fn early_media_before_the_answer_is_dropped_and_the_callee_is_still_heard() {
     // the trunk sends 183 with SDP and plays 2.6 s of ringback (about 130 packets), then
-    // answers and the callee says "hello?" (6.1 s of audio, 305 packets): the ringback is
-    // drained while the call rings, so the call receives only what came after the answer
+    // answers (a 200 without SDP: the 183's answer stands) and the callee says "hello?" (6.1 s
+    // of audio, 305 packets): the ringback is drained while the call rings, so the call
+    // receives only what came after the answer
     let audio = [silence(400), speech(700), silence(5000)].concat();
     let (call, _sessions, relay) = call_a_recording_after(Some(&ringback()), &audio, 6000);
     let early = relay.wait_for(|v| msg(v) == "early media", Duration::from_secs(1));
