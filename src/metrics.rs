@@ -145,8 +145,8 @@ pub struct Metrics {
     pub backchannels: Counter,
     /// Function calls refused because the agent does not have the tool.
     pub tools_refused: Counter,
-    /// Reminder calls placed, by how they went (`answered`, `busy`, `no_answer`, `refused`,
-    /// `failed`).
+    /// Reminder calls placed, by how they went (`answered`, `busy`, `no_answer`,
+    /// `unreachable`, `refused`, `failed`).
     pub reminder_calls: Family<OutcomeLabel, Counter>,
     /// Registration state per trunk (1 registered, 0 not).
     pub trunk_registered: Family<TrunkLabel, Gauge>,
@@ -288,7 +288,7 @@ impl Metrics {
         );
         r.register(
             "reminder_calls",
-            "Reminder calls placed, by how they went (answered, busy, no_answer, refused, failed)",
+            "Reminder calls placed, by how they went (answered, busy, no_answer, unreachable, refused, failed)",
             m.reminder_calls.clone(),
         );
         r.register(

@@ -78,6 +78,23 @@ fn relay(db: &str, port: u16) -> Relay {
 }
 
 /// SIPp playing the trunk on `port`: each scenario in turn, one call each.
+fn trunk_scenarios(
+    port: u16,
+    scenarios: Vec<(String, Vec<&'static str>)>,
+) -> thread::JoinHandle<Vec<SippRun>> {
+    thread::spawn(move || {
+        scenarios
+            .iter()
+            .map(|(sc, args)| {
+                let mut all = vec!["-m", "1"];
+                all.extend_from_slice(args);
+                sipp_from("127.0.0.1", "127.0.0.1:9", port, sc, &all)
+            })
+            .collect()
+    })
+}
+
+/// SIPp playing the trunk on `port`: each bundled scenario in turn, one call each.
 fn trunk(
     port: u16,
     scenarios: &'static [(&'static str, &'static [&'static str])],
@@ -224,4 +241,74 @@ fn a_patient_who_never_answers_gets_a_cancel_each_time_until_the_attempts_run_ou
     ));
     assert_eq!(last["end_reason"], "no_answer", "{last}");
     assert_eq!(last["answered_at"], Value::Null, "{last}");
+}
+
+fn tone(hz: f32, ms: u32) -> Vec<i16> {
+    (0..ms * 8)
+        .map(|i| ((2.0 * std::f32::consts::PI * hz * i as f32 / 8000.0).sin() * 6000.0) as i16)
+        .collect()
+}
+
+#[test]
+fn a_number_not_in_service_is_heard_in_the_early_media_and_not_called_again() {
+    // the network answers 183 and plays the three special information tones (and then its
+    // announcement, silence here) without a final answer: the relay hears them, cancels, and
+    // the reminder is not tried again although two attempts are allowed
+    let dir = tempfile::tempdir().unwrap();
+    let (db, code) = database_with_a_booking(dir.path());
+    let pcap = dir.path().join("sit.pcap");
+    let sit = [
+        tone(913.8, 274),
+        tone(1370.6, 274),
+        tone(1776.7, 380),
+        vec![0; 8 * 3000],
+    ]
+    .concat();
+    support::agent::write_pcma_pcap(&pcap, &sit, 1);
+    let text = std::fs::read_to_string(support::scenario("trunk_not_in_service.xml"))
+        .unwrap()
+        .replace("AUDIO_PCAP", &pcap.display().to_string());
+    let sc = dir.path().join("trunk_not_in_service.xml");
+    std::fs::write(&sc, text).unwrap();
+    let port = sipp_port();
+    let sipp = trunk_scenarios(port, vec![(sc.display().to_string(), vec![])]);
+    let relay = relay(&db, port);
+    let gave_up = relay.wait_for(
+        |v| msg(v) == "no more reminder calls",
+        Duration::from_secs(20),
+    );
+    assert_eq!(gave_up["reason"], "unreachable", "{gave_up}");
+    let runs = sipp.join().unwrap();
+    assert!(
+        runs[0].code == 0 && runs[0].successful == 1,
+        "{}\n{}",
+        runs[0].output,
+        relay.dump()
+    );
+    let placed = relay.wait_for(|v| msg(v) == "reminder call placed", Duration::from_secs(1));
+    let heard = relay.wait_for(
+        |v| msg(v).starts_with("special information tones"),
+        Duration::from_secs(1),
+    );
+    eprintln!(
+        "tones heard {} after the call was placed",
+        elapsed(&placed, &heard)
+    );
+    let r = reminder(&relay, &code);
+    assert_eq!(r["status"], "skipped", "{r}");
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert_eq!(r["last_outcome"], "unreachable", "{r}");
+    let call = get_json(&format!(
+        "http://{}/api/calls/{}",
+        relay.admin,
+        r["last_call_id"].as_str().unwrap()
+    ));
+    assert_eq!(call["end_reason"], "unreachable", "{call}");
+}
+
+/// The time between two log events, as text.
+fn elapsed(a: &Value, b: &Value) -> String {
+    let t =
+        |v: &Value| chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).unwrap();
+    format!("{} ms", (t(b) - t(a)).num_milliseconds())
 }

@@ -7,7 +7,7 @@ CREATE TABLE reminders (
     status          TEXT NOT NULL CHECK (status IN ('pending', 'calling', 'done', 'skipped')),
     attempts        BIGINT NOT NULL DEFAULT 0,           -- calls placed so far
     next_attempt_at TIMESTAMPTZ,                              -- pending only
-    last_outcome    TEXT,                             -- answered, busy, no_answer, refused, failed
+    last_outcome    TEXT,                             -- answered, busy, no_answer, unreachable, refused, failed
     skip_reason     TEXT,                             -- skipped only: why no (more) calls
     last_call_id    TEXT,                             -- the last call's id (its record in calls)
     node_id         TEXT NOT NULL DEFAULT '',         -- the relay placing the call (cluster.node_id)

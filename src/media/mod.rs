@@ -31,6 +31,7 @@ pub mod recording;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtp_leg;
+pub mod sit;
 pub mod srtp;
 pub mod strict_rtp;
 pub mod wav;

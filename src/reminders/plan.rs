@@ -96,6 +96,8 @@ pub enum Skip {
     Refused,
     /// Cancelled or moved since its reminder was planned.
     Cancelled,
+    /// The network said the number is not in service (special information tones).
+    Unreachable,
     /// Another appointment of the same number that day has its reminder: one call a day per
     /// number (the agent finds the others with the booking tools).
     SameDay,
@@ -113,6 +115,7 @@ impl Skip {
             Skip::AttemptsUsed => "attempts_used",
             Skip::Refused => "refused",
             Skip::Cancelled => "cancelled",
+            Skip::Unreachable => "unreachable",
             Skip::SameDay => "same_day",
             Skip::CannotCall => "cannot_call",
         }
@@ -204,6 +207,7 @@ impl Plan {
         match outcome {
             DialOutcome::Answered => return Next::Done,
             DialOutcome::Refused(s) if *s < 500 => return Next::Skip(Skip::Refused),
+            DialOutcome::Unreachable => return Next::Skip(Skip::Unreachable),
             _ => {}
         }
         if attempts >= self.max_attempts {
@@ -358,6 +362,10 @@ mod tests {
             Next::Skip(Skip::Refused)
         );
         assert_eq!(p.after(now, appt, 1, &DialOutcome::Answered), Next::Done);
+        assert_eq!(
+            p.after(now, appt, 1, &DialOutcome::Unreachable),
+            Next::Skip(Skip::Unreachable)
+        );
         // a retry that would fall outside the hours waits for the next morning
         let evening = at("2026-12-09T18:45:00Z");
         let appt = at("2026-12-10T15:00:00Z");

@@ -20,7 +20,9 @@ use tracing::{info, warn};
 use super::call::SipCall;
 use super::sdp::{self, LocalSdp};
 use super::server::{new_call_id, CallSlot, IncomingCall, Shared, DIALOG_QUEUE};
+use crate::media::frame::Framer;
 use crate::media::rtp_leg::RtpLeg;
+use crate::media::sit::Sit;
 
 /// How long an outbound call may ring, unless its [`Dial`] says otherwise, before it is
 /// cancelled and counts as not answered.
@@ -84,6 +86,9 @@ pub enum DialOutcome {
     NoAnswer,
     /// Any other refusal, with its status.
     Refused(u16),
+    /// The network played special information tones ("not in service") before any answer:
+    /// the call was cancelled.
+    Unreachable,
     /// No answer could be had (transport, a bad answer).
     Failed(String),
 }
@@ -96,6 +101,7 @@ impl DialOutcome {
             DialOutcome::Busy(_) => "busy",
             DialOutcome::NoAnswer => "no_answer",
             DialOutcome::Refused(_) => "refused",
+            DialOutcome::Unreachable => "unreachable",
             DialOutcome::Failed(_) => "failed",
         }
     }
@@ -240,6 +246,34 @@ fn registrar_host(uri: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_string())
 }
 
+/// Listens to early media for special information tones.
+#[derive(Default)]
+struct EarlyListener {
+    framer: Framer,
+    sit: Sit,
+    pcm: Vec<i16>,
+}
+
+impl EarlyListener {
+    /// Takes one early RTP datagram in the early answer's codec; true once the tones were
+    /// heard.
+    fn hears_sit(&mut self, early: Option<&sdp::Negotiated>, datagram: &[u8]) -> bool {
+        let (Some(n), Ok(p)) = (early, crate::media::rtp::parse(datagram)) else {
+            return false;
+        };
+        if p.payload_type != n.payload_type {
+            return false;
+        }
+        let payload = &datagram[p.payload_start..p.payload_end];
+        self.pcm.resize(payload.len(), 0);
+        n.codec.decode(payload, &mut self.pcm);
+        let (framer, sit) = (&mut self.framer, &mut self.sit);
+        let mut found = false;
+        framer.push(&self.pcm, |f| found |= sit.handle_frame(f));
+        found
+    }
+}
+
 struct Attempt {
     shared: Arc<Shared>,
     id: String,
@@ -321,6 +355,7 @@ impl Attempt {
         let mut early_answer: Option<sdp::Negotiated> = None;
         let mut early_packets = 0u64;
         let mut buf = [0u8; 1500];
+        let mut listen = EarlyListener::default();
         let invited = loop {
             tokio::select! {
                 joined = &mut invite => break joined,
@@ -346,8 +381,14 @@ impl Attempt {
                 // what the callee's side plays before the answer is heard by no one (not the
                 // agent, not answering-machine detection): drained, not left queued for the call
                 r = rtp.recv_from(&mut buf) => {
-                    if r.is_ok() {
-                        early_packets += 1;
+                    let Ok((n, _)) = r else { continue };
+                    early_packets += 1;
+                    // ...but listened to for the network's "not in service" tones
+                    if listen.hears_sit(early_answer.as_ref(), &buf[..n]) {
+                        info!(call = %self.id, "special information tones: the number cannot be reached; cancelling the call");
+                        let _ = dialog.cancel().await;
+                        let _ = tokio::time::timeout(CANCEL_GRACE, invite).await;
+                        return self.not_answered(DialOutcome::Unreachable);
                     }
                 }
             }

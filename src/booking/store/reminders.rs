@@ -58,7 +58,8 @@ pub struct Reminder {
     pub attempts: u32,
     /// When the next call is due (pending only).
     pub next_attempt_at: Option<DateTime<Utc>>,
-    /// How the last call went (`answered`, `busy`, `no_answer`, `refused`, `failed`).
+    /// How the last call went (`answered`, `busy`, `no_answer`, `unreachable`, `refused`,
+    /// `failed`).
     pub last_outcome: Option<String>,
     /// Why no (more) calls (skipped only).
     pub skip_reason: Option<String>,
