@@ -99,16 +99,18 @@ fn trunk(
     port: u16,
     scenarios: &'static [(&'static str, &'static [&'static str])],
 ) -> thread::JoinHandle<Vec<SippRun>> {
-    thread::spawn(move || {
+    trunk_scenarios(
+        port,
         scenarios
             .iter()
-            .map(|(sc, args)| {
-                let mut all = vec!["-m", "1"];
-                all.extend_from_slice(args);
-                sipp_from("127.0.0.1", "127.0.0.1:9", port, sc, &all)
-            })
-            .collect()
-    })
+            .map(|(sc, args)| (sc.to_string(), args.to_vec()))
+            .collect(),
+    )
+}
+
+/// The call `id` as the admin API gives it.
+fn call_record(relay: &Relay, id: &str) -> Value {
+    get_json(&format!("http://{}/api/calls/{id}", relay.admin))
 }
 
 fn reminder(relay: &Relay, code: &str) -> Value {
@@ -158,11 +160,7 @@ fn a_busy_patient_is_called_again_and_reminded_of_the_appointment() {
     assert_eq!(r["last_outcome"], "answered", "{r}");
     assert_eq!(r["last_call_id"], given["call"], "{r}");
     // the busy call is a stored call of its own
-    let busy = get_json(&format!(
-        "http://{}/api/calls/{}",
-        relay.admin,
-        retried["call"].as_str().unwrap()
-    ));
+    let busy = call_record(&relay, retried["call"].as_str().unwrap());
     assert_eq!(busy["end_reason"], "busy", "{busy}");
     // the answered call: to the booking's phone, the agent told which appointment
     let end = relay.wait_calls_ended(1, Duration::from_secs(20)).remove(0);
@@ -177,11 +175,7 @@ fn a_busy_patient_is_called_again_and_reminded_of_the_appointment() {
         "{told}"
     );
     assert!(told.contains(&code), "{told}");
-    let call = get_json(&format!(
-        "http://{}/api/calls/{}",
-        relay.admin,
-        given["call"].as_str().unwrap()
-    ));
+    let call = call_record(&relay, given["call"].as_str().unwrap());
     assert_eq!(
         call["to"],
         format!("sip:{PHONE}@127.0.0.1:{port}"),
@@ -234,11 +228,7 @@ fn a_patient_who_never_answers_gets_a_cancel_each_time_until_the_attempts_run_ou
     assert_eq!(r["skip_reason"], "attempts_used", "{r}");
     assert_eq!(r["attempts"], 2, "{r}");
     assert_eq!(r["last_outcome"], "no_answer", "{r}");
-    let last = get_json(&format!(
-        "http://{}/api/calls/{}",
-        relay.admin,
-        r["last_call_id"].as_str().unwrap()
-    ));
+    let last = call_record(&relay, r["last_call_id"].as_str().unwrap());
     assert_eq!(last["end_reason"], "no_answer", "{last}");
     assert_eq!(last["answered_at"], Value::Null, "{last}");
 }
@@ -298,11 +288,7 @@ fn a_number_not_in_service_is_heard_in_the_early_media_and_not_called_again() {
     assert_eq!(r["status"], "skipped", "{r}");
     assert_eq!(r["attempts"], 1, "{r}");
     assert_eq!(r["last_outcome"], "unreachable", "{r}");
-    let call = get_json(&format!(
-        "http://{}/api/calls/{}",
-        relay.admin,
-        r["last_call_id"].as_str().unwrap()
-    ));
+    let call = call_record(&relay, r["last_call_id"].as_str().unwrap());
     assert_eq!(call["end_reason"], "unreachable", "{call}");
 }
 
