@@ -112,17 +112,21 @@ fn webhooks(
         summary = cfg.summary.enabled,
         "call events go to webhooks"
     );
-    // in a cluster, the pending deliveries of a relay gone for three heartbeats are taken over
-    let adopt_after = cfg
-        .cluster
-        .enabled()
-        .then(|| Duration::from_secs(cfg.cluster.heartbeat_seconds.max(1) * 3));
+    // in a cluster, the pending deliveries of a relay that is gone are taken over
     Some(Webhooks::with_adoption(
         store,
         hooks,
         summarizer,
-        adopt_after,
+        gone_after(cfg),
     ))
+}
+
+/// In a cluster, how long a relay goes unseen (three heartbeats) before the others take over
+/// its pending work (webhook deliveries, reminder calls); `None` outside a cluster.
+fn gone_after(cfg: &Config) -> Option<Duration> {
+    cfg.cluster
+        .enabled()
+        .then(|| Duration::from_secs(cfg.cluster.heartbeat_seconds.max(1) * 3))
 }
 
 /// The reminder scheduler's task, when `[reminders]` is on.
@@ -159,10 +163,6 @@ fn reminder_scheduler(
         dialer,
         registry: registry.clone(),
     });
-    let adopt_after = cfg
-        .cluster
-        .enabled()
-        .then(|| Duration::from_secs(cfg.cluster.heartbeat_seconds.max(1) * 3));
     info!(
         agent = %agent,
         before_minutes = r.before_minutes,
@@ -174,7 +174,7 @@ fn reminder_scheduler(
     Ok(Some(scheduler.spawn(
         Arc::new(SystemClock),
         Duration::from_millis(r.poll_ms),
-        adopt_after,
+        gone_after(cfg),
     )))
 }
 
@@ -393,7 +393,6 @@ impl Relay {
             default_agent: cfg.agents.default.clone(),
         };
         let sip = SipServer::start(settings, bridge).await?;
-        let known_agents = agent_book.clone();
         let draining = sip.draining_flag();
         let admin = admin::start_with(
             cfg.admin.listen,
@@ -423,7 +422,7 @@ impl Relay {
         )
         .await?;
         let reminders = reminder_scheduler(&cfg, &store, sip.dialer(), &registry, &metrics, |a| {
-            known_agents.get(a).is_some()
+            agent_book.get(a).is_some()
         })?;
         let heartbeat = match cluster {
             Some(cluster) => {

@@ -8,14 +8,14 @@
 //! frame's power at the group's frequencies. The three groups in order, each held for at least
 //! [`MIN_SEGMENT_FRAMES`] frames (the tones last 274 or 380 ms), are the tones. No allocation.
 
-use super::frame::{Frame, FRAME_SAMPLES, SAMPLE_RATE};
+use super::frame::{mean_square, Frame, FRAME_SAMPLES, SAMPLE_RATE};
 
 /// The frequencies of each tone, in order of the sequence.
 const GROUPS: [&[f32]; 3] = [&[913.8, 985.2], &[1370.6, 1428.5], &[1776.7]];
 /// A frame holds a tone when this share of its power is at the tone's frequency.
 const TONE_SHARE: f32 = 0.6;
 /// Frames quieter than this mean square (-50 dBFS) hold no tone.
-const QUIET: f32 = 10_737.0;
+const QUIET: i64 = 10_737;
 /// Each tone lasts at least this many frames (240 ms; the shortest SIT segment is 274 ms).
 pub const MIN_SEGMENT_FRAMES: u32 = 12;
 /// Frames of anything else tolerated inside a segment (its edges straddle frames).
@@ -76,10 +76,11 @@ impl Sit {
 
 /// Which tone group a frame holds, if any.
 fn tone_of(frame: &Frame) -> Option<usize> {
-    let power: f32 = frame.iter().map(|&s| f32::from(s) * f32::from(s)).sum();
-    if power / (FRAME_SAMPLES as f32) < QUIET {
+    let mean = mean_square(frame);
+    if mean < QUIET {
         return None;
     }
+    let power = (mean * FRAME_SAMPLES as i64) as f32;
     GROUPS.iter().position(|freqs| {
         freqs
             .iter()

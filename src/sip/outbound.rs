@@ -361,11 +361,7 @@ impl Attempt {
                 joined = &mut invite => break joined,
                 _ = &mut rings_out => {
                     info!(call = %self.id, ring_ms = ring.as_millis() as u64, "no answer in time: cancelling the call");
-                    if let Err(e) = dialog.cancel().await {
-                        warn!(call = %self.id, error = %e, "the CANCEL could not be sent");
-                    }
-                    let _ = tokio::time::timeout(CANCEL_GRACE, invite).await;
-                    return self.not_answered(DialOutcome::NoAnswer);
+                    return self.cancel(&dialog, invite, DialOutcome::NoAnswer).await;
                 }
                 Some((status, body)) = early.recv() => match sdp::negotiate(&body) {
                     // early media (ringback, an announcement): where the callee's side
@@ -386,9 +382,7 @@ impl Attempt {
                     // ...but listened to for the network's "not in service" tones
                     if listen.hears_sit(early_answer.as_ref(), &buf[..n]) {
                         info!(call = %self.id, "special information tones: the number cannot be reached; cancelling the call");
-                        let _ = dialog.cancel().await;
-                        let _ = tokio::time::timeout(CANCEL_GRACE, invite).await;
-                        return self.not_answered(DialOutcome::Unreachable);
+                        return self.cancel(&dialog, invite, DialOutcome::Unreachable).await;
                     }
                 }
             }
@@ -454,6 +448,24 @@ impl Attempt {
             }),
         });
         DialOutcome::Answered
+    }
+
+    /// CANCELs the ringing INVITE and waits (bounded) for its final answer; the attempt
+    /// ends with `outcome`.
+    async fn cancel<T>(
+        &self,
+        dialog: &rsipstack::dialog::invite_dialog::InviteDialog,
+        invite: T,
+        outcome: DialOutcome,
+    ) -> DialOutcome
+    where
+        T: std::future::Future,
+    {
+        if let Err(e) = dialog.cancel().await {
+            warn!(call = %self.id, error = %e, "the CANCEL could not be sent");
+        }
+        let _ = tokio::time::timeout(CANCEL_GRACE, invite).await;
+        self.not_answered(outcome)
     }
 
     fn not_answered(&self, outcome: DialOutcome) -> DialOutcome {
