@@ -255,13 +255,19 @@ struct EarlyListener {
 }
 
 impl EarlyListener {
-    /// Takes one early RTP datagram in the early answer's codec; true once the tones were
-    /// heard.
-    fn hears_sit(&mut self, early: Option<&sdp::Negotiated>, datagram: &[u8]) -> bool {
+    /// Takes one early RTP datagram that came from `src`; true once the tones were heard.
+    /// Only what comes from the early answer's address, in its codec, is listened to: a
+    /// stranger who finds the RTP port cannot make a number look out of service.
+    fn hears_sit(
+        &mut self,
+        early: Option<&sdp::Negotiated>,
+        src: SocketAddr,
+        datagram: &[u8],
+    ) -> bool {
         let (Some(n), Ok(p)) = (early, crate::media::rtp::parse(datagram)) else {
             return false;
         };
-        if p.payload_type != n.payload_type {
+        if n.remote_rtp != Some(src) || p.payload_type != n.payload_type {
             return false;
         }
         let payload = &datagram[p.payload_start..p.payload_end];
@@ -377,10 +383,10 @@ impl Attempt {
                 // what the callee's side plays before the answer is heard by no one (not the
                 // agent, not answering-machine detection): drained, not left queued for the call
                 r = rtp.recv_from(&mut buf) => {
-                    let Ok((n, _)) = r else { continue };
+                    let Ok((n, src)) = r else { continue };
                     early_packets += 1;
                     // ...but listened to for the network's "not in service" tones
-                    if listen.hears_sit(early_answer.as_ref(), &buf[..n]) {
+                    if listen.hears_sit(early_answer.as_ref(), src, &buf[..n]) {
                         info!(call = %self.id, "special information tones: the number cannot be reached; cancelling the call");
                         return self.cancel(&dialog, invite, DialOutcome::Unreachable).await;
                     }
@@ -495,6 +501,47 @@ mod tests {
         ] {
             assert!(!valid_number(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_the_early_answers_address_is_listened_to_for_the_tones() {
+        let answer = sdp::negotiate(
+            b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+              m=audio 40000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n",
+        )
+        .unwrap();
+        let network: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let stranger: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+        let tone = |hz: f32, ms: usize| -> Vec<i16> {
+            (0..ms * 8)
+                .map(|i| {
+                    ((2.0 * std::f32::consts::PI * hz * i as f32 / 8000.0).sin() * 6000.0) as i16
+                })
+                .collect()
+        };
+        let sit = [tone(913.8, 274), tone(1370.6, 274), tone(1776.7, 380)].concat();
+        // the tones as 20 ms PCMA packets
+        let packets: Vec<Vec<u8>> = sit
+            .chunks(160)
+            .enumerate()
+            .map(|(i, pcm)| {
+                let mut d = vec![0x80, 8];
+                d.extend_from_slice(&(i as u16).to_be_bytes());
+                d.extend_from_slice(&(i as u32 * 160).to_be_bytes());
+                d.extend_from_slice(&7u32.to_be_bytes());
+                let mut payload = vec![0u8; pcm.len()];
+                crate::media::g711::Law::A.encode(pcm, &mut payload);
+                d.extend_from_slice(&payload);
+                d
+            })
+            .collect();
+        let heard = |from: SocketAddr, early: Option<&sdp::Negotiated>| {
+            let mut l = EarlyListener::default();
+            packets.iter().any(|p| l.hears_sit(early, from, p))
+        };
+        assert!(heard(network, Some(&answer)));
+        assert!(!heard(stranger, Some(&answer)), "a stranger's tones");
+        assert!(!heard(network, None), "no early answer yet");
     }
 
     #[test]
