@@ -14,6 +14,8 @@
 //!   one every 20 ms. Barge-in is `Pacer::flush`, which reports the milliseconds dropped.
 //! - [`echo_gate::EchoGate`] sees every frame played to the caller and keeps the agent's own
 //!   echo on the caller's line from reaching the model as the caller's voice.
+//! - Two phone legs joined (a warm transfer): each packet from one leg goes out on the other
+//!   as it comes, re-stamped by [`forward::Forwarder`] into the other leg's own stream.
 //! - [`recording::Recorder`] (when enabled) takes the caller's frames as popped and the
 //!   agent's as released, each with its time.
 
@@ -21,6 +23,7 @@ pub mod amd;
 pub mod codec;
 pub mod dtmf;
 pub mod echo_gate;
+pub mod forward;
 pub mod frame;
 pub mod g711;
 pub mod jitter;

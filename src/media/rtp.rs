@@ -124,6 +124,11 @@ impl Packetizer {
         self.marker_next = true;
     }
 
+    /// Moves the clock on by `samples` without sending (time the forwarded stream skipped).
+    pub fn advance(&mut self, samples: u32) {
+        self.timestamp = self.timestamp.wrapping_add(samples);
+    }
+
     /// The next packet starts a talk spurt (after a hold, or a media change).
     pub fn mark_next(&mut self) {
         self.marker_next = true;

@@ -18,5 +18,5 @@ pub mod tls;
 pub mod trunks;
 
 pub use call::{EndReason, PhoneEvent, SipCall};
-pub use outbound::{Dial, DialError, DialOutcome, Dialer, Outbound};
+pub use outbound::{Dial, DialError, DialOutcome, Dialer, LegDial, LegOutcome, Outbound};
 pub use server::{CallHandler, IncomingCall, SipServer};

@@ -15,12 +15,14 @@ use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::transport::SipAddr;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::call::SipCall;
 use super::sdp::{self, LocalSdp};
 use super::server::{new_call_id, CallSlot, IncomingCall, Shared, DIALOG_QUEUE};
 use crate::media::frame::Framer;
+use crate::media::g711::Law;
 use crate::media::rtp_leg::RtpLeg;
 use crate::media::sit::Sit;
 
@@ -46,6 +48,21 @@ pub struct Dial {
     pub context: Option<String>,
     /// How long it may ring ([`RING_TIMEOUT`] when `None`).
     pub ring_timeout: Option<Duration>,
+}
+
+/// A second leg of a live call (a warm transfer's person): placed like any call, but the
+/// answered leg is handed to whoever placed it instead of to the bridge.
+#[derive(Debug, Clone)]
+pub struct LegDial {
+    /// Where to call: a `sip:` URI. Through the trunk whose registrar or proxy names the
+    /// same host (with its credentials), else straight to the URI's host.
+    pub uri: String,
+    /// The only codec offered: the first leg's, so that the two need no transcoding.
+    pub codec: Law,
+    /// How long it may ring before it is cancelled.
+    pub ring_timeout: Duration,
+    /// Cancels the attempt while it rings (the first leg ended).
+    pub cancel: CancellationToken,
 }
 
 /// What the agent knows of an outbound call it is on.
@@ -113,6 +130,9 @@ pub fn valid_number(to: &str) -> bool {
     (3..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// What became of a [`LegDial`]: the answered leg, or why there is none.
+pub type LegOutcome = Result<Box<IncomingCall>, DialOutcome>;
+
 /// Places outbound calls. Cheap to clone.
 #[derive(Clone)]
 pub struct Dialer {
@@ -169,6 +189,85 @@ impl Dialer {
                 .ok_or(DialError::NoTrunk)?,
         };
         let (trunk, (dest, host)) = trunk;
+        let (slot, rtp) = self.reserve(dest).await?;
+        let from = format!("sip:{}@{host}", trunk_user(Some(&trunk)));
+        let to = format!("sip:{}@{host}", d.to);
+        let id = new_call_id();
+        let placed_id = id.clone();
+        let (from_c, to_c, trunk_name) = (from.clone(), to.clone(), trunk.cfg.name.clone());
+        let shared = shared.clone();
+        let outcome = tokio::spawn(async move {
+            let call = Attempt {
+                shared: shared.clone(),
+                id,
+                from: from_c,
+                to: to_c,
+                dest,
+                trunk: Some(trunk),
+                dial: d,
+                codec: None,
+                cancel: CancellationToken::new(),
+            };
+            match call.run(rtp, slot).await {
+                Ok(answered) => {
+                    shared.handler.on_call(*answered);
+                    DialOutcome::Answered
+                }
+                Err(outcome) => outcome,
+            }
+        });
+        Ok(Placed {
+            id: placed_id,
+            from,
+            to,
+            trunk: trunk_name,
+            outcome,
+        })
+    }
+
+    /// Places a second leg for a live call (`agent`'s): the answered leg comes back through
+    /// the returned handle, never to the bridge. It holds a call slot of its own.
+    pub async fn dial_leg(
+        &self,
+        d: LegDial,
+        agent: &str,
+    ) -> Result<JoinHandle<LegOutcome>, DialError> {
+        let shared = &self.shared;
+        let target = uri_host(&d.uri).ok_or(DialError::BadNumber)?;
+        // a trunk that serves this host: its credentials and proxy
+        let trunk = shared.gate.trunks.all().iter().find_map(|t| {
+            let (dest, host) = destination(t)?;
+            (host == target).then(|| (t.clone(), dest))
+        });
+        let dest = match &trunk {
+            Some((_, dest)) => *dest,
+            None => resolve(&target).await.ok_or(DialError::BadNumber)?,
+        };
+        let (slot, rtp) = self.reserve(dest).await?;
+        let trunk = trunk.map(|(t, _)| t);
+        let attempt = Attempt {
+            shared: shared.clone(),
+            id: new_call_id(),
+            from: format!("sip:{}@{target}", trunk_user(trunk.as_ref())),
+            to: d.uri.clone(),
+            dest,
+            trunk,
+            dial: Dial {
+                to: d.uri,
+                trunk: None,
+                agent: agent.to_string(),
+                context: None,
+                ring_timeout: Some(d.ring_timeout),
+            },
+            codec: Some(d.codec),
+            cancel: d.cancel,
+        };
+        Ok(tokio::spawn(attempt.run(rtp, slot)))
+    }
+
+    /// A call slot and an RTP port for a call to `dest`.
+    async fn reserve(&self, dest: SocketAddr) -> Result<(CallSlot, RtpLeg), DialError> {
+        let shared = &self.shared;
         if shared.draining.load(Ordering::Acquire) {
             return Err(DialError::Busy);
         }
@@ -182,37 +281,39 @@ impl Dialer {
             .await
             .map_err(|_| DialError::NoPort)?;
         rtp.set_signalling_ip(Some(dest.ip()));
-        let user = trunk
-            .cfg
-            .username
-            .clone()
-            .unwrap_or_else(|| "voxrelay".into());
-        let from = format!("sip:{user}@{host}");
-        let to = format!("sip:{}@{host}", d.to);
-        let id = new_call_id();
-        let placed_id = id.clone();
-        let (from_c, to_c, trunk_name) = (from.clone(), to.clone(), trunk.cfg.name.clone());
-        let shared = shared.clone();
-        let outcome = tokio::spawn(async move {
-            let call = Attempt {
-                shared,
-                id,
-                from: from_c,
-                to: to_c,
-                dest,
-                trunk,
-                dial: d,
-            };
-            call.run(rtp, slot).await
-        });
-        Ok(Placed {
-            id: placed_id,
-            from,
-            to,
-            trunk: trunk_name,
-            outcome,
-        })
+        Ok((slot, rtp))
     }
+}
+
+/// The user part of our From: the trunk's account, else `voxrelay`.
+fn trunk_user(trunk: Option<&super::trunks::Trunk>) -> String {
+    trunk
+        .and_then(|t| t.cfg.username.clone())
+        .unwrap_or_else(|| "voxrelay".into())
+}
+
+/// `sip:user@host[:port][;params]` → `host[:port]` (`sip:` only: a second leg goes over UDP).
+fn uri_host(uri: &str) -> Option<String> {
+    let rest = uri.strip_prefix("sip:")?;
+    let (_, host) = rest.split_once('@')?;
+    let host = host.split([';', '?']).next()?;
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+/// `host[:port]` to an address (port 5060 when none is given).
+async fn resolve(host: &str) -> Option<SocketAddr> {
+    if let Ok(a) = host.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, 5060));
+    }
+    let with_port = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5060")
+    };
+    tokio::net::lookup_host(with_port).await.ok()?.next()
 }
 
 /// Where a trunk takes calls: its `outbound_proxy`, else its registrar's host and port; and
@@ -286,23 +387,29 @@ struct Attempt {
     from: String,
     to: String,
     dest: SocketAddr,
-    trunk: super::trunks::Trunk,
+    /// The trunk called through (`None`: straight to `dest`, without credentials).
+    trunk: Option<super::trunks::Trunk>,
     dial: Dial,
+    /// Offer only this codec (a second leg); both when `None`.
+    codec: Option<Law>,
+    /// Cancels the attempt while it rings.
+    cancel: CancellationToken,
 }
 
 impl Attempt {
-    async fn run(self, mut rtp: RtpLeg, slot: CallSlot) -> DialOutcome {
+    /// The answered call, or why there is none.
+    async fn run(self, mut rtp: RtpLeg, slot: CallSlot) -> LegOutcome {
         let shared = &self.shared;
         let mut local = LocalSdp::new(
             shared.advertised,
             rtp.local_port(),
             rand::random::<u32>() as u64,
         );
-        let offer = local.offer();
+        let offer = local.offer(self.codec);
         let parse = |s: &str| rsipstack::sip::Uri::try_from(s).map_err(|e| e.to_string());
         let (caller, callee) = match (parse(&self.from), parse(&self.to)) {
             (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => return DialOutcome::Failed(format!("bad URI: {e}")),
+            (Err(e), _) | (_, Err(e)) => return Err(DialOutcome::Failed(format!("bad URI: {e}"))),
         };
         let contact = match super::server::contact_uri(
             shared.advertised,
@@ -310,10 +417,11 @@ impl Attempt {
             rsipstack::sip::Transport::Udp,
         ) {
             Ok(c) => c,
-            Err(e) => return DialOutcome::Failed(e.to_string()),
+            Err(e) => return Err(DialOutcome::Failed(e.to_string())),
         };
-        let credential = match (&self.trunk.cfg.username, &self.trunk.password) {
-            (Some(user), Some(pass)) => Some(Credential {
+        let account = self.trunk.as_ref().map(|t| (&t.cfg.username, &t.password));
+        let credential = match account {
+            Some((Some(user), Some(pass))) => Some(Credential {
                 username: user.clone(),
                 password: pass.expose().to_string(),
                 realm: None,
@@ -331,7 +439,8 @@ impl Attempt {
             credential,
             ..Default::default()
         };
-        info!(call = %self.id, to = %self.to, trunk = %self.trunk.cfg.name, agent = %self.dial.agent, "dialling");
+        let trunk_name = self.trunk.as_ref().map_or("-", |t| t.cfg.name.as_str());
+        info!(call = %self.id, to = %self.to, trunk = trunk_name, agent = %self.dial.agent, "dialling");
         let started = SystemTime::now();
         // the dialog's states pass through here on their way to the server's router, so that
         // a 183's answer (early media) is seen
@@ -369,6 +478,10 @@ impl Attempt {
                     info!(call = %self.id, ring_ms = ring.as_millis() as u64, "no answer in time: cancelling the call");
                     return self.cancel(&dialog, invite, DialOutcome::NoAnswer).await;
                 }
+                _ = self.cancel.cancelled() => {
+                    info!(call = %self.id, "no longer wanted: cancelling the call");
+                    return self.cancel(&dialog, invite, DialOutcome::Failed("cancelled".into())).await;
+                }
                 Some((status, body)) = early.recv() => match sdp::negotiate(&body) {
                     // early media (ringback, an announcement): where the callee's side
                     // sends from, and the answer if the 2xx repeats none
@@ -404,6 +517,11 @@ impl Attempt {
                 return self.not_answered(DialOutcome::Failed("no final answer".into()))
             }
         };
+        if self.cancel.is_cancelled() {
+            // answered as the first leg ended: nobody to join it to
+            let _ = dialog.bye().await;
+            return self.not_answered(DialOutcome::Failed("cancelled".into()));
+        }
         let status = u16::from(resp.status_code.clone());
         if !(200..300).contains(&status) {
             let outcome = match status {
@@ -434,7 +552,7 @@ impl Attempt {
         let mut sip = SipCall::outbound(dialog, local, negotiated, route_rx);
         sip.share_keys(rtp.key_slot());
         info!(call = %self.id, to = %self.to, "the callee answered");
-        shared.handler.on_call(IncomingCall {
+        Ok(Box::new(IncomingCall {
             id: self.id.clone(),
             sip_call_id: dialog_id.call_id.clone(),
             source: Some(self.dest),
@@ -443,7 +561,7 @@ impl Attempt {
             transport: "udp",
             // the number the relay called itself: its bookings are the callee's
             caller_number: Some(self.dial.to.clone()),
-            trunk: Some(self.trunk.cfg.name.clone()),
+            trunk: self.trunk.as_ref().map(|t| t.cfg.name.clone()),
             agent: self.dial.agent.clone(),
             started,
             sip,
@@ -452,8 +570,7 @@ impl Attempt {
             outbound: Some(Outbound {
                 context: self.dial.context.clone(),
             }),
-        });
-        DialOutcome::Answered
+        }))
     }
 
     /// CANCELs the ringing INVITE and waits (bounded) for its final answer; the attempt
@@ -463,7 +580,7 @@ impl Attempt {
         dialog: &rsipstack::dialog::invite_dialog::InviteDialog,
         invite: T,
         outcome: DialOutcome,
-    ) -> DialOutcome
+    ) -> LegOutcome
     where
         T: std::future::Future,
     {
@@ -474,9 +591,9 @@ impl Attempt {
         self.not_answered(outcome)
     }
 
-    fn not_answered(&self, outcome: DialOutcome) -> DialOutcome {
+    fn not_answered(&self, outcome: DialOutcome) -> LegOutcome {
         info!(call = %self.id, to = %self.to, outcome = outcome.as_str(), detail = ?outcome, "the outbound call was not answered");
-        outcome
+        Err(outcome)
     }
 }
 

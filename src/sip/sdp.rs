@@ -444,17 +444,21 @@ impl LocalSdp {
         }
     }
 
-    /// The relay's offer for a call it places: PCMU, PCMA and telephone-event, 20 ms,
-    /// sendrecv, plain RTP.
-    pub fn offer(&mut self) -> String {
+    /// The relay's offer for a call it places: PCMU and PCMA (only `only` when given) and
+    /// telephone-event, 20 ms, sendrecv, plain RTP.
+    pub fn offer(&mut self, only: Option<Law>) -> String {
         let ipv = if self.ip.is_ipv4() { "IP4" } else { "IP6" };
-        let body = format!(
+        let (formats, maps) = match only {
+            None => ("0 8", "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"),
+            Some(Law::Mu) => ("0", "a=rtpmap:0 PCMU/8000\r\n"),
+            Some(Law::A) => ("8", "a=rtpmap:8 PCMA/8000\r\n"),
+        };
+        format!(
             "v=0\r\no=voxrelay {} {} IN {ipv} {}\r\ns=voxrelay\r\nc=IN {ipv} {}\r\nt=0 0\r\n\
-             m=audio {} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+             m=audio {} RTP/AVP {formats} 101\r\n{maps}\
              a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
             self.session_id, self.version, self.ip, self.ip, self.rtp_port
-        );
-        body
+        )
     }
 
     /// The answer to an offer; the o= version goes up only when the body changes.
