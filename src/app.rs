@@ -285,6 +285,7 @@ async fn realtime(
         settings: settings.clone(),
         moderation,
         webhooks,
+        dialer: std::sync::OnceLock::new(),
     };
     Ok(Realtime {
         live: Some(Arc::new(live)),
@@ -384,6 +385,7 @@ impl Relay {
             registry: registry.clone(),
             metrics: metrics.clone(),
         };
+        let live = rt.live.clone();
         let bridge = Arc::new(Bridge::new(settings, shared, rt.live, hangup_all.clone()));
         let trunks = Trunks::new(&cfg.trunks, |k| std::env::var(k).ok())?;
         let settings = SipSettings {
@@ -393,6 +395,10 @@ impl Relay {
             default_agent: cfg.agents.default.clone(),
         };
         let sip = SipServer::start(settings, bridge).await?;
+        if let Some(live) = &live {
+            // warm transfers call the person through the same SIP side
+            let _ = live.dialer.set(sip.dialer());
+        }
         let draining = sip.draining_flag();
         let admin = admin::start_with(
             cfg.admin.listen,

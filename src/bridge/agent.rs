@@ -435,12 +435,26 @@ impl AgentConfig {
             name: TRANSFER_CALL.into(),
             description: "Transfers the caller to a member of staff, a real person. Use it \
                 when the caller asks for a person or needs something you cannot do. Tell the \
-                caller you are putting them through before calling it; your part of the call \
-                ends once the transfer starts."
+                caller you are putting them through before calling it. Without `warm` your \
+                part of the call ends once the transfer starts. With `warm: true` the caller \
+                waits on hold while the person is called; when they answer, you speak to them \
+                alone to brief them, then the caller is put through and you leave; if they do \
+                not answer, the caller is back with you and the tool's output says why."
                 .into(),
-            parameters: reason_only(
-                "Why the caller needs a person, in a few words, for the staff member.",
-            ),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "reason": {
+                        "type": "string",
+                        "description": "Why the caller needs a person, in a few words, for the staff member."
+                    },
+                    "warm": {
+                        "type": "boolean",
+                        "description": "Stay on the line and brief the person before the caller is put through."
+                    }
+                },
+                "additionalProperties": false
+            }),
         }
     }
 }
@@ -1178,18 +1192,21 @@ mod tests {
     }
 
     #[test]
-    fn end_and_transfer_take_only_an_optional_reason() {
-        for tool in [
-            AgentConfig::end_call_tool(),
-            AgentConfig::transfer_call_tool(),
+    fn end_and_transfer_take_only_optional_arguments() {
+        for (tool, args) in [
+            (AgentConfig::end_call_tool(), 1),
+            // transfer_call: the reason, and `warm`
+            (AgentConfig::transfer_call_tool(), 2),
         ] {
             let p = &tool.parameters;
             assert_eq!(p["type"], "object");
             assert_eq!(p["properties"]["reason"]["type"], "string");
-            assert_eq!(p["properties"].as_object().unwrap().len(), 1, "{p}");
+            assert_eq!(p["properties"].as_object().unwrap().len(), args, "{p}");
             assert!(p.get("required").is_none(), "{p}");
             assert!(!tool.description.is_empty());
         }
+        let t = AgentConfig::transfer_call_tool();
+        assert_eq!(t.parameters["properties"]["warm"]["type"], "boolean");
         assert_eq!(AgentConfig::end_call_tool().name, END_CALL);
         assert_eq!(AgentConfig::transfer_call_tool().name, TRANSFER_CALL);
     }

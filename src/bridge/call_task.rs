@@ -27,7 +27,7 @@ use crate::media::frame::FRAME_DURATION;
 use crate::media::rtcp::REPORT_INTERVAL;
 use crate::metrics::Metrics;
 use crate::openai::{CallerAudio, LegError, RealtimeLeg};
-use crate::sip::{EndReason, IncomingCall, PhoneEvent};
+use crate::sip::{DialOutcome, EndReason, IncomingCall, LegDial, LegOutcome, PhoneEvent};
 
 /// Media counters go out as an event this often.
 const STATS_EVERY: Duration = Duration::from_secs(5);
@@ -104,6 +104,7 @@ async fn run_inner(
         io: SessionIo::new(ctx, caller.unwrap_or_default()),
         metrics,
         t0,
+        person: Person::default(),
     };
     let end = task.run(controls, stop).await;
     task.finish(end).await;
@@ -120,6 +121,43 @@ struct Task {
     io: SessionIo,
     metrics: Arc<Metrics>,
     t0: Instant,
+    /// A warm transfer's person: the call to them, then their leg.
+    person: Person,
+}
+
+/// A warm transfer's second leg.
+#[derive(Default)]
+struct Person {
+    /// The call to the person while it rings.
+    dialing: Option<tokio::task::JoinHandle<LegOutcome>>,
+    /// Cancels that call.
+    cancel: CancellationToken,
+    /// The person's answered leg.
+    call: Option<Box<IncomingCall>>,
+}
+
+impl Person {
+    /// Cancels the call to the person, or hangs it up.
+    async fn drop_leg(&mut self) {
+        self.cancel.cancel();
+        if let Some(mut c) = self.call.take() {
+            c.sip.hang_up(EndReason::RelayBye).await;
+        }
+        *self = Person::default();
+    }
+}
+
+/// What the agent is told of a call to the person that was not answered.
+fn not_answered(o: &DialOutcome) -> &'static str {
+    match o {
+        DialOutcome::Busy(_) => "the person's line is busy",
+        DialOutcome::NoAnswer => "the person did not answer",
+        DialOutcome::Refused(_) => "the person's line refused the call",
+        DialOutcome::Unreachable => "the person's number cannot be reached",
+        DialOutcome::Answered | DialOutcome::Failed(_) => {
+            "the call to the person could not be made"
+        }
+    }
 }
 
 impl Task {
@@ -179,11 +217,45 @@ impl Task {
         let mut controls_open = true;
         let mut rtp_buf = [0u8; 1500];
         let mut rtcp_buf = [0u8; 1500];
+        let mut person_buf = [0u8; 1500];
         loop {
             let deadline = self.core.poll_timeout().map(|d| self.t0 + d);
             let leg = self.io.leg.as_mut();
             let has_leg = leg.is_some();
+            let dialing = self.person.dialing.as_mut();
+            let is_dialing = dialing.is_some();
+            let (person_sip, person_rtp) = match self.person.call.as_deref_mut() {
+                Some(c) => (Some(&mut c.sip), Some(&mut c.rtp)),
+                None => (None, None),
+            };
+            let has_person = person_sip.is_some();
             tokio::select! {
+                r = async { dialing.expect("guarded").await }, if is_dialing => {
+                    self.person.dialing = None;
+                    self.on_person_dialled(r);
+                }
+                ev = async { person_sip.expect("guarded").next_event().await }, if has_person => match ev {
+                    Some(PhoneEvent::MediaChanged { remote_rtp, remote_rtcp, .. }) => {
+                        if let Some(c) = self.person.call.as_mut() {
+                            c.rtp.set_remote(remote_rtp, remote_rtcp);
+                        }
+                    }
+                    Some(PhoneEvent::Ended(_)) | None => {
+                        self.person.call = None;
+                        self.core.handle_person_ended(self.t0.elapsed(), "the person hung up");
+                    }
+                    Some(_) => {}
+                },
+                r = async { person_rtp.expect("guarded").recv_from(&mut person_buf).await }, if has_person => {
+                    if let Some(c) = self.person.call.as_mut() {
+                        if let Some(p) = r.ok().and_then(|(n, src)| c.rtp.accept(&person_buf[..n], src)) {
+                            let payload = &person_buf[p.payload_start..p.payload_end];
+                            if let Some(out) = self.core.handle_person_rtp(self.t0.elapsed(), &p, payload) {
+                                self.call.rtp.send(out);
+                            }
+                        }
+                    }
+                }
                 r = &mut ready, if !answered => {
                     answered = true;
                     if let Some(end) = self.answer(r) {
@@ -211,7 +283,10 @@ impl Task {
                 r = self.call.rtp.recv_from(&mut rtp_buf), if answered => {
                     if let Some(p) = r.ok().and_then(|(n, src)| self.call.rtp.accept(&rtp_buf[..n], src)) {
                         let payload = &rtp_buf[p.payload_start..p.payload_end];
-                        self.core.handle_rtp(self.t0.elapsed(), &p, payload);
+                        let to_person = self.core.handle_rtp(self.t0.elapsed(), &p, payload);
+                        if let (Some(out), Some(c)) = (to_person, self.person.call.as_mut()) {
+                            c.rtp.send(out);
+                        }
                     }
                 }
                 tick = ticks.tick(), if answered => self.on_tick(tick.saturating_duration_since(self.t0)).await,
@@ -264,6 +339,11 @@ impl Task {
         if let Some(packet) = self.core.handle_tick(now) {
             self.call.rtp.send(packet);
         }
+        if let Some(packet) = self.core.person_packet(now) {
+            if let Some(c) = self.person.call.as_mut() {
+                c.rtp.send(packet);
+            }
+        }
         self.metrics
             .frame("to_caller", started.elapsed().as_secs_f64());
     }
@@ -292,10 +372,64 @@ impl Task {
                     let r = self.call.sip.refer(&target).await;
                     self.core.handle_refer_answer(self.t0.elapsed(), r);
                 }
+                TaskOutput::CallPerson { target, codec } => self.call_person(target, codec).await,
+                TaskOutput::DropPerson => self.person.drop_leg().await,
                 TaskOutput::End(end) => return Some(end),
             }
         }
         None
+    }
+
+    /// Places the warm transfer's call to the person.
+    async fn call_person(&mut self, target: String, codec: crate::media::g711::Law) {
+        let dialer = self.io.ctx().and_then(|c| c.dialer.get().cloned());
+        let Some(dialer) = dialer else {
+            let now = self.t0.elapsed();
+            self.core
+                .handle_person_ended(now, "this line cannot place calls");
+            return;
+        };
+        self.person.drop_leg().await;
+        let d = LegDial {
+            uri: target,
+            codec,
+            ring_timeout: crate::bridge::call_core::TRANSFER_LIMIT,
+            cancel: self.person.cancel.clone(),
+        };
+        let agent = self
+            .core
+            .agent()
+            .map_or("-", |a| a.name.as_str())
+            .to_string();
+        match dialer.dial_leg(d, &agent).await {
+            Ok(handle) => self.person.dialing = Some(handle),
+            Err(e) => {
+                warn!(error = %e, "the call to the person could not be placed");
+                let now = self.t0.elapsed();
+                self.core
+                    .handle_person_ended(now, "the call to the person could not be made");
+            }
+        }
+    }
+
+    /// The call to the person was answered, or not.
+    fn on_person_dialled(&mut self, r: Result<LegOutcome, tokio::task::JoinError>) {
+        let now = self.t0.elapsed();
+        match r {
+            Ok(Ok(mut call)) => {
+                call.rtp.answered();
+                let n = call.sip.negotiated();
+                let (codec, pt, dtmf) = (n.codec, n.payload_type, n.dtmf_payload_type);
+                self.person.call = Some(call);
+                self.core.handle_person_answered(now, codec, pt, dtmf);
+            }
+            Ok(Err(outcome)) => self.core.handle_person_ended(now, not_answered(&outcome)),
+            Err(e) => {
+                warn!(error = %e, "the call to the person failed");
+                self.core
+                    .handle_person_ended(now, "the call to the person could not be made");
+            }
+        }
     }
 
     /// The call is over: close the realtime side, hang up if the relay ends the call, wait
@@ -303,6 +437,8 @@ impl Task {
     async fn finish(mut self, end: Ended) {
         // the caller's BYE must end the realtime call at once
         self.io.close_leg().await;
+        // and a warm transfer's person is let go
+        self.person.drop_leg().await;
         if let Some(r) = end.sip {
             self.call.sip.hang_up(r).await;
         }

@@ -61,6 +61,8 @@ pub struct LiveContext {
     pub moderation: Option<Arc<Moderation>>,
     /// Where each call's `call.ended` event goes (`[[webhooks]]`; `None`: nowhere).
     pub webhooks: Option<crate::webhooks::Webhooks>,
+    /// Places a warm transfer's call to the person; set once the SIP side is up.
+    pub dialer: std::sync::OnceLock<crate::sip::Dialer>,
 }
 
 /// What every call task needs to know, shared.

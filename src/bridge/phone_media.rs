@@ -224,6 +224,11 @@ impl PhoneMedia {
         self.payload_type
     }
 
+    /// The telephone-event payload type, if the call has one.
+    pub fn dtmf_payload_type(&self) -> Option<u8> {
+        self.dtmf_payload_type
+    }
+
     /// Stamps one frame of G.711 the caller is to hear as is (the echo line test) into
     /// `out`; returns the packet's length.
     pub fn write_g711(&mut self, frame: &G711Frame, out: &mut [u8]) -> usize {

@@ -29,6 +29,13 @@ pub enum TaskOutput {
     OpenLeg,
     /// Transfer the caller ([`Output::Refer`]).
     Refer(String),
+    /// Call a warm transfer's person ([`Output::CallPerson`]).
+    CallPerson {
+        target: String,
+        codec: crate::media::g711::Law,
+    },
+    /// Let the person go ([`Output::DropPerson`]).
+    DropPerson,
     /// The call is over ([`Output::End`]).
     End(Ended),
 }
@@ -107,6 +114,10 @@ impl SessionIo {
             Output::CloseLeg => self.close_leg().await,
             Output::OpenLeg => return Some(TaskOutput::OpenLeg),
             Output::Refer(target) => return Some(TaskOutput::Refer(target)),
+            Output::CallPerson { target, codec } => {
+                return Some(TaskOutput::CallPerson { target, codec })
+            }
+            Output::DropPerson => return Some(TaskOutput::DropPerson),
             Output::End(end) => return Some(TaskOutput::End(end)),
         }
         None

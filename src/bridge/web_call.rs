@@ -420,6 +420,8 @@ async fn drain(core: &mut CallCore, io: &mut SessionIo, t0: Instant) -> Option<E
                 t0.elapsed(),
                 Err("a browser's call cannot be transferred to a phone".into()),
             ),
+            // the core refuses a warm transfer on a browser's call
+            TaskOutput::CallPerson { .. } | TaskOutput::DropPerson => {}
             TaskOutput::End(end) => return Some(end),
         }
     }

@@ -17,7 +17,8 @@ use crate::media::rtp_leg::LegCounters;
 
 impl CallCore {
     /// An accepted RTP packet from the caller (source, SSRC and SRTP already checked).
-    pub fn handle_rtp(&mut self, now: Duration, p: &RtpIn, payload: &[u8]) {
+    /// Returns the packet to send to a warm transfer's person once the two are joined.
+    pub fn handle_rtp(&mut self, now: Duration, p: &RtpIn, payload: &[u8]) -> Option<&[u8]> {
         self.last_rx = now;
         if let Mode::Echo(echo) = &mut self.mode {
             self.media.count_rtp(now, p);
@@ -25,11 +26,21 @@ impl CallCore {
             if p.payload_type == self.media.payload_type() && !self.muted {
                 echo.push(payload);
             }
-            return;
+            return None;
+        }
+        if self.warm.as_ref().is_some_and(|w| w.joined()) {
+            self.media.count_rtp(now, p);
+            return self.forward_to_person(p, payload);
+        }
+        if let Some(caller) = self.parked_caller() {
+            // on hold while the agent briefs the person: counted, not heard
+            caller.count_rtp(now, p);
+            return None;
         }
         if let Some(key) = self.media.on_rtp(now, p, payload) {
             self.on_key(now, key);
         }
+        None
     }
 
     /// The caller's 20 ms frame for the agent at this tick (silence while muted). Call it
@@ -45,7 +56,8 @@ impl CallCore {
             self.metrics
                 .added_latency("to_agent", depth as f64 / 1000.0);
         }
-        if self.muted {
+        if self.muted || self.warm.as_ref().is_some_and(|w| w.ringing()) {
+            // on hold while a warm transfer rings: the agent hears nothing of the caller
             return &SILENCE;
         }
         if matches!(self.overlap, super::overlap::Overlap::Pending { .. }) {
@@ -67,14 +79,23 @@ impl CallCore {
         if self.phase != Phase::Live {
             return None;
         }
-        // a tool running long: comfort noise or the hold sound, so the line is not dead
-        if self.tools_running > 0
-            && self.media.is_idle()
+        if self.warm.as_ref().is_some_and(|w| w.joined()) {
+            // the person's packets go to the caller as they come
+            self.handle_timeout(now);
+            return None;
+        }
+        if self.parked_caller().is_some() {
+            return self.tick_on_hold(now);
+        }
+        // a tool running long, or a warm transfer ringing: comfort noise or the hold sound,
+        // so the line is not dead
+        let tool_long = self.tools_running > 0
             && self
                 .tool_since
-                .is_some_and(|t| now.saturating_sub(t) >= self.settings.hold_after)
-        {
-            self.push_hold_frame();
+                .is_some_and(|t| now.saturating_sub(t) >= self.settings.hold_after);
+        if (tool_long || self.warm.is_some()) && self.media.is_idle() {
+            let frame = self.hold_frame();
+            self.media.push_pcm(&frame);
         }
         let n = if !self.direction.relay_sends() {
             self.media.skip();
@@ -105,7 +126,30 @@ impl CallCore {
         (n > 0).then(|| &self.out[..n])
     }
 
-    fn push_hold_frame(&mut self) {
+    /// A tick while the agent briefs a warm transfer's person: the caller, parked, hears
+    /// the hold sound ([`CallCore::person_packet`] gives the person's packet).
+    fn tick_on_hold(&mut self, now: Duration) -> Option<&[u8]> {
+        let frame = self.hold_frame();
+        let sends = self.direction.relay_sends();
+        let caller = self.parked_caller().expect("checked");
+        if caller.is_idle() {
+            caller.push_pcm(&frame);
+        }
+        let mut out = [0u8; crate::bridge::phone_media::MAX_OUT];
+        let n = if sends {
+            caller.poll_out(now, &mut out).0
+        } else {
+            caller.skip();
+            0
+        };
+        self.handle_timeout(now);
+        self.check_ending(now);
+        self.out[..n].copy_from_slice(&out[..n]);
+        (n > 0).then(|| &self.out[..n])
+    }
+
+    /// The next 20 ms of the hold sound (comfort noise when the agent has none).
+    fn hold_frame(&mut self) -> Frame {
         let sound = match &self.mode {
             Mode::Agent(a) => a.hold_sound.clone(),
             Mode::Echo(_) => None,
@@ -133,7 +177,7 @@ impl CallCore {
             }
             _ => prompts::comfort_noise(&mut self.noise, &mut frame),
         }
-        self.media.push_pcm(&frame);
+        frame
     }
 
     /// An RTCP packet from the caller's side (its source already checked).
@@ -144,7 +188,11 @@ impl CallCore {
 
     /// The RTCP sender report to send now (`wall`: the wall clock, for its NTP time).
     pub fn rtcp_report(&mut self, wall: SystemTime) -> Vec<u8> {
-        let tx = self.media.packetizer().clone();
+        let joined = self.warm.as_ref().and_then(|w| w.to_caller());
+        let tx = match joined {
+            Some(f) => f.packetizer().clone(),
+            None => self.media.packetizer().clone(),
+        };
         rtcp::sender_report(&tx, self.media.receive_stats(), wall)
     }
 

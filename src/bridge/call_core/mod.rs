@@ -19,13 +19,17 @@ mod media;
 mod overlap;
 mod realtime;
 mod tools;
+mod warm;
 
 pub use media::EndFigures;
+pub use warm::{BRIEFING_LIMIT, BRIEFING_NOTE};
 
 pub use realtime::{end_cause, failure_cause};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod warm_tests;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -82,6 +86,12 @@ pub enum Output {
     /// Ask the caller's side to transfer the call (SIP REFER); answer with
     /// [`CallCore::handle_refer_answer`].
     Refer(String),
+    /// Call the person of a warm transfer at `target`, offering only `codec`, ringing at
+    /// most [`TRANSFER_LIMIT`]; answer with [`CallCore::handle_person_answered`] or
+    /// [`CallCore::handle_person_ended`].
+    CallPerson { target: String, codec: Law },
+    /// Cancel the call to the person, or hang it up if it was answered.
+    DropPerson,
     /// The call is over: close the session, send the BYE when `sip` says so, store it.
     End(Ended),
 }
@@ -214,6 +224,8 @@ pub struct CallCore {
     service_playing: bool,
     ending: Option<Ending>,
     transfer: Option<Transfer>,
+    /// A warm transfer in progress.
+    warm: Option<Box<warm::Warm>>,
     /// A relay prompt plays, then BYE for this reason (no session).
     goodbye: Option<(&'static str, EndReason)>,
     /// The call's time limit (from the answer).
@@ -286,6 +298,7 @@ impl CallCore {
             service_playing: false,
             ending: None,
             transfer: None,
+            warm: None,
             goodbye: None,
             max_end: None,
             last_rx: Duration::ZERO,
@@ -327,6 +340,7 @@ impl CallCore {
             self.max_end.filter(|_| self.goodbye.is_none()),
             self.ending.map(|e| e.deadline),
             self.transfer.as_ref().map(|t| t.deadline),
+            self.warm.as_ref().map(|w| w.deadline()),
             self.digits.deadline(),
             self.overlap_deadline(),
             self.opening_at,
@@ -506,6 +520,8 @@ impl CallCore {
         if self.max_end.is_some_and(|end| now >= end) {
             self.max_end = None;
             match self.mode {
+                // no agent's line to say goodbye on while a person is called or on the call
+                _ if self.warm.is_some() => self.end(Ended::hang_up(EndReason::MaxDuration)),
                 Mode::Echo(_) => self.end(Ended::hang_up(EndReason::MaxDuration)),
                 Mode::Agent(_) => {
                     info!("the call reached bridge.max_call_seconds: saying goodbye");
@@ -526,11 +542,19 @@ impl CallCore {
             let t = self.transfer.take().expect("checked");
             self.transfer_failed(now, t, "the transfer target did not answer in time");
         }
+        self.warm_timeout(now);
         if self.kind == CallKind::Web {
             self.check_ending(now);
         }
         if let Some(limit) = self.settings.rtp_timeout {
             if self.receiving() && now.saturating_sub(self.last_rx) > limit {
+                self.end(Ended::hang_up(EndReason::RtpTimeout));
+            }
+            if self
+                .person_silent_since()
+                .is_some_and(|rx| now.saturating_sub(rx) > limit)
+            {
+                info!("no RTP from the person's line: the call ends");
                 self.end(Ended::hang_up(EndReason::RtpTimeout));
             }
         }

@@ -273,6 +273,10 @@ impl CallCore {
             });
             return;
         }
+        if self.warm_session_lost(now) {
+            // the person, once they answer, is put through without a briefing
+            return;
+        }
         if reason == LegEnd::SessionExpired {
             // the service ends a session after 60 minutes: continue in a new one
             info!("the realtime session expired: continuing in a new one");

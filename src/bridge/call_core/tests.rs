@@ -39,7 +39,7 @@ tools = ["end_call"]
 handoffs = ["front"]
 "#;
 
-fn ms(n: u64) -> Duration {
+pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
@@ -52,17 +52,17 @@ fn agents() -> AgentBook {
 }
 
 /// A call driven by a test: the core, the registry it writes to, the fake clock.
-struct Call {
-    core: CallCore,
-    registry: Registry,
-    metrics: Arc<Metrics>,
-    now: Duration,
+pub(super) struct Call {
+    pub(super) core: CallCore,
+    pub(super) registry: Registry,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) now: Duration,
     /// Payload bytes of every packet sent to the caller, one entry per tick.
-    heard: Vec<Vec<u8>>,
-    seq: u16,
+    pub(super) heard: Vec<Vec<u8>>,
+    pub(super) seq: u16,
 }
 
-fn settings() -> BridgeSettings {
+pub(super) fn settings() -> BridgeSettings {
     BridgeSettings {
         max_call: Duration::from_secs(600),
         rtp_timeout: Some(Duration::from_secs(60)),
@@ -71,11 +71,16 @@ fn settings() -> BridgeSettings {
 }
 
 impl Call {
-    fn with(mode: &str, settings: BridgeSettings, moderation: bool) -> Self {
+    pub(super) fn with(mode: &str, settings: BridgeSettings, moderation: bool) -> Self {
         Self::with_kind(mode, settings, moderation, CallKind::Phone)
     }
 
-    fn with_kind(mode: &str, settings: BridgeSettings, moderation: bool, kind: CallKind) -> Self {
+    pub(super) fn with_kind(
+        mode: &str,
+        settings: BridgeSettings,
+        moderation: bool,
+        kind: CallKind,
+    ) -> Self {
         Self::with_parts(mode, settings, moderation, kind, None)
     }
 
@@ -122,7 +127,7 @@ impl Call {
     }
 
     /// A front-desk call answered with its session open; the greeting request is taken.
-    fn answered() -> Self {
+    pub(super) fn answered() -> Self {
         let mut c = Self::with("front", settings(), false);
         c.core
             .handle_answered(ms(0), ms(120), Ok(Some("sess_1".into())));
@@ -130,16 +135,16 @@ impl Call {
         c
     }
 
-    fn outputs(&mut self) -> Vec<Output> {
+    pub(super) fn outputs(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.core.poll_output()).collect()
     }
 
-    fn detail(&self) -> CallDetail {
+    pub(super) fn detail(&self) -> CallDetail {
         self.registry.get("c1").unwrap()
     }
 
     /// A browser's front-desk call, attached over the sideband; the greeting request taken.
-    fn web() -> Self {
+    pub(super) fn web() -> Self {
         let mut c = Self::with_kind("front", settings(), false, CallKind::Web);
         c.core
             .handle_answered(ms(0), ms(40), Ok(Some("sess_web".into())));
@@ -148,7 +153,7 @@ impl Call {
     }
 
     /// Ticks every 20 ms until `until` (since the call's start), as the task does.
-    fn run_to(&mut self, until: Duration) {
+    pub(super) fn run_to(&mut self, until: Duration) {
         while self.now + ms(20) <= until {
             self.now += ms(20);
             let _ = self.core.caller_frame(self.now);
@@ -162,12 +167,12 @@ impl Call {
         }
     }
 
-    fn event(&mut self, v: Value) {
+    pub(super) fn event(&mut self, v: Value) {
         let ev: ServerEvent = serde_json::from_value(v).unwrap();
         self.core.handle_leg(self.now, LegEvent::Event(ev));
     }
 
-    fn agent_speaks(&mut self, response: &str, frames: usize) {
+    pub(super) fn agent_speaks(&mut self, response: &str, frames: usize) {
         self.event(json!({"type": "response.created", "event_id": "e1",
             "response": {"id": response, "object": "realtime.response", "status": "in_progress"}}));
         for _ in 0..frames {
@@ -183,7 +188,7 @@ impl Call {
         );
     }
 
-    fn tool_call(&mut self, name: &str, args: &str) {
+    pub(super) fn tool_call(&mut self, name: &str, args: &str) {
         let tc = ToolCall {
             call_id: format!("call_{name}"),
             name: name.into(),
@@ -192,7 +197,7 @@ impl Call {
         self.core.handle_leg(self.now, LegEvent::ToolCall(tc));
     }
 
-    fn rtp(&mut self, pt: u8, payload: &[u8]) {
+    pub(super) fn rtp(&mut self, pt: u8, payload: &[u8]) {
         let mut p = Packetizer::new(7, self.seq, u32::from(self.seq) * 160);
         self.seq += 1;
         let mut out = vec![0u8; HEADER_LEN + payload.len()];
@@ -203,7 +208,7 @@ impl Call {
     }
 }
 
-fn tone() -> Frame {
+pub(super) fn tone() -> Frame {
     let mut f = SILENCE;
     for (i, s) in f.iter_mut().enumerate() {
         *s = ((i as f32 * 0.3).sin() * 8000.0) as i16;
@@ -211,18 +216,18 @@ fn tone() -> Frame {
     f
 }
 
-fn is_silence(payload: &[u8]) -> bool {
+pub(super) fn is_silence(payload: &[u8]) -> bool {
     payload.iter().all(|&b| b == 0xFF)
 }
 
-fn ended(outs: &[Output]) -> Option<&Ended> {
+pub(super) fn ended(outs: &[Output]) -> Option<&Ended> {
     outs.iter().find_map(|o| match o {
         Output::End(e) => Some(e),
         _ => None,
     })
 }
 
-fn sent_texts(outs: &[Output]) -> Vec<String> {
+pub(super) fn sent_texts(outs: &[Output]) -> Vec<String> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Send(ev) => Some(serde_json::to_string(&**ev).unwrap()),
@@ -231,7 +236,7 @@ fn sent_texts(outs: &[Output]) -> Vec<String> {
         .collect()
 }
 
-fn responses_asked(outs: &[Output]) -> usize {
+pub(super) fn responses_asked(outs: &[Output]) -> usize {
     outs.iter()
         .filter(
             |o| matches!(o, Output::Send(ev) if matches!(**ev, ClientEvent::ResponseCreate { .. })),

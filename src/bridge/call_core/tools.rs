@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::{truncate, CallCore, Ended, Ending, Mode, Output, Transfer};
 use super::{END_CALL_GRACE, TRANSFER_LIMIT};
+use crate::booking::CallKind;
 use crate::bridge::registry::{CallEvent, ToolCallRecord};
 use crate::bridge::tool_run::{
     arguments_value, classify, error_json, refused_json, ToolDone, ToolKind,
@@ -80,7 +81,7 @@ impl CallCore {
         }
     }
 
-    fn tool_output(&mut self, call_id: String, output: &Value) {
+    pub(super) fn tool_output(&mut self, call_id: String, output: &Value) {
         if self.has_leg {
             self.outputs.push_back(Output::ToolOutput {
                 call_id,
@@ -89,7 +90,13 @@ impl CallCore {
         }
     }
 
-    fn record_result(&mut self, call_id: &str, result: &Value, ok: bool, took: Duration) {
+    pub(super) fn record_result(
+        &mut self,
+        call_id: &str,
+        result: &Value,
+        ok: bool,
+        took: Duration,
+    ) {
         let ms = took.as_millis() as u64;
         let update = |r: &mut ToolCallRecord| {
             if r.call_id == call_id {
@@ -189,10 +196,22 @@ impl CallCore {
             self.tool_output(tc.call_id, &out);
             return;
         };
-        if self.transfer.is_some() {
+        if self.transfer.is_some() || self.warm.is_some() {
             let out = error_json("A transfer is already in progress.");
             self.record_result(&tc.call_id, &out, false, Duration::ZERO);
             self.tool_output(tc.call_id, &out);
+            return;
+        }
+        if arguments_value(&tc.arguments)["warm"] == Value::Bool(true) {
+            if self.kind != CallKind::Phone {
+                let out = error_json(
+                    "This call cannot stay on hold while you brief a person: transfer without warm.",
+                );
+                self.record_result(&tc.call_id, &out, false, Duration::ZERO);
+                self.tool_output(tc.call_id, &out);
+                return;
+            }
+            self.start_warm_transfer(now, tc, target);
             return;
         }
         info!(target = %target, "transferring the caller");
