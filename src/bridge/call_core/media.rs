@@ -56,7 +56,7 @@ impl CallCore {
             self.metrics
                 .added_latency("to_agent", depth as f64 / 1000.0);
         }
-        if self.muted || self.warm.as_ref().is_some_and(|w| w.ringing()) {
+        if self.muted || self.warm.as_ref().is_some_and(|w| w.on_hold()) {
             // on hold while a warm transfer rings: the agent hears nothing of the caller
             return &SILENCE;
         }
@@ -155,14 +155,19 @@ impl CallCore {
             Mode::Echo(_) => None,
         };
         if self.hold_pos == 0 {
-            info!(
-                sound = if sound.is_some() {
-                    "hold"
-                } else {
-                    "comfort_noise"
-                },
-                "a tool runs long: the caller hears the hold sound"
-            );
+            let sound = if sound.is_some() {
+                "hold"
+            } else {
+                "comfort_noise"
+            };
+            if self.warm.is_some() {
+                info!(
+                    sound,
+                    "a person is being called: the caller hears the hold sound"
+                );
+            } else {
+                info!(sound, "a tool runs long: the caller hears the hold sound");
+            }
             // marks the start of this wait (comfort noise does not move `hold_pos`)
             self.hold_pos = 1;
         }

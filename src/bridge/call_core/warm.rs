@@ -1,6 +1,7 @@
 //! Warm transfer (`transfer_call` with `warm: true`): the relay calls the agent's person
-//! itself while the caller hears the hold sound; when the person answers, the agent talks to
-//! them (its audio on the person's line, their voice to the model) and briefs them; once
+//! itself while the caller hears the hold sound; when the person answers (and the agent's
+//! last words to the caller have played out), the agent talks to them (its audio on the
+//! person's line, their voice to the model) and briefs them; once
 //! the briefing has played out, the session closes and the two phone legs are joined, each
 //! packet forwarded as it comes. No answer, or the person hanging up before the join, gives
 //! the caller back to the agent, who is told why.
@@ -51,6 +52,12 @@ pub(super) struct Warm {
 enum State {
     /// The person's phone rings; the caller is on hold.
     Ringing,
+    /// The person answered while the agent's last words to the caller still play: the
+    /// briefing waits for them to end (the person hears silence meanwhile).
+    Answered {
+        person: Box<PhoneMedia>,
+        person_rx: Duration,
+    },
     /// The agent briefs the person; the caller's media is parked here.
     Briefing {
         caller: Box<PhoneMedia>,
@@ -72,9 +79,10 @@ struct Joined {
 }
 
 impl Warm {
-    /// The caller is on hold, the agent hears nothing of them.
-    pub(super) fn ringing(&self) -> bool {
-        matches!(self.state, State::Ringing)
+    /// The caller is on hold and the agent hears nothing of them (the person's phone rings,
+    /// or they answered and wait for the briefing).
+    pub(super) fn on_hold(&self) -> bool {
+        matches!(self.state, State::Ringing | State::Answered { .. })
     }
 
     /// The two phone legs are joined.
@@ -126,7 +134,8 @@ impl CallCore {
         payload_type: u8,
         dtmf_payload_type: Option<u8>,
     ) {
-        if self.is_over() || !self.warm.as_ref().is_some_and(|w| w.ringing()) {
+        let ringing = matches!(self.warm.as_ref().map(|w| &w.state), Some(State::Ringing));
+        if self.is_over() || !ringing {
             // too late (the call ended, the transfer gave up): nobody to join them to
             self.outputs.push_back(Output::DropPerson);
             return;
@@ -136,30 +145,47 @@ impl CallCore {
             self.handle_person_ended(now, "the person's phone answered with another codec");
             return;
         }
-        let mut person = self.line_media(codec, payload_type, dtmf_payload_type);
+        let person = Box::new(self.line_media(codec, payload_type, dtmf_payload_type));
+        let audible = self.response_active || self.service_playing || !self.media.is_idle();
         let w = self.warm.as_mut().expect("checked");
-        let target = w.target.clone();
+        w.deadline = now + BRIEFING_LIMIT;
         if w.no_agent {
-            info!(target = %target, "warm transfer: the person answered; no agent to brief them");
+            info!(target = %w.target, "warm transfer: the person answered; no agent to brief them");
+            self.swap_in_person(now, person);
+            self.join(now);
+        } else if audible {
+            info!(target = %w.target, "warm transfer: the person answered; the agent's last words to the caller play out first");
+            w.state = State::Answered {
+                person,
+                person_rx: now,
+            };
+        } else {
+            self.brief(now, person);
+        }
+    }
+
+    /// The person's line becomes the agent's, the caller's is parked on hold.
+    fn swap_in_person(&mut self, now: Duration, mut person: Box<PhoneMedia>) {
+        std::mem::swap(&mut self.media, &mut person);
+        if let Some(w) = self.warm.as_mut() {
             w.state = State::Briefing {
-                caller: Box::new(std::mem::replace(&mut self.media, person)),
+                caller: person,
                 spoke: false,
                 quiet_since: None,
                 person_rx: now,
             };
-            self.join(now);
-            return;
         }
-        info!(target = %target, "warm transfer: the person answered; the agent briefs them");
-        std::mem::swap(&mut self.media, &mut person);
-        w.state = State::Briefing {
-            caller: Box::new(person),
-            spoke: false,
-            quiet_since: None,
-            person_rx: now,
+    }
+
+    /// The agent speaks to the person: the tool's output tells it to brief them.
+    fn brief(&mut self, now: Duration, person: Box<PhoneMedia>) {
+        self.swap_in_person(now, person);
+        let Some(w) = self.warm.as_mut() else {
+            return;
         };
+        info!(target = %w.target, "warm transfer: the person answered; the agent briefs them");
         w.deadline = now + BRIEFING_LIMIT;
-        let call_id = w.call_id.clone();
+        let (target, call_id) = (w.target.clone(), w.call_id.clone());
         self.overlap = super::overlap::Overlap::None;
         self.dropping_agent_audio = false;
         self.p.emit(CallEvent::Transfer {
@@ -181,7 +207,8 @@ impl CallCore {
             return;
         };
         let state = std::mem::replace(&mut w.state, State::Ringing);
-        let was_ringing = matches!(state, State::Ringing);
+        // the tool call still waits for its output
+        let unanswered = matches!(state, State::Ringing | State::Answered { .. });
         match state {
             State::Joined(_) => {
                 info!("the person hung up: the call ends");
@@ -195,7 +222,7 @@ impl CallCore {
                     self.barge_in(now, true);
                 }
             }
-            State::Ringing => {}
+            State::Ringing | State::Answered { .. } => {}
         }
         // the hold sound stops
         self.media.flush(now);
@@ -216,8 +243,7 @@ impl CallCore {
             self.apologise(now, "realtime_failed");
             return;
         }
-        if was_ringing {
-            // the tool call still waits for its output
+        if unanswered {
             self.tool_output(w.call_id, &out);
         } else {
             self.send(message("system", text));
@@ -241,6 +267,11 @@ impl CallCore {
         }
         let w = self.warm.as_mut()?;
         match &mut w.state {
+            State::Answered { person, person_rx } => {
+                *person_rx = now;
+                person.count_rtp(now, p);
+                None
+            }
             State::Ringing | State::Briefing { .. } => None,
             State::Joined(j) => {
                 j.person_rx = now;
@@ -270,10 +301,16 @@ impl CallCore {
     /// The packet for the person's line at this tick (the agent's briefing), after
     /// [`CallCore::handle_tick`].
     pub fn person_packet(&mut self, now: Duration) -> Option<&[u8]> {
-        if self.parked_caller().is_none() || self.is_over() {
+        if self.is_over() {
             return None;
         }
-        let (n, _) = self.media.poll_out(now, &mut self.out);
+        let line = match &mut self.warm.as_mut()?.state {
+            // silence while the agent finishes with the caller
+            State::Answered { person, .. } => person,
+            State::Briefing { .. } => &mut self.media,
+            State::Ringing | State::Joined(_) => return None,
+        };
+        let (n, _) = line.poll_out(now, &mut self.out);
         (n > 0).then(|| &self.out[..n])
     }
 
@@ -290,6 +327,14 @@ impl CallCore {
             State::Ringing if past => {
                 self.outputs.push_back(Output::DropPerson);
                 self.handle_person_ended(now, "the person did not answer in time");
+            }
+            State::Answered { .. } if quiet || past => {
+                let State::Answered { person, .. } =
+                    std::mem::replace(&mut w.state, State::Ringing)
+                else {
+                    unreachable!("matched");
+                };
+                self.brief(now, person);
             }
             State::Briefing {
                 spoke, quiet_since, ..
@@ -311,7 +356,7 @@ impl CallCore {
                 }
             }
             State::Joined(_) => w.deadline = Duration::MAX,
-            State::Ringing => {}
+            State::Ringing | State::Answered { .. } => {}
         }
     }
 
@@ -365,10 +410,17 @@ impl CallCore {
             return false;
         };
         w.no_agent = true;
-        match w.state {
-            State::Briefing { .. } => self.join(now),
+        match std::mem::replace(&mut w.state, State::Ringing) {
+            State::Answered { person, .. } => {
+                self.swap_in_person(now, person);
+                self.join(now);
+            }
+            state @ State::Briefing { .. } => {
+                w.state = state;
+                self.join(now);
+            }
             State::Ringing => info!("the session ended while the person's phone rings: they are joined without a briefing"),
-            State::Joined(_) => {}
+            state @ State::Joined(_) => w.state = state,
         }
         true
     }
@@ -376,7 +428,9 @@ impl CallCore {
     /// The person's line stays alive while joined: their RTP timeout, as the caller's.
     pub(super) fn person_silent_since(&self) -> Option<Duration> {
         match &self.warm.as_ref()?.state {
-            State::Briefing { person_rx, .. } => Some(*person_rx),
+            State::Answered { person_rx, .. } | State::Briefing { person_rx, .. } => {
+                Some(*person_rx)
+            }
             State::Joined(j) => Some(j.person_rx),
             State::Ringing => None,
         }

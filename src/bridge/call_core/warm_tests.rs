@@ -321,3 +321,41 @@ fn the_agent_cannot_start_a_second_transfer_while_one_rings() {
     assert!(loudness(&c.heard[0]) > 1000);
     assert!(loudness(c.heard.last().unwrap()) < 200);
 }
+
+#[test]
+fn the_agents_last_words_to_the_caller_play_out_before_the_briefing_begins() {
+    let (mut c, _) = Call::warm_ringing();
+    // "please hold" still playing (the service sends audio faster than real time)
+    c.agent_speaks("resp_hold", 30);
+    c.core.handle_person_answered(c.now, Law::Mu, 0, None);
+    assert!(c.outputs().is_empty(), "the briefing waits");
+    let mut person = Vec::new();
+    let n = c.heard.len();
+    c.run_both(ms(300), &mut person);
+    assert!(
+        c.heard[n..].iter().all(|p| loudness(p) > 1000),
+        "the caller hears the rest"
+    );
+    assert!(
+        person.iter().all(|p| loudness(p) < 100),
+        "the person hears silence, not the caller's words"
+    );
+    assert_eq!(person.len(), 15, "their line has packets meanwhile");
+    c.event(json!({"type": "response.done", "event_id": "e9",
+        "response": {"id": "resp_hold", "object": "realtime.response", "status": "completed"}}));
+    c.run_both(ms(500), &mut person);
+    assert!(c.outputs().is_empty(), "still playing to the caller");
+    c.run_both(ms(1000), &mut person);
+    let outs = c.outputs();
+    assert!(
+        matches!(&outs[..], [Output::ToolOutput { output, .. }] if output.contains("briefing")),
+        "{outs:?}"
+    );
+    c.agent_speaks("resp_brief", 10);
+    let n = person.len();
+    c.run_both(ms(1300), &mut person);
+    assert_eq!(
+        person[n..].iter().filter(|p| loudness(p) > 1000).count(),
+        10
+    );
+}
