@@ -349,3 +349,41 @@ fn a_busy_person_gives_the_caller_back_to_the_agent() {
         "the agent's apology was heard: {loud_at_end}"
     );
 }
+
+#[test]
+fn a_caller_who_hangs_up_on_hold_leaves_no_phone_ringing() {
+    let dir = tempfile::tempdir().unwrap();
+    let person_port = sipp_port();
+    let caller_sock = socket();
+    let caller_media = caller_sock.local_addr().unwrap().port();
+    // the person's phone rings until it is CANCELled (and fails the run if it never is)
+    let person = person_sipp(
+        person_port,
+        support::scenario("trunk_rings.xml").display().to_string(),
+    );
+    let (relay, _agents) = relay("warm_transfer.toml", person_port);
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller_heard = phone(caller_sock, caller_frame, stop.clone());
+    let caller_run = sipp(
+        &relay,
+        &with_media_port(dir.path(), "warm_caller_hangs_up.xml", caller_media),
+        &["-m", "1"],
+    );
+    stop.store(true, Ordering::Release);
+    let person_run = person.join().unwrap();
+    caller_heard.join().unwrap();
+    support::assert_sipp_ok(&caller_run, 1, &relay);
+    assert!(
+        person_run.code == 0 && person_run.successful == 1,
+        "the person's phone was CANCELled: exit {}\n{}\nrelay:\n{}",
+        person_run.code,
+        person_run.output,
+        relay.dump()
+    );
+    let end = relay.wait_calls_ended(1, Duration::from_secs(20)).remove(0);
+    assert_eq!(end["reason"], "caller_bye", "{}", relay.dump());
+    relay.wait_for(
+        |v| msg(v) == "no longer wanted: cancelling the call",
+        Duration::from_secs(1),
+    );
+}

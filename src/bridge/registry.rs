@@ -313,7 +313,8 @@ pub enum CallEvent {
     Transfer {
         /// Where to.
         target: String,
-        /// `trying`, `succeeded` or `failed: …`.
+        /// `trying`, `briefing` (a warm transfer's person answered), `succeeded` or
+        /// `failed: …`.
         outcome: String,
     },
     /// Answering-machine detection decided who answered a call the relay placed.
