@@ -9,6 +9,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use voxrelay::media::codec::{Codec, G711Decoder, PayloadDecoder};
 use voxrelay::media::echo_gate::EchoGate;
+use voxrelay::media::forward::Forwarder;
 use voxrelay::media::frame::{Frame, FRAME_SAMPLES};
 use voxrelay::media::g711::Law;
 use voxrelay::media::jitter::{JitterBuffer, JitterConfig};
@@ -16,6 +17,7 @@ use voxrelay::media::opus_codec::{
     OpusConfig, OpusDecoder, OpusEncoder, MAX_OPUS_PACKET, OPUS_TICKS_PER_FRAME,
 };
 use voxrelay::media::pacer::Pacer;
+use voxrelay::media::rtp::{Packetizer, HEADER_LEN};
 
 /// 2 s of a voiced, syllable-like signal (so Opus does real work, not silence).
 fn voiced_frames() -> Vec<Frame> {
@@ -100,6 +102,30 @@ fn stages(c: &mut Criterion) {
             })
         });
     }
+
+    // a warm transfer's joined legs: one packet parsed and re-stamped into the other leg's
+    // stream (both directions do this for every packet)
+    let packets: Vec<Vec<u8>> = g711
+        .iter()
+        .enumerate()
+        .map(|(n, payload)| {
+            let mut tx = Packetizer::new(0x1234, n as u16, n as u32 * 160);
+            let mut d = vec![0u8; HEADER_LEN + FRAME_SAMPLES];
+            tx.write(0, payload, 160, &mut d);
+            d
+        })
+        .collect();
+    let mut fwd = Forwarder::new(Packetizer::new(0x9999, 7, 0), (0, 0), Some((101, 101)));
+    let mut out = [0u8; 1500];
+    let mut i = 0;
+    g.bench_function("rtp_forward", |b| {
+        b.iter(|| {
+            i = (i + 1) % packets.len();
+            let d = black_box(&packets[i]);
+            let p = voxrelay::media::rtp::parse(d).unwrap();
+            black_box(fwd.forward(&p, &d[p.payload_start..p.payload_end], &mut out));
+        })
+    });
 
     // the line-echo gate, both halves of one tick: the frame played, the caller's frame
     // judged (the caller returns the agent's audio at -10 dB, so most frames are gated)
