@@ -187,11 +187,6 @@ fn socket() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").unwrap()
 }
 
-/// The person's SIPp on `port`, in a thread of its own.
-fn person_sipp(port: u16, scenario: String) -> thread::JoinHandle<SippRun> {
-    thread::spawn(move || sipp_from("127.0.0.1", "127.0.0.1:9", port, &scenario, &["-m", "1"]))
-}
-
 fn tool_output(relay: &Relay, name: &str) -> String {
     let s = &sim_sessions(relay)[0];
     let outputs = s["tool_outputs"].as_array().cloned().unwrap_or_default();
@@ -203,39 +198,75 @@ fn tool_output(relay: &Relay, name: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn the_person_is_briefed_then_the_caller_and_the_person_hear_each_other() {
+/// One call through a warm transfer: what each side did and heard.
+struct Run {
+    relay: Relay,
+    _agents: tempfile::TempDir,
+    caller: SippRun,
+    person: SippRun,
+    caller_heard: Heard,
+    /// Empty when the person never answers.
+    person_heard: Heard,
+}
+
+/// The person's SIPp plays `person` (a template: its `MEDIA_PORT` is the test's socket for
+/// the person's media); the simulator plays `scenario`; SIPp calls as the caller with
+/// `caller` (its `MEDIA_PORT` the test's socket for the caller's media).
+fn run_call(scenario: &str, person: &str, caller: &str) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let person_port = sipp_port();
     let (caller_sock, person_sock) = (socket(), socket());
     let caller_media = caller_sock.local_addr().unwrap().port();
     let person_media = person_sock.local_addr().unwrap().port();
-    let person = person_sipp(
-        person_port,
-        with_media_port(dir.path(), "warm_person.xml", person_media),
-    );
-    let (relay, _agents) = relay("warm_transfer.toml", person_port);
+    let person_scenario = with_media_port(dir.path(), person, person_media);
+    let person_run = thread::spawn(move || {
+        sipp_from(
+            "127.0.0.1",
+            "127.0.0.1:9",
+            person_port,
+            &person_scenario,
+            &["-m", "1"],
+        )
+    });
+    let (relay, agents) = relay(scenario, person_port);
     let stop = Arc::new(AtomicBool::new(false));
     let caller_heard = phone(caller_sock, caller_frame, stop.clone());
     let person_heard = phone(person_sock, |k| tone(PERSON_HZ, k), stop.clone());
-
     let caller_run = sipp(
         &relay,
-        &with_media_port(dir.path(), "warm_caller.xml", caller_media),
+        &with_media_port(dir.path(), caller, caller_media),
         &["-m", "1"],
     );
-    let person_run = person.join().unwrap();
+    let person_run = person_run.join().unwrap();
     stop.store(true, Ordering::Release);
-    let (caller_heard, person_heard) = (caller_heard.join().unwrap(), person_heard.join().unwrap());
-    support::assert_sipp_ok(&caller_run, 1, &relay);
+    let run = Run {
+        caller: caller_run,
+        person: person_run,
+        caller_heard: caller_heard.join().unwrap(),
+        person_heard: person_heard.join().unwrap(),
+        relay,
+        _agents: agents,
+    };
+    support::assert_sipp_ok(&run.caller, 1, &run.relay);
     assert!(
-        person_run.code == 0 && person_run.successful == 1,
-        "the person was offered PCMA alone, answered and hung up: exit {}\n{}\nrelay:\n{}",
-        person_run.code,
-        person_run.output,
-        relay.dump()
+        run.person.code == 0 && run.person.successful == 1,
+        "the person's SIPp: exit {}\n{}\nrelay:\n{}",
+        run.person.code,
+        run.person.output,
+        run.relay.dump()
     );
+    run
+}
 
+#[test]
+fn the_person_is_briefed_then_the_caller_and_the_person_hear_each_other() {
+    // the person's INVITE offers PCMA alone; they answer, and hang up after 12 s
+    let Run {
+        relay,
+        caller_heard,
+        person_heard,
+        ..
+    } = run_call("warm_transfer.toml", "warm_person.xml", "warm_caller.xml");
     // the person hung up: the relay ended the caller's call
     let end = relay.wait_calls_ended(1, Duration::from_secs(20)).remove(0);
     assert_eq!(end["reason"], "transferred", "{}", relay.dump());
@@ -293,29 +324,17 @@ fn the_person_is_briefed_then_the_caller_and_the_person_hear_each_other() {
 
 #[test]
 fn a_busy_person_gives_the_caller_back_to_the_agent() {
-    let dir = tempfile::tempdir().unwrap();
-    let person_port = sipp_port();
-    let caller_sock = socket();
-    let caller_media = caller_sock.local_addr().unwrap().port();
-    let person = person_sipp(
-        person_port,
-        support::scenario("warm_person_busy.xml")
-            .display()
-            .to_string(),
+    let Run {
+        relay,
+        caller_heard,
+        person_heard,
+        ..
+    } = run_call(
+        "warm_transfer_busy.toml",
+        "warm_person_busy.xml",
+        "warm_caller_hangs_up.xml",
     );
-    let (relay, _agents) = relay("warm_transfer_busy.toml", person_port);
-    let stop = Arc::new(AtomicBool::new(false));
-    let caller_heard = phone(caller_sock, caller_frame, stop.clone());
-    let caller_run = sipp(
-        &relay,
-        &with_media_port(dir.path(), "warm_caller_hangs_up.xml", caller_media),
-        &["-m", "1"],
-    );
-    stop.store(true, Ordering::Release);
-    let person_run = person.join().unwrap();
-    let caller_heard = caller_heard.join().unwrap();
-    support::assert_sipp_ok(&caller_run, 1, &relay);
-    assert_eq!(person_run.code, 0, "{}", person_run.output);
+    assert!(person_heard.is_empty(), "the person never answered");
     let end = relay.wait_calls_ended(1, Duration::from_secs(20)).remove(0);
     assert_eq!(end["reason"], "caller_bye", "{}", relay.dump());
 
@@ -352,36 +371,15 @@ fn a_busy_person_gives_the_caller_back_to_the_agent() {
 
 #[test]
 fn a_caller_who_hangs_up_on_hold_leaves_no_phone_ringing() {
-    let dir = tempfile::tempdir().unwrap();
-    let person_port = sipp_port();
-    let caller_sock = socket();
-    let caller_media = caller_sock.local_addr().unwrap().port();
     // the person's phone rings until it is CANCELled (and fails the run if it never is)
-    let person = person_sipp(
-        person_port,
-        support::scenario("trunk_rings.xml").display().to_string(),
-    );
-    let (relay, _agents) = relay("warm_transfer.toml", person_port);
-    let stop = Arc::new(AtomicBool::new(false));
-    let caller_heard = phone(caller_sock, caller_frame, stop.clone());
-    let caller_run = sipp(
-        &relay,
-        &with_media_port(dir.path(), "warm_caller_hangs_up.xml", caller_media),
-        &["-m", "1"],
-    );
-    stop.store(true, Ordering::Release);
-    let person_run = person.join().unwrap();
-    caller_heard.join().unwrap();
-    support::assert_sipp_ok(&caller_run, 1, &relay);
-    assert!(
-        person_run.code == 0 && person_run.successful == 1,
-        "the person's phone was CANCELled: exit {}\n{}\nrelay:\n{}",
-        person_run.code,
-        person_run.output,
-        relay.dump()
+    let Run { relay, .. } = run_call(
+        "warm_transfer.toml",
+        "trunk_rings.xml",
+        "warm_caller_hangs_up.xml",
     );
     let end = relay.wait_calls_ended(1, Duration::from_secs(20)).remove(0);
     assert_eq!(end["reason"], "caller_bye", "{}", relay.dump());
+    // from the caller's hang-up, not the person's ring timeout
     relay.wait_for(
         |v| msg(v) == "no longer wanted: cancelling the call",
         Duration::from_secs(1),
