@@ -167,6 +167,8 @@ impl CallCore {
     /// The person's line becomes the agent's, the caller's is parked on hold.
     fn swap_in_person(&mut self, now: Duration, mut person: Box<PhoneMedia>) {
         std::mem::swap(&mut self.media, &mut person);
+        // the caller's line plays the hold sound again, whatever was held on it
+        person.resume();
         if let Some(w) = self.warm.as_mut() {
             w.state = State::Briefing {
                 caller: person,
@@ -216,9 +218,10 @@ impl CallCore {
                 return;
             }
             State::Briefing { caller, .. } => {
-                // the caller's line back to the agent; what it said to the person is dropped
+                // the caller's line back to the agent; what it said to the person is dropped,
+                // and what it still sends of it too
                 self.media = *caller;
-                if self.response_active {
+                if self.response_active || self.service_playing {
                     self.barge_in(now, true);
                 }
             }

@@ -359,3 +359,29 @@ fn the_agents_last_words_to_the_caller_play_out_before_the_briefing_begins() {
         10
     );
 }
+
+#[test]
+fn the_rest_of_a_briefing_the_service_still_plays_never_reaches_the_caller() {
+    let (mut c, _) = Call::warm_ringing();
+    c.core.handle_person_answered(c.now, Law::Mu, 0, None);
+    c.outputs();
+    // WebRTC: the answer is done, but the service still plays it out on the line
+    c.agent_speaks("resp_brief", 5);
+    c.event(json!({"type": "output_audio_buffer.started", "event_id": "e5", "response_id": "resp_brief"}));
+    c.event(json!({"type": "response.done", "event_id": "e6",
+        "response": {"id": "resp_brief", "object": "realtime.response", "status": "completed"}}));
+    c.core.handle_person_ended(c.now, "the person hung up");
+    let outs = c.outputs();
+    assert!(
+        outs.iter().any(|o| matches!(o, Output::Interrupt { .. })),
+        "the service is told to stop: {outs:?}"
+    );
+    // what still comes of the briefing is dropped; the caller hears only the hold's end
+    c.core
+        .handle_leg(c.now, LegEvent::Audio(AgentAudio::Pcm(tone())));
+    c.run_to(ms(400));
+    assert!(
+        c.heard.iter().all(|p| loudness(p) < 200),
+        "no briefing for the caller"
+    );
+}
