@@ -43,6 +43,11 @@ fn relay(scenario: &str, person_port: u16) -> (Relay, tempfile::TempDir) {
     let dir = agents.path().display().to_string();
     let scenario = test_scenario(scenario);
     let relay = Relay::start(&[
+        // the caller's trunk, whose caller ID is trusted (the default)
+        (
+            "VOXRELAY__TRUNKS",
+            r#"[{name = "pstn", addresses = ["127.0.0.1/32"]}]"#,
+        ),
         ("VOXRELAY__AGENTS__DEFAULT", "receptionist"),
         ("VOXRELAY__AGENTS__DIR", &dir),
         ("VOXRELAY__SIM__SCENARIO", &scenario),
@@ -260,7 +265,8 @@ fn run_call(scenario: &str, person: &str, caller: &str) -> Run {
 
 #[test]
 fn the_person_is_briefed_then_the_caller_and_the_person_hear_each_other() {
-    // the person's INVITE offers PCMA alone; they answer, and hang up after 12 s
+    // the person's INVITE offers PCMA alone and shows the caller's number; they answer, and
+    // hang up after 12 s
     let Run {
         relay,
         caller_heard,

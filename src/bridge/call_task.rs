@@ -395,6 +395,7 @@ impl Task {
             codec,
             ring_timeout: crate::bridge::call_core::TRANSFER_LIMIT,
             cancel: self.person.cancel.clone(),
+            shown_as: self.call.caller_number.clone(),
         };
         let agent = self
             .core

@@ -63,6 +63,9 @@ pub struct LegDial {
     pub ring_timeout: Duration,
     /// Cancels the attempt while it rings (the first leg ended).
     pub cancel: CancellationToken,
+    /// The first leg's caller as a trusted trunk gave their number: the display name of our
+    /// From, so that the person's phone shows who is being put through.
+    pub shown_as: Option<String>,
 }
 
 /// What the agent knows of an outbound call it is on.
@@ -207,6 +210,7 @@ impl Dialer {
                 dial: d,
                 codec: None,
                 cancel: CancellationToken::new(),
+                display: None,
             };
             match call.run(rtp, slot).await {
                 Ok(answered) => {
@@ -261,6 +265,8 @@ impl Dialer {
             },
             codec: Some(d.codec),
             cancel: d.cancel,
+            // a number only (a trusted trunk's, digits and `+`): nothing to quote or escape
+            display: d.shown_as.filter(|n| valid_number(n)),
         };
         Ok(tokio::spawn(attempt.run(rtp, slot)))
     }
@@ -394,6 +400,8 @@ struct Attempt {
     codec: Option<Law>,
     /// Cancels the attempt while it rings.
     cancel: CancellationToken,
+    /// Our From's display name.
+    display: Option<String>,
 }
 
 impl Attempt {
@@ -430,6 +438,7 @@ impl Attempt {
             _ => None,
         };
         let opt = InviteOption {
+            caller_display_name: self.display.clone(),
             caller,
             callee,
             destination: Some(SipAddr::from(self.dest)),
