@@ -27,8 +27,7 @@ impl Forwarder {
     /// Continues the outgoing stream `tx` (its SSRC, sequence and clock). `audio`: the
     /// incoming payload type and the outgoing one; `events`: the same for telephone-events
     /// (`None`: one side has none, and key presses are not forwarded).
-    pub fn new(tx: Packetizer, audio: (u8, u8), events: Option<(u8, u8)>) -> Self {
-        let mut tx = tx;
+    pub fn new(mut tx: Packetizer, audio: (u8, u8), events: Option<(u8, u8)>) -> Self {
         tx.mark_next();
         Self {
             tx,

@@ -237,7 +237,13 @@ impl Dialer {
         agent: &str,
     ) -> Result<JoinHandle<LegOutcome>, DialError> {
         let shared = &self.shared;
-        let target = uri_host(&d.uri).ok_or(DialError::BadNumber)?;
+        // `sip:` only: a second leg goes over UDP
+        let target = d
+            .uri
+            .starts_with("sip:")
+            .then(|| registrar_host(&d.uri))
+            .flatten()
+            .ok_or(DialError::BadNumber)?;
         // a trunk that serves this host: its credentials and proxy
         let trunk = shared.gate.trunks.all().iter().find_map(|t| {
             let (dest, host) = destination(t)?;
@@ -298,21 +304,10 @@ fn trunk_user(trunk: Option<&super::trunks::Trunk>) -> String {
         .unwrap_or_else(|| "voxrelay".into())
 }
 
-/// `sip:user@host[:port][;params]` → `host[:port]` (`sip:` only: a second leg goes over UDP).
-fn uri_host(uri: &str) -> Option<String> {
-    let rest = uri.strip_prefix("sip:")?;
-    let (_, host) = rest.split_once('@')?;
-    let host = host.split([';', '?']).next()?;
-    (!host.is_empty()).then(|| host.to_string())
-}
-
-/// `host[:port]` to an address (port 5060 when none is given).
+/// `host[:port]` to an address, resolving a name (port 5060 when none is given).
 async fn resolve(host: &str) -> Option<SocketAddr> {
-    if let Ok(a) = host.parse::<SocketAddr>() {
+    if let Some(a) = literal_addr(host) {
         return Some(a);
-    }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, 5060));
     }
     let with_port = if host.contains(':') {
         host.to_string()
@@ -336,11 +331,15 @@ fn destination(t: &super::trunks::Trunk) -> Option<(SocketAddr, String)> {
         return Some((addr, host));
     }
     let host = registrar_host(t.cfg.registrar.as_deref()?)?;
-    let addr: SocketAddr = host.parse().ok().or_else(|| {
+    Some((literal_addr(&host)?, host))
+}
+
+/// An IP address with an optional port (5060 when none is given); `None` for a name.
+fn literal_addr(host: &str) -> Option<SocketAddr> {
+    host.parse().ok().or_else(|| {
         let ip: IpAddr = host.parse().ok()?;
         Some(SocketAddr::new(ip, 5060))
-    })?;
-    Some((addr, host))
+    })
 }
 
 /// `sip:host[:port][;params]` → `host[:port]`.

@@ -30,7 +30,7 @@ impl CallCore {
         }
         if self.warm.as_ref().is_some_and(|w| w.joined()) {
             self.media.count_rtp(now, p);
-            return self.forward_to_person(p, payload);
+            return self.forward(true, p, payload);
         }
         if let Some(caller) = self.parked_caller() {
             // on hold while the agent briefs the person: counted, not heard
@@ -126,30 +126,8 @@ impl CallCore {
         (n > 0).then(|| &self.out[..n])
     }
 
-    /// A tick while the agent briefs a warm transfer's person: the caller, parked, hears
-    /// the hold sound ([`CallCore::person_packet`] gives the person's packet).
-    fn tick_on_hold(&mut self, now: Duration) -> Option<&[u8]> {
-        let frame = self.hold_frame();
-        let sends = self.direction.relay_sends();
-        let caller = self.parked_caller().expect("checked");
-        if caller.is_idle() {
-            caller.push_pcm(&frame);
-        }
-        let mut out = [0u8; crate::bridge::phone_media::MAX_OUT];
-        let n = if sends {
-            caller.poll_out(now, &mut out).0
-        } else {
-            caller.skip();
-            0
-        };
-        self.handle_timeout(now);
-        self.check_ending(now);
-        self.out[..n].copy_from_slice(&out[..n]);
-        (n > 0).then(|| &self.out[..n])
-    }
-
     /// The next 20 ms of the hold sound (comfort noise when the agent has none).
-    fn hold_frame(&mut self) -> Frame {
+    pub(super) fn hold_frame(&mut self) -> Frame {
         let sound = match &self.mode {
             Mode::Agent(a) => a.hold_sound.clone(),
             Mode::Echo(_) => None,

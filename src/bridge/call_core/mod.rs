@@ -22,7 +22,6 @@ mod tools;
 mod warm;
 
 pub use media::EndFigures;
-pub use warm::{BRIEFING_LIMIT, BRIEFING_NOTE};
 
 pub use realtime::{end_cause, failure_cause};
 
@@ -562,28 +561,19 @@ impl CallCore {
 
     /// After `end_call`: BYE once the goodbye has played out.
     fn check_ending(&mut self, now: Duration) {
-        let Some(ending) = self.ending else {
+        let Some(mut ending) = self.ending else {
             return;
         };
-        let quiet = !self.response_active && !self.service_playing && self.media.is_idle();
-        match (quiet, ending.quiet_since) {
-            (true, Some(since)) if now.saturating_sub(since) >= END_CALL_QUIET => {
-                self.end(Ended::relay("agent_end_call"))
-            }
-            (true, None) => {
-                self.ending = Some(Ending {
-                    quiet_since: Some(now),
-                    ..ending
-                })
-            }
-            (false, Some(_)) => {
-                self.ending = Some(Ending {
-                    quiet_since: None,
-                    ..ending
-                })
-            }
-            _ => {}
+        if played_out(self.agent_quiet(), &mut ending.quiet_since, now) {
+            self.end(Ended::relay("agent_end_call"));
+        } else {
+            self.ending = Some(ending);
         }
+    }
+
+    /// Nothing of the agent is being said or played on its line.
+    fn agent_quiet(&self) -> bool {
+        !self.response_active && !self.service_playing && self.media.is_idle()
     }
 
     /// Ends the realtime side's part and plays `prompt` to the caller, then BYE. A
@@ -654,6 +644,16 @@ impl CallCore {
             }
         }
     }
+}
+
+/// True once the agent's line has been `quiet` for [`END_CALL_QUIET`] (its last words heard);
+/// `since` keeps when the quiet began, and is cleared when it is not quiet.
+fn played_out(quiet: bool, since: &mut Option<Duration>, now: Duration) -> bool {
+    if !quiet {
+        *since = None;
+        return false;
+    }
+    now.saturating_sub(*since.get_or_insert(now)) >= END_CALL_QUIET
 }
 
 /// Milliseconds since the call's start, as transcript lines carry them.

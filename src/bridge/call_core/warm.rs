@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 use tracing::info;
 
-use super::{message, CallCore, Ended, Output, END_CALL_QUIET, TRANSFER_LIMIT};
+use super::{message, played_out, CallCore, Ended, Output, TRANSFER_LIMIT};
 use crate::bridge::phone_media::PhoneMedia;
 use crate::bridge::registry::CallEvent;
 use crate::bridge::tool_run::error_json;
@@ -146,7 +146,7 @@ impl CallCore {
             return;
         }
         let person = Box::new(self.line_media(codec, payload_type, dtmf_payload_type));
-        let audible = self.response_active || self.service_playing || !self.media.is_idle();
+        let audible = !self.agent_quiet();
         let w = self.warm.as_mut().expect("checked");
         w.deadline = now + BRIEFING_LIMIT;
         if w.no_agent {
@@ -256,41 +256,63 @@ impl CallCore {
 
     /// An RTP packet from the person's line; when joined, the packet to send to the caller.
     pub fn handle_person_rtp(&mut self, now: Duration, p: &RtpIn, payload: &[u8]) -> Option<&[u8]> {
-        if self.parked_caller().is_some() {
-            if let Some(State::Briefing { person_rx, .. }) =
-                self.warm.as_mut().map(|w| &mut w.state)
-            {
-                *person_rx = now;
-            }
-            // the person's keys reach the agent as the caller's would
-            if let Some(key) = self.media.on_rtp(now, p, payload) {
-                self.on_key(now, key);
-            }
-            return None;
-        }
-        let w = self.warm.as_mut()?;
-        match &mut w.state {
+        match &mut self.warm.as_mut()?.state {
+            State::Ringing => return None,
             State::Answered { person, person_rx } => {
                 *person_rx = now;
                 person.count_rtp(now, p);
-                None
+                return None;
             }
-            State::Ringing | State::Briefing { .. } => None,
-            State::Joined(j) => {
-                j.person_rx = now;
-                let n = j.to_caller.forward(p, payload, &mut j.out)?;
-                Some(&j.out[..n])
+            State::Joined(j) => j.person_rx = now,
+            State::Briefing { person_rx, .. } => {
+                *person_rx = now;
+                // the person's line is the agent's: their voice and keys reach it as the
+                // caller's would
+                if let Some(key) = self.media.on_rtp(now, p, payload) {
+                    self.on_key(now, key);
+                }
+                return None;
             }
         }
+        self.forward(false, p, payload)
     }
 
-    /// Caller RTP while the legs are joined: the packet to send to the person.
-    pub(super) fn forward_to_person(&mut self, p: &RtpIn, payload: &[u8]) -> Option<&[u8]> {
+    /// A packet of one joined leg as the other's (`to_person`: the caller's, for the
+    /// person): the packet to send, if it is forwarded.
+    pub(super) fn forward(&mut self, to_person: bool, p: &RtpIn, payload: &[u8]) -> Option<&[u8]> {
         let State::Joined(j) = &mut self.warm.as_mut()?.state else {
             return None;
         };
-        let n = j.to_person.forward(p, payload, &mut j.out)?;
+        let f = if to_person {
+            &mut j.to_person
+        } else {
+            &mut j.to_caller
+        };
+        let n = f.forward(p, payload, &mut j.out)?;
         Some(&j.out[..n])
+    }
+
+    /// A tick while the agent briefs a warm transfer's person: the caller, parked, hears
+    /// the hold sound ([`CallCore::person_packet`] gives the person's packet).
+    pub(super) fn tick_on_hold(&mut self, now: Duration) -> Option<&[u8]> {
+        if self.parked_caller().is_some_and(|c| c.is_idle()) {
+            let frame = self.hold_frame();
+            if let Some(caller) = self.parked_caller() {
+                caller.push_pcm(&frame);
+            }
+        }
+        let sends = self.direction.relay_sends();
+        let n = match self.warm.as_mut().map(|w| &mut w.state) {
+            Some(State::Briefing { caller, .. }) if sends => caller.poll_out(now, &mut self.out).0,
+            Some(State::Briefing { caller, .. }) => {
+                caller.skip();
+                0
+            }
+            _ => 0,
+        };
+        self.handle_timeout(now);
+        self.check_ending(now);
+        (n > 0).then(|| &self.out[..n])
     }
 
     /// The caller's parked media, while the agent briefs the person.
@@ -320,7 +342,7 @@ impl CallCore {
     /// The warm transfer's deadlines and the end of the briefing (called on every tick and
     /// timeout).
     pub(super) fn warm_timeout(&mut self, now: Duration) {
-        let quiet = !self.response_active && !self.service_playing && self.media.is_idle();
+        let quiet = self.agent_quiet();
         let response_active = self.response_active;
         let Some(w) = self.warm.as_mut() else {
             return;
@@ -343,18 +365,7 @@ impl CallCore {
                 spoke, quiet_since, ..
             } => {
                 *spoke |= response_active;
-                let done = match (*spoke && quiet, *quiet_since) {
-                    (true, Some(since)) => now.saturating_sub(since) >= END_CALL_QUIET,
-                    (true, None) => {
-                        *quiet_since = Some(now);
-                        false
-                    }
-                    (false, _) => {
-                        *quiet_since = None;
-                        false
-                    }
-                };
-                if done || past {
+                if played_out(*spoke && quiet, quiet_since, now) || past {
                     self.join(now);
                 }
             }

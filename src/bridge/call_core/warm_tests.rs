@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::tests::{ended, ms, sent_texts, tone, Call};
+use super::warm::BRIEFING_NOTE;
 use super::*;
 use crate::bridge::registry::Envelope;
 use crate::media::g711::Law;
