@@ -114,6 +114,44 @@ fn the_relay_hangs_up_at_max_call_seconds() {
 }
 
 #[test]
+fn a_caller_whose_line_goes_silent_is_hung_up_at_the_rtp_timeout() {
+    let relay = Relay::start(&[("VOXRELAY__SIP__RTP_TIMEOUT_SECONDS", "2")]);
+    let mut uac = Uac::new(relay.sip);
+    assert_eq!(uac.invite().status(), 200);
+    uac.ack();
+    // a second of audio, each frame paced by one coming back, then nothing
+    let mut heard = 0;
+    for i in 0..50u16 {
+        uac.send_rtp(
+            0,
+            1000 + i,
+            5000 + u32::from(i) * 160,
+            0xabcdef,
+            &[0x55; 160],
+        );
+        heard += usize::from(uac.recv_rtp(Duration::from_millis(100)).is_some());
+    }
+    let silent_from = std::time::Instant::now();
+    assert!(heard >= 25, "the call carried audio: {heard} packets");
+    let bye = loop {
+        let m = uac
+            .recv(Duration::from_secs(10))
+            .expect("the relay hangs up a silent line");
+        if m.method() == "BYE" {
+            break m;
+        }
+    };
+    let waited = silent_from.elapsed().as_secs_f64();
+    uac.reply_ok(&bye);
+    let ended = ended_with(&relay, "rtp_timeout");
+    assert!(
+        (1.9..4.0).contains(&waited),
+        "hung up {waited:.2} s after the last packet"
+    );
+    assert!(ended["rtp_in"].as_u64().unwrap() >= 25, "{ended}");
+}
+
+#[test]
 fn past_max_calls_a_new_invite_gets_503_with_retry_after() {
     let relay = Relay::start(&[("VOXRELAY__SIP__MAX_CALLS", "1")]);
     let mut first = Uac::new(relay.sip);

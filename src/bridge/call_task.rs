@@ -218,8 +218,18 @@ impl Task {
         let mut rtp_buf = [0u8; 1500];
         let mut rtcp_buf = [0u8; 1500];
         let mut person_buf = [0u8; 1500];
+        // one timer for the core's deadlines, moved only when the next deadline moves
+        let timer = sleep_until(self.t0);
+        tokio::pin!(timer);
+        let mut armed = None;
         loop {
             let deadline = self.core.poll_timeout().map(|d| self.t0 + d);
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(d);
+                }
+                armed = deadline;
+            }
             let leg = self.io.leg.as_mut();
             let has_leg = leg.is_some();
             let dialing = self.person.dialing.as_mut();
@@ -314,7 +324,9 @@ impl Task {
                 }
                 _ = reports.tick(), if answered => self.call.rtp.send_rtcp(&self.core.rtcp_report(SystemTime::now())),
                 _ = stats.tick(), if answered => self.core.publish_stats(self.call.rtp.counters),
-                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                _ = &mut timer, if armed.is_some() => {
+                    // re-armed on the next turn, even at the same instant
+                    armed = None;
                     self.core.handle_timeout(self.t0.elapsed());
                 }
                 _ = stop.cancelled() => self.core.handle_shutdown(),

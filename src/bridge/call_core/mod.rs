@@ -230,6 +230,9 @@ pub struct CallCore {
     /// The call's time limit (from the answer).
     max_end: Option<Duration>,
     last_rx: Duration,
+    /// When RTP silence is next checked (see [`CallCore::check_rtp`]): a deadline that moves
+    /// only when it is reached, not with every packet, so the task keeps one timer.
+    rtp_check: Duration,
     noise: u32,
     hold_pos: usize,
     /// Frames of comfort noise or hold sound played (all calls long).
@@ -301,6 +304,7 @@ impl CallCore {
             goodbye: None,
             max_end: None,
             last_rx: Duration::ZERO,
+            rtp_check: Duration::ZERO,
             noise: 0x9E37_79B9,
             hold_pos: 0,
             hold_frames: 0,
@@ -333,8 +337,8 @@ impl CallCore {
         let rtp = self
             .settings
             .rtp_timeout
-            .filter(|_| self.receiving())
-            .map(|limit| self.last_rx + limit);
+            .filter(|_| self.receiving() || self.person_silent_since().is_some())
+            .map(|_| self.rtp_check);
         [
             self.max_end.filter(|_| self.goodbye.is_none()),
             self.ending.map(|e| e.deadline),
@@ -429,6 +433,7 @@ impl CallCore {
         self.phase = Phase::Live;
         self.max_end = Some(now + self.settings.max_call);
         self.last_rx = now;
+        self.rtp_check = now + self.settings.rtp_timeout.unwrap_or_default();
         self.p.answered();
         let greeting = match &self.mode {
             Mode::Echo(_) => {
@@ -498,6 +503,7 @@ impl CallCore {
         self.media
             .set_payload_types(payload_type, dtmf_payload_type);
         self.last_rx = now;
+        self.rtp_check = now + self.settings.rtp_timeout.unwrap_or_default();
     }
 
     /// The call's deadlines: keypad digits, the time limit, a transfer, RTP silence.
@@ -545,18 +551,30 @@ impl CallCore {
         if self.kind == CallKind::Web {
             self.check_ending(now);
         }
-        if let Some(limit) = self.settings.rtp_timeout {
-            if self.receiving() && now.saturating_sub(self.last_rx) > limit {
-                self.end(Ended::hang_up(EndReason::RtpTimeout));
-            }
-            if self
-                .person_silent_since()
-                .is_some_and(|rx| now.saturating_sub(rx) > limit)
-            {
-                info!("no RTP from the person's line: the call ends");
-                self.end(Ended::hang_up(EndReason::RtpTimeout));
-            }
+        self.check_rtp(now);
+    }
+
+    /// Ends the call when the caller's line, or a warm transfer person's, has sent no RTP
+    /// for `rtp_timeout`; else sets the next check for when the older of the two last
+    /// packets would be that old (a packet arriving meanwhile only moves `last_rx`).
+    fn check_rtp(&mut self, now: Duration) {
+        let Some(limit) = self.settings.rtp_timeout else {
+            return;
+        };
+        if now < self.rtp_check {
+            return;
         }
+        let caller = self.receiving().then_some(self.last_rx);
+        let person = self.person_silent_since();
+        if caller.is_some_and(|rx| now.saturating_sub(rx) > limit) {
+            self.end(Ended::hang_up(EndReason::RtpTimeout));
+        } else if person.is_some_and(|rx| now.saturating_sub(rx) > limit) {
+            info!("no RTP from the person's line: the call ends");
+            self.end(Ended::hang_up(EndReason::RtpTimeout));
+        }
+        let oldest = caller.into_iter().chain(person).min().unwrap_or(now);
+        // just past the limit: a packet exactly `limit` old is not yet a timeout
+        self.rtp_check = (oldest + limit).max(now) + Duration::from_millis(1);
     }
 
     /// After `end_call`: BYE once the goodbye has played out.

@@ -386,3 +386,53 @@ fn the_rest_of_a_briefing_the_service_still_plays_never_reaches_the_caller() {
         "no briefing for the caller"
     );
 }
+
+#[test]
+fn a_joined_person_whose_line_goes_silent_ends_the_call_while_the_caller_still_talks() {
+    let (mut c, _events) = Call::warm_ringing();
+    let mut person = Vec::new();
+    c.run_both(ms(1000), &mut person);
+    c.core.handle_person_answered(c.now, Law::Mu, 0, Some(101));
+    c.outputs();
+    c.agent_speaks("resp_brief", 10);
+    c.run_both(ms(1400), &mut person);
+    c.event(json!({"type": "response.done", "event_id": "e9",
+        "response": {"id": "resp_brief", "object": "realtime.response", "status": "completed"}}));
+    c.run_both(ms(2000), &mut person);
+    let outs = c.outputs();
+    assert!(outs.contains(&Output::CloseLeg), "joined: {outs:?}");
+    // the person's last packet; from here on only the caller sends
+    let (p, d) = packet(0x5151, 40, &[0x44; 160]);
+    assert!(c
+        .core
+        .handle_person_rtp(c.now, &p, &d[HEADER_LEN..])
+        .is_some());
+    let person_last = c.now;
+    let mut seq = 500;
+    let ended_at = loop {
+        // the caller talks every 20 ms; the core's timer fires when it is due
+        let next = c.now + ms(20);
+        while let Some(due) = c.core.poll_timeout().filter(|&d| d <= next) {
+            c.now = due.max(c.now);
+            c.core.handle_timeout(c.now);
+            if c.core.is_over() {
+                break;
+            }
+        }
+        if c.core.is_over() {
+            break c.now;
+        }
+        c.now = next;
+        seq += 1;
+        let (p, d) = packet(7, seq, &[0x33; 160]);
+        let _ = c.core.handle_rtp(c.now, &p, &d[HEADER_LEN..]);
+        assert!(c.now < ms(200_000), "the call never ended");
+    };
+    assert_eq!(
+        ended(&c.outputs()),
+        Some(&Ended::hang_up(EndReason::RtpTimeout))
+    );
+    // settings(): a 60 s RTP timeout, counted from the person's last packet
+    let after = ended_at - person_last;
+    assert!(after > ms(60_000) && after <= ms(60_020), "{after:?}");
+}
