@@ -284,3 +284,26 @@ async fn without_interrupt_response_barge_in_cancels_the_response() {
     assert!(log["errors_sent"].as_array().unwrap().is_empty(), "{log}");
     leg.close().await;
 }
+
+/// An event far larger than what the leg reads from the connection at a time (8 KiB) arrives
+/// whole: with 40 KB of instructions the simulator's `session.updated` is over 40 KB, the
+/// leg opens once it has it, and the call goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_larger_than_a_read_arrives_whole() {
+    let sim = sim("echo").await;
+    let mut spec = agent();
+    spec.instructions = "Book appointments for the clinic, briefly. ".repeat(1000);
+    assert!(spec.instructions.len() > 40_000);
+    let mut leg = open_as(&sim.base_url(), &spec).await;
+    let session_id = leg.session_id().expect("a session").to_string();
+    let log = record(&sim, &session_id).await;
+    assert_eq!(
+        log["session"]["instructions"].as_str().map(str::len),
+        Some(spec.instructions.len()),
+        "{log:#}"
+    );
+    let mut seen = Seen::default();
+    leg.send(create()).await.unwrap();
+    until(leg.as_mut(), 5, &mut seen, |e| matches!(e, LegEvent::Audio(_))).await;
+    leg.close().await;
+}

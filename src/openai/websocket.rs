@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -34,6 +34,12 @@ use crate::media::frame::FRAME_MS;
 use crate::secret::Secret;
 
 pub(super) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Bytes the WebSocket reads from the connection at a time. tungstenite zero-fills this much
+/// of its read buffer on every read, the reads that find nothing included; at its default
+/// (128 KiB) that zeroing was a fifth of a WebSocket call's CPU (docs/performance.md). An
+/// event of 100 ms of agent audio is about 6.5 KB; a larger one is read in several goes.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// A realtime session over one WebSocket.
 pub struct WebSocketLeg {
@@ -144,8 +150,10 @@ pub(super) async fn open_socket(
     req.headers_mut().insert("authorization", auth);
     // the connector is used only for `wss://`; `ws://` stays plain TCP
     let connector = tokio_tungstenite::Connector::Rustls(tls.0.clone());
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     let connected =
-        tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector)).await;
+        tokio_tungstenite::connect_async_tls_with_config(req, Some(config), false, Some(connector))
+            .await;
     match connected {
         Ok((ws, _)) => Ok(ws),
         Err(WsError::Http(resp)) => {
