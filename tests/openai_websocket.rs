@@ -304,6 +304,9 @@ async fn an_event_larger_than_a_read_arrives_whole() {
     );
     let mut seen = Seen::default();
     leg.send(create()).await.unwrap();
-    until(leg.as_mut(), 5, &mut seen, |e| matches!(e, LegEvent::Audio(_))).await;
+    until(leg.as_mut(), 5, &mut seen, |e| {
+        matches!(e, LegEvent::Audio(_))
+    })
+    .await;
     leg.close().await;
 }
