@@ -432,8 +432,7 @@ impl CallCore {
         }
         self.phase = Phase::Live;
         self.max_end = Some(now + self.settings.max_call);
-        self.last_rx = now;
-        self.rtp_check = now + self.settings.rtp_timeout.unwrap_or_default();
+        self.watch_rtp_from(now);
         self.p.answered();
         let greeting = match &self.mode {
             Mode::Echo(_) => {
@@ -502,6 +501,12 @@ impl CallCore {
         self.direction = direction;
         self.media
             .set_payload_types(payload_type, dtmf_payload_type);
+        self.watch_rtp_from(now);
+    }
+
+    /// The caller's RTP is expected from `now` on (the answer, a re-INVITE): silence is
+    /// counted, and first checked, from here.
+    fn watch_rtp_from(&mut self, now: Duration) {
         self.last_rx = now;
         self.rtp_check = now + self.settings.rtp_timeout.unwrap_or_default();
     }
