@@ -151,6 +151,43 @@ fn a_caller_whose_line_goes_silent_is_hung_up_at_the_rtp_timeout() {
     assert!(ended["rtp_in"].as_u64().unwrap() >= 25, "{ended}");
 }
 
+/// The relay reads a caller's RTP at its 20 ms ticks, not as each packet comes, yet it times
+/// each packet by when the kernel received it: the interarrival jitter it measures (RFC 3550,
+/// reported at the call's end) is the network's. Packets of 30 ms read at 20 ms ticks would
+/// otherwise seem to jitter by 10 ms.
+#[test]
+fn the_callers_jitter_is_timed_at_each_packets_arrival_not_at_the_ticks() {
+    let relay = Relay::start(&[]);
+    let mut uac = Uac::new(relay.sip);
+    assert_eq!(uac.invite().status(), 200);
+    uac.ack();
+    // 3 s of 30 ms packets on a steady clock; the test's own jitter filter (RFC 3550 A.8,
+    // in 8 kHz units) follows when each really left
+    let start = std::time::Instant::now();
+    let (mut sender_jitter, mut last_transit) = (0f64, None::<f64>);
+    for i in 0..100u16 {
+        let due = start + Duration::from_millis(30 * u64::from(i));
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        let ts = 5000 + u32::from(i) * 240;
+        let sent = start.elapsed().as_secs_f64() * 8000.0;
+        uac.send_rtp(0, 1000 + i, ts, 0xabcdef, &[0x55; 240]);
+        let transit = sent - f64::from(ts);
+        if let Some(last) = last_transit {
+            sender_jitter += ((transit - last).abs() - sender_jitter) / 16.0;
+        }
+        last_transit = Some(transit);
+    }
+    assert_eq!(uac.bye().status(), 200);
+    let ended = ended_with(&relay, "caller_bye");
+    assert!(ended["rtp_in"].as_u64().unwrap() >= 99, "{ended}");
+    let jitter = ended["jitter"].as_f64().expect("the call's jitter");
+    // 2 ms of slack (16 units) for the test's own sends being late after it read the clock
+    assert!(
+        jitter <= sender_jitter + 16.0,
+        "the relay measured {jitter} (8 kHz units) where the caller sent with {sender_jitter:.1}"
+    );
+}
+
 #[test]
 fn past_max_calls_a_new_invite_gets_503_with_retry_after() {
     let relay = Relay::start(&[("VOXRELAY__SIP__MAX_CALLS", "1")]);

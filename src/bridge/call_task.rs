@@ -3,12 +3,13 @@
 //! and carries out what the core asks for, in order. Every decision is the core's.
 //!
 //! Set-up: 180 Ringing while the realtime session opens (or, for the echo line test, for
-//! `bridge.answer_delay_ms`), then 200 OK. Then one loop: caller RTP, one 20 ms tick (the
-//! caller's frame to the agent, one packet to the caller), realtime events, tool results,
+//! `bridge.answer_delay_ms`), then 200 OK. Then one loop: one 20 ms tick (the caller's RTP
+//! read since the last tick, the caller's frame to the agent, one packet to the caller), realtime events, tool results,
 //! operator controls, RTCP, statistics and the core's deadlines. At the end: the session
 //! closed, BYE when the relay ends the call, running tools given time to finish (a booking
 //! being written is kept), the record stored.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -25,12 +26,17 @@ use super::session_io::{SessionIo, TaskOutput};
 use super::{BridgeSettings, LiveContext, Shared};
 use crate::media::frame::FRAME_DURATION;
 use crate::media::rtcp::REPORT_INTERVAL;
+use crate::media::rtp_socket::arrived_at;
 use crate::metrics::Metrics;
 use crate::openai::{CallerAudio, LegError, RealtimeLeg};
 use crate::sip::{DialOutcome, EndReason, IncomingCall, LegDial, LegOutcome, PhoneEvent};
 
 /// Media counters go out as an event this often.
 const STATS_EVERY: Duration = Duration::from_secs(5);
+
+/// The most caller datagrams read at one tick (a 20 ms trunk sends one); a flood beyond
+/// this waits in the socket's buffer, where the kernel drops what does not fit.
+const MAX_READ_PER_TICK: usize = 32;
 
 /// Who answers a call: an agent, with what realtime calls share; `None`: the built-in
 /// `echo` line test.
@@ -222,7 +228,19 @@ impl Task {
         let timer = sleep_until(self.t0);
         tokio::pin!(timer);
         let mut armed = None;
+        // the caller's RTP: read at the ticks (a quiet socket) unless each packet must go on
+        // at once; quiet from the first turn, as nothing reads it before the answer (the
+        // socket is bound woken)
+        let mut woken = true;
         loop {
+            let wanted = answered && self.core.forwards_caller();
+            if wanted != woken {
+                woken = wanted;
+                if let Err(e) = self.call.rtp.set_woken(wanted) {
+                    warn!(error = %e, "the caller's RTP stays read at the ticks");
+                }
+            }
+            let rtp_woken = self.call.rtp.is_woken();
             let deadline = self.core.poll_timeout().map(|d| self.t0 + d);
             if deadline != armed {
                 if let Some(d) = deadline {
@@ -290,16 +308,17 @@ impl Task {
                     Some(PhoneEvent::Ended(r)) => self.core.handle_phone_ended(r),
                     None => self.core.handle_phone_ended(EndReason::Other),
                 },
-                r = self.call.rtp.recv_from(&mut rtp_buf), if answered => {
-                    if let Some(p) = r.ok().and_then(|(n, src)| self.call.rtp.accept(&rtp_buf[..n], src)) {
-                        let payload = &rtp_buf[p.payload_start..p.payload_end];
-                        let to_person = self.core.handle_rtp(self.t0.elapsed(), &p, payload);
-                        if let (Some(out), Some(c)) = (to_person, self.person.call.as_mut()) {
-                            c.rtp.send(out);
-                        }
+                r = self.call.rtp.recv_from(&mut rtp_buf), if answered && rtp_woken => {
+                    if let Ok((n, src)) = r {
+                        self.on_caller_datagram(self.t0.elapsed(), &rtp_buf[..n], src);
                     }
                 }
-                tick = ticks.tick(), if answered => self.on_tick(tick.saturating_duration_since(self.t0)).await,
+                tick = ticks.tick(), if answered => {
+                    if !rtp_woken {
+                        self.read_caller_rtp(&mut rtp_buf);
+                    }
+                    self.on_tick(tick.saturating_duration_since(self.t0)).await
+                }
                 ev = async { leg.expect("guarded").recv().await }, if has_leg => {
                     self.core.handle_leg(self.t0.elapsed(), ev);
                 }
@@ -334,6 +353,30 @@ impl Task {
             if let Some(end) = self.drain().await {
                 return end;
             }
+        }
+    }
+
+    /// One datagram from the caller's RTP socket, received at `now`.
+    fn on_caller_datagram(&mut self, now: Duration, datagram: &[u8], src: SocketAddr) {
+        let Some(p) = self.call.rtp.accept(datagram, src) else {
+            return;
+        };
+        let payload = &datagram[p.payload_start..p.payload_end];
+        let to_person = self.core.handle_rtp(now, &p, payload);
+        if let (Some(out), Some(c)) = (to_person, self.person.call.as_mut()) {
+            c.rtp.send(out);
+        }
+    }
+
+    /// What the caller sent since the last tick (the socket is quiet), each packet handled
+    /// at the time the kernel received it, so the jitter buffer sees the network's timing.
+    fn read_caller_rtp(&mut self, buf: &mut [u8]) {
+        let (now, wall) = (self.t0.elapsed(), SystemTime::now());
+        for _ in 0..MAX_READ_PER_TICK {
+            let Some((n, src, stamp)) = self.call.rtp.try_recv_from(buf) else {
+                break;
+            };
+            self.on_caller_datagram(arrived_at(now, wall, stamp), &buf[..n], src);
         }
     }
 

@@ -34,6 +34,7 @@ pub mod recording;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtp_leg;
+pub mod rtp_socket;
 pub mod sit;
 pub mod srtp;
 pub mod strict_rtp;

@@ -18,13 +18,14 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::net::UdpSocket;
 use tracing::{info, warn};
 
 use super::ports::{PortLease, PortPool};
 use super::rtp::{self, RtpIn};
+use super::rtp_socket::RtpSocket;
 use super::srtp::{KeySlot, SrtpContext, SrtpError};
 use super::strict_rtp::StrictRtp;
 
@@ -165,7 +166,7 @@ impl LegSrtp {
 /// A call's RTP and RTCP sockets, and their SRTP when keyed.
 #[derive(Debug)]
 pub struct RtpLeg {
-    rtp: UdpSocket,
+    rtp: RtpSocket,
     rtcp: UdpSocket,
     lease: PortLease,
     /// Which sources are taken, and where media goes.
@@ -184,7 +185,7 @@ impl RtpLeg {
         for _ in 0..BIND_ATTEMPTS {
             let Some(lease) = pool.lease() else { break };
             let port = lease.rtp_port();
-            let rtp = match UdpSocket::bind(SocketAddr::new(ip, port)).await {
+            let rtp = match RtpSocket::bind(SocketAddr::new(ip, port)) {
                 Ok(s) => s,
                 Err(e) => {
                     last_err = e;
@@ -250,7 +251,8 @@ impl RtpLeg {
     }
 
     /// Waits for the next datagram on the RTP socket; pass it to [`RtpLeg::accept`].
-    /// Takes `&self` so a call's task can wait on RTP and RTCP at once.
+    /// Takes `&self` so a call's task can wait on RTP and RTCP at once. Never returns while
+    /// the socket is quiet ([`RtpLeg::set_woken`]): read it with [`RtpLeg::try_recv_from`].
     ///
     /// On an SRTP leg the datagram is checked and decrypted in `buf`, and the length returned
     /// is the plain RTP packet's; one that fails is counted and dropped, and the wait goes on.
@@ -258,14 +260,44 @@ impl RtpLeg {
     /// [`RtpLeg::accept`] to count and drop.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         loop {
-            let (n, src) = self.rtp.recv_from(buf).await?;
-            if self.keys.generation() == 0 || self.strict.locked_out(src) {
-                return Ok((n, src));
-            }
-            if let Some(n) = self.open(&mut buf[..n], false) {
+            let (n, src, _) = self.rtp.recv_from(buf).await?;
+            if let Some(n) = self.unprotect(&mut buf[..n], src) {
                 return Ok((n, src));
             }
         }
+    }
+
+    /// The next datagram waiting on the RTP socket, without waiting, as
+    /// [`RtpLeg::recv_from`] gives it, with the time the kernel received it (`None` if it
+    /// did not say).
+    pub fn try_recv_from(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr, Option<SystemTime>)> {
+        loop {
+            let (n, src, stamp) = self.rtp.try_recv_from(buf)?;
+            if let Some(n) = self.unprotect(&mut buf[..n], src) {
+                return Some((n, src, stamp));
+            }
+        }
+    }
+
+    /// Whether a task waiting in [`RtpLeg::recv_from`] wakes at each packet (the default),
+    /// or the socket is quiet, out of the runtime's reactor, and read by
+    /// [`RtpLeg::try_recv_from`] at the call's ticks (see [`super::rtp_socket`]).
+    pub fn set_woken(&mut self, woken: bool) -> io::Result<()> {
+        self.rtp.set_woken(woken)
+    }
+
+    /// See [`RtpLeg::set_woken`].
+    pub fn is_woken(&self) -> bool {
+        self.rtp.is_woken()
+    }
+
+    /// A received RTP datagram as the call handles it: decrypted in place on an SRTP leg
+    /// (`None`: it failed and was counted), else as it came.
+    fn unprotect(&self, datagram: &mut [u8], src: SocketAddr) -> Option<usize> {
+        if self.keys.generation() == 0 || self.strict.locked_out(src) {
+            return Some(datagram.len());
+        }
+        self.open(datagram, false)
     }
 
     fn open(&self, packet: &mut [u8], rtcp: bool) -> Option<usize> {
@@ -318,15 +350,21 @@ impl RtpLeg {
 
     /// Sends on the RTP or RTCP socket, protecting first when keyed; whether it went out.
     fn seal_and_send(&mut self, datagram: &[u8], to: SocketAddr, rtcp: bool) -> bool {
-        let socket = if rtcp { &self.rtcp } else { &self.rtp };
+        let send = |socket: &RtpSocket, rtcp_socket: &UdpSocket, d: &[u8]| {
+            if rtcp {
+                rtcp_socket.try_send_to(d, to).is_ok()
+            } else {
+                socket.try_send_to(d, to)
+            }
+        };
         if self.keys.generation() == 0 {
-            return socket.try_send_to(datagram, to).is_ok();
+            return send(&self.rtp, &self.rtcp, datagram);
         }
         let st = self.srtp.get_mut().unwrap_or_else(PoisonError::into_inner);
         st.refresh(&self.keys);
         let (Mode::Srtp(ctx), Some(out)) = (&mut st.mode, st.sealed.as_deref_mut()) else {
             return match st.mode {
-                Mode::Plain => socket.try_send_to(datagram, to).is_ok(),
+                Mode::Plain => send(&self.rtp, &self.rtcp, datagram),
                 _ => false,
             };
         };
@@ -336,7 +374,7 @@ impl RtpLeg {
             ctx.protect_rtp(datagram, out)
         };
         match sealed {
-            Ok(n) => socket.try_send_to(&out[..n], to).is_ok(),
+            Ok(n) => send(&self.rtp, &self.rtcp, &out[..n]),
             Err(_) => false,
         }
     }

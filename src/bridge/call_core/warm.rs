@@ -315,6 +315,13 @@ impl CallCore {
         (n > 0).then(|| &self.out[..n])
     }
 
+    /// Whether the caller's packets go out as they come (a joined warm transfer forwards
+    /// them to the person), so the task must read each one at once; otherwise it may read
+    /// them at its ticks, as only the next frame's playout needs them.
+    pub fn forwards_caller(&self) -> bool {
+        self.warm.as_ref().is_some_and(|w| w.joined())
+    }
+
     /// The caller's parked media, while the agent briefs the person.
     pub(super) fn parked_caller(&mut self) -> Option<&mut PhoneMedia> {
         match &mut self.warm.as_mut()?.state {

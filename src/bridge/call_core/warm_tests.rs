@@ -91,6 +91,10 @@ fn the_caller_waits_on_hold_then_the_agent_briefs_the_person_then_they_are_joine
     assert!(c.outputs().is_empty(), "the tool waits for the person");
 
     // the person answers: the tool's output tells the agent to brief them
+    assert!(
+        !c.core.forwards_caller(),
+        "the caller's packets wait for the ticks"
+    );
     c.core.handle_person_answered(c.now, Law::Mu, 0, Some(101));
     let outs = c.outputs();
     assert!(
@@ -132,7 +136,9 @@ fn the_caller_waits_on_hold_then_the_agent_briefs_the_person_then_they_are_joine
     let rec = &c.detail().tool_calls[0];
     assert!(rec.ok && rec.duration_ms.unwrap() >= 2000, "{rec:?}");
 
-    // joined: nothing is played by the relay any more; each leg's packets go to the other
+    // joined: nothing is played by the relay any more; each leg's packets go to the other,
+    // as they come (the task reads the caller's socket per packet again, not at the ticks)
+    assert!(c.core.forwards_caller());
     let (caller_ssrc_seen, n_before) = (c.heard.len(), person.len());
     c.run_both(ms(3600), &mut person);
     assert_eq!((c.heard.len(), person.len()), (caller_ssrc_seen, n_before));
