@@ -141,3 +141,111 @@ fn rtp_sprayed_from_another_address_around_answer_is_never_taken() {
     );
     assert_eq!(ended["malformed"], 0);
 }
+
+/// A stranger flooding one call's RTP port with a well-formed stream: 20,000 datagrams a
+/// second (200 every 10 ms) for as long as the test needs it, 10 s at most.
+struct Flooder {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flooder {
+    fn start(ip: &str, to: SocketAddr) -> Flooder {
+        let sock = UdpSocket::bind((ip, 0)).expect("another loopback address binds");
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let mut seq = 0u16;
+                let mut round = 0u32;
+                while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(10) {
+                    for _ in 0..200 {
+                        let mut p = vec![0x80, 0];
+                        p.extend_from_slice(&seq.to_be_bytes());
+                        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+                        p.extend_from_slice(&0x5747_0001u32.to_be_bytes());
+                        p.extend_from_slice(&[STRANGE; 160]);
+                        if sock.send_to(&p, to).is_ok() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        seq = seq.wrapping_add(1);
+                    }
+                    round += 1;
+                    let due = start + Duration::from_millis(10) * round;
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                }
+            })
+        };
+        Flooder {
+            stop,
+            sent,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Flooder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A call reads its caller's RTP at its 20 ms ticks, at most 32 datagrams a tick; a flood
+/// beyond that on one call's port is left to the kernel to drop. The relay reads a bounded
+/// share of it, and another call's audio flows both ways as if nothing happened.
+#[test]
+fn a_flood_on_one_calls_rtp_port_is_read_at_a_bounded_rate_and_the_other_call_goes_on() {
+    let lo = 31600 + (std::process::id() % 200) as u16 * 8;
+    let relay = Relay::start(&[(
+        "VOXRELAY__SIP__RTP_PORTS",
+        format!("[{}, {}]", lo, lo + 7).as_str(),
+    )]);
+    let mut flooded = Uac::new(relay.sip);
+    assert_eq!(flooded.invite().status(), 200);
+    let answered = Instant::now();
+    flooded.ack();
+    let mut other = Uac::new(relay.sip);
+    assert_eq!(other.invite().status(), 200);
+    other.ack();
+
+    let mut flood = Flooder::start("127.0.0.9", flooded.relay_rtp.expect("an RTP address"));
+    let (sent, got) = other.talk_and_listen(50);
+    assert_eq!(flooded.bye().status(), 200);
+    let lasted = answered.elapsed();
+    flood.stop();
+    let ended = relay.wait_for(|v| msg(v) == "call ended", Duration::from_secs(30));
+    assert_eq!(other.bye().status(), 200);
+
+    // the other caller heard its own audio back
+    let echoed = got
+        .iter()
+        .map(|p| p.5[0])
+        .filter(|b| sent.contains(b))
+        .collect::<std::collections::HashSet<u8>>();
+    assert!(
+        echoed.len() >= 10,
+        "the other caller's frames come back: {} of 50",
+        echoed.len()
+    );
+    // the flooded call read at most 32 datagrams a tick (and one tick's catch-up), and
+    // dropped what it read; the rest never left the kernel
+    let spray = flood.sent.load(Ordering::Relaxed);
+    let foreign = ended["foreign"].as_u64().unwrap();
+    let ticks = lasted.as_millis() as u64 / 20 + 2;
+    assert!(spray > 5_000, "the stranger flooded {spray} datagrams");
+    assert!(foreign > 0, "the flood was read and dropped: {ended}");
+    assert!(
+        foreign <= 32 * ticks,
+        "{foreign} of {spray} datagrams read in {ticks} ticks: {ended}"
+    );
+}
