@@ -4,10 +4,10 @@
 //!
 //! Set-up: 180 Ringing while the realtime session opens (or, for the echo line test, for
 //! `bridge.answer_delay_ms`), then 200 OK. Then one loop: one 20 ms tick (the caller's RTP
-//! read since the last tick, the caller's frame to the agent, one packet to the caller), realtime events, tool results,
-//! operator controls, RTCP, statistics and the core's deadlines. At the end: the session
-//! closed, BYE when the relay ends the call, running tools given time to finish (a booking
-//! being written is kept), the record stored.
+//! that came since the last tick, the caller's frame to the agent, one packet to the
+//! caller), realtime events, tool results, operator controls, RTCP, statistics and the
+//! core's deadlines. At the end: the session closed, BYE when the relay ends the call,
+//! running tools given time to finish (a booking being written is kept), the record stored.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use super::session_io::{SessionIo, TaskOutput};
 use super::{BridgeSettings, LiveContext, Shared};
 use crate::media::frame::FRAME_DURATION;
 use crate::media::rtcp::REPORT_INTERVAL;
+use crate::media::rtp_leg::RtpRead;
 use crate::media::rtp_socket::arrived_at;
 use crate::metrics::Metrics;
 use crate::openai::{CallerAudio, LegError, RealtimeLeg};
@@ -373,10 +374,13 @@ impl Task {
     fn read_caller_rtp(&mut self, buf: &mut [u8]) {
         let (now, wall) = (self.t0.elapsed(), SystemTime::now());
         for _ in 0..MAX_READ_PER_TICK {
-            let Some((n, src, stamp)) = self.call.rtp.try_recv_from(buf) else {
-                break;
-            };
-            self.on_caller_datagram(arrived_at(now, wall, stamp), &buf[..n], src);
+            match self.call.rtp.try_recv_from(buf) {
+                RtpRead::Nothing => break,
+                RtpRead::Dropped => {}
+                RtpRead::Datagram(n, src, stamp) => {
+                    self.on_caller_datagram(arrived_at(now, wall, stamp), &buf[..n], src)
+                }
+            }
         }
     }
 

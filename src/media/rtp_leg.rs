@@ -163,6 +163,19 @@ impl LegSrtp {
     }
 }
 
+/// What [`RtpLeg::try_recv_from`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtpRead {
+    /// Nothing waits on the socket.
+    Nothing,
+    /// A datagram that failed SRTP's check (or was a replay): counted and dropped.
+    Dropped,
+    /// A datagram in the buffer, as [`RtpLeg::recv_from`] gives it (pass it to
+    /// [`RtpLeg::accept`]): its length, its source and the time the kernel received it
+    /// (`None` if it did not say).
+    Datagram(usize, SocketAddr, Option<SystemTime>),
+}
+
 /// A call's RTP and RTCP sockets, and their SRTP when keyed.
 #[derive(Debug)]
 pub struct RtpLeg {
@@ -267,15 +280,16 @@ impl RtpLeg {
         }
     }
 
-    /// The next datagram waiting on the RTP socket, without waiting, as
-    /// [`RtpLeg::recv_from`] gives it, with the time the kernel received it (`None` if it
-    /// did not say).
-    pub fn try_recv_from(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr, Option<SystemTime>)> {
-        loop {
-            let (n, src, stamp) = self.rtp.try_recv_from(buf)?;
-            if let Some(n) = self.unprotect(&mut buf[..n], src) {
-                return Some((n, src, stamp));
-            }
+    /// Reads the next datagram waiting on the RTP socket, without waiting: one datagram at
+    /// most, so that a caller reading in a bounded loop bounds what a flood costs, whatever
+    /// the datagrams hold.
+    pub fn try_recv_from(&self, buf: &mut [u8]) -> RtpRead {
+        let Some((n, src, stamp)) = self.rtp.try_recv_from(buf) else {
+            return RtpRead::Nothing;
+        };
+        match self.unprotect(&mut buf[..n], src) {
+            Some(n) => RtpRead::Datagram(n, src, stamp),
+            None => RtpRead::Dropped,
         }
     }
 
@@ -570,6 +584,42 @@ mod tests {
             .unwrap();
         let p = leg.accept(&buf[..n], src)?;
         Some((p.sequence, buf[p.payload_start..p.payload_end].to_vec()))
+    }
+
+    #[tokio::test]
+    async fn a_quiet_srtp_leg_reads_one_datagram_at_a_time_even_those_it_drops() {
+        let pool = PortPool::new(41400, 41499);
+        let mut leg = RtpLeg::bind(&pool, "127.0.0.1".parse().unwrap())
+            .await
+            .unwrap();
+        leg.set_woken(false).unwrap();
+        let (relay_keys, caller_keys) = srtp_keys(4);
+        leg.key_slot().set(Some(relay_keys));
+        let mut caller = SrtpContext::new(&caller_keys).unwrap();
+        let to = SocketAddr::from(([127, 0, 0, 1], leg.local_port()));
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        leg.set_remote(Some(a.local_addr().unwrap()), None);
+        let mut buf = [0u8; 1500];
+        assert_eq!(leg.try_recv_from(&mut buf), RtpRead::Nothing);
+        // forged packets, then a good one: each read takes one datagram, dropped or not
+        let mut forged = packet(1);
+        forged.extend_from_slice(&[0u8; 10]);
+        a.send_to(&forged, to).await.unwrap();
+        a.send_to(&forged, to).await.unwrap();
+        let n = caller.protect_rtp(&packet(2), &mut buf).unwrap();
+        a.send_to(&buf[..n], to).await.unwrap();
+        assert_eq!(leg.try_recv_from(&mut buf), RtpRead::Dropped);
+        assert_eq!(leg.try_recv_from(&mut buf), RtpRead::Dropped);
+        let RtpRead::Datagram(n, src, stamp) = leg.try_recv_from(&mut buf) else {
+            panic!("the good packet");
+        };
+        assert!(stamp.is_some(), "with the kernel's timestamp");
+        let p = leg.accept(&buf[..n], src).expect("taken");
+        assert_eq!(p.sequence, 2);
+        assert_eq!(buf[p.payload_start..p.payload_end], [0x55; 160]);
+        assert_eq!(leg.try_recv_from(&mut buf), RtpRead::Nothing);
+        leg.sync_counters();
+        assert_eq!(leg.counters.srtp_auth_failed, 2);
     }
 
     #[tokio::test]
