@@ -16,57 +16,27 @@ use support::{msg, Relay};
 /// The stranger's payload byte: never one the caller sends.
 const STRANGE: u8 = 0x99;
 
-/// A stranger spraying RTP and RTCP at every port of `ports` from `ip` until stopped (or for
-/// 60 s at most): per port one SSRC with consecutive sequence numbers, the stream a relay
-/// that learns sources would take. Counts what the relay sends it.
-struct Sprayer {
+/// A loop on a thread of its own, one round after another until stopped or for `limit` at
+/// most; stopped and joined when dropped.
+struct Background {
     stop: Arc<AtomicBool>,
-    received: Arc<AtomicU64>,
-    sent: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Sprayer {
-    fn start(ip: &str, ports: [u16; 2]) -> Sprayer {
-        let sock = UdpSocket::bind((ip, 0)).expect("another loopback address binds");
-        // Paces the rounds: waiting for what the relay might send is the only wait.
-        sock.set_read_timeout(Some(Duration::from_millis(5)))
-            .unwrap();
+impl Background {
+    fn run(limit: Duration, mut round: impl FnMut() + Send + 'static) -> Background {
         let stop = Arc::new(AtomicBool::new(false));
-        let received = Arc::new(AtomicU64::new(0));
-        let sent = Arc::new(AtomicU64::new(0));
         let thread = {
-            let (stop, received, sent) = (stop.clone(), received.clone(), sent.clone());
+            let stop = stop.clone();
             std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                let mut seq = 0u16;
-                let mut buf = [0u8; 2048];
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    for port in (ports[0]..=ports[1]).step_by(2) {
-                        let to = SocketAddr::from(([127, 0, 0, 1], port));
-                        let mut p = vec![0x80, 0];
-                        p.extend_from_slice(&seq.to_be_bytes());
-                        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-                        p.extend_from_slice(&(0x5747_0000 | u32::from(port)).to_be_bytes());
-                        p.extend_from_slice(&[STRANGE; 160]);
-                        if sock.send_to(&p, to).is_ok() {
-                            sent.fetch_add(1, Ordering::Relaxed);
-                        }
-                        // A receiver report too, at the RTCP port.
-                        let rr = [0x80, 201, 0, 1, 0x57, 0x47, 0, 1];
-                        let _ = sock.send_to(&rr, SocketAddr::from(([127, 0, 0, 1], port + 1)));
-                    }
-                    seq = seq.wrapping_add(1);
-                    if sock.recv_from(&mut buf).is_ok() {
-                        received.fetch_add(1, Ordering::Relaxed);
-                    }
+                let start = Instant::now();
+                while !stop.load(Ordering::Relaxed) && start.elapsed() < limit {
+                    round();
                 }
             })
         };
-        Sprayer {
+        Background {
             stop,
-            received,
-            sent,
             thread: Some(thread),
         }
     }
@@ -79,9 +49,67 @@ impl Sprayer {
     }
 }
 
-impl Drop for Sprayer {
+impl Drop for Background {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// One RTP packet of the stranger's stream: well-formed, with the stranger's payload.
+fn strange_packet(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 0];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[STRANGE; 160]);
+    p
+}
+
+/// A stranger spraying RTP and RTCP at every port of `ports` from `ip` until stopped (or for
+/// 60 s at most): per port one SSRC with consecutive sequence numbers, the stream a relay
+/// that learns sources would take. Counts what the relay sends it.
+struct Sprayer {
+    received: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    thread: Background,
+}
+
+impl Sprayer {
+    fn start(ip: &str, ports: [u16; 2]) -> Sprayer {
+        let sock = UdpSocket::bind((ip, 0)).expect("another loopback address binds");
+        // Paces the rounds: waiting for what the relay might send is the only wait.
+        sock.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let received = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (r, n) = (received.clone(), sent.clone());
+        let mut seq = 0u16;
+        let mut buf = [0u8; 2048];
+        let thread = Background::run(Duration::from_secs(60), move || {
+            for port in (ports[0]..=ports[1]).step_by(2) {
+                let to = SocketAddr::from(([127, 0, 0, 1], port));
+                let p = strange_packet(seq, 0x5747_0000 | u32::from(port));
+                if sock.send_to(&p, to).is_ok() {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+                // A receiver report too, at the RTCP port.
+                let rr = [0x80, 201, 0, 1, 0x57, 0x47, 0, 1];
+                let _ = sock.send_to(&rr, SocketAddr::from(([127, 0, 0, 1], port + 1)));
+            }
+            seq = seq.wrapping_add(1);
+            if sock.recv_from(&mut buf).is_ok() {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Sprayer {
+            received,
+            sent,
+            thread,
+        }
+    }
+
+    fn stop(&mut self) {
+        self.thread.stop();
     }
 }
 
@@ -143,60 +171,34 @@ fn rtp_sprayed_from_another_address_around_answer_is_never_taken() {
 }
 
 /// A stranger flooding one call's RTP port with a well-formed stream: 20,000 datagrams a
-/// second (200 every 10 ms) for as long as the test needs it, 10 s at most.
+/// second (200 every 10 ms) until stopped, 10 s at most.
 struct Flooder {
-    stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Background,
 }
 
 impl Flooder {
     fn start(ip: &str, to: SocketAddr) -> Flooder {
         let sock = UdpSocket::bind((ip, 0)).expect("another loopback address binds");
-        let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
-        let thread = {
-            let (stop, sent) = (stop.clone(), sent.clone());
-            std::thread::spawn(move || {
-                let start = Instant::now();
-                let mut seq = 0u16;
-                let mut round = 0u32;
-                while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(10) {
-                    for _ in 0..200 {
-                        let mut p = vec![0x80, 0];
-                        p.extend_from_slice(&seq.to_be_bytes());
-                        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-                        p.extend_from_slice(&0x5747_0001u32.to_be_bytes());
-                        p.extend_from_slice(&[STRANGE; 160]);
-                        if sock.send_to(&p, to).is_ok() {
-                            sent.fetch_add(1, Ordering::Relaxed);
-                        }
-                        seq = seq.wrapping_add(1);
-                    }
-                    round += 1;
-                    let due = start + Duration::from_millis(10) * round;
-                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let n = sent.clone();
+        let (start, mut seq, mut round) = (Instant::now(), 0u16, 0u32);
+        let thread = Background::run(Duration::from_secs(10), move || {
+            for _ in 0..200 {
+                if sock.send_to(&strange_packet(seq, 0x5747_0001), to).is_ok() {
+                    n.fetch_add(1, Ordering::Relaxed);
                 }
-            })
-        };
-        Flooder {
-            stop,
-            sent,
-            thread: Some(thread),
-        }
+                seq = seq.wrapping_add(1);
+            }
+            round += 1;
+            let due = start + Duration::from_millis(10) * round;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        });
+        Flooder { sent, thread }
     }
 
     fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Flooder {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }
 
