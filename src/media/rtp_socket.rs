@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{
-    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage,
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -148,11 +148,9 @@ fn recv_stamped(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
 }
 
 fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
-    match a.family()? {
-        nix::sys::socket::AddressFamily::Inet => a.as_sockaddr_in().map(|a| (*a).into()),
-        nix::sys::socket::AddressFamily::Inet6 => a.as_sockaddr_in6().map(|a| (*a).into()),
-        _ => None,
-    }
+    a.as_sockaddr_in()
+        .map(|a| (*a).into())
+        .or_else(|| a.as_sockaddr_in6().map(|a| (*a).into()))
 }
 
 /// The longest a datagram is taken to have waited: a timestamp older than this (the wall
