@@ -149,6 +149,165 @@ async fn a_call_greets_hears_the_caller_and_runs_a_tool() {
     assert_eq!(closed["closed"], "hangup");
 }
 
+/// Runs the leg as a call's task does, every 20 ms: what came since the last tick is read
+/// (`read_at_tick`) and taken (`take_event`), then the caller's next frame is sent (a tone
+/// while `loud`); until `want` matches, within `secs`. What comes after the match in the same
+/// tick stays in the leg for the next wait.
+async fn until_at_ticks(
+    leg: &mut dyn RealtimeLeg,
+    secs: u64,
+    seen: &mut Seen,
+    (frame_no, loud): (&mut u32, bool),
+    mut want: impl FnMut(&LegEvent) -> bool,
+) -> LegEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing matched within {secs} s at the ticks; saw {:?}",
+            seen.kinds
+        );
+        tick.tick().await;
+        leg.read_at_tick();
+        let mut found = None;
+        while let Some((ev, _)) = leg.take_event() {
+            seen.note(&ev);
+            if want(&ev) {
+                found = Some(ev);
+                break;
+            }
+            if let LegEvent::Ended(r) = &ev {
+                panic!("the session ended ({r}); saw {:?}", seen.kinds);
+            }
+        }
+        *frame_no += 1;
+        let f = tone(*frame_no, loud);
+        leg.send_audio(CallerAudio::Pcm(&f)).await.unwrap();
+        if let Some(ev) = found {
+            return ev;
+        }
+    }
+}
+
+/// A call reads its leg at its 20 ms ticks, not at each packet: the greeting, the caller
+/// talking over it, the function call and the answer after its output all come that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leg_read_at_the_ticks_carries_a_whole_spoken_turn() {
+    let sim = sim("booking").await;
+    let mut leg = connector(&sim.base_url(), LegSettings::default())
+        .connect_webrtc(&agent())
+        .await
+        .expect("the session opens");
+    let leg: &mut dyn RealtimeLeg = &mut leg;
+    let (mut seen, mut n) = (Seen::default(), 0u32);
+    // the session was opened woken; from the first tick on it is read at the ticks
+    until_at_ticks(leg, 5, &mut seen, (&mut n, false), kind("session.created")).await;
+    leg.send(create()).await.unwrap();
+    let audio = |e: &LegEvent| matches!(e, LegEvent::Audio(_));
+    while seen.frames < 40 {
+        until_at_ticks(leg, 5, &mut seen, (&mut n, false), audio).await;
+    }
+    assert!(seen.loud_frames > 10, "the greeting is audible: {seen:?}");
+    // the caller talks over it until the service hears the caller
+    until_at_ticks(
+        leg,
+        5,
+        &mut seen,
+        (&mut n, true),
+        kind("input_audio_buffer.speech_started"),
+    )
+    .await;
+    leg.interrupt(120).await.unwrap();
+    let call = until_at_ticks(leg, 10, &mut seen, (&mut n, false), |e| {
+        matches!(e, LegEvent::ToolCall(_))
+    })
+    .await;
+    let LegEvent::ToolCall(call) = call else {
+        unreachable!()
+    };
+    assert_eq!(call.name, "check_availability");
+    leg.submit_tool_output(&call.call_id, r#"{"slots":["2027-03-02T10:00"]}"#.into())
+        .await
+        .unwrap();
+    let said = until_at_ticks(
+        leg,
+        10,
+        &mut seen,
+        (&mut n, false),
+        kind("response.output_audio_transcript.done"),
+    )
+    .await;
+    let LegEvent::Event(ServerEvent::OutputAudioTranscriptDone { transcript, .. }) = said else {
+        unreachable!()
+    };
+    assert!(transcript.contains("Tuesday"), "{transcript}");
+    until_at_ticks(leg, 10, &mut seen, (&mut n, false), done_with("completed")).await;
+    assert!(
+        seen.kinds.iter().any(|k| k == "response.done"),
+        "the greeting was cancelled: {:?}",
+        seen.kinds
+    );
+    leg.close().await;
+}
+
+/// Once read at the ticks, a packet wakes nobody: with the agent speaking, `recv` stays
+/// asleep; the next tick reads at most 32 datagrams, and each frame keeps the time its
+/// datagram arrived (the kernel's timestamp), not the time the tick read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leg_read_at_the_ticks_wakes_for_no_packet_and_keeps_each_ones_arrival() {
+    let sim = sim("booking").await;
+    let mut leg = connector(&sim.base_url(), LegSettings::default())
+        .connect_webrtc(&agent())
+        .await
+        .expect("the session opens");
+    let mut seen = Seen::default();
+    until(&mut leg, 5, &mut seen, kind("session.created")).await;
+    leg.read_at_tick();
+    while let Some((ev, _)) = leg.take_event() {
+        seen.note(&ev);
+    }
+    leg.send(create()).await.unwrap();
+    // the greeting is sent meanwhile; nothing of it wakes the leg
+    // (under a second: an older timestamp counts as a second old, for a stepped clock)
+    let quiet = Duration::from_millis(800);
+    let woke = tokio::time::timeout(quiet, leg.recv()).await;
+    assert!(woke.is_err(), "a packet woke the leg: {woke:?}");
+    let before = leg.datagrams_received();
+    leg.read_at_tick();
+    let read = leg.datagrams_received() - before;
+    assert!(
+        (20..=32).contains(&read),
+        "{read} datagrams read at one tick"
+    );
+    let mut waits = Vec::new();
+    while let Some((ev, waited)) = leg.take_event() {
+        if matches!(ev, LegEvent::Audio(_)) {
+            waits.push(waited);
+        }
+        seen.note(&ev);
+    }
+    assert!(waits.len() >= 10, "{} frames: {seen:?}", waits.len());
+    // the first frames came most of the quiet time before the tick read them, the later ones
+    // after them, in order (each wait read as it is taken, a few µs apart)
+    assert!(
+        waits[0] >= Duration::from_millis(400),
+        "the first frame waited {:?}",
+        waits[0]
+    );
+    let taking = Duration::from_millis(1);
+    assert!(waits.windows(2).all(|w| w[0] + taking >= w[1]), "{waits:?}");
+    // what stayed in the socket is read at the next ticks, and the greeting goes on
+    let mut n = 0;
+    let frames = seen.frames;
+    let audio = |e: &LegEvent| matches!(e, LegEvent::Audio(_));
+    while seen.frames < frames + 40 {
+        until_at_ticks(&mut leg, 5, &mut seen, (&mut n, false), audio).await;
+    }
+    assert!(seen.loud_frames > 10, "the greeting is audible: {seen:?}");
+    leg.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pcmu_offer_carries_g711_both_ways_untouched() {
     let sim = sim("booking").await;
