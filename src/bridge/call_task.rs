@@ -25,11 +25,11 @@ use super::registry::Control;
 use super::session_io::{SessionIo, TaskOutput};
 use super::{BridgeSettings, LiveContext, Shared};
 use crate::media::frame::FRAME_DURATION;
-use crate::media::media_socket::arrived_at;
 use crate::media::rtcp::REPORT_INTERVAL;
 use crate::media::rtp_leg::RtpRead;
+use crate::media::rtp_socket::arrived_at;
 use crate::metrics::Metrics;
-use crate::openai::{CallerAudio, LegError, LegEvent, RealtimeLeg};
+use crate::openai::{CallerAudio, LegError, RealtimeLeg};
 use crate::sip::{DialOutcome, EndReason, IncomingCall, LegDial, LegOutcome, PhoneEvent};
 
 /// Media counters go out as an event this often.
@@ -318,7 +318,6 @@ impl Task {
                     if !rtp_woken {
                         self.read_caller_rtp(&mut rtp_buf);
                     }
-                    self.read_leg();
                     self.on_tick(tick.saturating_duration_since(self.t0)).await
                 }
                 ev = async { leg.expect("guarded").recv().await }, if has_leg => {
@@ -382,26 +381,6 @@ impl Task {
                     self.on_caller_datagram(arrived_at(now, wall, stamp), &buf[..n], src)
                 }
             }
-        }
-    }
-
-    /// What the realtime leg received since the last tick (a leg read at the ticks), handed
-    /// to the core before the tick plays out: the agent's audio leaves in the same frame as
-    /// if each packet had woken the call, and the caller's barge-in stops it as soon.
-    fn read_leg(&mut self) {
-        let Some(leg) = self.io.leg.as_mut() else {
-            return;
-        };
-        leg.read_at_tick();
-        let now = self.t0.elapsed();
-        while let Some((ev, waited)) = leg.take_event() {
-            // audio at its arrival, so that the added latency toward the caller counts its
-            // wait in the socket; the rest at the tick, so that the core's clock goes forward
-            let at = match ev {
-                LegEvent::Audio(_) => now.saturating_sub(waited),
-                _ => now,
-            };
-            self.core.handle_leg(at, ev);
         }
     }
 

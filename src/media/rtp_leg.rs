@@ -23,9 +23,9 @@ use std::time::{Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tracing::{info, warn};
 
-use super::media_socket::MediaSocket;
 use super::ports::{PortLease, PortPool};
 use super::rtp::{self, RtpIn};
+use super::rtp_socket::RtpSocket;
 use super::srtp::{KeySlot, SrtpContext, SrtpError};
 use super::strict_rtp::StrictRtp;
 
@@ -179,7 +179,7 @@ pub enum RtpRead {
 /// A call's RTP and RTCP sockets, and their SRTP when keyed.
 #[derive(Debug)]
 pub struct RtpLeg {
-    rtp: MediaSocket,
+    rtp: RtpSocket,
     rtcp: UdpSocket,
     lease: PortLease,
     /// Which sources are taken, and where media goes.
@@ -198,7 +198,7 @@ impl RtpLeg {
         for _ in 0..BIND_ATTEMPTS {
             let Some(lease) = pool.lease() else { break };
             let port = lease.rtp_port();
-            let rtp = match MediaSocket::bind(SocketAddr::new(ip, port)) {
+            let rtp = match RtpSocket::bind(SocketAddr::new(ip, port)) {
                 Ok(s) => s,
                 Err(e) => {
                     last_err = e;
@@ -295,7 +295,7 @@ impl RtpLeg {
 
     /// Whether a task waiting in [`RtpLeg::recv_from`] wakes at each packet (the default),
     /// or the socket is quiet, out of the runtime's reactor, and read by
-    /// [`RtpLeg::try_recv_from`] at the call's ticks (see [`super::media_socket`]).
+    /// [`RtpLeg::try_recv_from`] at the call's ticks (see [`super::rtp_socket`]).
     pub fn set_woken(&mut self, woken: bool) -> io::Result<()> {
         self.rtp.set_woken(woken)
     }
@@ -364,7 +364,7 @@ impl RtpLeg {
 
     /// Sends on the RTP or RTCP socket, protecting first when keyed; whether it went out.
     fn seal_and_send(&mut self, datagram: &[u8], to: SocketAddr, rtcp: bool) -> bool {
-        let send = |socket: &MediaSocket, rtcp_socket: &UdpSocket, d: &[u8]| {
+        let send = |socket: &RtpSocket, rtcp_socket: &UdpSocket, d: &[u8]| {
             if rtcp {
                 rtcp_socket.try_send_to(d, to).is_ok()
             } else {

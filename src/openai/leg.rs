@@ -142,18 +142,6 @@ pub trait RealtimeLeg: Send + std::fmt::Debug {
     /// The next thing from the service. Cancel-safe: use it in `select!`.
     async fn recv(&mut self) -> LegEvent;
 
-    /// The call's 20 ms tick, for a leg that can be read at the ticks: it takes in what came
-    /// since the last tick, for [`RealtimeLeg::take_event`]; from the first call on, a packet
-    /// no longer wakes `recv` (it still wakes for the leg's own timers). A leg that cannot
-    /// (WebSocket) does nothing and goes on waking `recv`.
-    fn read_at_tick(&mut self) {}
-
-    /// The next thing already taken in, without waiting, and how long ago the datagram that
-    /// carried it arrived.
-    fn take_event(&mut self) -> Option<(LegEvent, Duration)> {
-        None
-    }
-
     /// The caller talked over the agent (after `speech_started`) or the operator
     /// interrupted: stop the response. `unplayed_ms` is the agent audio already received
     /// but dropped unplayed (the bridge's playout queue at that moment); the WebSocket leg

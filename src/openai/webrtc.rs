@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rtc::data_channel::RTCDataChannelId;
@@ -36,11 +36,12 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::media::frame::{Frame, FRAME_SAMPLES};
 use crate::media::g711::Law;
-use crate::media::media_socket::{waited, MediaSocket, Received};
 use crate::media::opus_codec::{
     OpusConfig, OpusDecoder, OpusEncoder, MAX_OPUS_PACKET, MAX_PACKET_SAMPLES, OPUS_TICKS_PER_FRAME,
 };
@@ -75,9 +76,6 @@ const DATAGRAM_MAX: usize = 2048;
 /// Datagrams read in one wake-up before the core's output is taken: what already waits in
 /// the socket is fed in together.
 const READS_PER_WAKE: usize = 16;
-/// Datagrams read per socket at one of the call's ticks, at most (a flood beyond 1,600 a
-/// second is left to the kernel, as on the phone leg). The agent's audio is one a tick.
-const READS_PER_TICK: usize = 32;
 /// Interfaces a wildcard bind offers candidates on, at most.
 const MAX_INTERFACES: usize = 4;
 
@@ -141,7 +139,7 @@ pub struct ConnectTimes {
 
 /// One local socket of the connection and the address its host candidate names.
 struct LegSocket {
-    socket: MediaSocket,
+    socket: UdpSocket,
     local: SocketAddr,
 }
 
@@ -171,7 +169,7 @@ async fn bind_sockets(bind: &str) -> Result<Vec<LegSocket>, LegError> {
     }
     let mut sockets = Vec::with_capacity(addrs.len());
     for a in addrs {
-        let socket = MediaSocket::bind(a).map_err(transport)?;
+        let socket = UdpSocket::bind(a).await.map_err(transport)?;
         let local = socket.local_addr().map_err(transport)?;
         sockets.push(LegSocket { socket, local });
     }
@@ -187,28 +185,21 @@ fn usable(ip: &IpAddr) -> bool {
     !ip.is_loopback() && !ip.is_unspecified() && !link_local
 }
 
-/// The next datagram on any of `sockets` (never, once they are quiet): its socket's index,
-/// length, source and arrival.
-async fn recv_any(sockets: &[LegSocket], buf: &mut [u8]) -> (usize, io::Result<Received>) {
+/// The next datagram on any of `sockets`: its socket's index, length and source.
+async fn recv_any(
+    sockets: &[LegSocket],
+    buf: &mut [u8],
+) -> (usize, io::Result<(usize, SocketAddr)>) {
     std::future::poll_fn(|cx| {
         for (i, s) in sockets.iter().enumerate() {
-            if let Poll::Ready(r) = s.socket.poll_recv_from(cx, buf) {
-                return Poll::Ready((i, r));
+            let mut rb = ReadBuf::new(buf);
+            if let Poll::Ready(r) = s.socket.poll_recv_from(cx, &mut rb) {
+                return Poll::Ready((i, r.map(|from| (rb.filled().len(), from))));
             }
         }
         Poll::Pending
     })
     .await
-}
-
-/// When a datagram stamped `stamp` by the kernel arrived, on the clock the connection is fed
-/// (`now` read with `wall`).
-fn arrival(
-    now: std::time::Instant,
-    wall: SystemTime,
-    stamp: Option<SystemTime>,
-) -> std::time::Instant {
-    now.checked_sub(waited(wall, stamp)).unwrap_or(now)
 }
 
 /// A realtime session over one WebRTC peer connection, driven by its owner's task.
@@ -233,10 +224,7 @@ pub struct WebRtcLeg {
     turns: Turns,
     /// Released `response.create` events not yet written.
     outbox: VecDeque<ClientEvent>,
-    /// What the connection gave, each with when its datagram arrived.
-    pending: VecDeque<(LegEvent, std::time::Instant)>,
-    /// Read at the call's ticks: the sockets are out of the reactor.
-    quiet: bool,
+    pending: VecDeque<LegEvent>,
     session_id: Option<String>,
     call_id: String,
     disconnected_since: Option<Instant>,
@@ -418,7 +406,6 @@ impl WebRtcLeg {
             turns: Turns::new(),
             outbox: VecDeque::new(),
             pending: VecDeque::new(),
-            quiet: false,
             session_id: None,
             call_id: String::new(),
             disconnected_since: None,
@@ -526,13 +513,13 @@ impl WebRtcLeg {
                 _ => {}
             }
         }
-        while let Some(TaggedRTCMessage { message, now }) = self.pc.poll_read() {
+        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
             match message {
                 RTCMessage::RtpPacket(_, pkt) => {
-                    self.take_rtp(pkt.header.payload_type, &pkt.payload, now)
+                    self.take_rtp(pkt.header.payload_type, &pkt.payload)
                 }
                 RTCMessage::DataChannelMessage(id, msg) if id == self.dc => {
-                    self.take_message(&msg.data, now)
+                    self.take_message(&msg.data)
                 }
                 _ => {}
             }
@@ -549,7 +536,10 @@ impl WebRtcLeg {
                 None => &self.sockets[0].socket,
             };
             // UDP: a full send buffer drops the datagram, as the network may
-            if !socket.try_send_to(&out.message, out.transport.peer_addr) {
+            if socket
+                .try_send_to(&out.message, out.transport.peer_addr)
+                .is_err()
+            {
                 self.dropped_out += 1;
             }
         }
@@ -575,16 +565,13 @@ impl WebRtcLeg {
         };
         if let Some((i, r)) = got {
             match r {
-                Ok((n, from, stamp)) => {
-                    let (now, wall) = (std::time::Instant::now(), SystemTime::now());
-                    self.feed(i, n, from, arrival(now, wall, stamp));
+                Ok((n, from)) => {
+                    self.feed(i, n, from);
                     // what already waits in the socket goes in with it
                     for _ in 1..READS_PER_WAKE {
                         match self.sockets[i].socket.try_recv_from(&mut self.buf[..]) {
-                            Some((n, from, stamp)) => {
-                                self.feed(i, n, from, arrival(now, wall, stamp))
-                            }
-                            None => break,
+                            Ok((n, from)) => self.feed(i, n, from),
+                            Err(_) => break,
                         }
                     }
                 }
@@ -599,12 +586,11 @@ impl WebRtcLeg {
         until.is_none_or(|u| Instant::now() < u)
     }
 
-    /// Feeds one datagram of socket `i`, `n` bytes from `from` that arrived at `at`, to the
-    /// core.
-    fn feed(&mut self, i: usize, n: usize, from: SocketAddr, at: std::time::Instant) {
+    /// Feeds one datagram of socket `i`, `n` bytes from `from`, to the core.
+    fn feed(&mut self, i: usize, n: usize, from: SocketAddr) {
         self.received += 1;
         let msg = TaggedBytesMut {
-            now: at,
+            now: std::time::Instant::now(),
             transport: TransportContext {
                 local_addr: self.sockets[i].local,
                 peer_addr: from,
@@ -618,7 +604,7 @@ impl WebRtcLeg {
         }
     }
 
-    fn take_message(&mut self, bytes: &[u8], at: std::time::Instant) {
+    fn take_message(&mut self, bytes: &[u8]) {
         let ev = match std::str::from_utf8(bytes)
             .ok()
             .and_then(|t| ServerEvent::parse(t).ok())
@@ -637,19 +623,19 @@ impl WebRtcLeg {
                 if error.code.as_deref() == Some("session_expired") =>
             {
                 self.expired = true;
-                self.pending.push_back((LegEvent::Event(ev), at));
+                self.pending.push_back(LegEvent::Event(ev));
                 self.finish(LegEnd::SessionExpired);
                 return;
             }
             _ => {}
         }
-        self.pending.push_back((LegEvent::Event(ev), at));
+        self.pending.push_back(LegEvent::Event(ev));
         if let Some(call) = call {
-            self.pending.push_back((LegEvent::ToolCall(call), at));
+            self.pending.push_back(LegEvent::ToolCall(call));
         }
     }
 
-    fn take_rtp(&mut self, pt: u8, payload: &[u8], at: std::time::Instant) {
+    fn take_rtp(&mut self, pt: u8, payload: &[u8]) {
         match self.codec {
             WebRtcCodec::Opus if pt == OPUS_PT => {
                 let Some(dec) = self.decoder.as_mut() else {
@@ -666,7 +652,7 @@ impl WebRtcLeg {
                     let mut frame: Frame = [0; FRAME_SAMPLES];
                     frame[..chunk.len()].copy_from_slice(chunk);
                     self.pending
-                        .push_back((LegEvent::Audio(AgentAudio::Pcm(frame)), at));
+                        .push_back(LegEvent::Audio(AgentAudio::Pcm(frame)));
                 }
             }
             WebRtcCodec::Pcmu if pt == 0 => {
@@ -674,7 +660,7 @@ impl WebRtcLeg {
                     let mut frame = [Law::Mu.silence_byte(); FRAME_SAMPLES];
                     frame[..chunk.len()].copy_from_slice(chunk);
                     self.pending
-                        .push_back((LegEvent::Audio(AgentAudio::G711(Law::Mu, frame)), at));
+                        .push_back(LegEvent::Audio(AgentAudio::G711(Law::Mu, frame)));
                 }
             }
             _ => self.bad_audio += 1,
@@ -685,17 +671,8 @@ impl WebRtcLeg {
     fn finish(&mut self, reason: LegEnd) {
         if self.ended.is_none() {
             let ev = self.end(reason);
-            self.pending.push_back((ev, std::time::Instant::now()));
+            self.pending.push_back(ev);
         }
-    }
-
-    /// The oldest event given and not yet taken; an end is kept as the session's.
-    fn next_pending(&mut self) -> Option<(LegEvent, std::time::Instant)> {
-        let (ev, at) = self.pending.pop_front()?;
-        if let LegEvent::Ended(r) = &ev {
-            self.ended.get_or_insert(r.clone());
-        }
-        Some((ev, at))
     }
 
     /// Writes released events; each leaves the box only once written.
@@ -886,7 +863,10 @@ impl RealtimeLeg for WebRtcLeg {
             }
             self.drive();
             self.flush_outbox();
-            if let Some((ev, _)) = self.next_pending() {
+            if let Some(ev) = self.pending.pop_front() {
+                if let LegEvent::Ended(r) = &ev {
+                    self.ended.get_or_insert(r.clone());
+                }
                 return ev;
             }
             if let Some(r) = &self.ended {
@@ -899,45 +879,10 @@ impl RealtimeLeg for WebRtcLeg {
         }
     }
 
-    fn read_at_tick(&mut self) {
-        if self.closed {
-            return;
-        }
-        if !self.quiet {
-            self.quiet = true;
-            for s in &mut self.sockets {
-                // out of the reactor: only putting a socket back in can fail
-                let _ = s.socket.set_woken(false);
-            }
-        }
-        let (now, wall) = (std::time::Instant::now(), SystemTime::now());
-        for i in 0..self.sockets.len() {
-            for _ in 0..READS_PER_TICK {
-                match self.sockets[i].socket.try_recv_from(&mut self.buf[..]) {
-                    Some((n, from, stamp)) => self.feed(i, n, from, arrival(now, wall, stamp)),
-                    None => break,
-                }
-            }
-        }
-        if self.pc.poll_timeout().is_some_and(|t| t <= now) {
-            let _ = self.pc.handle_timeout(now);
-        }
-        self.drive();
-        self.flush_outbox();
-    }
-
-    fn take_event(&mut self) -> Option<(LegEvent, Duration)> {
-        if self.closed {
-            return None;
-        }
-        self.next_pending().map(|(ev, at)| (ev, at.elapsed()))
-    }
-
     async fn interrupt(&mut self, _unplayed_ms: u32) -> Result<(), LegError> {
         // the service knows what it played out: cancel, and clear its buffer
         self.drive();
-        self.pending
-            .retain(|(e, _)| !matches!(e, LegEvent::Audio(_)));
+        self.pending.retain(|e| !matches!(e, LegEvent::Audio(_)));
         if self.turns.response_active() {
             self.write_event(&ClientEvent::ResponseCancel {
                 event_id: None,

@@ -90,23 +90,6 @@ pub struct Seen {
     pub loud_frames: usize,
 }
 
-impl Seen {
-    /// Counts one thing the leg gave.
-    pub fn note(&mut self, ev: &LegEvent) {
-        match ev {
-            LegEvent::Audio(a) => {
-                self.frames += 1;
-                if peak(a) > 2_000 {
-                    self.loud_frames += 1;
-                }
-            }
-            LegEvent::Event(e) => self.kinds.push(e.kind().to_string()),
-            LegEvent::ToolCall(c) => self.kinds.push(format!("tool:{}", c.name)),
-            LegEvent::Ended(r) => self.kinds.push(format!("ended:{r}")),
-        }
-    }
-}
-
 /// Receives until `want` matches, within `secs`; panics with what was seen otherwise.
 pub async fn until(
     leg: &mut dyn RealtimeLeg,
@@ -120,7 +103,17 @@ pub async fn until(
             Ok(ev) => ev,
             Err(_) => panic!("nothing matched within {secs} s; saw {:?}", seen.kinds),
         };
-        seen.note(&ev);
+        match &ev {
+            LegEvent::Audio(a) => {
+                seen.frames += 1;
+                if peak(a) > 2_000 {
+                    seen.loud_frames += 1;
+                }
+            }
+            LegEvent::Event(e) => seen.kinds.push(e.kind().to_string()),
+            LegEvent::ToolCall(c) => seen.kinds.push(format!("tool:{}", c.name)),
+            LegEvent::Ended(r) => seen.kinds.push(format!("ended:{r}")),
+        }
         if want(&ev) {
             return ev;
         }

@@ -1,13 +1,12 @@
-//! A media socket (a phone leg's RTP, the WebRTC leg's ICE/DTLS/SRTP), read one of two ways.
+//! A phone leg's RTP socket, read one of two ways.
 //!
-//! - **Woken:** in the runtime's reactor, so that a task waiting in [`MediaSocket::recv_from`]
+//! - **Woken:** in the runtime's reactor, so that a task waiting in [`RtpSocket::recv_from`]
 //!   wakes at each packet. For what must go on at once: a warm transfer's joined call, whose
-//!   packets are forwarded as they come, the legs the relay dials, and a WebRTC connection
-//!   being set up.
+//!   packets are forwarded as they come, and the legs the relay dials.
 //! - **Quiet:** out of the reactor, read only when the call's task asks
-//!   ([`MediaSocket::try_recv_from`]), at its 20 ms ticks. A packet then wakes no thread: the
-//!   caller's packets are only needed when the tick plays out the next frame, and so are the
-//!   agent's, so a call costs one wake-up per tick instead of one per tick and one per packet.
+//!   ([`RtpSocket::try_recv_from`]), at its 20 ms ticks. A packet then wakes no thread: the
+//!   caller's packets are only needed when the tick plays out the next frame, so a call
+//!   costs one wake-up per tick instead of one per tick and one per packet.
 //!
 //! Either way each datagram comes with the time the kernel received it (`SO_TIMESTAMPNS`),
 //! so the jitter buffer measures the network's jitter and not the tick it was read at.
@@ -15,7 +14,6 @@
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{
@@ -33,9 +31,9 @@ struct ControlSpace([u8; 64]);
 /// the kernel did not say).
 pub type Received = (usize, SocketAddr, Option<SystemTime>);
 
-/// A media socket (see the module's text).
+/// The RTP socket of a phone leg (see the module's text).
 #[derive(Debug)]
-pub struct MediaSocket {
+pub struct RtpSocket {
     state: State,
 }
 
@@ -47,7 +45,7 @@ enum State {
     Switching,
 }
 
-impl MediaSocket {
+impl RtpSocket {
     /// Binds `addr`, non-blocking, with receive timestamps on, woken per packet.
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
         let socket = UdpSocket::bind(addr)?;
@@ -60,7 +58,7 @@ impl MediaSocket {
         Ok(s)
     }
 
-    /// Whether a packet wakes a task waiting in [`MediaSocket::recv_from`].
+    /// Whether a packet wakes a task waiting in [`RtpSocket::recv_from`].
     pub fn is_woken(&self) -> bool {
         matches!(self.state, State::Woken(_))
     }
@@ -99,31 +97,17 @@ impl MediaSocket {
     }
 
     /// Waits for the next datagram. On a quiet socket this never returns: a call reads that
-    /// one with [`MediaSocket::try_recv_from`].
+    /// one with [`RtpSocket::try_recv_from`].
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<Received> {
-        std::future::poll_fn(|cx| self.poll_recv_from(cx, buf)).await
-    }
-
-    /// [`MediaSocket::recv_from`] as a poll, for a task waiting on several sockets at once.
-    pub fn poll_recv_from(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<Received>> {
         let State::Woken(fd) = &self.state else {
-            return Poll::Pending;
+            return std::future::pending().await;
         };
         loop {
-            let mut ready = ready!(fd.poll_read_ready(cx))?;
+            let mut ready = fd.readable().await?;
             if let Ok(r) = ready.try_io(|fd| recv_stamped(fd.get_ref(), buf)) {
-                return Poll::Ready(r);
+                return r;
             }
         }
-    }
-
-    /// The address the socket is bound to.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket().local_addr()
     }
 
     /// The next datagram waiting, if any, without waiting.
@@ -177,16 +161,11 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// the wall clock) less how long before `wall` the kernel stamped it. A missing timestamp,
 /// or one from the future (a stepped clock), counts as `now`.
 pub fn arrived_at(now: Duration, wall: SystemTime, stamp: Option<SystemTime>) -> Duration {
-    now.saturating_sub(waited(wall, stamp))
-}
-
-/// How long before `wall` the kernel stamped a datagram, at most [`MAX_WAIT`]; nothing for a
-/// missing timestamp or one from the future.
-pub fn waited(wall: SystemTime, stamp: Option<SystemTime>) -> Duration {
-    stamp
+    let waited = stamp
         .and_then(|s| wall.duration_since(s).ok())
         .unwrap_or_default()
-        .min(MAX_WAIT)
+        .min(MAX_WAIT);
+    now.saturating_sub(waited)
 }
 
 #[cfg(test)]
@@ -213,7 +192,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_quiet_socket_holds_its_datagrams_for_the_next_read_with_their_arrival_time() {
-        let mut rtp = MediaSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut rtp = RtpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = rtp.socket().local_addr().unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut buf = [0u8; 1500];
