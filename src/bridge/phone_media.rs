@@ -23,7 +23,7 @@ use super::call_recording::{CallRecording, RecordingInfo};
 use crate::media::codec::{Codec, Decoder, G711Decoder};
 use crate::media::dtmf::DtmfReceiver;
 use crate::media::echo_gate::{EchoCounters, EchoGate};
-use crate::media::frame::{Frame, FRAME_MS, FRAME_SAMPLES, SILENCE};
+use crate::media::frame::{Frame, FRAME_DURATION as FRAME, FRAME_MS, FRAME_SAMPLES, SILENCE};
 use crate::media::g711::Law;
 use crate::media::jitter::{JitterBuffer, JitterConfig, Playout, Push};
 use crate::media::opus_codec::OpusError;
@@ -35,11 +35,13 @@ use crate::openai::AgentAudio;
 pub type G711Frame = [u8; FRAME_SAMPLES];
 
 /// A frame waiting to go to the caller, with when the agent's audio arrived (µs since the
-/// call started; `NOT_AGENT` for the relay's own prompts and comfort noise).
+/// call started; `NOT_AGENT` for the relay's own prompts and comfort noise) and how many
+/// ticks had gone out paused by then.
 #[derive(Debug, Clone, Copy)]
 struct Queued {
     frame: G711Frame,
     at_us: u64,
+    paused_ticks: u32,
 }
 
 const NOT_AGENT: u64 = u64::MAX;
@@ -96,6 +98,9 @@ pub struct PhoneMedia {
     last_agent_sent: Option<Duration>,
     /// The agent's audio is held (the caller speaks over it): silence goes out meanwhile.
     paused: bool,
+    /// Ticks that went out paused, in all: each one held every queued frame one frame longer
+    /// on purpose, which is not latency the relay added.
+    paused_ticks: u32,
     counters: PhoneCounters,
     /// The call's recording, while it runs.
     recording: Option<CallRecording>,
@@ -152,6 +157,7 @@ impl PhoneMedia {
             pacer: Pacer::new(Queued {
                 frame: silence,
                 at_us: NOT_AGENT,
+                paused_ticks: 0,
             }),
             upstream: VecDeque::new(),
             caller: SILENCE,
@@ -160,6 +166,7 @@ impl PhoneMedia {
             silence,
             last_agent_sent: None,
             paused: false,
+            paused_ticks: 0,
             counters: PhoneCounters::default(),
             recording: None,
         }
@@ -286,6 +293,7 @@ impl PhoneMedia {
         self.push_encoded(Queued {
             frame,
             at_us: now.as_micros() as u64,
+            paused_ticks: self.paused_ticks,
         });
     }
 
@@ -298,6 +306,7 @@ impl PhoneMedia {
             self.push_encoded(Queued {
                 frame,
                 at_us: NOT_AGENT,
+                paused_ticks: self.paused_ticks,
             });
         }
     }
@@ -316,9 +325,11 @@ impl PhoneMedia {
 
     /// The one packet for the caller at tick `now`, written into `out` (at least
     /// [`MAX_OUT`] bytes): agent audio if any is due, else silence (or a prompt). Returns
-    /// its length and, for agent audio, how long the relay held it (arrival to send).
+    /// its length and, for agent audio, how long the relay held it (arrival to send), less
+    /// the ticks it waited paused while the caller spoke over the agent.
     pub fn poll_out(&mut self, now: Duration, out: &mut [u8]) -> (usize, Option<Duration>) {
         let paced = if self.paused {
+            self.paused_ticks = self.paused_ticks.wrapping_add(1);
             None
         } else {
             self.pacer.poll(now)
@@ -337,8 +348,11 @@ impl PhoneMedia {
                 }
                 self.last_agent_sent = Some(now);
                 self.counters.frames_out += 1;
-                let held = (p.frame.at_us != NOT_AGENT)
-                    .then(|| now.saturating_sub(Duration::from_micros(p.frame.at_us)));
+                let paused = FRAME * self.paused_ticks.wrapping_sub(p.frame.paused_ticks);
+                let held = (p.frame.at_us != NOT_AGENT).then(|| {
+                    now.saturating_sub(Duration::from_micros(p.frame.at_us))
+                        .saturating_sub(paused)
+                });
                 (p.frame.frame, held)
             }
             None => (self.silence, None),
@@ -502,6 +516,31 @@ mod tests {
         assert_eq!(agent, 5);
         assert!(m.is_idle());
         assert_eq!(m.counters().frames_out, 5);
+    }
+
+    #[test]
+    fn a_pause_while_the_caller_speaks_over_the_agent_is_not_counted_as_held() {
+        let mut m = PhoneMedia::new(Codec::Pcmu, 0, Some(101)).unwrap();
+        for _ in 0..3 {
+            m.push_agent(ms(0), &AgentAudio::Pcm(tone()));
+        }
+        let mut out = [0u8; MAX_OUT];
+        assert_eq!(m.poll_out(ms(0), &mut out).1, Some(ms(0)));
+        // the caller speaks over the agent for ten ticks; a frame arrives meanwhile
+        m.pause(ms(10));
+        for t in 1..=10u64 {
+            if t == 8 {
+                m.push_agent(ms(150), &AgentAudio::Pcm(tone()));
+            }
+            assert_eq!(m.poll_out(ms(20 * t), &mut out).1, None, "paused");
+        }
+        m.resume();
+        // sent at 220 ms, 200 ms of it paused: its own wait was one slot
+        assert_eq!(m.poll_out(ms(220), &mut out).1, Some(ms(20)));
+        assert_eq!(m.poll_out(ms(240), &mut out).1, Some(ms(40)));
+        // arrived at 150 ms, sent at 260 ms, three of the paused ticks after it
+        assert_eq!(m.poll_out(ms(260), &mut out).1, Some(ms(50)));
+        assert!(m.is_idle());
     }
 
     #[test]
