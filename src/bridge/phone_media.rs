@@ -348,8 +348,8 @@ impl PhoneMedia {
                 }
                 self.last_agent_sent = Some(now);
                 self.counters.frames_out += 1;
-                let paused = FRAME * self.paused_ticks.wrapping_sub(p.frame.paused_ticks);
                 let held = (p.frame.at_us != NOT_AGENT).then(|| {
+                    let paused = FRAME * self.paused_ticks.wrapping_sub(p.frame.paused_ticks);
                     now.saturating_sub(Duration::from_micros(p.frame.at_us))
                         .saturating_sub(paused)
                 });

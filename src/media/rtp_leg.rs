@@ -586,19 +586,26 @@ mod tests {
         Some((p.sequence, buf[p.payload_start..p.payload_end].to_vec()))
     }
 
-    #[tokio::test]
-    async fn a_quiet_srtp_leg_reads_one_datagram_at_a_time_even_those_it_drops() {
-        let pool = PortPool::new(41400, 41499);
-        let mut leg = RtpLeg::bind(&pool, "127.0.0.1".parse().unwrap())
+    /// A leg on loopback keyed with [`srtp_keys`]`(fill)`, the caller's SRTP context, the
+    /// leg's RTP address and the caller's socket (the leg's remote).
+    async fn keyed_leg(pool: &PortPool, fill: u8) -> (RtpLeg, SrtpContext, SocketAddr, UdpSocket) {
+        let mut leg = RtpLeg::bind(pool, "127.0.0.1".parse().unwrap())
             .await
             .unwrap();
-        leg.set_woken(false).unwrap();
-        let (relay_keys, caller_keys) = srtp_keys(4);
+        let (relay_keys, caller_keys) = srtp_keys(fill);
         leg.key_slot().set(Some(relay_keys));
-        let mut caller = SrtpContext::new(&caller_keys).unwrap();
+        let caller = SrtpContext::new(&caller_keys).unwrap();
         let to = SocketAddr::from(([127, 0, 0, 1], leg.local_port()));
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         leg.set_remote(Some(a.local_addr().unwrap()), None);
+        (leg, caller, to, a)
+    }
+
+    #[tokio::test]
+    async fn a_quiet_srtp_leg_reads_one_datagram_at_a_time_even_those_it_drops() {
+        let pool = PortPool::new(41400, 41499);
+        let (mut leg, mut caller, to, a) = keyed_leg(&pool, 4).await;
+        leg.set_woken(false).unwrap();
         let mut buf = [0u8; 1500];
         assert_eq!(leg.try_recv_from(&mut buf), RtpRead::Nothing);
         // forged packets, then a good one: each read takes one datagram, dropped or not
@@ -625,15 +632,7 @@ mod tests {
     #[tokio::test]
     async fn an_srtp_leg_hands_out_plain_rtp_and_drops_what_fails() {
         let pool = PortPool::new(41300, 41399);
-        let mut leg = RtpLeg::bind(&pool, "127.0.0.1".parse().unwrap())
-            .await
-            .unwrap();
-        let (relay_keys, caller_keys) = srtp_keys(3);
-        leg.key_slot().set(Some(relay_keys));
-        let mut caller = SrtpContext::new(&caller_keys).unwrap();
-        let to = SocketAddr::from(([127, 0, 0, 1], leg.local_port()));
-        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        leg.set_remote(Some(a.local_addr().unwrap()), None);
+        let (mut leg, mut caller, to, a) = keyed_leg(&pool, 3).await;
         let mut sealed = [0u8; 1500];
 
         // A forged packet first: dropped, counted, and it does not latch.
