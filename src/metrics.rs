@@ -233,7 +233,7 @@ impl Metrics {
         );
         r.register(
             "added_latency_seconds",
-            "Audio held by the relay per direction: jitter buffer to the agent, pacer to the caller (less any pause while the caller talks over the agent)",
+            "Audio held by the relay per direction: jitter buffer to the agent, pacer to the caller (as if the agent's audio had not been paused while the caller talked over it)",
             m.added_latency_seconds.clone(),
         );
         r.register(

@@ -23,7 +23,7 @@ use super::call_recording::{CallRecording, RecordingInfo};
 use crate::media::codec::{Codec, Decoder, G711Decoder};
 use crate::media::dtmf::DtmfReceiver;
 use crate::media::echo_gate::{EchoCounters, EchoGate};
-use crate::media::frame::{Frame, FRAME_DURATION as FRAME, FRAME_MS, FRAME_SAMPLES, SILENCE};
+use crate::media::frame::{Frame, FRAME_MS, FRAME_SAMPLES, SILENCE};
 use crate::media::g711::Law;
 use crate::media::jitter::{JitterBuffer, JitterConfig, Playout, Push};
 use crate::media::opus_codec::OpusError;
@@ -35,16 +35,17 @@ use crate::openai::AgentAudio;
 pub type G711Frame = [u8; FRAME_SAMPLES];
 
 /// A frame waiting to go to the caller, with when the agent's audio arrived (µs since the
-/// call started; `NOT_AGENT` for the relay's own prompts and comfort noise) and how many
-/// ticks had gone out paused by then.
+/// call started; `NOT_AGENT` for the relay's own prompts and comfort noise) and the tick it
+/// would go out at had the agent's audio never been paused (µs, see [`PhoneMedia::poll_out`]).
 #[derive(Debug, Clone, Copy)]
 struct Queued {
     frame: G711Frame,
     at_us: u64,
-    paused_ticks: u32,
+    unpaused_us: u64,
 }
 
 const NOT_AGENT: u64 = u64::MAX;
+const FRAME_US: u64 = FRAME_MS as u64 * 1000;
 /// The largest RTP packet [`PhoneMedia::poll_out`] writes.
 pub const MAX_OUT: usize = HEADER_LEN + FRAME_SAMPLES;
 /// Agent audio held upstream of the pacer at most (60 s). Beyond it new audio is dropped
@@ -98,9 +99,11 @@ pub struct PhoneMedia {
     last_agent_sent: Option<Duration>,
     /// The agent's audio is held (the caller speaks over it): silence goes out meanwhile.
     paused: bool,
-    /// Ticks that went out paused, in all: each one held every queued frame one frame longer
-    /// on purpose, which is not latency the relay added.
-    paused_ticks: u32,
+    /// The last tick [`PhoneMedia::poll_out`] ran at, and when the frame queued last would
+    /// go out had the agent's audio never been paused (µs): the same queue without the
+    /// pauses, whose wait is the relay's own.
+    last_tick_us: Option<u64>,
+    unpaused_last_us: Option<u64>,
     counters: PhoneCounters,
     /// The call's recording, while it runs.
     recording: Option<CallRecording>,
@@ -157,7 +160,7 @@ impl PhoneMedia {
             pacer: Pacer::new(Queued {
                 frame: silence,
                 at_us: NOT_AGENT,
-                paused_ticks: 0,
+                unpaused_us: 0,
             }),
             upstream: VecDeque::new(),
             caller: SILENCE,
@@ -166,7 +169,8 @@ impl PhoneMedia {
             silence,
             last_agent_sent: None,
             paused: false,
-            paused_ticks: 0,
+            last_tick_us: None,
+            unpaused_last_us: None,
             counters: PhoneCounters::default(),
             recording: None,
         }
@@ -290,11 +294,7 @@ impl PhoneMedia {
                 self.law.encode(&pcm, &mut frame);
             }
         }
-        self.push_encoded(Queued {
-            frame,
-            at_us: now.as_micros() as u64,
-            paused_ticks: self.paused_ticks,
-        });
+        self.push_encoded(frame, now.as_micros() as u64);
     }
 
     /// Queues PCM (a prompt, comfort noise) for the caller, cut into 20 ms frames; a short
@@ -303,20 +303,33 @@ impl PhoneMedia {
         for chunk in samples.chunks(FRAME_SAMPLES) {
             let mut frame = self.silence;
             self.law.encode(chunk, &mut frame[..chunk.len()]);
-            self.push_encoded(Queued {
-                frame,
-                at_us: NOT_AGENT,
-                paused_ticks: self.paused_ticks,
-            });
+            self.push_encoded(frame, NOT_AGENT);
         }
     }
 
-    fn push_encoded(&mut self, frame: Queued) {
+    /// Queues a frame that arrived at `at_us` (`NOT_AGENT`: a prompt, queued now).
+    fn push_encoded(&mut self, frame: G711Frame, at_us: u64) {
+        if self.upstream.len() >= UPSTREAM_MAX {
+            self.counters.overflow += 1;
+            return;
+        }
+        // without pauses the pacer sends one queued frame a tick: this one goes at the tick
+        // after the last one polled (at once before the first), or after the frame before it
+        let next_tick = match self.last_tick_us {
+            Some(t) => t + FRAME_US,
+            None if at_us == NOT_AGENT => 0,
+            None => at_us,
+        };
+        let unpaused_us = self
+            .unpaused_last_us
+            .map_or(next_tick, |last| next_tick.max(last + FRAME_US));
+        self.unpaused_last_us = Some(unpaused_us);
+        let frame = Queued {
+            frame,
+            at_us,
+            unpaused_us,
+        };
         if !self.upstream.is_empty() {
-            if self.upstream.len() >= UPSTREAM_MAX {
-                self.counters.overflow += 1;
-                return;
-            }
             self.upstream.push_back(frame);
         } else if let Err(frame) = self.pacer.push(frame) {
             self.upstream.push_back(frame);
@@ -325,11 +338,14 @@ impl PhoneMedia {
 
     /// The one packet for the caller at tick `now`, written into `out` (at least
     /// [`MAX_OUT`] bytes): agent audio if any is due, else silence (or a prompt). Returns
-    /// its length and, for agent audio, how long the relay held it (arrival to send), less
-    /// the ticks it waited paused while the caller spoke over the agent.
+    /// its length and, for agent audio, how long the relay held it: from its arrival to the
+    /// tick it went out at, or would have had the relay not paused the agent's audio while
+    /// the caller spoke over it (a pause delays every frame queued behind it on purpose;
+    /// that is not latency the relay adds).
     pub fn poll_out(&mut self, now: Duration, out: &mut [u8]) -> (usize, Option<Duration>) {
+        let now_us = now.as_micros() as u64;
+        self.last_tick_us = Some(now_us);
         let paced = if self.paused {
-            self.paused_ticks = self.paused_ticks.wrapping_add(1);
             None
         } else {
             self.pacer.poll(now)
@@ -349,9 +365,8 @@ impl PhoneMedia {
                 self.last_agent_sent = Some(now);
                 self.counters.frames_out += 1;
                 let held = (p.frame.at_us != NOT_AGENT).then(|| {
-                    let paused = FRAME * self.paused_ticks.wrapping_sub(p.frame.paused_ticks);
-                    now.saturating_sub(Duration::from_micros(p.frame.at_us))
-                        .saturating_sub(paused)
+                    let sent = now_us.min(p.frame.unpaused_us);
+                    Duration::from_micros(sent.saturating_sub(p.frame.at_us))
                 });
                 (p.frame.frame, held)
             }
@@ -430,6 +445,7 @@ impl PhoneMedia {
     pub fn flush(&mut self, now: Duration) -> Flushed {
         let unplayed = self.pacer.flush() + self.upstream.len() as u32 * FRAME_MS;
         self.upstream.clear();
+        self.unpaused_last_us = None;
         // what is dropped is dropped: nothing is left to hold
         self.paused = false;
         Flushed {
@@ -538,9 +554,84 @@ mod tests {
         // sent at 220 ms, 200 ms of it paused: its own wait was one slot
         assert_eq!(m.poll_out(ms(220), &mut out).1, Some(ms(20)));
         assert_eq!(m.poll_out(ms(240), &mut out).1, Some(ms(40)));
-        // arrived at 150 ms, sent at 260 ms, three of the paused ticks after it
-        assert_eq!(m.poll_out(ms(260), &mut out).1, Some(ms(50)));
+        // arrived at 150 ms and sent at 260 ms; unpaused, the queue would have been empty
+        // then, and it would have gone at the next tick
+        assert_eq!(m.poll_out(ms(260), &mut out).1, Some(ms(10)));
         assert!(m.is_idle());
+    }
+
+    #[test]
+    fn the_agent_audio_queued_behind_a_pause_counts_only_its_own_wait() {
+        let mut m = PhoneMedia::new(Codec::Pcmu, 0, Some(101)).unwrap();
+        let mut out = [0u8; MAX_OUT];
+        m.poll_out(ms(0), &mut out);
+        let mut held = Vec::new();
+        // the agent's frames arrive 5 ms after each tick, one a tick, for 2 s; the caller
+        // talks over it from 0.5 s to 0.8 s, a pause of 15 ticks the agent then plays on from
+        for t in 0..100u64 {
+            m.push_agent(ms(20 * t + 5), &AgentAudio::Pcm(tone()));
+            if t == 25 {
+                m.pause(ms(20 * t + 10));
+            }
+            if t == 40 {
+                m.resume();
+            }
+            if let (_, Some(h)) = m.poll_out(ms(20 * t + 20), &mut out) {
+                held.push(h);
+            }
+        }
+        assert_eq!(held.len(), 100 - 15);
+        // the rest of the answer goes out 15 ticks late: the pause's doing
+        let mut t = 100;
+        while let (_, Some(h)) = m.poll_out(ms(20 * t + 20), &mut out) {
+            held.push(h);
+            t += 1;
+        }
+        assert_eq!(held.len(), 100);
+        assert!(held.iter().all(|&h| h == ms(15)), "{held:?}");
+        // the next answer is not held behind the old one either
+        m.push_agent(ms(20 * t + 25), &AgentAudio::Pcm(tone()));
+        assert_eq!(m.poll_out(ms(20 * t + 40), &mut out).1, Some(ms(15)));
+    }
+
+    #[test]
+    fn without_a_pause_the_measured_wait_is_the_frames_real_wait() {
+        let mut m = PhoneMedia::new(Codec::Pcma, 8, None).unwrap();
+        let mut out = [0u8; MAX_OUT];
+        m.poll_out(ms(0), &mut out);
+        // what is queued, in order: an agent frame's arrival, or a prompt's frame (None)
+        let mut queued: VecDeque<Option<Duration>> = VecDeque::new();
+        let mut measured = 0;
+        // bursts, gaps and more than the pacer's 60 ms at once, with barge-in flushes and
+        // prompts among them
+        let pattern = [1, 0, 0, 5, 0, 1, 1, 2, 0, 0, 0, 0, 1, 3, 1, 0, 9, 0, 1, 1];
+        for (t, &n) in pattern.iter().cycle().take(400).enumerate() {
+            let t = t as u64;
+            for i in 0..n {
+                let at = ms(20 * t + 3 + i);
+                m.push_agent(at, &AgentAudio::Pcm(tone()));
+                queued.push_back(Some(at));
+            }
+            if t % 97 == 50 {
+                m.flush(ms(20 * t + 15));
+                queued.clear();
+            }
+            if t % 89 == 30 {
+                m.push_pcm(&[0; FRAME_SAMPLES * 2]);
+                queued.extend([None, None]);
+            }
+            let now = ms(20 * t + 20);
+            let before = m.counters().frames_out;
+            let (_, held) = m.poll_out(now, &mut out);
+            if m.counters().frames_out > before {
+                let arrived = queued.pop_front().expect("a frame was queued");
+                assert_eq!(held, arrived.map(|at| now - at), "tick {t}");
+                measured += usize::from(held.is_some());
+            } else {
+                assert_eq!(held, None);
+            }
+        }
+        assert!(measured > 300, "{measured}");
     }
 
     #[test]
