@@ -404,8 +404,11 @@ impl PhoneMedia {
         self.recording.take()?.finish()
     }
 
-    /// Time passes with nothing sent (on hold): keeps the media clock going.
-    pub fn skip(&mut self) {
+    /// Tick `now` passes with nothing sent (the caller holds the call): keeps the media
+    /// clock going. What the agent says meanwhile waits, as in a pause, and is not counted
+    /// as held either.
+    pub fn skip(&mut self, now: Duration) {
+        self.last_tick_us = Some(now.as_micros() as u64);
         self.tx.skip(FRAME_SAMPLES as u32);
         if let Some(gate) = self.echo_gate.as_mut() {
             gate.handle_played(&self.silence);
@@ -592,6 +595,24 @@ mod tests {
         // the next answer is not held behind the old one either
         m.push_agent(ms(20 * t + 25), &AgentAudio::Pcm(tone()));
         assert_eq!(m.poll_out(ms(20 * t + 40), &mut out).1, Some(ms(15)));
+    }
+
+    #[test]
+    fn the_agent_audio_held_while_the_caller_holds_the_call_counts_only_its_own_wait() {
+        let mut m = PhoneMedia::new(Codec::Pcmu, 0, Some(101)).unwrap();
+        let mut out = [0u8; MAX_OUT];
+        m.poll_out(ms(0), &mut out);
+        // the caller holds the call for ten ticks; the agent speaks from the fifth on
+        for t in 0..10u64 {
+            if t >= 5 {
+                m.push_agent(ms(20 * t + 5), &AgentAudio::Pcm(tone()));
+            }
+            m.skip(ms(20 * t + 20));
+        }
+        for t in 10..20u64 {
+            m.push_agent(ms(20 * t + 5), &AgentAudio::Pcm(tone()));
+            assert_eq!(m.poll_out(ms(20 * t + 20), &mut out).1, Some(ms(15)));
+        }
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl CallCore {
             self.media.push_pcm(&frame);
         }
         let n = if !self.direction.relay_sends() {
-            self.media.skip();
+            self.media.skip(now);
             0
         } else if let Mode::Echo(echo) = &mut self.mode {
             let mut frame = [0u8; FRAME_SAMPLES];

@@ -305,7 +305,7 @@ impl CallCore {
         let n = match self.warm.as_mut().map(|w| &mut w.state) {
             Some(State::Briefing { caller, .. }) if sends => caller.poll_out(now, &mut self.out).0,
             Some(State::Briefing { caller, .. }) => {
-                caller.skip();
+                caller.skip(now);
                 0
             }
             _ => 0,
