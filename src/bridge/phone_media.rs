@@ -23,7 +23,7 @@ use super::call_recording::{CallRecording, RecordingInfo};
 use crate::media::codec::{Codec, Decoder, G711Decoder};
 use crate::media::dtmf::DtmfReceiver;
 use crate::media::echo_gate::{EchoCounters, EchoGate};
-use crate::media::frame::{Frame, FRAME_MS, FRAME_SAMPLES, SILENCE};
+use crate::media::frame::{Frame, FRAME_MS, FRAME_SAMPLES, FRAME_US, SILENCE};
 use crate::media::g711::Law;
 use crate::media::jitter::{JitterBuffer, JitterConfig, Playout, Push};
 use crate::media::opus_codec::OpusError;
@@ -45,7 +45,6 @@ struct Queued {
 }
 
 const NOT_AGENT: u64 = u64::MAX;
-const FRAME_US: u64 = FRAME_MS as u64 * 1000;
 /// The largest RTP packet [`PhoneMedia::poll_out`] writes.
 pub const MAX_OUT: usize = HEADER_LEN + FRAME_SAMPLES;
 /// Agent audio held upstream of the pacer at most (60 s). Beyond it new audio is dropped

@@ -11,6 +11,8 @@ pub const FRAME_MS: u32 = 20;
 pub const FRAME_SAMPLES: usize = (SAMPLE_RATE * FRAME_MS / 1000) as usize;
 /// One frame as a [`Duration`](std::time::Duration): the media tick.
 pub const FRAME_DURATION: std::time::Duration = std::time::Duration::from_millis(FRAME_MS as u64);
+/// One frame in microseconds, for clocks kept as whole µs.
+pub const FRAME_US: u64 = FRAME_MS as u64 * 1000;
 /// RTP timestamp units in one frame (the 8 kHz clock of G.711 and of telephone-event).
 pub const FRAME_TICKS: u32 = FRAME_SAMPLES as u32;
 

@@ -11,11 +11,10 @@
 
 use std::time::Duration;
 
-use super::frame::FRAME_MS;
+use super::frame::{FRAME_MS, FRAME_US};
 
 /// Frames held at most (60 ms).
 pub const CAPACITY: usize = 3;
-const FRAME_US: u64 = FRAME_MS as u64 * 1000;
 
 /// A frame released by the pacer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
