@@ -29,7 +29,7 @@ use crate::media::rtcp::REPORT_INTERVAL;
 use crate::media::rtp_leg::RtpRead;
 use crate::media::rtp_socket::arrived_at;
 use crate::metrics::Metrics;
-use crate::openai::{CallerAudio, LegError, RealtimeLeg};
+use crate::openai::{CallerAudio, LegError, LegEvent, RealtimeLeg};
 use crate::sip::{DialOutcome, EndReason, IncomingCall, LegDial, LegOutcome, PhoneEvent};
 
 /// Media counters go out as an event this often.
@@ -321,7 +321,15 @@ impl Task {
                     self.on_tick(tick.saturating_duration_since(self.t0)).await
                 }
                 ev = async { leg.expect("guarded").recv().await }, if has_leg => {
-                    self.core.handle_leg(self.t0.elapsed(), ev);
+                    let audio = matches!(ev, LegEvent::Audio(_));
+                    let now = self.t0.elapsed();
+                    self.core.handle_leg(now, ev);
+                    if audio {
+                        // agent audio that came late for its slot goes out as it comes
+                        if let Some(packet) = self.core.late_packet(now) {
+                            self.call.rtp.send(packet);
+                        }
+                    }
                 }
                 Some(done) = self.io.tools.join_next(), if !self.io.tools.is_empty() => match done {
                     Ok(done) => self.core.handle_tool_done(self.t0.elapsed(), done),

@@ -27,7 +27,7 @@ use crate::media::frame::{Frame, FRAME_MS, FRAME_SAMPLES, FRAME_US, SILENCE};
 use crate::media::g711::Law;
 use crate::media::jitter::{JitterBuffer, JitterConfig, Playout, Push};
 use crate::media::opus_codec::OpusError;
-use crate::media::pacer::Pacer;
+use crate::media::pacer::{Paced, Pacer};
 use crate::media::rtp::{Packetizer, ReceiveStats, RtpIn, HEADER_LEN};
 use crate::openai::AgentAudio;
 
@@ -98,6 +98,9 @@ pub struct PhoneMedia {
     last_agent_sent: Option<Duration>,
     /// The agent's audio is held (the caller speaks over it): silence goes out meanwhile.
     paused: bool,
+    /// The tick whose slot waits for the agent's next frame, late (nothing sent in it yet):
+    /// [`PhoneMedia::poll_late`] sends the frame when it comes, within the slot.
+    held_slot: Option<Duration>,
     /// The last tick [`PhoneMedia::poll_out`] ran at, and when the frame queued last would
     /// go out had the agent's audio never been paused (µs): the same queue without the
     /// pauses, whose wait is the relay's own.
@@ -168,6 +171,7 @@ impl PhoneMedia {
             silence,
             last_agent_sent: None,
             paused: false,
+            held_slot: None,
             last_tick_us: None,
             unpaused_last_us: None,
             counters: PhoneCounters::default(),
@@ -341,21 +345,75 @@ impl PhoneMedia {
     /// tick it went out at, or would have had the relay not paused the agent's audio while
     /// the caller spoke over it (a pause delays every frame queued behind it on purpose;
     /// that is not latency the relay adds).
+    ///
+    /// In the middle of the agent's answer with its next frame not there yet, nothing is
+    /// sent (length 0): the slot waits for the frame, which [`PhoneMedia::poll_late`] sends
+    /// when it comes. A slot the frame did not come in by the next tick carries no packet;
+    /// the RTP timestamp moves on over it, as over a sender's silence.
     pub fn poll_out(&mut self, now: Duration, out: &mut [u8]) -> (usize, Option<Duration>) {
-        let now_us = now.as_micros() as u64;
-        self.last_tick_us = Some(now_us);
+        self.close_held_slot();
+        self.last_tick_us = Some(now.as_micros() as u64);
         let paced = if self.paused {
             None
         } else {
             self.pacer.poll(now)
         };
-        // refill the pacer from upstream as it drains
+        self.refill();
+        if paced.is_none() && !self.paused && self.pacer.is_holding() {
+            self.held_slot = Some(now);
+            return (0, None);
+        }
+        self.send(now, now, paced, out)
+    }
+
+    /// The agent's frame that came late for the slot waiting for it (see
+    /// [`PhoneMedia::poll_out`]), to send at `now`, right after it was queued: its packet's
+    /// length and how long the relay held it. `None` when no slot waits or no frame came.
+    pub fn poll_late(&mut self, now: Duration, out: &mut [u8]) -> Option<(usize, Option<Duration>)> {
+        let slot = self.held_slot?;
+        if self.paused {
+            return None;
+        }
+        let paced = self.pacer.poll_held(now)?;
+        self.held_slot = None;
+        self.refill();
+        Some(self.send(slot, now, Some(paced), out))
+    }
+
+    /// Refills the pacer from upstream as it drains.
+    fn refill(&mut self) {
         while let Some(f) = self.upstream.front().copied() {
             if self.pacer.push(f).is_err() {
                 break;
             }
             self.upstream.pop_front();
         }
+    }
+
+    /// A slot held for a late frame passed without it: no packet went in it; the media clock
+    /// moves on over it, and the recording and the echo gate take it as silence.
+    fn close_held_slot(&mut self) {
+        let Some(slot) = self.held_slot.take() else {
+            return;
+        };
+        self.tx.skip(FRAME_SAMPLES as u32);
+        if let Some(r) = self.recording.as_mut() {
+            r.agent(slot, &SILENCE);
+        }
+        if let Some(gate) = self.echo_gate.as_mut() {
+            gate.handle_played(&self.silence);
+        }
+    }
+
+    /// Writes the packet of the slot at tick `slot`, sent at `now`: `paced`'s frame, or
+    /// silence.
+    fn send(
+        &mut self,
+        slot: Duration,
+        now: Duration,
+        paced: Option<Paced<Queued>>,
+        out: &mut [u8],
+    ) -> (usize, Option<Duration>) {
         let (frame, held) = match paced {
             Some(p) => {
                 if p.marker {
@@ -364,7 +422,7 @@ impl PhoneMedia {
                 self.last_agent_sent = Some(now);
                 self.counters.frames_out += 1;
                 let held = (p.frame.at_us != NOT_AGENT).then(|| {
-                    let sent = now_us.min(p.frame.unpaused_us);
+                    let sent = (now.as_micros() as u64).min(p.frame.unpaused_us);
                     Duration::from_micros(sent.saturating_sub(p.frame.at_us))
                 });
                 (p.frame.frame, held)
@@ -375,7 +433,7 @@ impl PhoneMedia {
             // what the caller hears is the G.711 sent, decoded
             let mut pcm = SILENCE;
             self.law.decode(&frame, &mut pcm);
-            r.agent(now, &pcm);
+            r.agent(slot, &pcm);
         }
         if let Some(gate) = self.echo_gate.as_mut() {
             gate.handle_played(&frame);
@@ -407,6 +465,7 @@ impl PhoneMedia {
     /// clock going. What the agent says meanwhile waits, as in a pause, and is not counted
     /// as held either.
     pub fn skip(&mut self, now: Duration) {
+        self.close_held_slot();
         self.last_tick_us = Some(now.as_micros() as u64);
         self.tx.skip(FRAME_SAMPLES as u32);
         if let Some(gate) = self.echo_gate.as_mut() {
@@ -515,15 +574,22 @@ mod tests {
         }
         let mut out = [0u8; MAX_OUT];
         let mut agent = 0;
+        let mut sent = Vec::new();
         for t in 0..8u64 {
             let (n, held) = m.poll_out(ms(20 * t), &mut out);
+            if t == 5 {
+                // the slot after the answer waits for more of it: nothing goes yet
+                assert_eq!(n, 0);
+                continue;
+            }
             let a = held.is_some();
             if let Some(h) = held {
                 assert_eq!(h, ms(20 * t), "held from arrival at 0 until its slot");
             }
-            assert_eq!(n, MAX_OUT, "one full packet every tick");
+            assert_eq!(n, MAX_OUT, "one full packet every other tick");
             let p = rtp::parse(&out[..n]).unwrap();
             assert_eq!(p.payload_type, 0);
+            sent.push((t, p.sequence, p.timestamp));
             if a {
                 agent += 1;
                 assert!(out[HEADER_LEN..n].iter().any(|&b| b != 0xFF));
@@ -534,6 +600,99 @@ mod tests {
         assert_eq!(agent, 5);
         assert!(m.is_idle());
         assert_eq!(m.counters().frames_out, 5);
+        // every packet is stamped with its own tick: the empty slot is a gap in time, not
+        // in the sequence
+        let (_, seq0, ts0) = sent[0];
+        for (i, &(t, seq, ts)) in sent.iter().enumerate() {
+            assert_eq!(seq, seq0.wrapping_add(i as u16));
+            assert_eq!(ts, ts0.wrapping_add(160 * t as u32));
+        }
+    }
+
+    /// Sends one tick and returns (length, held, sequence, timestamp, marker).
+    fn tick(m: &mut PhoneMedia, t: u64) -> (usize, Option<Duration>, u16, u32, bool) {
+        let mut out = [0u8; MAX_OUT];
+        let (n, held) = m.poll_out(ms(t), &mut out);
+        header(n, held, &out)
+    }
+
+    fn late(m: &mut PhoneMedia, t: u64) -> Option<(usize, Option<Duration>, u16, u32, bool)> {
+        let mut out = [0u8; MAX_OUT];
+        let (n, held) = m.poll_late(ms(t), &mut out)?;
+        Some(header(n, held, &out))
+    }
+
+    fn header(
+        n: usize,
+        held: Option<Duration>,
+        out: &[u8],
+    ) -> (usize, Option<Duration>, u16, u32, bool) {
+        match rtp::parse(&out[..n]) {
+            Ok(p) if n > 0 => (n, held, p.sequence, p.timestamp, p.marker),
+            _ => (n, held, 0, 0, false),
+        }
+    }
+
+    #[test]
+    fn an_agent_frame_late_for_its_slot_goes_out_when_it_comes() {
+        let mut m = PhoneMedia::new(Codec::Pcmu, 0, Some(101)).unwrap();
+        tick(&mut m, 0);
+        m.push_agent(ms(3), &AgentAudio::Pcm(tone()));
+        let (_, held, seq, ts, marker) = tick(&mut m, 20);
+        assert_eq!(held, Some(ms(17)));
+        assert!(marker);
+        // the next frame is 7 ms late for its slot: nothing goes at the tick...
+        assert_eq!(tick(&mut m, 40).0, 0);
+        assert!(late(&mut m, 41).is_none(), "no frame yet");
+        m.push_agent(ms(47), &AgentAudio::Pcm(tone()));
+        // ...and it goes when it comes, in that slot: next sequence number and timestamp
+        let (n, held, s, t, marker) = late(&mut m, 47).expect("sent as it came");
+        assert_eq!(n, MAX_OUT);
+        assert_eq!(held, Some(ms(0)));
+        assert_eq!((s, t, marker), (seq + 1, ts + 160, false));
+        // the answer goes on on the grid: the frame after it waits only its own time
+        m.push_agent(ms(58), &AgentAudio::Pcm(tone()));
+        assert!(late(&mut m, 58).is_none(), "a frame in time waits for its tick");
+        let (_, held, s, t, _) = tick(&mut m, 60);
+        assert_eq!(held, Some(ms(2)));
+        assert_eq!((s, t), (seq + 2, ts + 320));
+        assert_eq!(m.counters().frames_out, 3);
+    }
+
+    #[test]
+    fn a_slot_whose_frame_never_comes_carries_no_packet() {
+        let mut m = PhoneMedia::new(Codec::Pcmu, 0, Some(101)).unwrap();
+        m.push_agent(ms(0), &AgentAudio::Pcm(tone()));
+        let (_, _, seq, ts, _) = tick(&mut m, 0);
+        assert_eq!(tick(&mut m, 20).0, 0);
+        // the slot passed: silence at the next tick, stamped for its own time
+        let (n, held, s, t, _) = tick(&mut m, 40);
+        assert_eq!((n, held), (MAX_OUT, None));
+        assert_eq!((s, t), (seq + 1, ts + 320));
+        // a frame now starts a new run at the next tick (marker), not at once
+        m.push_agent(ms(45), &AgentAudio::Pcm(tone()));
+        assert!(late(&mut m, 45).is_none());
+        let (_, held, s, t, marker) = tick(&mut m, 60);
+        assert_eq!(held, Some(ms(15)));
+        assert_eq!((s, t, marker), (seq + 2, ts + 480, true));
+    }
+
+    #[test]
+    fn a_frame_late_while_the_caller_speaks_over_the_agent_waits_for_the_resume() {
+        let mut m = PhoneMedia::new(Codec::Pcmu, 0, Some(101)).unwrap();
+        m.push_agent(ms(0), &AgentAudio::Pcm(tone()));
+        let (_, _, seq, ts, _) = tick(&mut m, 0);
+        assert_eq!(tick(&mut m, 20).0, 0);
+        m.pause(ms(25));
+        m.push_agent(ms(27), &AgentAudio::Pcm(tone()));
+        assert!(late(&mut m, 27).is_none(), "held while the caller speaks");
+        let (n, held, s, t, _) = tick(&mut m, 40);
+        assert_eq!((n, held), (MAX_OUT, None), "silence");
+        assert_eq!((s, t), (seq + 1, ts + 320));
+        m.resume();
+        let (_, held, s, t, marker) = tick(&mut m, 60);
+        assert!(held.is_some());
+        assert_eq!((s, t, marker), (seq + 2, ts + 480, true));
     }
 
     #[test]

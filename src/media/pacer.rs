@@ -7,6 +7,12 @@
 //! at once and reports how much, so the caller hears at most the frame already sent and the
 //! bridge can tell the model where its speech was cut off.
 //!
+//! A frame of a run that comes late for its slot is not made to wait for the next one: the
+//! slot is held open ([`Pacer::poll`] sends nothing in it) and [`Pacer::poll_held`] releases
+//! the frame the moment it comes, still no sooner than 20 ms after the frame before it. Only a
+//! frame later than a whole slot ends the run (a pause). So the arrival's jitter never leaves a
+//! frame queued behind another for the rest of the answer.
+//!
 //! IO-free: the task passes the time to [`Pacer::poll`] and sends what it returns.
 
 use std::time::Duration;
@@ -32,8 +38,11 @@ pub struct PacerStats {
     pub sent: u64,
     /// Frames refused because 60 ms were already held.
     pub refused: u64,
-    /// Times the pacer ran dry in the middle of audio and paused.
+    /// Times the pacer ran dry in the middle of audio and paused (a run's next frame did
+    /// not come within its slot).
     pub pauses: u64,
+    /// Frames that came late for their slot and went out when they came, in the slot.
+    pub late: u64,
     /// Times the task polled more than a frame late and the schedule was moved.
     pub resyncs: u64,
     /// Flushes that dropped something.
@@ -53,6 +62,8 @@ pub struct Pacer<T: Copy> {
     next_due: u64,
     /// Not in a run of audio: the next frame starts a new one.
     idle: bool,
+    /// A run's slot (µs) found no frame and is held open for it (see [`Pacer::poll_held`]).
+    held: Option<u64>,
     stats: PacerStats,
 }
 
@@ -65,6 +76,7 @@ impl<T: Copy> Pacer<T> {
             len: 0,
             next_due: 0,
             idle: true,
+            held: None,
             stats: PacerStats::default(),
         }
     }
@@ -87,17 +99,56 @@ impl<T: Copy> Pacer<T> {
     /// 20 ms after the previous frame.
     pub fn poll(&mut self, now: Duration) -> Option<Paced<T>> {
         let now = now.as_micros() as u64;
+        if let Some(slot) = self.held {
+            if now < slot + FRAME_US {
+                // still the held slot: only its frame may go (the run goes on)
+                return self.release_held(now);
+            }
+            // the held slot passed without its frame: pause; the next frame starts a run
+            self.held = None;
+            self.idle = true;
+            self.stats.pauses += 1;
+        }
         if now < self.next_due {
             return None;
         }
         if self.len == 0 {
             if !self.idle {
-                // the slot came and nothing filled it: pause; the next frame starts a run
-                self.idle = true;
-                self.stats.pauses += 1;
+                // the slot came and nothing filled it: hold it open for the run's next frame
+                self.held = Some(self.next_due);
             }
             return None;
         }
+        self.release(now)
+    }
+
+    /// Releases a frame into the slot held open for it (see [`Pacer::poll`]), if one is
+    /// queued and the slot is not over: the frame that came late goes out when it comes,
+    /// not at the next slot. Call it when a frame is pushed between two polls. Nothing while
+    /// no slot is held: a new run starts only at a [`Pacer::poll`].
+    pub fn poll_held(&mut self, now: Duration) -> Option<Paced<T>> {
+        let now = now.as_micros() as u64;
+        match self.held {
+            Some(slot) if now < slot + FRAME_US => self.release_held(now),
+            _ => None,
+        }
+    }
+
+    /// True while a slot waits for a late frame (nothing was sent in it yet).
+    pub fn is_holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    fn release_held(&mut self, now: u64) -> Option<Paced<T>> {
+        if self.len == 0 {
+            return None;
+        }
+        self.held = None;
+        self.stats.late += 1;
+        self.release(now)
+    }
+
+    fn release(&mut self, now: u64) -> Option<Paced<T>> {
         let frame = self.ring[self.head];
         self.head = (self.head + 1) % CAPACITY;
         self.len -= 1;
@@ -118,8 +169,11 @@ impl<T: Copy> Pacer<T> {
     }
 
     /// When [`Pacer::poll`] next has something to do: release a frame, or notice a pause.
-    /// `None` while idle and empty.
+    /// `None` while idle and empty. While a slot is held, the end of that slot.
     pub fn next_deadline(&self) -> Option<Duration> {
+        if let Some(slot) = self.held {
+            return Some(Duration::from_micros(slot + FRAME_US));
+        }
         (self.len > 0 || !self.idle).then(|| Duration::from_micros(self.next_due))
     }
 
@@ -135,6 +189,8 @@ impl<T: Copy> Pacer<T> {
         self.len = 0;
         self.head = 0;
         self.idle = true;
+        // the run is over: a held slot is not kept for the next answer
+        self.held = None;
         ms
     }
 
@@ -143,6 +199,7 @@ impl<T: Copy> Pacer<T> {
     /// (marker set) at the next poll instead of being taken for a late one.
     pub fn restart_run(&mut self) {
         self.idle = true;
+        self.held = None;
     }
 
     /// Frames held.
@@ -234,13 +291,57 @@ mod tests {
         let mut p = Pacer::new(0u8);
         p.push(1).unwrap();
         assert!(p.poll(ms(0)).unwrap().marker);
+        // the run's next slot waits for its frame; it does not come within the slot
         assert!(p.poll(ms(20)).is_none());
+        assert!(p.is_holding());
+        assert_eq!(p.stats().pauses, 0);
+        assert_eq!(p.next_deadline(), Some(ms(40)));
+        assert!(p.poll(ms(40)).is_none());
+        assert!(!p.is_holding());
         assert_eq!(p.stats().pauses, 1);
         assert_eq!(p.next_deadline(), None);
         p.push(2).unwrap();
-        let f = p.poll(ms(33)).unwrap();
+        // no slot waits: a new run starts at a poll, not when the frame comes
+        assert!(p.poll_held(ms(45)).is_none());
+        let f = p.poll(ms(53)).unwrap();
         assert!(f.marker);
-        assert_eq!(p.next_deadline(), Some(ms(53)));
+        assert_eq!(p.next_deadline(), Some(ms(73)));
+    }
+
+    #[test]
+    fn a_frame_late_for_its_slot_goes_out_when_it_comes_and_the_grid_stays() {
+        let mut p = Pacer::new(0u8);
+        p.push(1).unwrap();
+        assert!(p.poll(ms(0)).is_some());
+        assert!(p.poll(ms(20)).is_none());
+        assert!(p.poll_held(ms(21)).is_none(), "nothing queued yet");
+        p.push(2).unwrap();
+        let f = p.poll_held(ms(27)).unwrap();
+        assert_eq!((f.frame, f.marker), (2, false), "the same run goes on");
+        assert_eq!(p.stats().late, 1);
+        assert!(!p.is_holding());
+        // the next frame goes at the next slot of the grid, not 20 ms after the late one
+        assert_eq!(p.next_deadline(), Some(ms(40)));
+        p.push(3).unwrap();
+        assert!(p.poll_held(ms(30)).is_none(), "only a waiting slot takes a frame early");
+        assert_eq!(p.poll(ms(40)).unwrap().frame, 3);
+        assert_eq!(p.stats().pauses, 0);
+    }
+
+    #[test]
+    fn a_barge_in_ends_the_slot_waiting_for_a_frame() {
+        let mut p = Pacer::new(0u8);
+        p.push(1).unwrap();
+        assert!(p.poll(ms(0)).is_some());
+        assert!(p.poll(ms(20)).is_none());
+        assert!(p.is_holding());
+        p.flush();
+        assert!(!p.is_holding());
+        // the next answer starts a new run at a poll, on the grid
+        p.push(2).unwrap();
+        assert!(p.poll_held(ms(25)).is_none());
+        let f = p.poll(ms(40)).unwrap();
+        assert_eq!((f.frame, f.marker), (2, true));
     }
 
     #[test]

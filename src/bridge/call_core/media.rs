@@ -126,6 +126,20 @@ impl CallCore {
         (n > 0).then(|| &self.out[..n])
     }
 
+    /// The agent's frame that came late for the slot waiting for it, to send to the caller
+    /// now: call it after [`CallCore::handle_leg`] queued agent audio (see
+    /// [`crate::bridge::phone_media::PhoneMedia::poll_late`]).
+    pub fn late_packet(&mut self, now: Duration) -> Option<&[u8]> {
+        if self.phase != Phase::Live {
+            return None;
+        }
+        let (n, held) = self.media.poll_late(now, &mut self.out)?;
+        if let Some(held) = held {
+            self.metrics.added_latency("to_caller", held.as_secs_f64());
+        }
+        Some(&self.out[..n])
+    }
+
     /// The next 20 ms of the hold sound (comfort noise when the agent has none).
     pub(super) fn hold_frame(&mut self) -> Frame {
         let sound = match &self.mode {
