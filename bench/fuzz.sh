@@ -5,7 +5,8 @@
 #   FUZZ_RUNS=10000000 bash bench/fuzz.sh 3600     each target for 10 million executions,
 #                                                  or at most 3600 s
 #
-# Other settings: FUZZ_TARGETS="sip_message rtp_packet" (default: all), FUZZ_SANITIZER
+# Other settings: FUZZ_BUILD_ONLY=1 (build the targets, run none), FUZZ_TARGETS="sip_message
+# rtp_packet" (default: all), FUZZ_SANITIZER
 # (none, the default, or address), FUZZ_OUT (default fuzz/out: one log per target and
 # summary.txt, the table of docs/fuzzing.md). Inputs found are kept in fuzz/corpus/<target>
 # (the committed seeds are in fuzz/seeds/<target>), crashes in fuzz/artifacts/<target>.
@@ -34,6 +35,7 @@ BUILD=(--sanitizer "$SANITIZER" --codegen-units 16)
 start=$(date +%s)
 cargo fuzz build "${BUILD[@]}"
 echo "fuzz build: $(( $(date +%s) - start )) s"
+if [ -n "${FUZZ_BUILD_ONLY:-}" ]; then exit 0; fi
 
 TARGETS="${FUZZ_TARGETS:-$(cargo fuzz list)}"
 LIMIT=(-max_total_time="$SECS")
