@@ -369,7 +369,11 @@ impl PhoneMedia {
     /// The agent's frame that came late for the slot waiting for it (see
     /// [`PhoneMedia::poll_out`]), to send at `now`, right after it was queued: its packet's
     /// length and how long the relay held it. `None` when no slot waits or no frame came.
-    pub fn poll_late(&mut self, now: Duration, out: &mut [u8]) -> Option<(usize, Option<Duration>)> {
+    pub fn poll_late(
+        &mut self,
+        now: Duration,
+        out: &mut [u8],
+    ) -> Option<(usize, Option<Duration>)> {
         let slot = self.held_slot?;
         if self.paused {
             return None;
@@ -652,7 +656,10 @@ mod tests {
         assert_eq!((s, t, marker), (seq + 1, ts + 160, false));
         // the answer goes on on the grid: the frame after it waits only its own time
         m.push_agent(ms(58), &AgentAudio::Pcm(tone()));
-        assert!(late(&mut m, 58).is_none(), "a frame in time waits for its tick");
+        assert!(
+            late(&mut m, 58).is_none(),
+            "a frame in time waits for its tick"
+        );
         let (_, held, s, t, _) = tick(&mut m, 60);
         assert_eq!(held, Some(ms(2)));
         assert_eq!((s, t), (seq + 2, ts + 320));

@@ -323,7 +323,10 @@ mod tests {
         // the next frame goes at the next slot of the grid, not 20 ms after the late one
         assert_eq!(p.next_deadline(), Some(ms(40)));
         p.push(3).unwrap();
-        assert!(p.poll_held(ms(30)).is_none(), "only a waiting slot takes a frame early");
+        assert!(
+            p.poll_held(ms(30)).is_none(),
+            "only a waiting slot takes a frame early"
+        );
         assert_eq!(p.poll(ms(40)).unwrap().frame, 3);
         assert_eq!(p.stats().pauses, 0);
     }
