@@ -24,7 +24,8 @@
 # Prints: relay CPU (% of one core) per call over the window in which all CALLS calls are up,
 # RSS per call ((steady - idle) / CALLS), file descriptors and sockets per call (steady - idle,
 # by kind, from /proc/PID/fd), bytes and packets per second per call on the phone leg and the
-# OpenAI leg, each way (bench/relay_census.py, a capture of the loopback interface), added
+# OpenAI leg, each way (bench/relay_census.py, a capture of the loopback interface), the
+# jitter of the relay's RTP as the callers get it (from the same capture), added
 # latency p50/p99 per direction and frame processing time from the relay's histograms (bucket
 # bounds, not exact values), set-up time p50/p99 from the relay's `call answered` log lines,
 # calls completed and failed; over WebRTC, the same calls' libopus work timed alone
@@ -318,6 +319,12 @@ if tr and tc:
     secs = tr["seconds"]
     print(f"traffic: {secs:.1f} s capture of the loopback interface with {n_cap} calls up, "
           f"{tr['drops']} packets dropped by the kernel (IP bytes: IP and UDP/TCP headers included)")
+    tt = tr.get("to_caller_timing") or {}
+    if tt.get("streams"):
+        print(f"  the relay's RTP as the callers get it ({tt['streams']} streams): RFC 3550 jitter "
+              f"mean {tt['jitter_ms_mean']:.2f} ms, max {tt['jitter_ms_max']:.2f} ms; change in "
+              f"transit between consecutive packets p50 {tt['transit_change_ms_p50']:.2f} ms, "
+              f"p99 {tt['transit_change_ms_p99']:.2f} ms, max {tt['transit_change_ms_max']:.2f} ms")
     for leg in ("phone", "openai", "sip", "admin", "db"):
         parts = []
         for d in ("in", "out"):

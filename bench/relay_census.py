@@ -14,7 +14,11 @@
       connections to the realtime service; a WebRTC leg's datagrams are also counted by what
       they carry: `rtp` audio, `rtcp`, `dtls` the data channel's events, `stun`; a WebSocket
       leg's TCP segments as `data` or `ack`). JSON on stdout, with the kernel's drop count
-      (which must be 0 for the figures to hold).
+      (which must be 0 for the figures to hold). Also the timing of the relay's RTP to the
+      callers as a caller would measure it (`to_caller_timing`): from the kernel's timestamp of
+      each packet and its RTP timestamp, the RFC 3550 interarrival jitter of each stream at the
+      end of the capture, and the change in transit time between consecutive packets of a
+      stream (|D| of RFC 3550 6.4.1), in ms.
 
 A packet belongs to the relay when its source or destination address is one of the relay's
 own sockets, read from /proc/PID/fd and /proc/PID/net/{udp,tcp}[6] when the capture starts
@@ -31,6 +35,14 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
+SO_TIMESTAMPNS = 35
+
+
+def percentile(values, q):
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))]
 
 
 def socket_inodes(pid):
@@ -136,16 +148,26 @@ def traffic(pid, seconds, rtp_lo, rtp_hi, sip_port, admin_port, db_port=0):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
     s.bind(("lo", 0))
     s.settimeout(0.2)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     counts = {}  # (leg, "in"/"out") -> [packets, bytes]
+    # the relay's RTP streams to the callers, by (its port, caller's ip, caller's port): [last
+    # arrival ns, last RTP timestamp, jitter in 8 kHz units]; and every |D| in ms
+    streams = {}
+    transit_changes = []
     buf = bytearray(65600)
     view = memoryview(buf)
     start = time.monotonic()
     end = start + seconds
     while time.monotonic() < end:
         try:
-            n, addr = s.recvfrom_into(buf)
+            n, anc, _flags, addr = s.recvmsg_into([buf], 64)
         except socket.timeout:
             continue
+        stamp = None
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                sec, nsec = struct.unpack_from("qq", data)
+                stamp = sec * 1_000_000_000 + nsec
         # lo shows each packet twice (sent and received): count the sent copy only.
         if addr[2] != PACKET_OUTGOING or n < 14 + 20 or buf[12:14] != b"\x08\x00":
             continue
@@ -168,6 +190,20 @@ def traffic(pid, seconds, rtp_lo, rtp_hi, sip_port, admin_port, db_port=0):
         c = counts.setdefault(key, [0, 0])
         c[0] += 1
         c[1] += total
+        if (proto == 17 and leg == "phone" and direction == "out" and stamp is not None
+                and n >= 14 + ihl + 8 + 12 and 128 <= buf[14 + ihl + 8] < 192
+                and (buf[14 + ihl + 9] & 0x7F) < 64):
+            # an RTP packet to a caller (RTCP's payload types are 64-95 with the marker bit)
+            ts = struct.unpack_from("!I", buf, 14 + ihl + 8 + 4)[0]
+            st = streams.get((sport, dst, dport))
+            if st is not None:
+                # RFC 3550 A.8, in 8 kHz units
+                d = (stamp - st[0]) * 8000 / 1e9 - ((ts - st[1]) & 0xFFFFFFFF)
+                st[2] += (abs(d) - st[2]) / 16
+                transit_changes.append(abs(d) / 8)
+                st[0], st[1] = stamp, ts
+            else:
+                streams[(sport, dst, dport)] = [stamp, ts, 0.0]
         if proto == 17 and leg == "openai" and n > 14 + ihl + 9:
             # What a WebRTC leg's datagram carries (RFC 7983 demultiplexing by first byte;
             # RFC 5761 for RTCP): audio, its RTCP, the data channel (inside DTLS) or ICE.
@@ -194,9 +230,19 @@ def traffic(pid, seconds, rtp_lo, rtp_hi, sip_port, admin_port, db_port=0):
     stats = s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
     _packets, drops = struct.unpack("II", stats)
     s.close()
+    jitters = [st[2] / 8 for st in streams.values()]
+    timing = {
+        "streams": len(streams),
+        "jitter_ms_mean": sum(jitters) / len(jitters) if jitters else None,
+        "jitter_ms_max": max(jitters) if jitters else None,
+        "transit_change_ms_p50": percentile(transit_changes, 0.5),
+        "transit_change_ms_p99": percentile(transit_changes, 0.99),
+        "transit_change_ms_max": max(transit_changes) if transit_changes else None,
+    }
     return {
         "seconds": elapsed,
         "drops": drops,
+        "to_caller_timing": timing,
         "legs": {k: {"packets": v[0], "bytes": v[1]} for k, v in sorted(counts.items())},
     }
 

@@ -33,6 +33,43 @@ struct LineCall {
     transcript: serde_json::Value,
     /// The transcripts of the caller's turns taken for backchannel.
     backchannels: Vec<String>,
+    /// Every packet the caller got: (sequence number, timestamp, marker, agent audio).
+    stream: Vec<(u16, u32, bool, bool)>,
+}
+
+/// The relay's stream to the caller keeps its 20 ms clock through the agent's answers, sent
+/// as they come over WebRTC: consecutive sequence numbers, each packet stamped one frame
+/// after the one before it, or two where a slot waited for the agent's next frame and it did
+/// not come (nothing is sent in that slot; the answer ended or paused), never less and never
+/// more.
+fn check_stream(stream: &[(u16, u32, bool, bool)]) {
+    assert!(stream.len() > 100, "{} packets", stream.len());
+    let mut skipped = 0;
+    for w in stream.windows(2) {
+        let ((seq_a, ts_a, ..), (seq_b, ts_b, marker, agent)) = (w[0], w[1]);
+        assert_eq!(seq_b, seq_a.wrapping_add(1), "consecutive sequence numbers");
+        let step = ts_b.wrapping_sub(ts_a);
+        assert!(
+            step == 160 || step == 320,
+            "a timestamp step of {step} between {seq_a} and {seq_b}"
+        );
+        if step == 320 {
+            skipped += 1;
+            // a skipped slot ends a run: agent audio after it starts a new one
+            assert!(
+                !agent || marker,
+                "agent audio after a skipped slot is marked"
+            );
+        }
+    }
+    let runs = stream.iter().filter(|p| p.2).count();
+    // the greeting's end and the answer's: the slot after an answer's last frame waited for
+    // more of it, in vain
+    assert!(skipped >= 1, "no slot was left without a packet");
+    assert!(
+        skipped <= runs,
+        "{skipped} skipped slots for {runs} runs of agent audio"
+    );
 }
 
 fn loud(payload: &[u8]) -> bool {
@@ -75,6 +112,7 @@ fn call_on_echo_line_saying(
     let (mut seq, mut ts) = (1000u16, 5000u32);
     let (mut agent_before, mut agent_after) = (0, 0);
     let mut quiet_run = 0;
+    let mut stream = Vec::new();
     // 0: the greeting, 1: the caller speaks, 2: the answer
     let mut phase = 0;
     let mut spoken = 0;
@@ -87,6 +125,7 @@ fn call_on_echo_line_saying(
         };
         let payload = &p.5;
         let is_agent = loud(payload);
+        stream.push((p.2, p.3, p.0, is_agent));
         match phase {
             0 if is_agent => agent_before += 1,
             2 if is_agent => agent_after += 1,
@@ -154,6 +193,7 @@ fn call_on_echo_line_saying(
         media: detail["media"].clone(),
         transcript: detail["transcript"].clone(),
         backchannels,
+        stream,
     }
 }
 
@@ -184,6 +224,7 @@ fn run_call(gate: &str, delay_ms: usize, interrupt: bool) -> LineCall {
 /// The gate on: no barge-in from the echo, and the caller's one turn answered.
 fn check_gated(delay_ms: usize) {
     let c = run("true", delay_ms);
+    check_stream(&c.stream);
     assert!(
         c.agent_before > 25,
         "the greeting played: {} frames",
