@@ -335,6 +335,30 @@ fn a_barge_in_cuts_the_agent_at_once_and_interrupts_the_service_once() {
 }
 
 #[test]
+fn the_agents_frame_late_for_its_slot_goes_to_the_caller_when_it_comes() {
+    let mut c = Call::answered();
+    c.agent_speaks("resp_1", 1);
+    c.run_to(ms(20));
+    assert!(!is_silence(c.heard.last().unwrap()), "the first frame");
+    let heard = c.heard.len();
+    // the next tick finds no frame: the slot waits for it, nothing is sent yet
+    c.run_to(ms(40));
+    assert_eq!(c.heard.len(), heard);
+    assert!(c.core.late_packet(ms(43)).is_none(), "no frame yet");
+    c.core
+        .handle_leg(ms(47), LegEvent::Audio(AgentAudio::Pcm(tone())));
+    let packet = c.core.late_packet(ms(47)).expect("sent as it came");
+    assert!(!is_silence(&packet[HEADER_LEN..]));
+    // one frame in that slot only; the next slot waits again, in vain, then silence
+    assert!(c.core.late_packet(ms(50)).is_none());
+    c.run_to(ms(60));
+    assert_eq!(c.heard.len(), heard);
+    c.run_to(ms(80));
+    assert_eq!(c.heard.len(), heard + 1);
+    assert!(is_silence(c.heard.last().unwrap()));
+}
+
+#[test]
 fn speech_while_the_agent_is_silent_is_not_a_barge_in() {
     let mut c = Call::answered();
     c.run_to(ms(100));
