@@ -319,12 +319,15 @@ if tr and tc:
     secs = tr["seconds"]
     print(f"traffic: {secs:.1f} s capture of the loopback interface with {n_cap} calls up, "
           f"{tr['drops']} packets dropped by the kernel (IP bytes: IP and UDP/TCP headers included)")
-    tt = tr.get("to_caller_timing") or {}
-    if tt.get("streams"):
-        print(f"  the relay's RTP as the callers get it ({tt['streams']} streams): RFC 3550 jitter "
-              f"mean {tt['jitter_ms_mean']:.2f} ms, max {tt['jitter_ms_max']:.2f} ms; change in "
-              f"transit between consecutive packets p50 {tt['transit_change_ms_p50']:.2f} ms, "
-              f"p99 {tt['transit_change_ms_p99']:.2f} ms, max {tt['transit_change_ms_max']:.2f} ms")
+    rt = tr.get("rtp_timing") or {"phone_out": tr.get("to_caller_timing") or {}}
+    for k, what in (("phone_out", "the relay's RTP as the callers get it"),
+                    ("openai_in", "the agent's RTP as the realtime service sent it")):
+        tt = rt.get(k) or {}
+        if tt.get("streams"):
+            print(f"  {what} ({tt['streams']} streams): RFC 3550 jitter "
+                  f"mean {tt['jitter_ms_mean']:.2f} ms, max {tt['jitter_ms_max']:.2f} ms; change in "
+                  f"transit between consecutive packets p50 {tt['transit_change_ms_p50']:.2f} ms, "
+                  f"p99 {tt['transit_change_ms_p99']:.2f} ms, max {tt['transit_change_ms_max']:.2f} ms")
     for leg in ("phone", "openai", "sip", "admin", "db"):
         parts = []
         for d in ("in", "out"):

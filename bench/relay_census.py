@@ -18,7 +18,8 @@
       callers as a caller would measure it (`to_caller_timing`): from the kernel's timestamp of
       each packet and its RTP timestamp, the RFC 3550 interarrival jitter of each stream at the
       end of the capture, and the change in transit time between consecutive packets of a
-      stream (|D| of RFC 3550 6.4.1), in ms.
+      stream (|D| of RFC 3550 6.4.1), in ms; the same for the WebRTC legs' RTP each way
+      (`rtp_timing`: `openai_in` is the agent's audio as the realtime service sent it).
 
 A packet belongs to the relay when its source or destination address is one of the relay's
 own sockets, read from /proc/PID/fd and /proc/PID/net/{udp,tcp}[6] when the capture starts
@@ -43,6 +44,32 @@ def percentile(values, q):
         return None
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * q))]
+
+
+def track(timing, key, stamp, ts, rate):
+    """One RTP packet of stream `key` seen at `stamp` (ns) with timestamp `ts` (`rate` Hz):
+    the stream's RFC 3550 jitter (A.8) and the change in transit since its last packet, in ms."""
+    streams, changes = timing
+    st = streams.get(key)
+    if st is None:
+        streams[key] = [stamp, ts, 0.0, rate]
+        return
+    d = (stamp - st[0]) * rate / 1e9 - ((ts - st[1]) & 0xFFFFFFFF)
+    st[2] += (abs(d) - st[2]) / 16
+    changes.append(abs(d) * 1000 / rate)
+    st[0], st[1] = stamp, ts
+
+
+def timing_summary(streams, changes):
+    jitters = [st[2] * 1000 / st[3] for st in streams.values()]
+    return {
+        "streams": len(streams),
+        "jitter_ms_mean": sum(jitters) / len(jitters) if jitters else None,
+        "jitter_ms_max": max(jitters) if jitters else None,
+        "transit_change_ms_p50": percentile(changes, 0.5),
+        "transit_change_ms_p99": percentile(changes, 0.99),
+        "transit_change_ms_max": max(changes) if changes else None,
+    }
 
 
 def socket_inodes(pid):
@@ -150,10 +177,8 @@ def traffic(pid, seconds, rtp_lo, rtp_hi, sip_port, admin_port, db_port=0):
     s.settimeout(0.2)
     s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     counts = {}  # (leg, "in"/"out") -> [packets, bytes]
-    # the relay's RTP streams to the callers, by (its port, caller's ip, caller's port): [last
-    # arrival ns, last RTP timestamp, jitter in 8 kHz units]; and every |D| in ms
-    streams = {}
-    transit_changes = []
+    # the RTP streams by leg and direction, each by (source port, destination ip and port)
+    timing = {k: ({}, []) for k in ("phone_out", "openai_in", "openai_out")}
     buf = bytearray(65600)
     view = memoryview(buf)
     start = time.monotonic()
@@ -190,20 +215,16 @@ def traffic(pid, seconds, rtp_lo, rtp_hi, sip_port, admin_port, db_port=0):
         c = counts.setdefault(key, [0, 0])
         c[0] += 1
         c[1] += total
-        if (proto == 17 and leg == "phone" and direction == "out" and stamp is not None
+        if (proto == 17 and leg in ("phone", "openai") and stamp is not None
+                and (leg, direction) != ("phone", "in")
                 and n >= 14 + ihl + 8 + 12 and 128 <= buf[14 + ihl + 8] < 192
-                and (buf[14 + ihl + 9] & 0x7F) < 64):
-            # an RTP packet to a caller (RTCP's payload types are 64-95 with the marker bit)
+                and not 64 <= (buf[14 + ihl + 9] & 0x7F) < 96):
+            # RTP to a caller, or either way on a WebRTC leg (SRTP: the header is clear;
+            # RTCP's packet types 192-223 read as payload types 64-95 with the marker bit)
             ts = struct.unpack_from("!I", buf, 14 + ihl + 8 + 4)[0]
-            st = streams.get((sport, dst, dport))
-            if st is not None:
-                # RFC 3550 A.8, in 8 kHz units
-                d = (stamp - st[0]) * 8000 / 1e9 - ((ts - st[1]) & 0xFFFFFFFF)
-                st[2] += (abs(d) - st[2]) / 16
-                transit_changes.append(abs(d) / 8)
-                st[0], st[1] = stamp, ts
-            else:
-                streams[(sport, dst, dport)] = [stamp, ts, 0.0]
+            # the phone leg's G.711 counts 8 kHz, Opus 48 kHz
+            rate = 8000 if leg == "phone" else 48000
+            track(timing[f"{leg}_{direction}"], (sport, dst, dport), stamp, ts, rate)
         if proto == 17 and leg == "openai" and n > 14 + ihl + 9:
             # What a WebRTC leg's datagram carries (RFC 7983 demultiplexing by first byte;
             # RFC 5761 for RTCP): audio, its RTCP, the data channel (inside DTLS) or ICE.
@@ -230,19 +251,12 @@ def traffic(pid, seconds, rtp_lo, rtp_hi, sip_port, admin_port, db_port=0):
     stats = s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
     _packets, drops = struct.unpack("II", stats)
     s.close()
-    jitters = [st[2] / 8 for st in streams.values()]
-    timing = {
-        "streams": len(streams),
-        "jitter_ms_mean": sum(jitters) / len(jitters) if jitters else None,
-        "jitter_ms_max": max(jitters) if jitters else None,
-        "transit_change_ms_p50": percentile(transit_changes, 0.5),
-        "transit_change_ms_p99": percentile(transit_changes, 0.99),
-        "transit_change_ms_max": max(transit_changes) if transit_changes else None,
-    }
+    summary = {k: timing_summary(*v) for k, v in timing.items()}
     return {
         "seconds": elapsed,
         "drops": drops,
-        "to_caller_timing": timing,
+        "to_caller_timing": summary["phone_out"],
+        "rtp_timing": summary,
         "legs": {k: {"packets": v[0], "bytes": v[1]} for k, v in sorted(counts.items())},
     }
 
