@@ -4,7 +4,9 @@
 //! The call's task feeds it accepted RTP packets and agent frames, and once per 20 ms tick
 //! (the tick's scheduled time, so the media clock never drifts) asks it for the caller's
 //! frame for the agent and for the one packet to send to the caller: agent audio when there
-//! is some, silence otherwise, so the trunk always sees a steady stream.
+//! is some, silence otherwise, so the trunk always sees a steady stream. In the middle of an
+//! answer whose next frame is late, the tick's slot waits for it instead
+//! ([`PhoneMedia::poll_late`] sends it when it comes, within the slot).
 //!
 //! Agent audio beyond the pacer's 60 ms waits upstream in a bounded queue (a transport may
 //! deliver faster than real time); [`PhoneMedia::flush`] drops both at once on barge-in and
