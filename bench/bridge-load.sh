@@ -29,7 +29,9 @@
 # latency p50/p99 per direction and frame processing time from the relay's histograms (bucket
 # bounds, not exact values), set-up time p50/p99 from the relay's `call answered` log lines,
 # calls completed and failed; over WebRTC, the same calls' libopus work timed alone
-# (examples/opus_floor.rs) and the relay's CPU per call divided by it (FLOOR=0 skips it).
+# (examples/opus_floor.rs) and their packets' system calls timed alone
+# (examples/packet_floor.rs), and the relay's CPU per call divided by them (FLOOR=0 skips
+# both).
 # Needs: sipp (Debian sip-tester), curl, python3. Every wait below is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -358,21 +360,33 @@ if db_url.startswith("postgres"):
           f"{rows} call records stored for {done} calls = {rows / done:.2f} per call")
 PY
 
-# The floor: the same calls' libopus work alone (examples/opus_floor.rs: 50 encodes a second
+# The floors: the same calls' libopus work alone (examples/opus_floor.rs: 50 encodes a second
 # of the callers' speech at the call's settings, and the agent's packets at the rate the pacer
-# played them, narrow band), timed right after, on the same machine; and the ratio.
+# played them, narrow band), and their packets' system calls alone (examples/packet_floor.rs:
+# the same packets read and sent over loopback UDP, in a tight loop), timed right after, on the
+# same machine; and the ratios.
 if [ "$TRANSPORT" = webrtc ] && [ "${FLOOR:-1}" = 1 ]; then
   if [ -z "${OPUS_FLOOR_BIN:-}" ]; then
     cargo build --release --quiet --example opus_floor
     OPUS_FLOOR_BIN=target/release/examples/opus_floor
   fi
+  if [ -z "${PACKET_FLOOR_BIN:-}" ]; then
+    cargo build --release --quiet --example packet_floor
+    PACKET_FLOOR_BIN=target/release/examples/packet_floor
+  fi
   FPS=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["agent_fps"])' "$OUT/summary.json")
   "$OPUS_FLOOR_BIN" --calls "$CALLS" --seconds 10 --decode-per-second "$FPS" >"$OUT/floor.json"
+  "$PACKET_FLOOR_BIN" --calls "$CALLS" --seconds 10 --agent-per-second "$FPS" >"$OUT/packet-floor.json"
   python3 - "$OUT" <<'PY'
 import json, sys
 s = json.load(open(f"{sys.argv[1]}/summary.json"))
 f = json.load(open(f"{sys.argv[1]}/floor.json"))
+p = json.load(open(f"{sys.argv[1]}/packet-floor.json"))
 print(f"libopus floor: {f['per_call_pct']:.3f} % of one core per call (encode 50/s, decode "
       f"{s['agent_fps']:.1f}/s, narrow band) -> relay / floor = {s['per_call_pct'] / f['per_call_pct']:.2f}")
+both = f['per_call_pct'] + p['per_call_pct']
+print(f"packet floor: {p['per_call_pct']:.3f} % per call (the same packets' system calls, "
+      f"{(p['received'] + p['sent']) / (p['calls'] * p['seconds']):.0f}/s) -> relay / (libopus + packets) "
+      f"= {s['per_call_pct'] / both:.2f}; (libopus + packets) / libopus = {both / f['per_call_pct']:.2f}")
 PY
 fi
