@@ -321,7 +321,7 @@ if tr and tc:
     secs = tr["seconds"]
     print(f"traffic: {secs:.1f} s capture of the loopback interface with {n_cap} calls up, "
           f"{tr['drops']} packets dropped by the kernel (IP bytes: IP and UDP/TCP headers included)")
-    rt = tr.get("rtp_timing") or {"phone_out": tr.get("to_caller_timing") or {}}
+    rt = tr.get("rtp_timing") or {}
     for k, what in (("phone_out", "the relay's RTP as the callers get it"),
                     ("openai_in", "the agent's RTP as the realtime service sent it")):
         tt = rt.get(k) or {}

@@ -14,12 +14,12 @@
       connections to the realtime service; a WebRTC leg's datagrams are also counted by what
       they carry: `rtp` audio, `rtcp`, `dtls` the data channel's events, `stun`; a WebSocket
       leg's TCP segments as `data` or `ack`). JSON on stdout, with the kernel's drop count
-      (which must be 0 for the figures to hold). Also the timing of the relay's RTP to the
-      callers as a caller would measure it (`to_caller_timing`): from the kernel's timestamp of
-      each packet and its RTP timestamp, the RFC 3550 interarrival jitter of each stream at the
-      end of the capture, and the change in transit time between consecutive packets of a
-      stream (|D| of RFC 3550 6.4.1), in ms; the same for the WebRTC legs' RTP each way
-      (`rtp_timing`: `openai_in` is the agent's audio as the realtime service sent it).
+      (which must be 0 for the figures to hold). Also the timing of RTP as its receiver would
+      measure it (`rtp_timing`: `phone_out` the relay's RTP to the callers, `openai_in` the
+      agent's audio as the realtime service sent it, `openai_out` the caller's audio toward
+      it): from the kernel's timestamp of each packet and its RTP timestamp, the RFC 3550
+      interarrival jitter of each stream at the end of the capture, and the change in transit
+      time between consecutive packets of a stream (|D| of RFC 3550 6.4.1), in ms.
 
 A packet belongs to the relay when its source or destination address is one of the relay's
 own sockets, read from /proc/PID/fd and /proc/PID/net/{udp,tcp}[6] when the capture starts
@@ -255,7 +255,6 @@ def traffic(pid, seconds, rtp_lo, rtp_hi, sip_port, admin_port, db_port=0):
     return {
         "seconds": elapsed,
         "drops": drops,
-        "to_caller_timing": summary["phone_out"],
         "rtp_timing": summary,
         "legs": {k: {"packets": v[0], "bytes": v[1]} for k, v in sorted(counts.items())},
     }
