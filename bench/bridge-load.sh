@@ -32,6 +32,14 @@
 # (examples/opus_floor.rs) and their packets' system calls timed alone
 # (examples/packet_floor.rs), and the relay's CPU per call divided by them (FLOOR=0 skips
 # both).
+#   INSTRUCTIONS=1              also count the relay's instructions in user space, which this
+#                               host's load does not change as it changes CPU time: the relay
+#                               runs under valgrind's callgrind, counting only over the idle
+#                               window and the window with every call up, and the libopus floor
+#                               is counted the same way. Use a few calls (4): under callgrind the
+#                               relay runs some 15 times slower, so its CPU and latency figures
+#                               in this mode are callgrind's, not the relay's. The counts are in
+#                               OUT/callgrind.out.* for callgrind_annotate. Needs valgrind.
 # Needs: sipp (Debian sip-tester), curl, python3. Every wait below is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +66,20 @@ else
   cp target/release/voxrelay "$OUT/voxrelay"
 fi
 BIN=$OUT/voxrelay
+INSTR=${INSTRUCTIONS:-0}
+COUNT=()
+if [ "$INSTR" = 1 ]; then
+  command -v callgrind_control >/dev/null || { echo "INSTRUCTIONS=1 needs valgrind" >&2; exit 1; }
+  COUNT=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out")
+fi
+# Count the relay's instructions from now on (INSTRUCTIONS=1; a no-op otherwise).
+count_on() { [ "$INSTR" != 1 ] || callgrind_control -i on "$RELAY" >/dev/null; }
+# Stop counting and write what was counted since count_on to the next OUT/callgrind.out.N.
+count_off() {
+  [ "$INSTR" != 1 ] && return
+  callgrind_control -i off "$RELAY" >/dev/null
+  callgrind_control -d "$1" "$RELAY" >/dev/null
+}
 
 PIDS=()
 cleanup() {
@@ -87,13 +109,14 @@ OPENAI_API_KEY=sk-bench \
   VOXRELAY__AGENTS__DEFAULT=receptionist \
   VOXRELAY__AGENTS__DIR="$PWD/config/agents" \
   VOXRELAY__BOOKING__DATABASE_URL="$DB_URL" \
-  "$BIN" --log-format json serve >"$OUT/relay.log" 2>&1 &
+  "${COUNT[@]}" "$BIN" --log-format json serve >"$OUT/relay.log" 2>&1 &
 RELAY=$!; PIDS+=("$RELAY")
 METRICS="http://127.0.0.1:$ADMIN_PORT/metrics"
-for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" && break; sleep 0.1; done
+for _ in $(seq 1 600); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" && break; sleep 0.1; done
 curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" || { echo "the relay did not start"; tail "$OUT/relay.log"; exit 1; }
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+kernel_ticks() { awk '{print $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 active() { curl -sf "$METRICS" | awk '/^voxrelay_calls_active / {print int($2)}'; }
 census() { python3 bench/relay_census.py fds "$RELAY" "$RTP_LO" "$RTP_HI"; }
@@ -117,9 +140,11 @@ busy_jiffies() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 +
 # Idle: 5 s with no call.
 sleep 2
 IDLE_RSS=$(rss_kib "$RELAY")
-I0=$(ticks "$RELAY"); IT0=$(date +%s.%N)
+count_on; CI0=$(date +%s.%N)
+I0=$(ticks "$RELAY"); KI0=$(kernel_ticks "$RELAY"); IT0=$(date +%s.%N)
 sleep 5
-I1=$(ticks "$RELAY"); IT1=$(date +%s.%N)
+I1=$(ticks "$RELAY"); KI1=$(kernel_ticks "$RELAY"); IT1=$(date +%s.%N)
+count_off idle; CI1=$(date +%s.%N)
 census >"$OUT/fds-idle.json"
 PG_CONNS_IDLE=$(pg_conns)
 PG_X0=$(pg_rows)
@@ -153,7 +178,8 @@ census >"$OUT/fds-steady.json"
 PG_CONNS=$(pg_conns)
 W_END=$((FIRST_END - 3))
 [ "$CAPTURE" -gt 0 ] && W_END=$((W_END - CAPTURE - 1))
-A=$(ticks "$RELAY"); SA=$(ticks "$SIM"); SP0=$(ticks "$SIPP" 2>/dev/null || echo 0)
+A=$(ticks "$RELAY"); KA=$(kernel_ticks "$RELAY"); SA=$(ticks "$SIM"); SP0=$(ticks "$SIPP" 2>/dev/null || echo 0)
+count_on; CW0=$(date +%s.%N)
 read -r MB0 MT0 < <(busy_jiffies); T0=$(date +%s.%N)
 UP0=$(active || echo 0)
 RSS_SAMPLES=()
@@ -161,8 +187,9 @@ while [ "$(date +%s)" -lt "$W_END" ]; do
   RSS_SAMPLES+=("$(rss_kib "$RELAY")")
   sleep 1
 done
-B=$(ticks "$RELAY"); SB=$(ticks "$SIM"); SP1=$(ticks "$SIPP" 2>/dev/null || echo 0)
+B=$(ticks "$RELAY"); KB=$(kernel_ticks "$RELAY"); SB=$(ticks "$SIM"); SP1=$(ticks "$SIPP" 2>/dev/null || echo 0)
 read -r MB1 MT1 < <(busy_jiffies); T1=$(date +%s.%N)
+count_off calls; CW1=$(date +%s.%N)
 UP1=$(active || echo 0)
 SIM_RSS=$(rss_kib "$SIM")
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -189,16 +216,20 @@ done
 
 python3 - "$OUT" "$CALLS" "$TRANSPORT" "$HZ" "$IDLE_RSS" "$I0" "$I1" "$IT0" "$IT1" "$A" "$B" "$T0" "$T1" \
   "$SA" "$SB" "$SP0" "$SP1" "$MB0" "$MT0" "$MB1" "$MT1" "$UP0" "$UP1" "$SIM_RSS" "$HWM" "$LOAD" \
-  "$CALL_S" "$RATE" "${RSS_SAMPLES[*]:-0}" "$DB_URL" "$PG_CONNS_IDLE" "$PG_CONNS" "$PG_X0" "$PG_X1" <<'PY'
+  "$CALL_S" "$RATE" "${RSS_SAMPLES[*]:-0}" "$DB_URL" "$PG_CONNS_IDLE" "$PG_CONNS" "$PG_X0" "$PG_X1" "$KI0" "$KI1" "$KA" "$KB" <<'PY'
 import csv, json, os, re, statistics, sys
 (out, calls, transport, hz, idle_rss, i0, i1, it0, it1, a, b, t0, t1, sa, sb, sp0, sp1,
  mb0, mt0, mb1, mt1, up0, up1, sim_rss, hwm, load, call_s, rate, rss_samples,
- db_url, pg_conns_idle, pg_conns, pg_x0, pg_x1) = sys.argv[1:]
+ db_url, pg_conns_idle, pg_conns, pg_x0, pg_x1, ki0, ki1, ka, kb) = sys.argv[1:]
 calls, hz = int(calls), int(hz)
 f = float
 win = f(t1) - f(t0)
 idle_cpu = (f(i1) - f(i0)) / hz / (f(it1) - f(it0)) * 100
 cpu = (f(b) - f(a)) / hz / win * 100
+# the kernel's part of both (system time: system calls, the loopback delivery of what the relay
+# sends, its threads' switches)
+idle_kernel = (f(ki1) - f(ki0)) / hz / (f(it1) - f(it0)) * 100
+kernel = (f(kb) - f(ka)) / hz / win * 100
 sim_cpu = (f(sb) - f(sa)) / hz / win * 100
 sipp_cpu = (f(sp1) - f(sp0)) / hz / win * 100
 machine = (f(mb1) - f(mb0)) / max(1.0, f(mt1) - f(mt0)) * 100
@@ -265,8 +296,13 @@ for line in open(f"{out}/metrics.txt"):
 print(f"# bridge load: {calls} calls of {call_s} s, {rate} calls/s, transport {transport}")
 print(f"calls: {ok} completed, {failed} failed (SIPp); relay outcomes: {outcomes}")
 print(f"calls up during the window: {up0} at its start, {up1} at its end; window {win:.1f} s")
+if os.environ.get("INSTRUCTIONS") == "1":
+    print("(INSTRUCTIONS=1: the relay runs under callgrind, so its CPU and latency figures below "
+          "are callgrind's; its instruction counts follow the floors)")
 print(f"relay CPU idle: {idle_cpu:.2f} % of one core")
 print(f"relay CPU with {n_up} calls: {cpu:.1f} % of one core -> {(cpu - idle_cpu) / per:.3f} % per call")
+print(f"  of which in the kernel: {(kernel - idle_kernel) / per:.3f} % per call, in user space "
+      f"{(cpu - idle_cpu - kernel + idle_kernel) / per:.3f} %")
 print(f"relay RSS idle {int(idle_rss)/1024:.1f} MiB, steady {steady/1024:.1f} MiB (min {rss[0]/1024 if rss else 0:.1f}, "
       f"max {rss[-1]/1024 if rss else 0:.1f}), peak {int(hwm)/1024:.1f} MiB -> "
       f"{(steady - int(idle_rss)) / 1024 / per * 1024:.0f} KiB per call")
@@ -287,6 +323,8 @@ else:
 # For the libopus floor below: the relay's CPU per call, and the agent's frames per second of
 # a call (what the pacer played toward the callers, over every call's whole length).
 json.dump({"per_call_pct": (cpu - idle_cpu) / per,
+           "per_call_user_pct": (cpu - idle_cpu - kernel + idle_kernel) / per,
+           "calls_up": n_up,
            "agent_fps": count(("voxrelay_added_latency_seconds", "to_caller")) / max(1, calls * int(call_s))},
           open(f"{out}/summary.json", "w"))
 
@@ -377,16 +415,66 @@ if [ "$TRANSPORT" = webrtc ] && [ "${FLOOR:-1}" = 1 ]; then
   FPS=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["agent_fps"])' "$OUT/summary.json")
   "$OPUS_FLOOR_BIN" --calls "$CALLS" --seconds 10 --decode-per-second "$FPS" >"$OUT/floor.json"
   "$PACKET_FLOOR_BIN" --calls "$CALLS" --seconds 10 --agent-per-second "$FPS" >"$OUT/packet-floor.json"
+  if [ "$INSTR" = 1 ]; then
+    # one call's 10 s of libopus work: one call's count less the set-up's (read the pcap, encode
+    # the agent's packets), which is the same in a run of 1 call and a run of 2
+    for n in 1 2; do
+      valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.floor.$n" "$OPUS_FLOOR_BIN" \
+        --calls "$n" --seconds 10 --decode-per-second "$FPS" >/dev/null 2>"$OUT/callgrind.floor.$n.log"
+    done
+  fi
   python3 - "$OUT" <<'PY'
 import json, sys
 s = json.load(open(f"{sys.argv[1]}/summary.json"))
 f = json.load(open(f"{sys.argv[1]}/floor.json"))
 p = json.load(open(f"{sys.argv[1]}/packet-floor.json"))
 print(f"libopus floor: {f['per_call_pct']:.3f} % of one core per call (encode 50/s, decode "
-      f"{s['agent_fps']:.1f}/s, narrow band) -> relay / floor = {s['per_call_pct'] / f['per_call_pct']:.2f}")
+      f"{s['agent_fps']:.1f}/s, narrow band) -> relay / floor = {s['per_call_pct'] / f['per_call_pct']:.2f}; "
+      f"the relay's user space / floor = {s['per_call_user_pct'] / f['per_call_pct']:.2f}")
 both = f['per_call_pct'] + p['per_call_pct']
 print(f"packet floor: {p['per_call_pct']:.3f} % per call (the same packets' system calls, "
       f"{(p['received'] + p['sent']) / (p['calls'] * p['seconds']):.0f}/s) -> relay / (libopus + packets) "
       f"= {s['per_call_pct'] / both:.2f}; (libopus + packets) / libopus = {both / f['per_call_pct']:.2f}")
+PY
+fi
+
+# The relay's instructions per call and second in user space (INSTRUCTIONS=1): the count over
+# the window with every call up, less the idle window's rate, over the calls up; against one
+# call's libopus work counted the same way.
+if [ "$INSTR" = 1 ]; then
+  python3 - "$OUT" "$CALLS" "$CI0" "$CI1" "$CW0" "$CW1" <<'PY'
+import glob, json, os, re, subprocess, sys
+out, calls, ci0, ci1, cw0, cw1 = sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:])
+def totals(path):
+    text = open(path).read()
+    return int(re.search(r"^totals: (\d+)", text, re.M).group(1)), text
+dumps = {}
+for path in glob.glob(f"{out}/callgrind.out.*"):
+    n, text = totals(path)
+    for hint in ("idle", "calls"):
+        if re.search(rf"^desc: Trigger: .*\b{hint}\b", text, re.M):
+            dumps[hint] = n
+s = json.load(open(f"{out}/summary.json"))
+up = max(1, s["calls_up"])
+idle = dumps["idle"] / (ci1 - ci0)
+per = (dumps["calls"] / (cw1 - cw0) - idle) / up
+print(f"relay instructions in user space: {per / 1e6:.2f} M per call and second "
+      f"({dumps['calls']:,} over {cw1 - cw0:.1f} s with {up} calls up, idle {idle / 1e6:.2f} M/s "
+      f"subtracted; OUT/callgrind.out.*)")
+# the relay's own libopus work: what the opus crate's encode and decode calls cost, callees
+# included
+calls_dump = next(p for p in glob.glob(f"{out}/callgrind.out.*")
+                  if re.search(r"^desc: Trigger: .*\bcalls\b", open(p).read(), re.M))
+tree = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--auto=no", "--threshold=100",
+                       calls_dump], capture_output=True, text=True).stdout
+own = sum(int(m.group(1).replace(",", "")) for m in re.finditer(
+    r"^\s*([\d,]+) .*/opus-[\d.]+/src/lib\.rs:opus::(?:Encoder::encode|Decoder::decode) \[", tree, re.M))
+if own:
+    print(f"  of which libopus (the opus crate's encode and decode, callees included): "
+          f"{own / dumps['calls'] * 100:.1f} % -> relay / its own libopus work = {dumps['calls'] / own:.3f}")
+if os.path.exists(f"{out}/callgrind.floor.2"):
+    floor = (totals(f"{out}/callgrind.floor.2")[0] - totals(f"{out}/callgrind.floor.1")[0]) / 10
+    print(f"libopus floor: {floor / 1e6:.2f} M instructions per call and second (encode 50/s, decode "
+          f"{s['agent_fps']:.1f}/s) -> relay / floor = {per / floor:.3f} by instructions")
 PY
 fi
