@@ -20,8 +20,18 @@
 #                               relay's connections and call records per call (needs psql)
 #   CAPTURE_SECONDS=N           length of the loopback capture of the relay's traffic after the
 #                               CPU window (default 5; 0 skips it; needs root for a raw socket)
+#   INSTRUCTIONS=1              also count the relay's instructions in user space, which this
+#                               host's load does not change as it changes CPU time: the relay
+#                               runs under valgrind's callgrind, counting only over the idle
+#                               window and the window with every call up, and the libopus floor
+#                               is counted the same way. Use a few calls (4): under callgrind the
+#                               relay runs some 15 times slower, so its CPU and latency figures
+#                               in this mode are callgrind's, not the relay's. The counts are in
+#                               the output folder's callgrind.out.* for callgrind_annotate.
+#                               Needs valgrind.
 #
-# Prints: relay CPU (% of one core) per call over the window in which all CALLS calls are up,
+# Prints: relay CPU (% of one core) per call over the window in which all CALLS calls are up
+# (and how much of it is the kernel's: system time),
 # RSS per call ((steady - idle) / CALLS), file descriptors and sockets per call (steady - idle,
 # by kind, from /proc/PID/fd), bytes and packets per second per call on the phone leg and the
 # OpenAI leg, each way (bench/relay_census.py, a capture of the loopback interface), the
@@ -32,14 +42,6 @@
 # (examples/opus_floor.rs) and their packets' system calls timed alone
 # (examples/packet_floor.rs), and the relay's CPU per call divided by them (FLOOR=0 skips
 # both).
-#   INSTRUCTIONS=1              also count the relay's instructions in user space, which this
-#                               host's load does not change as it changes CPU time: the relay
-#                               runs under valgrind's callgrind, counting only over the idle
-#                               window and the window with every call up, and the libopus floor
-#                               is counted the same way. Use a few calls (4): under callgrind the
-#                               relay runs some 15 times slower, so its CPU and latency figures
-#                               in this mode are callgrind's, not the relay's. The counts are in
-#                               OUT/callgrind.out.* for callgrind_annotate. Needs valgrind.
 # Needs: sipp (Debian sip-tester), curl, python3. Every wait below is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -460,7 +462,7 @@ idle = dumps["idle"] / (ci1 - ci0)
 per = (dumps["calls"] / (cw1 - cw0) - idle) / up
 print(f"relay instructions in user space: {per / 1e6:.2f} M per call and second "
       f"({dumps['calls']:,} over {cw1 - cw0:.1f} s with {up} calls up, idle {idle / 1e6:.2f} M/s "
-      f"subtracted; OUT/callgrind.out.*)")
+      f"subtracted; {out}/callgrind.out.*)")
 # the relay's own libopus work: what the opus crate's encode and decode calls cost, callees
 # included
 calls_dump = next(p for p in glob.glob(f"{out}/callgrind.out.*")
