@@ -28,7 +28,8 @@
 #                               relay runs some 15 times slower, so its CPU and latency figures
 #                               in this mode are callgrind's, not the relay's. The counts are in
 #                               the output folder's callgrind.out.* for callgrind_annotate.
-#                               Needs valgrind.
+#                               Callgrind counts a `rep` fill or copy (glibc's memset and memcpy
+#                               above a few KiB) once per byte. Needs valgrind.
 #
 # Prints: relay CPU (% of one core) per call over the window in which all CALLS calls are up
 # (and how much of it is the kernel's: system time),
