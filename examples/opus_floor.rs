@@ -118,19 +118,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ))
             })
             .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
-        // the agent's packets spread over the call's frames as evenly as they arrive
-        let mut due = 0.0;
+        // the agent's packets spread over the call's frames as evenly as they arrive (at most
+        // one a frame: the agent sends 20 ms packets), the same packets as one call at a time
+        let mut decoded = 0;
         for i in 0..encodes {
-            due += decodes as f64 / encodes as f64;
-            let decode = due >= 1.0;
-            if decode {
-                due -= 1.0;
-            }
+            let decode = decoded < decodes && (i + 1) * decodes >= (decoded + 1) * encodes;
             for (enc, dec) in &mut calls {
                 sink += enc.encode(&frames[i % frames.len()], &mut out)?;
                 if decode {
-                    sink += dec.decode(&agent_packets[i % agent_packets.len()], &mut pcm)?;
+                    sink += dec.decode(&agent_packets[decoded % agent_packets.len()], &mut pcm)?;
                 }
+            }
+            if decode {
+                decoded += 1;
             }
         }
     } else {
