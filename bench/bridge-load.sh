@@ -25,7 +25,7 @@
 #                               runs under valgrind's callgrind, counting only over the idle
 #                               window and the window with every call up, and the libopus floor
 #                               is counted the same way. Use a few calls (4): under callgrind the
-#                               relay runs some 15 times slower, so its CPU and latency figures
+#                               relay runs 15-20 times slower, so its CPU and latency figures
 #                               in this mode are callgrind's, not the relay's. The counts are in
 #                               the output folder's callgrind.out.* for callgrind_annotate.
 #                               Callgrind counts a `rep` fill or copy (glibc's memset and memcpy
