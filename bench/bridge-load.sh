@@ -29,7 +29,10 @@
 #                               in this mode are callgrind's, not the relay's. The counts are in
 #                               the output folder's callgrind.out.* for callgrind_annotate.
 #                               Callgrind counts a `rep` fill or copy (glibc's memset and memcpy
-#                               above a few KiB) once per byte. Needs valgrind.
+#                               above a few KiB) once per byte. CALLGRIND_ARGS="--cache-sim=yes
+#                               --branch-sim=yes" also prints the simulated caches' misses and
+#                               the mispredicted branches inside libopus and outside it (2 calls:
+#                               the simulation is slower still). Needs valgrind.
 #
 # Prints: relay CPU (% of one core) per call over the window in which all CALLS calls are up
 # (and how much of it is the kernel's: system time),
@@ -73,7 +76,8 @@ INSTR=${INSTRUCTIONS:-0}
 COUNT=()
 if [ "$INSTR" = 1 ]; then
   command -v callgrind_control >/dev/null || { echo "INSTRUCTIONS=1 needs valgrind" >&2; exit 1; }
-  COUNT=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out")
+  # shellcheck disable=SC2206 # CALLGRIND_ARGS is a list of options
+  COUNT=(valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out")
 fi
 # Count the relay's instructions from now on (INSTRUCTIONS=1; a no-op otherwise).
 count_on() { [ "$INSTR" != 1 ] || callgrind_control -i on "$RELAY" >/dev/null; }
@@ -468,13 +472,30 @@ print(f"relay instructions in user space: {per / 1e6:.2f} M per call and second 
 # included
 calls_dump = next(p for p in glob.glob(f"{out}/callgrind.out.*")
                   if re.search(r"^desc: Trigger: .*\bcalls\b", open(p).read(), re.M))
+dump_text = open(calls_dump).read()
+events = re.search(r"^events: (.*)$", dump_text, re.M).group(1).split()
+total = [int(x) for x in re.search(r"^totals: (.*)$", dump_text, re.M).group(1).split()]
 tree = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--auto=no", "--threshold=100",
                        calls_dump], capture_output=True, text=True).stdout
-own = sum(int(m.group(1).replace(",", "")) for m in re.finditer(
-    r"^\s*([\d,]+) .*/opus-[\d.]+/src/lib\.rs:opus::(?:Encoder::encode|Decoder::decode) \[", tree, re.M))
-if own:
+# each of the opus crate's encode and decode lines: one column per event ("N (x%)", "0" or ".")
+own = [0] * len(events)
+for line in re.findall(r"^.*/opus-[\d.]+/src/lib\.rs:opus::(?:Encoder::encode|Decoder::decode) \[.*$",
+                       tree, re.M):
+    cols = re.findall(r"([\d,]+) \(\s*[\d.]+%\)|(?<!\S)(\d+|\.)(?=\s)", line)[:len(events)]
+    own = [o + int((c[0] or c[1]).replace(",", "").replace(".", "0")) for o, c in zip(own, cols)]
+if own[0]:
     print(f"  of which libopus (the opus crate's encode and decode, callees included): "
-          f"{own / dumps['calls'] * 100:.1f} % -> relay / its own libopus work = {dumps['calls'] / own:.3f}")
+          f"{own[0] / total[0] * 100:.1f} % -> relay / its own libopus work = {total[0] / own[0]:.3f}")
+# with CALLGRIND_ARGS="--cache-sim=yes --branch-sim=yes": the simulated caches' misses and the
+# mispredicted branches per thousand instructions, inside libopus and outside it
+if own[0] and "D1mr" in events and "Bcm" in events:
+    def per_k(v):
+        e = dict(zip(events, v))
+        return (f"L1 misses {(e['I1mr'] + e['D1mr'] + e['D1mw']) / e['Ir'] * 1000:.1f}, last level "
+                f"{(e['ILmr'] + e['DLmr'] + e['DLmw']) / e['Ir'] * 1000:.3f}, mispredicted branches "
+                f"{(e['Bcm'] + e.get('Bim', 0)) / e['Ir'] * 1000:.1f}")
+    print(f"  per thousand instructions, inside libopus: {per_k(own)}; outside it: "
+          f"{per_k([t - o for t, o in zip(total, own)])}")
 if os.path.exists(f"{out}/callgrind.floor.2"):
     floor = (totals(f"{out}/callgrind.floor.2")[0] - totals(f"{out}/callgrind.floor.1")[0]) / 10
     print(f"libopus floor: {floor / 1e6:.2f} M instructions per call and second (encode 50/s, decode "
