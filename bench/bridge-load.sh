@@ -491,7 +491,8 @@ if own[0]:
 if own[0] and "D1mr" in events and "Bcm" in events:
     def per_k(v):
         e = dict(zip(events, v))
-        return (f"L1 misses {(e['I1mr'] + e['D1mr'] + e['D1mw']) / e['Ir'] * 1000:.1f}, last level "
+        return (f"L1 misses {e['I1mr'] / e['Ir'] * 1000:.1f} for code and "
+                f"{(e['D1mr'] + e['D1mw']) / e['Ir'] * 1000:.1f} for data, last level "
                 f"{(e['ILmr'] + e['DLmr'] + e['DLmw']) / e['Ir'] * 1000:.3f}, mispredicted branches "
                 f"{(e['Bcm'] + e.get('Bim', 0)) / e['Ir'] * 1000:.1f}")
     print(f"  per thousand instructions, inside libopus: {per_k(own)}; outside it: "
