@@ -468,7 +468,7 @@ per = (dumps["calls"] / (cw1 - cw0) - idle) / up
 print(f"relay instructions in user space: {per / 1e6:.2f} M per call and second "
       f"({dumps['calls']:,} over {cw1 - cw0:.1f} s with {up} calls up, idle {idle / 1e6:.2f} M/s "
       f"subtracted; {out}/callgrind.out.*)")
-# the relay's own libopus work: what the opus crate's encode and decode calls cost, callees
+# the relay's own libopus work: what libopus's opus_encode and opus_decode cost, callees
 # included
 calls_dump = next(p for p in glob.glob(f"{out}/callgrind.out.*")
                   if re.search(r"^desc: Trigger: .*\bcalls\b", open(p).read(), re.M))
@@ -477,14 +477,13 @@ events = re.search(r"^events: (.*)$", dump_text, re.M).group(1).split()
 total = [int(x) for x in re.search(r"^totals: (.*)$", dump_text, re.M).group(1).split()]
 tree = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--auto=no", "--threshold=100",
                        calls_dump], capture_output=True, text=True).stdout
-# each of the opus crate's encode and decode lines: one column per event ("N (x%)", "0" or ".")
+# libopus's opus_encode and opus_decode lines: one column per event ("N (x%)", "0" or ".")
 own = [0] * len(events)
-for line in re.findall(r"^.*/opus-[\d.]+/src/lib\.rs:opus::(?:Encoder::encode|Decoder::decode) \[.*$",
-                       tree, re.M):
+for line in re.findall(r"^.*\?\?\?:opus_(?:encode|decode) \[.*$", tree, re.M):
     cols = re.findall(r"([\d,]+) \(\s*[\d.]+%\)|(?<!\S)(\d+|\.)(?=\s)", line)[:len(events)]
     own = [o + int((c[0] or c[1]).replace(",", "").replace(".", "0")) for o, c in zip(own, cols)]
 if own[0]:
-    print(f"  of which libopus (the opus crate's encode and decode, callees included): "
+    print(f"  of which libopus (opus_encode and opus_decode, callees included): "
           f"{own[0] / total[0] * 100:.1f} % -> relay / its own libopus work = {total[0] / own[0]:.3f}")
 # with CALLGRIND_ARGS="--cache-sim=yes --branch-sim=yes": the simulated caches' misses and the
 # mispredicted branches per thousand instructions, inside libopus and outside it
