@@ -453,14 +453,20 @@ if [ "$INSTR" = 1 ]; then
 import glob, json, os, re, subprocess, sys
 out, calls, ci0, ci1, cw0, cw1 = sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:])
 def totals(path):
+    """The dump's events, its totals (one per event), and its trigger."""
     text = open(path).read()
-    return int(re.search(r"^totals: (\d+)", text, re.M).group(1)), text
-dumps = {}
+    events = re.search(r"^events: (.*)$", text, re.M).group(1).split()
+    total = [int(x) for x in re.search(r"^totals: (.*)$", text, re.M).group(1).split()]
+    trigger = re.search(r"^desc: Trigger: (.*)$", text, re.M)
+    return events, total, trigger.group(1) if trigger else ""
+dumps, calls_dump = {}, None
 for path in glob.glob(f"{out}/callgrind.out.*"):
-    n, text = totals(path)
+    events_here, total_here, trigger = totals(path)
     for hint in ("idle", "calls"):
-        if re.search(rf"^desc: Trigger: .*\b{hint}\b", text, re.M):
-            dumps[hint] = n
+        if re.search(rf"\b{hint}\b", trigger):
+            dumps[hint] = total_here[0]
+            if hint == "calls":
+                calls_dump, events, total = path, events_here, total_here
 s = json.load(open(f"{out}/summary.json"))
 up = max(1, s["calls_up"])
 idle = dumps["idle"] / (ci1 - ci0)
@@ -470,11 +476,6 @@ print(f"relay instructions in user space: {per / 1e6:.2f} M per call and second 
       f"subtracted; {out}/callgrind.out.*)")
 # the relay's own libopus work: what libopus's opus_encode and opus_decode cost, callees
 # included
-calls_dump = next(p for p in glob.glob(f"{out}/callgrind.out.*")
-                  if re.search(r"^desc: Trigger: .*\bcalls\b", open(p).read(), re.M))
-dump_text = open(calls_dump).read()
-events = re.search(r"^events: (.*)$", dump_text, re.M).group(1).split()
-total = [int(x) for x in re.search(r"^totals: (.*)$", dump_text, re.M).group(1).split()]
 tree = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--auto=no", "--threshold=100",
                        calls_dump], capture_output=True, text=True).stdout
 # libopus's opus_encode and opus_decode lines: one column per event ("N (x%)", "0" or ".")
@@ -497,7 +498,7 @@ if own[0] and "D1mr" in events and "Bcm" in events:
     print(f"  per thousand instructions, inside libopus: {per_k(own)}; outside it: "
           f"{per_k([t - o for t, o in zip(total, own)])}")
 if os.path.exists(f"{out}/callgrind.floor.2"):
-    floor = (totals(f"{out}/callgrind.floor.2")[0] - totals(f"{out}/callgrind.floor.1")[0]) / 10
+    floor = (totals(f"{out}/callgrind.floor.2")[1][0] - totals(f"{out}/callgrind.floor.1")[1][0]) / 10
     print(f"libopus floor: {floor / 1e6:.2f} M instructions per call and second (encode 50/s, decode "
           f"{s['agent_fps']:.1f}/s) -> relay / floor = {per / floor:.3f} by instructions")
 PY
