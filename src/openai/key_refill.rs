@@ -104,9 +104,14 @@ impl KeyRefill {
 
 /// Sets the ready-keys gauge.
 fn publish(shared: &Shared) {
+    publish_locked(shared, &shared.lock());
+}
+
+/// Sets the ready-keys gauge from `pool`, whose lock the caller holds.
+fn publish_locked(shared: &Shared, pool: &KeyPool) {
     if let Some(m) = &shared.metrics {
-        let ready = shared.lock().ready(Instant::now().into_std());
-        m.openai_keys_ready.set(ready as i64);
+        m.openai_keys_ready
+            .set(pool.ready(Instant::now().into_std()) as i64);
     }
 }
 
@@ -158,6 +163,8 @@ async fn refill(shared: Arc<Shared>, minter: KeyMinter, ttl: Duration, stop: Can
                     Ok(key) => {
                         let valid = valid_for(&key, ttl);
                         pool.handle_minted(now, &agent, &session, key, valid);
+                        // the gauge counts the key before the log says it is there
+                        publish_locked(&shared, &pool);
                         let ready = pool.ready_for(now, &agent);
                         // once per agent, when its keys are all there the first time
                         if ready >= pool.target() && !announced.contains(&agent) {
