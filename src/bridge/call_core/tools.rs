@@ -42,8 +42,9 @@ impl CallCore {
         };
         self.p.update(|d| d.tool_calls.push(record));
         if !agent.allows(&tc.name) {
-            warn!(tool = %truncate(&tc.name, 64), agent = %agent.name, "tool refused: not one of the agent's tools");
+            // counted before it is logged: whoever reads the log and then the metrics sees it
             self.metrics.tools_refused.inc();
+            warn!(tool = %truncate(&tc.name, 64), agent = %agent.name, "tool refused: not one of the agent's tools");
             // also a failed tool call, under `other` unless the name is a known tool
             self.metrics.tool(&tc.name, false, 0.0);
             let out = refused_json(&tc.name);
