@@ -14,6 +14,9 @@
 #   VOXRELAY_BIN=FILE           use this binary instead of building; the default builds the
 #                               release binary and copies it to bench/out/ at once, so that other
 #                               builds of target/ cannot swap it during the run
+#   SIM_BIN=FILE                run the simulator from this binary instead (default: the
+#                               relay's), e.g. to time two builds of the relay against one
+#                               simulator, or to keep the simulator out of a training profile
 #   PORT_BASE=N                 first of the loopback ports used (default 35100)
 #   DATABASE_URL=URL            the relay's booking database (default: a SQLite file in the
 #                               output folder); with postgres://... the run also reports the
@@ -72,6 +75,7 @@ else
   cp target/release/voxrelay "$OUT/voxrelay"
 fi
 BIN=$OUT/voxrelay
+SIM_BIN=${SIM_BIN:-$BIN}
 INSTR=${INSTRUCTIONS:-0}
 COUNT=()
 if [ "$INSTR" = 1 ]; then
@@ -96,7 +100,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # The simulator: its own process, echo scenario, one accepted server key.
-"$BIN" sim --listen "127.0.0.1:$SIM_PORT" --scenario "${SIM_SCENARIO:-echo}" --api-key sk-bench >"$OUT/sim.log" 2>&1 &
+"$SIM_BIN" sim --listen "127.0.0.1:$SIM_PORT" --scenario "${SIM_SCENARIO:-echo}" --api-key sk-bench >"$OUT/sim.log" 2>&1 &
 SIM=$!; PIDS+=("$SIM")
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$SIM_PORT") 2>/dev/null && break; sleep 0.1; done
 

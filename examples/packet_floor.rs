@@ -35,6 +35,10 @@ struct Args {
     /// Bytes of one SRTP packet of the caller's audio toward the agent.
     #[arg(long, default_value_t = 75)]
     agent_out_bytes: usize,
+    /// Send on sockets `connect`ed to their peer (`send`) instead of naming it each time
+    /// (`sendto`).
+    #[arg(long)]
+    connected: bool,
 }
 
 /// The caller's packets per second (SIPp's speech pcap: 30 ms each) and their size.
@@ -78,6 +82,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_caller = vec![0x80u8; TO_CALLER_BYTES];
     let out_agent = vec![0x80u8; args.agent_out_bytes];
     let mut buf = [0u8; 1500];
+    if args.connected {
+        relay_phone.connect(to_caller)?;
+        relay_agent.connect(to_agent)?;
+    }
+    let send = |s: &UdpSocket, b: &[u8], to| {
+        if args.connected {
+            s.send(b)
+        } else {
+            s.send_to(b, to)
+        }
+    };
 
     let (mut caller_due, mut agent_due) = (0.0f64, 0.0f64);
     let (mut received, mut sent) = (0usize, 0usize);
@@ -99,10 +114,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let start = thread_cpu();
         received += drain(&relay_phone, &mut buf) + drain(&relay_agent, &mut buf);
         for _ in 0..TO_CALLER_PER_SECOND {
-            relay_phone.send_to(&out_caller, to_caller)?;
+            send(&relay_phone, &out_caller, to_caller)?;
         }
         for _ in 0..TO_AGENT_PER_SECOND {
-            relay_agent.send_to(&out_agent, to_agent)?;
+            send(&relay_agent, &out_agent, to_agent)?;
         }
         used += thread_cpu() - start;
         sent += TO_CALLER_PER_SECOND + TO_AGENT_PER_SECOND;
