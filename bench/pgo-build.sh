@@ -15,7 +15,7 @@
 # Needs: what bench/bridge-load.sh needs (SIPp, python3), and llvm-profdata of the compiler's
 # own LLVM (`rustup component add llvm-tools`). Two release builds: about twice as long as one.
 #
-# Prints: the optimised binary's path, target/pgo/x86_64-unknown-linux-gnu/release/voxrelay
+# Prints: the optimised binary's path, target/pgo/<host triple>/release/voxrelay
 # (the target is named so that the build's own scripts and macros are neither instrumented
 # nor profiled), and the training calls' outcome.
 set -euo pipefail
