@@ -244,6 +244,20 @@ fn a_number_not_in_service_is_heard_in_the_early_media_and_not_called_again() {
     // the network answers 183 and plays the three special information tones (and then its
     // announcement, silence here) without a final answer: the relay hears them, cancels, and
     // the reminder is not tried again although two attempts are allowed
+    not_in_service("trunk_not_in_service.xml");
+}
+
+#[test]
+fn tones_that_overtake_the_183_are_heard_too() {
+    // the same network, whose announcement starts 400 ms before the 183 that says where it
+    // comes from (the whole first tone, 274 ms, and part of the second): what came first is
+    // listened to once the 183 is in
+    not_in_service("trunk_not_in_service_media_first.xml");
+}
+
+/// A reminder call through a trunk playing `scenario`, a number not in service: the tones
+/// are heard, the call cancelled, and the patient not called again.
+fn not_in_service(scenario: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (db, code) = database_with_a_booking(dir.path());
     let pcap = dir.path().join("sit.pcap");
@@ -255,10 +269,10 @@ fn a_number_not_in_service_is_heard_in_the_early_media_and_not_called_again() {
     ]
     .concat();
     support::agent::write_pcma_pcap(&pcap, &sit, 1);
-    let text = std::fs::read_to_string(support::scenario("trunk_not_in_service.xml"))
+    let text = std::fs::read_to_string(support::scenario(scenario))
         .unwrap()
         .replace("AUDIO_PCAP", &pcap.display().to_string());
-    let sc = dir.path().join("trunk_not_in_service.xml");
+    let sc = dir.path().join(scenario);
     std::fs::write(&sc, text).unwrap();
     let port = sipp_port();
     let sipp = trunk_scenarios(port, vec![(sc.display().to_string(), vec![])]);
@@ -267,7 +281,12 @@ fn a_number_not_in_service_is_heard_in_the_early_media_and_not_called_again() {
         |v| msg(v) == "no more reminder calls",
         Duration::from_secs(20),
     );
-    assert_eq!(gave_up["reason"], "unreachable", "{gave_up}");
+    assert_eq!(
+        gave_up["reason"],
+        "unreachable",
+        "{gave_up}\n{}",
+        relay.dump()
+    );
     let runs = sipp.join().unwrap();
     assert!(
         runs[0].code == 0 && runs[0].successful == 1,

@@ -5,6 +5,7 @@
 pub mod call;
 pub mod caller_id;
 pub mod digest;
+pub mod early_media;
 pub mod headers;
 pub mod limits;
 pub mod outbound;
