@@ -188,6 +188,8 @@ fn the_operator_mutes_and_hangs_up_an_echo_call_which_has_no_model_to_steer() {
         assert_eq!(status, 202, "{body}");
         assert_sipp_ok(&caller.join().unwrap(), 1, &relay);
     });
+    // SIPp is done once it answered the BYE; the call is recorded ended just after
+    relay.wait_calls_ended(2, Duration::from_secs(10));
     let ended = get_json(&format!("{admin}/api/calls?state=ended"));
     let reasons: Vec<&str> = ended["calls"]
         .as_array()

@@ -288,10 +288,11 @@ fn sigterm_refuses_new_calls_then_ends_live_ones_with_bye() {
     };
     live.reply_ok(&bye);
     assert_eq!(relay.wait_exit(Duration::from_secs(15)), Some(0));
-    assert!(relay
-        .logs()
-        .iter()
-        .any(|v| msg(v) == "call ended" && v["reason"] == "shutdown"));
+    // the process is gone; its last lines may still be in the pipe to the reader
+    relay.wait_for(
+        |v| msg(v) == "call ended" && v["reason"] == "shutdown",
+        Duration::from_secs(5),
+    );
 }
 
 #[test]

@@ -419,7 +419,12 @@ async fn hangup(
     let tx = state.calls.get(&id).map(|t| t.clone());
     match tx {
         Some(tx) => {
-            let _ = tx.send(super::state::RtcInput::Hangup).await;
+            let (closed_tx, closed) = tokio::sync::oneshot::channel();
+            let _ = tx
+                .send(super::state::RtcInput::Hangup(Some(closed_tx)))
+                .await;
+            // answered once the session is closed (or its task gone)
+            let _ = closed.await;
             Ok(StatusCode::OK)
         }
         None => Err(OpenAiError::new(

@@ -24,7 +24,7 @@
 //! |---|---|
 //! | `POST /v1/realtime/client_secrets` | mints `ek_…` keys (TTL 10–7200 s, default 600) with the session they open; expired keys are forgotten at the next mint, at most 10,000 kept |
 //! | `POST /v1/realtime/calls` | SDP offer as `application/sdp` or multipart (`sdp`, `session`) → 201, the answer, `Location: /v1/realtime/calls/rtc_…` |
-//! | `POST /v1/realtime/calls/{id}/hangup` | ends the call: the `oai-events` channel closes, then the peer connection, and every sideband gets a close frame |
+//! | `POST /v1/realtime/calls/{id}/hangup` | ends the call: the `oai-events` channel closes, then the peer connection, and every sideband gets a close frame; answered 200 once the session is recorded closed |
 //! | `POST /v1/moderations` | flags text holding a word of a fixed list as `harassment` (list in `config/scenarios/README.md`), in OpenAI's answer shape |
 //! | `GET /v1/realtime?model=…` | the WebSocket transport (`audio/pcm` 24 kHz, `audio/pcmu`, `audio/pcma`) |
 //! | `GET /v1/realtime?call_id=rtc_…` | the sideband of a live WebRTC call (server key only; `sideband`, details in `config/scenarios/README.md`) |

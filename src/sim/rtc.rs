@@ -616,6 +616,7 @@ impl Call {
         let mut last_frame_at: Option<Instant> = None;
         let mut sidebands = Sidebands::default();
         let why;
+        let mut hung_up = None;
         'call: loop {
             if let Some(engine) = engine.as_mut() {
                 while let Some(out) = engine.poll_output() {
@@ -736,7 +737,8 @@ impl Call {
                         RTCPeerConnectionState::Connected => disconnected_since = None,
                         _ => {}
                     },
-                    Some(RtcInput::Hangup) | None => { why = "hangup"; break }
+                    Some(RtcInput::Hangup(told)) => { why = "hangup"; hung_up = told; break }
+                    None => { why = "hangup"; break }
                 },
                 _ = sleep => {
                     let now = Instant::now();
@@ -756,6 +758,9 @@ impl Call {
         match engine.as_mut() {
             Some(e) => e.closed_by_peer(why),
             None => self.record.with(|l| l.closed = Some(why.to_string())),
+        }
+        if let Some(told) = hung_up {
+            let _ = told.send(());
         }
         sidebands.close_all(why);
         // the connection's close alone also ends the channel (a browser sees `close` at once),

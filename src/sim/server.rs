@@ -129,7 +129,7 @@ impl SimHandle {
         let calls: Vec<mpsc::Sender<RtcInput>> =
             self.state.calls.iter().map(|c| c.value().clone()).collect();
         for tx in calls {
-            let _ = tx.send(RtcInput::Hangup).await;
+            let _ = tx.send(RtcInput::Hangup(None)).await;
         }
         let _ = self.server.await;
     }

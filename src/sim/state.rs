@@ -134,8 +134,9 @@ pub(crate) enum RtcInput {
     Audio([i16; FRAME], usize),
     /// The peer connection's state changed.
     PcState(RTCPeerConnectionState),
-    /// `POST …/hangup` or the simulator stopping.
-    Hangup,
+    /// `POST …/hangup` (told once the session is recorded closed, so that its answer comes
+    /// after the close, as the service's does) or the simulator stopping.
+    Hangup(Option<tokio::sync::oneshot::Sender<()>>),
     /// A sideband WebSocket asks to attach; the call answers `true` if it took it.
     SidebandAttach(SidebandLink, tokio::sync::oneshot::Sender<bool>),
     /// A client event (one text frame) from the sideband with this id.
@@ -163,7 +164,7 @@ impl std::fmt::Debug for RtcInput {
             RtcInput::DcClosed => f.write_str("DcClosed"),
             RtcInput::Audio(_, n) => write!(f, "Audio({n})"),
             RtcInput::PcState(s) => write!(f, "PcState({s})"),
-            RtcInput::Hangup => f.write_str("Hangup"),
+            RtcInput::Hangup(_) => f.write_str("Hangup"),
             RtcInput::SidebandAttach(link, _) => write!(f, "SidebandAttach({})", link.id),
             RtcInput::SidebandText(id, m) => write!(f, "SidebandText({id}, {} bytes)", m.len()),
             RtcInput::SidebandGone(id) => write!(f, "SidebandGone({id})"),
