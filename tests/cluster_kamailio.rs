@@ -477,6 +477,19 @@ fn ten_callers_on_different_relays_asking_for_one_slot_get_exactly_one_booking()
                 Some(r.started_at + chrono::Duration::milliseconds(t["at_ms"].as_i64()?))
             })
             .collect();
+        // How long each took (for the reader; not asserted).
+        let took: Vec<u64> = records
+            .iter()
+            .filter_map(|r| {
+                let t = r
+                    .tool_calls
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["name"] == "create_booking")?;
+                t["duration_ms"].as_u64()
+            })
+            .collect();
+        eprintln!("create_booking took (ms): {took:?}");
         if let (Some(first), Some(last)) = (asked.iter().min(), asked.iter().max()) {
             eprintln!(
                 "the ten create_booking calls came within {} ms",
