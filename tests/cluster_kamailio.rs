@@ -465,8 +465,9 @@ fn ten_callers_on_different_relays_asking_for_one_slot_get_exactly_one_booking()
             "one slot asked for: {attempts:#?}"
         );
         let date: chrono::NaiveDate = date.as_str().unwrap().parse().unwrap();
-        // How close together the ten attempts were (for the reader; not asserted).
-        let asked: Vec<chrono::DateTime<chrono::Utc>> = records
+        // How close together the ten attempts were and how long each took (for the reader;
+        // not asserted).
+        let (asked, took): (Vec<chrono::DateTime<chrono::Utc>>, Vec<Value>) = records
             .iter()
             .filter_map(|r| {
                 let t = r
@@ -474,22 +475,11 @@ fn ten_callers_on_different_relays_asking_for_one_slot_get_exactly_one_booking()
                     .as_array()?
                     .iter()
                     .find(|t| t["name"] == "create_booking")?;
-                Some(r.started_at + chrono::Duration::milliseconds(t["at_ms"].as_i64()?))
+                let at = r.started_at + chrono::Duration::milliseconds(t["at_ms"].as_i64()?);
+                Some((at, t["duration_ms"].clone()))
             })
-            .collect();
-        // How long each took (for the reader; not asserted).
-        let took: Vec<u64> = records
-            .iter()
-            .filter_map(|r| {
-                let t = r
-                    .tool_calls
-                    .as_array()?
-                    .iter()
-                    .find(|t| t["name"] == "create_booking")?;
-                t["duration_ms"].as_u64()
-            })
-            .collect();
-        eprintln!("create_booking took (ms): {took:?}");
+            .unzip();
+        eprintln!("create_booking took (ms): {}", Value::Array(took));
         if let (Some(first), Some(last)) = (asked.iter().min(), asked.iter().max()) {
             eprintln!(
                 "the ten create_booking calls came within {} ms",
