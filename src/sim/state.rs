@@ -134,8 +134,8 @@ pub(crate) enum RtcInput {
     Audio([i16; FRAME], usize),
     /// The peer connection's state changed.
     PcState(RTCPeerConnectionState),
-    /// `POST …/hangup` (told once the session is recorded closed, so that its answer comes
-    /// after the close, as the service's does) or the simulator stopping.
+    /// `POST …/hangup` (told once the session is recorded closed, so that whoever waits for
+    /// the answer finds the session closed) or the simulator stopping.
     Hangup(Option<tokio::sync::oneshot::Sender<()>>),
     /// A sideband WebSocket asks to attach; the call answers `true` if it took it.
     SidebandAttach(SidebandLink, tokio::sync::oneshot::Sender<bool>),
