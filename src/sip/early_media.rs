@@ -95,6 +95,7 @@ impl EarlyListener {
 mod tests {
     use super::*;
     use crate::media::g711::Law;
+    use crate::media::rtp::{Packetizer, HEADER_LEN};
     use crate::sip::sdp;
 
     fn answer() -> Negotiated {
@@ -119,16 +120,14 @@ mod tests {
                 .collect()
         };
         let sit = [tone(913.8, 274), tone(1370.6, 274), tone(1776.7, 380)].concat();
+        let mut rtp = Packetizer::new(7, 0, 0);
         sit.chunks(160)
-            .enumerate()
-            .map(|(i, pcm)| {
-                let mut d = vec![0x80, 8];
-                d.extend_from_slice(&(i as u16).to_be_bytes());
-                d.extend_from_slice(&(i as u32 * 160).to_be_bytes());
-                d.extend_from_slice(&7u32.to_be_bytes());
+            .map(|pcm| {
                 let mut payload = vec![0u8; pcm.len()];
                 Law::A.encode(pcm, &mut payload);
-                d.extend_from_slice(&payload);
+                let mut d = vec![0u8; HEADER_LEN + payload.len()];
+                let n = rtp.write(8, &payload, pcm.len() as u32, &mut d);
+                d.truncate(n);
                 d
             })
             .collect()
