@@ -89,15 +89,15 @@ fn loud(payload: &[u8]) -> bool {
 /// 1.5 s; the call goes on until the agent has answered and gone quiet again. Paced by the
 /// relay's own packets, 20 ms apart.
 fn call_on_echo_line(env: &[(&str, &str)], delay_frames: usize, interrupt: bool) -> LineCall {
-    call_on_echo_line_saying(env, delay_frames, interrupt, 1500)
+    call_on_echo_line_saying(env, delay_frames, interrupt, &speech(1500))
 }
 
-/// As [`call_on_echo_line`], the caller speaking `talk_ms`.
+/// As [`call_on_echo_line`], the caller saying `talk` (8 kHz samples).
 fn call_on_echo_line_saying(
     env: &[(&str, &str)],
     delay_frames: usize,
     interrupt: bool,
-    talk_ms: u32,
+    talk: &[i16],
 ) -> LineCall {
     let relay = Relay::start(env);
     let mut uac = Uac::new(relay.sip);
@@ -108,7 +108,6 @@ fn call_on_echo_line_saying(
     let id = answered["span"]["id"].as_str().unwrap().to_string();
 
     let mut line: VecDeque<[u8; FRAME]> = (0..delay_frames).map(|_| [0xff; FRAME]).collect();
-    let talk = speech(talk_ms);
     let (mut seq, mut ts) = (1000u16, 5000u32);
     let (mut agent_before, mut agent_after) = (0, 0);
     let mut quiet_run = 0;
@@ -309,7 +308,13 @@ fn an_uh_huh_over_the_greeting_does_not_stop_the_agent() {
     let mut env = agent_env(&scenario);
     env.push(("VOXRELAY__BRIDGE__ECHO_GATE".into(), "true".into()));
     let all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let c = call_on_echo_line_saying(&all, 4, true, 300);
+    // At the agent's own level, as a caller's voice on the line would be: its frames at -15 to
+    // -19 dBFS, the greeting's loud ones at -13 to -19. 6 dB quieter, as the other calls here
+    // speak, it stood about at the gate's threshold over the greeting (the loudest frame played
+    // in the last 320 ms, -10 dB for the line, +6 dB of margin), and passed or not by how the
+    // agent's encoder had rounded the greeting's levels.
+    let uh_huh: Vec<i16> = speech(300).iter().map(|&s| s.saturating_mul(2)).collect();
+    let c = call_on_echo_line_saying(&all, 4, true, &uh_huh);
     eprintln!(
         "uh-huh over the greeting: {} barge-ins, backchannels {:?}, agent frames {} before and \
          {} after, media {}",

@@ -470,6 +470,13 @@ struct Call {
     media_cut: Option<(tokio_util::sync::CancellationToken, Duration)>,
 }
 
+/// The agent's Opus encoder complexity: 1, as the relay's own encoder runs, rather than
+/// libopus's default 9. A client cannot tell the two apart from the packets (the same bands,
+/// frame size and rate); at 9, a bench of 100 sessions spent most of a core of its two on the
+/// simulator, and the simulator's own lateness showed up as the relay's latency
+/// (docs/performance.md, "The simulator's encoder").
+const ENCODER_COMPLEXITY: i32 = 1;
+
 /// Turns model audio frames into RTP packets: one encoder and one buffer per call.
 struct Sender {
     codec: Codec,
@@ -517,8 +524,11 @@ impl Sender {
                 let mut e =
                     opus::Encoder::new(voice::RATE, opus::Channels::Mono, opus::Application::Voip)
                         .ok();
-                if let (Some(e), Some(rate)) = (e.as_mut(), max_playback_rate) {
-                    let _ = e.set_max_bandwidth(widest_band(rate));
+                if let Some(e) = e.as_mut() {
+                    let _ = e.set_complexity(ENCODER_COMPLEXITY);
+                    if let Some(rate) = max_playback_rate {
+                        let _ = e.set_max_bandwidth(widest_band(rate));
+                    }
                 }
                 e
             }
