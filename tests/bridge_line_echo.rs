@@ -308,7 +308,7 @@ fn an_uh_huh_over_the_greeting_does_not_stop_the_agent() {
     let mut env = agent_env(&scenario);
     env.push(("VOXRELAY__BRIDGE__ECHO_GATE".into(), "true".into()));
     let all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    // At the agent's own level, as a caller's voice on the line would be: its frames at -15 to
+    // At the agent's own level, as a caller's voice on the line would be: its frames at -13 to
     // -19 dBFS, the greeting's loud ones at -13 to -19. 6 dB quieter, as the other calls here
     // speak, it stood about at the gate's threshold over the greeting (the loudest frame played
     // in the last 320 ms, -10 dB for the line, +6 dB of margin), and passed or not by how the
