@@ -50,6 +50,8 @@ pub struct Relay {
     pruner: Option<tokio::task::JoinHandle<()>>,
     /// Deletes old recordings (`recording.keep_days`).
     recording_sweep: Option<tokio::task::JoinHandle<()>>,
+    /// Judges whether the calls' media ticks run late (`sip.overload_late_ticks_percent`).
+    overload: Option<tokio::task::JoinHandle<()>>,
     /// This relay's row in the cluster's `relays` table (`cluster.node_id`).
     heartbeat: Option<crate::cluster::Heartbeat>,
     /// Sends the webhook deliveries (what it has not sent is sent after the next start).
@@ -399,6 +401,11 @@ impl Relay {
             // warm transfers call the person through the same SIP side
             let _ = live.dialer.set(sip.dialer());
         }
+        let overload = crate::bridge::overload::spawn(
+            metrics.clone(),
+            sip.overload_flag(),
+            cfg.sip.overload_late_ticks_percent,
+        );
         let draining = sip.draining_flag();
         let admin = admin::start_with(
             cfg.admin.listen,
@@ -473,6 +480,7 @@ impl Relay {
             drain: Duration::from_secs(cfg.bridge.drain_seconds),
             pruner,
             recording_sweep,
+            overload,
             heartbeat,
             webhook_sender: rt.webhook_sender,
             reminders,
@@ -516,6 +524,9 @@ impl Relay {
             p.abort();
         }
         if let Some(p) = self.recording_sweep {
+            p.abort();
+        }
+        if let Some(p) = self.overload {
             p.abort();
         }
         if let Some(p) = self.reminders {

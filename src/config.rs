@@ -152,6 +152,11 @@ pub struct SipConfig {
     pub max_calls: usize,
     /// Seconds sent in Retry-After with a 503.
     pub retry_after_seconds: u32,
+    /// New INVITEs and OPTIONS get 503 with Retry-After while this share (per cent) of the
+    /// calls' 20 ms media ticks or more has started over 10 ms late for 3 s in a row: the
+    /// machine has no CPU to spare and another call would make every call's audio late. Calls
+    /// are taken again after 5 s under half of it. 0: off.
+    pub overload_late_ticks_percent: f64,
     /// Seconds without any RTP from the caller after which the call is ended (0: never).
     pub rtp_timeout_seconds: u64,
     /// With trunks configured, what a request from any other address gets: `reject` (403)
@@ -182,6 +187,7 @@ impl Default for SipConfig {
             rtp_ports: [20000, 20999],
             max_calls: 500,
             retry_after_seconds: 5,
+            overload_late_ticks_percent: 2.0,
             rtp_timeout_seconds: 60,
             unknown_source: UnknownSource::Reject,
             limits: LimitsConfig::default(),
@@ -687,6 +693,14 @@ impl Config {
                 key: "sip.max_calls",
                 value: "0".into(),
                 reason: "must be at least 1",
+            });
+        }
+        let overload = self.sip.overload_late_ticks_percent;
+        if !(0.0..=100.0).contains(&overload) {
+            return Err(ConfigError::Invalid {
+                key: "sip.overload_late_ticks_percent",
+                value: overload.to_string(),
+                reason: "must be from 0 (off) to 100",
             });
         }
         if self.sip.listen.ip().is_unspecified() && self.sip.external_ip.is_none() {

@@ -6,6 +6,7 @@
 //! known tool names, directions; never call ids, numbers or names a model made up).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -111,6 +112,9 @@ fn jitter_hist() -> Histogram {
     Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1])
 }
 
+/// How late a media tick may start and still count as on time: half a frame.
+pub const LATE_TICK: Duration = Duration::from_millis(10);
+
 /// Every metric the relay exports.
 pub struct Metrics {
     registry: Registry,
@@ -157,6 +161,13 @@ pub struct Metrics {
     pub openai_keys_ready: Gauge,
     /// Ephemeral keys the calls used, by where they came from.
     pub openai_keys_used: Family<KeySourceLabel, Counter>,
+    /// 20 ms media ticks run by the calls' tasks.
+    pub media_ticks: Counter,
+    /// Media ticks that started more than [`LATE_TICK`] after their time: the call's task
+    /// waited that long for a thread, so its audio went out late.
+    pub media_ticks_late: Counter,
+    /// 1 while new calls are refused because the media ticks run late (`sip.overload_late_ticks_percent`).
+    pub overloaded: Gauge,
     /// The per-direction series, looked up once: the call tasks record into them every
     /// frame, so no label hashing or family lock on that path.
     per_frame: [[Histogram; 2]; 2],
@@ -213,6 +224,9 @@ impl Metrics {
             cluster_requests_refused: Counter::default(),
             openai_keys_ready: Gauge::default(),
             openai_keys_used: Family::default(),
+            media_ticks: Counter::default(),
+            media_ticks_late: Counter::default(),
+            overloaded: Gauge::default(),
             per_frame: [
                 DIRECTIONS.map(|d| series(&frame_seconds, d)),
                 DIRECTIONS.map(|d| series(&added_latency_seconds, d)),
@@ -311,6 +325,21 @@ impl Metrics {
             "Ephemeral keys used by calls, from the pool or minted during set-up",
             m.openai_keys_used.clone(),
         );
+        r.register(
+            "media_ticks",
+            "20 ms media ticks run by the calls",
+            m.media_ticks.clone(),
+        );
+        r.register(
+            "media_ticks_late",
+            "Media ticks that started more than 10 ms (half a frame) after their time",
+            m.media_ticks_late.clone(),
+        );
+        r.register(
+            "overloaded",
+            "1 while new calls get 503 because the calls' media ticks run late",
+            m.overloaded.clone(),
+        );
         m
     }
 
@@ -374,6 +403,14 @@ impl Metrics {
                     .get_or_create(&DirectionLabel { direction })
                     .observe(seconds);
             }
+        }
+    }
+
+    /// Counts one media tick that started `late` after its time.
+    pub fn tick(&self, late: Duration) {
+        self.media_ticks.inc();
+        if late > LATE_TICK {
+            self.media_ticks_late.inc();
         }
     }
 

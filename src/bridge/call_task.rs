@@ -315,6 +315,7 @@ impl Task {
                     }
                 }
                 tick = ticks.tick(), if answered => {
+                    self.metrics.tick(tick.elapsed());
                     if !rtp_woken {
                         self.read_caller_rtp(&mut rtp_buf);
                     }

@@ -13,6 +13,7 @@ pub mod digits;
 pub mod echo;
 pub mod guardrail;
 pub mod moderation;
+pub mod overload;
 pub mod phone_media;
 pub mod prompts;
 pub mod recording_retention;

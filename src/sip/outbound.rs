@@ -86,7 +86,7 @@ pub enum DialError {
     /// `to` is not a phone number.
     #[error("`to` must be a phone number: digits, with an optional leading +")]
     BadNumber,
-    /// At `sip.max_calls`, or draining.
+    /// At `sip.max_calls`, overloaded (a new call), or draining.
     #[error("the relay takes no more calls now")]
     Busy,
     /// No RTP port free.
@@ -191,6 +191,11 @@ impl Dialer {
                 .ok_or(DialError::NoTrunk)?,
         };
         let (trunk, (dest, host)) = trunk;
+        // a new call would make every call's audio late; a transfer's leg (below) is part of
+        // a call already up and is placed all the same
+        if shared.overloaded.load(Ordering::Acquire) {
+            return Err(DialError::Busy);
+        }
         let (slot, rtp) = self.reserve(dest).await?;
         let from = format!("sip:{}@{host}", trunk_user(Some(&trunk)));
         let to = format!("sip:{}@{host}", d.to);

@@ -179,6 +179,8 @@ pub(super) struct Shared {
     pub(super) ports: PortPool,
     pub(super) handler: Arc<dyn CallHandler>,
     pub(super) draining: Arc<AtomicBool>,
+    /// Set while the calls' media ticks run late: new calls get 503.
+    pub(super) overloaded: Arc<AtomicBool>,
     pub(super) active: Arc<AtomicUsize>,
     pub(super) changed: Arc<Notify>,
     pub(super) advertised: IpAddr,
@@ -285,6 +287,7 @@ impl SipServer {
             dialogs: DashMap::new(),
             handler,
             draining: draining.clone(),
+            overloaded: Arc::new(AtomicBool::new(false)),
             active: active.clone(),
             changed: changed.clone(),
         });
@@ -347,6 +350,11 @@ impl SipServer {
     /// The draining flag itself, for readiness probes.
     pub fn draining_flag(&self) -> Arc<AtomicBool> {
         self.draining.clone()
+    }
+
+    /// The flag that refuses new calls with 503 while set (see `bridge::overload`).
+    pub fn overload_flag(&self) -> Arc<AtomicBool> {
+        self.shared.overloaded.clone()
     }
 
     /// Live calls.
@@ -521,7 +529,8 @@ async fn handle_transaction(shared: Arc<Shared>, mut tx: Transaction) -> anyhow:
             // A proxy in front (Kamailio's dispatcher) probes with OPTIONS: 503 takes this
             // relay out of its set while it drains or is full, so new calls go elsewhere.
             let status = options_status(
-                shared.draining.load(Ordering::Acquire),
+                shared.draining.load(Ordering::Acquire)
+                    || shared.overloaded.load(Ordering::Acquire),
                 shared.active.load(Ordering::Acquire),
                 shared.cfg.max_calls,
             );
@@ -546,10 +555,10 @@ async fn handle_transaction(shared: Arc<Shared>, mut tx: Transaction) -> anyhow:
     }
 }
 
-/// The answer to an out-of-dialog OPTIONS: 503 while draining or with every call place
-/// taken (the relay would refuse an INVITE), 200 otherwise.
-fn options_status(draining: bool, active: usize, max_calls: usize) -> StatusCode {
-    if draining || active >= max_calls {
+/// The answer to an out-of-dialog OPTIONS: 503 while draining or overloaded (`refusing`) or
+/// with every call place taken (the relay would refuse an INVITE), 200 otherwise.
+fn options_status(refusing: bool, active: usize, max_calls: usize) -> StatusCode {
+    if refusing || active >= max_calls {
         StatusCode::ServiceUnavailable
     } else {
         StatusCode::OK
@@ -605,6 +614,12 @@ async fn handle_invite(
         info!(dialled = %dialled, "call refused: no route for the number");
         return Ok(tx.reply(StatusCode::NotFound).await?);
     };
+    if shared.overloaded.load(Ordering::Acquire) {
+        info!(dialled = %dialled, "call refused: overloaded (the calls' media ticks run late)");
+        return Ok(tx
+            .reply_with(StatusCode::ServiceUnavailable, retry_after(), None)
+            .await?);
+    }
     // A place among the calls being set up: each opens a paid realtime session while it
     // rings, so one source (or all together) may only have so many at once.
     let setup = match src.map(|a| shared.setups.try_start(a.ip())) {

@@ -254,6 +254,17 @@ impl Relay {
         }
     }
 
+    /// Stops the process (SIGSTOP) for `stall`, then lets it go on (SIGCONT): what a
+    /// machine with no CPU to spare does to it, every thread at once.
+    pub fn stall(&self, stall: Duration) {
+        if let Some(c) = &self.child {
+            unsafe_kill(c.id(), "STOP");
+            // the stall itself, the condition under test: nothing is waited for
+            std::thread::sleep(stall);
+            unsafe_kill(c.id(), "CONT");
+        }
+    }
+
     /// Waits for the process to exit and returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let mut child = self.child.take()?;

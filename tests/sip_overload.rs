@@ -1,0 +1,142 @@
+//! Overload: a relay whose calls' media ticks run late refuses new calls with 503 until
+//! they run on time again, and the calls already up go on. The real `voxrelay` binary on
+//! loopback, with the echo agent; SIPp and a small hand-made caller as the peers. The
+//! machine's starvation is made by stopping the relay's process again and again.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::agent::get_text;
+use support::uac::{Msg, Uac};
+use support::{assert_sipp_ok, msg, sipp, Relay};
+
+/// Enough calls for the relay to judge its ticks (five calls' worth a second, or more).
+const CALLS: usize = 8;
+
+/// A metric's value from the relay's `/metrics`.
+fn metric(relay: &Relay, name: &str) -> f64 {
+    let text = get_text(&format!("http://{}/metrics", relay.admin));
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+fn options(relay: &Relay) -> Msg {
+    let mut uac = Uac::new(relay.sip);
+    let req = uac.request("OPTIONS", "");
+    uac.send_raw(req.as_bytes());
+    uac.recv(Duration::from_secs(10))
+        .expect("an answer to OPTIONS")
+}
+
+/// Stops and resumes the relay, 100 ms of every 200, until the returned flag is cleared.
+fn starve(relay: &Arc<Relay>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let on = Arc::new(AtomicBool::new(true));
+    let (r, flag) = (relay.clone(), on.clone());
+    let t = std::thread::spawn(move || {
+        // bounded: at most a minute of stalls whatever the test does
+        for _ in 0..300 {
+            if !flag.load(Ordering::Acquire) {
+                break;
+            }
+            r.stall(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    (on, t)
+}
+
+#[test]
+fn a_starved_relay_refuses_new_calls_and_keeps_the_calls_it_has() {
+    let relay = Arc::new(Relay::start(&[]));
+    let mut calls: Vec<Uac> = (0..CALLS)
+        .map(|_| {
+            let mut uac = Uac::new(relay.sip);
+            assert_eq!(uac.invite().status(), 200);
+            uac.ack();
+            uac
+        })
+        .collect();
+    assert_eq!(metric(&relay, "voxrelay_overloaded"), 0.0);
+    assert_eq!(options(&relay).status(), 200, "a healthy relay takes calls");
+
+    let (starving, stalls) = starve(&relay);
+    let entered = relay.wait_for(
+        |v| msg(v).starts_with("overloaded"),
+        Duration::from_secs(30),
+    );
+    let late: f64 = entered["late_percent"].as_str().unwrap().parse().unwrap();
+    assert!(late >= 2.0, "{entered}");
+    assert_eq!(metric(&relay, "voxrelay_overloaded"), 1.0);
+    assert!(metric(&relay, "voxrelay_media_ticks_late_total") > 0.0);
+
+    // while it stays starved: a new INVITE gets 503 with Retry-After (SIPp checks the
+    // header), and so does a proxy's OPTIONS probe
+    assert_sipp_ok(&sipp(&relay, "busy.xml", &["-m", "1"]), 1, &relay);
+    let probe = options(&relay);
+    assert_eq!(probe.status(), 503);
+    assert!(probe.header("retry-after").is_some());
+    assert!(relay
+        .logs()
+        .iter()
+        .any(|v| msg(v).starts_with("call refused: overloaded")));
+
+    // the machine recovers: calls are taken again, and the calls up all along are still up
+    starving.store(false, Ordering::Release);
+    stalls.join().unwrap();
+    relay.wait_for(
+        |v| msg(v) == "no longer overloaded: new calls are taken",
+        Duration::from_secs(30),
+    );
+    assert_eq!(metric(&relay, "voxrelay_overloaded"), 0.0);
+    assert_eq!(options(&relay).status(), 200);
+    let mut after = Uac::new(relay.sip);
+    assert_eq!(after.invite().status(), 200);
+    after.ack();
+    assert_eq!(metric(&relay, "voxrelay_calls_active"), (CALLS + 1) as f64);
+    for uac in calls.iter_mut().chain(std::iter::once(&mut after)) {
+        assert_eq!(uac.bye().status(), 200, "the call was still up");
+    }
+    let ended = relay.wait_calls_ended(CALLS + 1, Duration::from_secs(30));
+    assert!(
+        ended.iter().all(|v| v["reason"] == "caller_bye"),
+        "{ended:?}"
+    );
+}
+
+#[test]
+fn with_the_guard_off_a_starved_relay_takes_calls() {
+    let relay = Arc::new(Relay::start(&[(
+        "VOXRELAY__SIP__OVERLOAD_LATE_TICKS_PERCENT",
+        "0",
+    )]));
+    let mut calls: Vec<Uac> = (0..CALLS)
+        .map(|_| {
+            let mut uac = Uac::new(relay.sip);
+            assert_eq!(uac.invite().status(), 200);
+            uac.ack();
+            uac
+        })
+        .collect();
+    let (starving, stalls) = starve(&relay);
+    // as many late ticks as took the guarded relay out of service
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(&relay, "voxrelay_media_ticks_late_total") < (CALLS * 50) as f64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "too few late ticks counted"
+        );
+    }
+    let mut more = Uac::new(relay.sip);
+    assert_eq!(more.invite().status(), 200);
+    more.ack();
+    starving.store(false, Ordering::Release);
+    stalls.join().unwrap();
+    assert_eq!(metric(&relay, "voxrelay_overloaded"), 0.0);
+    for uac in calls.iter_mut().chain(std::iter::once(&mut more)) {
+        assert_eq!(uac.bye().status(), 200);
+    }
+}
