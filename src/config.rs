@@ -152,10 +152,10 @@ pub struct SipConfig {
     pub max_calls: usize,
     /// Seconds sent in Retry-After with a 503.
     pub retry_after_seconds: u32,
-    /// New INVITEs and OPTIONS get 503 with Retry-After while this share (per cent) of the
-    /// calls' 20 ms media ticks or more has started over 10 ms late for 3 s in a row: the
-    /// machine has no CPU to spare and another call would make every call's audio late. Calls
-    /// are taken again after 5 s under half of it. 0: off.
+    /// New INVITEs and OPTIONS get 503 with Retry-After once this share (per cent) of the
+    /// calls' 20 ms media ticks or more has started over 10 ms late in 2 of the last 5
+    /// seconds: the machine has no CPU to spare and another call would make every call's audio
+    /// late. Calls are taken again after 10 s in a row under half of it. 0: off.
     pub overload_late_ticks_percent: f64,
     /// Seconds without any RTP from the caller after which the call is ended (0: never).
     pub rtp_timeout_seconds: u64,
