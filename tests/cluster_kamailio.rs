@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,69 @@ fn a_draining_relay_says_503_to_options_and_invites_and_lets_its_call_finish() {
     let ended = relay.wait_calls_ended(1, Duration::from_secs(10));
     assert_eq!(ended[0]["reason"], "caller_bye");
     assert_eq!(relay.wait_exit(Duration::from_secs(20)), Some(0));
+}
+
+#[test]
+fn an_overloaded_relay_is_taken_out_of_the_set_until_it_recovers() {
+    let relays = [Relay::start(&[]), Relay::start(&[])];
+    let all: Vec<&Relay> = relays.iter().collect();
+    let k = Kamailio::start(&all);
+    // relay 0 carries eight calls of its own (enough for it to judge its ticks)
+    let mut calls: Vec<Uac> = (0..8)
+        .map(|_| {
+            let mut uac = Uac::new(relays[0].sip);
+            assert_eq!(uac.invite().status(), 200);
+            uac.ack();
+            uac
+        })
+        .collect();
+    let starving = AtomicBool::new(true);
+    thread::scope(|s| {
+        // its machine has no CPU to spare: the process stopped 100 ms of every 200, at most
+        // a minute; each stop is far shorter than the dispatcher's probe timeout
+        s.spawn(|| {
+            for _ in 0..300 {
+                if !starving.load(Ordering::Acquire) {
+                    break;
+                }
+                relays[0].stall(Duration::from_millis(100));
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        relays[0].wait_for(
+            |v| msg(v).starts_with("overloaded"),
+            Duration::from_secs(30),
+        );
+        k.wait_until(
+            |d| d.iter().any(|x| x.uri == uri(&relays[0]) && !x.active()),
+            Duration::from_secs(5),
+            "the overloaded relay inactive",
+        );
+        // every new call goes to the other relay, and none fails
+        let run = call_through(&k, &["-m", "10", "-r", "10", "-l", "10", "-d", "200"]);
+        assert_all_ok(&run, 10, &all, &k);
+        assert_eq!(started(&relays[0]), 8, "{}", logs_of(&all, &k));
+        assert_eq!(started(&relays[1]), 10, "{}", logs_of(&all, &k));
+        starving.store(false, Ordering::Release);
+    });
+    // the machine recovers: the relay takes calls again, and is back in the set
+    relays[0].wait_for(
+        |v| msg(v) == "no longer overloaded: new calls are taken",
+        Duration::from_secs(30),
+    );
+    k.wait_until(
+        |d| d.iter().all(|x| x.active()),
+        Duration::from_secs(5),
+        "both relays active again",
+    );
+    let run = call_through(&k, &["-m", "20", "-r", "20", "-l", "20", "-d", "200"]);
+    assert_all_ok(&run, 20, &all, &k);
+    assert!(started(&relays[0]) > 8, "{}", logs_of(&all, &k));
+    // its own calls were up all along
+    for c in &mut calls {
+        assert_eq!(c.bye().status(), 200);
+    }
+    wait_all_ended(&all);
 }
 
 /// A relay that must hang up before the caller's ACK of its 200 OK (here the operator, at
