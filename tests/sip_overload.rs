@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::agent::get_text;
+use support::agent::{get_text, post_json};
 use support::uac::{Msg, Uac};
 use support::{assert_sipp_ok, msg, sipp, Relay};
 
@@ -51,7 +51,16 @@ fn starve(relay: &Arc<Relay>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) 
 
 #[test]
 fn a_starved_relay_refuses_new_calls_and_keeps_the_calls_it_has() {
-    let relay = Arc::new(Relay::start(&[]));
+    // a trunk the relay could place calls through (nothing listens there: none is placed)
+    let trunk = r#"[{name = "out", addresses = ["127.0.0.1/32"], outbound_proxy = "127.0.0.1:9"}]"#;
+    // and the receptionist to place it for; the calls in get the echo agent
+    let relay = Arc::new(Relay::start(&[
+        ("VOXRELAY__TRUNKS", trunk),
+        (
+            "VOXRELAY__ROUTES",
+            r#"{"*" = "echo", "+15551230000" = "receptionist"}"#,
+        ),
+    ]));
     let mut calls: Vec<Uac> = (0..CALLS)
         .map(|_| {
             let mut uac = Uac::new(relay.sip);
@@ -83,6 +92,13 @@ fn a_starved_relay_refuses_new_calls_and_keeps_the_calls_it_has() {
         .logs()
         .iter()
         .any(|v| msg(v).starts_with("call refused: overloaded")));
+    // nor does it place a call of its own
+    let (status, answer) = post_json(
+        &format!("http://{}/api/calls", relay.admin),
+        &serde_json::json!({"to": "+12015550123", "agent": "receptionist"}),
+    );
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("relay_busy"), "{answer}");
 
     // the machine recovers: calls are taken again, and the calls up all along are still up
     starving.store(false, Ordering::Release);
