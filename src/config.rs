@@ -981,6 +981,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sip.rtp_ports") && e.contains("5000"), "{e}");
+        for bad in ["150", "-1", "nan"] {
+            let e = load_str(
+                &format!("[sip]\noverload_late_ticks_percent = {bad}\n"),
+                &[],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("sip.overload_late_ticks_percent"), "{e}");
+        }
+        let c = load_str("[sip]\noverload_late_ticks_percent = 0\n", &[]).unwrap();
+        assert_eq!(
+            c.sip.overload_late_ticks_percent, 0.0,
+            "0 turns the guard off"
+        );
     }
 
     #[test]
