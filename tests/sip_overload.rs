@@ -32,6 +32,18 @@ fn options(relay: &Relay) -> Msg {
         .expect("an answer to OPTIONS")
 }
 
+/// [`CALLS`] calls to `relay`, answered and acknowledged.
+fn calls_up(relay: &Relay) -> Vec<Uac> {
+    (0..CALLS)
+        .map(|_| {
+            let mut uac = Uac::new(relay.sip);
+            assert_eq!(uac.invite().status(), 200);
+            uac.ack();
+            uac
+        })
+        .collect()
+}
+
 /// Stops and resumes the relay, 100 ms of every 200, until the returned flag is cleared.
 fn starve(relay: &Arc<Relay>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     let on = Arc::new(AtomicBool::new(true));
@@ -61,14 +73,7 @@ fn a_starved_relay_refuses_new_calls_and_keeps_the_calls_it_has() {
             r#"{"*" = "echo", "+15551230000" = "receptionist"}"#,
         ),
     ]));
-    let mut calls: Vec<Uac> = (0..CALLS)
-        .map(|_| {
-            let mut uac = Uac::new(relay.sip);
-            assert_eq!(uac.invite().status(), 200);
-            uac.ack();
-            uac
-        })
-        .collect();
+    let mut calls = calls_up(&relay);
     assert_eq!(metric(&relay, "voxrelay_overloaded"), 0.0);
     assert_eq!(options(&relay).status(), 200, "a healthy relay takes calls");
 
@@ -129,14 +134,7 @@ fn with_the_guard_off_a_starved_relay_takes_calls() {
         "VOXRELAY__SIP__OVERLOAD_LATE_TICKS_PERCENT",
         "0",
     )]));
-    let mut calls: Vec<Uac> = (0..CALLS)
-        .map(|_| {
-            let mut uac = Uac::new(relay.sip);
-            assert_eq!(uac.invite().status(), 200);
-            uac.ack();
-            uac
-        })
-        .collect();
+    let mut calls = calls_up(&relay);
     let (starving, stalls) = starve(&relay);
     // as many late ticks as took the guarded relay out of service
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
