@@ -71,27 +71,19 @@ fn wait_all_ended(relays: &[&Relay]) {
     }
 }
 
-fn options(relay: &Relay) -> support::uac::Msg {
-    let mut uac = Uac::new(relay.sip);
-    let req = uac.request("OPTIONS", "");
-    uac.send_raw(req.as_bytes());
-    uac.recv(Duration::from_secs(5))
-        .expect("an answer to OPTIONS")
-}
-
 #[test]
 fn options_says_503_with_retry_after_when_full_then_200_again() {
     let relay = Relay::start(&[("VOXRELAY__SIP__MAX_CALLS", "1")]);
-    assert_eq!(options(&relay).status(), 200);
+    assert_eq!(relay.options().status(), 200);
     let mut call = Uac::new(relay.sip);
     assert_eq!(call.invite().status(), 200);
     call.ack();
-    let full = options(&relay);
+    let full = relay.options();
     assert_eq!(full.status(), 503);
     assert_eq!(full.header("retry-after"), Some("5"));
     assert_eq!(call.bye().status(), 200);
     relay.wait_calls_ended(1, Duration::from_secs(10));
-    assert_eq!(options(&relay).status(), 200);
+    assert_eq!(relay.options().status(), 200);
 }
 
 #[test]
@@ -102,7 +94,7 @@ fn a_draining_relay_says_503_to_options_and_invites_and_lets_its_call_finish() {
     call.ack();
     relay.terminate();
     relay.wait_for(|v| msg(v) == "draining", Duration::from_secs(10));
-    let probe = options(&relay);
+    let probe = relay.options();
     assert_eq!(probe.status(), 503);
     assert!(probe.header("retry-after").is_some());
     assert_eq!(Uac::new(relay.sip).invite().status(), 503);
@@ -131,15 +123,7 @@ fn an_overloaded_relay_is_taken_out_of_the_set_until_it_recovers() {
     thread::scope(|s| {
         // its machine has no CPU to spare: the process stopped 100 ms of every 200, at most
         // a minute; each stop is far shorter than the dispatcher's probe timeout
-        s.spawn(|| {
-            for _ in 0..300 {
-                if !starving.load(Ordering::Acquire) {
-                    break;
-                }
-                relays[0].stall(Duration::from_millis(100));
-                thread::sleep(Duration::from_millis(100));
-            }
-        });
+        s.spawn(|| relays[0].starve_while(&starving));
         relays[0].wait_for(
             |v| msg(v).starts_with("overloaded"),
             Duration::from_secs(30),

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::agent::{agent_env, get_json, get_text, sim_url};
+use support::agent::{agent_env, get_json, sim_url};
 use support::uac::Uac;
 use support::{msg, Relay};
 
@@ -18,13 +18,6 @@ fn sim_counts(relay: &Relay) -> (u64, usize) {
     let v = get_json(&format!("{}/sim/sessions", sim_url(relay)));
     let sessions = v["data"].as_array().map_or(0, |a| a.len());
     (v["keys_minted"].as_u64().expect("keys_minted"), sessions)
-}
-
-/// One sample of the relay's metrics, by its exposition line's name and labels.
-fn metric(relay: &Relay, series: &str) -> Option<f64> {
-    let text = get_text(&format!("http://{}/metrics", relay.admin));
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[test]
@@ -42,13 +35,13 @@ fn a_call_opens_its_session_with_a_key_minted_ahead_and_a_stranger_takes_none() 
     assert_eq!(ready["agent"], "receptionist", "{ready}");
     assert_eq!(ready["keys"], 4, "{ready}");
     assert_eq!(sim_counts(&relay), (4, 0), "four keys, no session");
-    assert_eq!(metric(&relay, "voxrelay_openai_keys_ready"), Some(4.0));
+    assert_eq!(relay.metric("voxrelay_openai_keys_ready"), Some(4.0));
 
     // a stranger's INVITE is refused before any key is touched: nothing taken, nothing minted
     let mut stranger = Uac::new_from("127.0.0.1", relay.sip);
     assert_eq!(stranger.invite().status(), 403);
     assert_eq!(sim_counts(&relay), (4, 0), "the stranger cost nothing");
-    assert_eq!(metric(&relay, "voxrelay_openai_keys_ready"), Some(4.0));
+    assert_eq!(relay.metric("voxrelay_openai_keys_ready"), Some(4.0));
 
     // the trunk's call takes a key from the pool: its session opens although minting its own
     // would miss the deadline
@@ -62,14 +55,11 @@ fn a_call_opens_its_session_with_a_key_minted_ahead_and_a_stranger_takes_none() 
     let ended = relay.wait_calls_ended(1, Duration::from_secs(30)).remove(0);
     assert_eq!(ended["reason"], "caller_bye", "{}", relay.dump());
     assert_eq!(
-        metric(&relay, r#"voxrelay_openai_keys_used_total{source="pool"}"#),
+        relay.metric(r#"voxrelay_openai_keys_used_total{source="pool"}"#),
         Some(1.0)
     );
     assert_eq!(
-        metric(
-            &relay,
-            r#"voxrelay_openai_keys_used_total{source="minted"}"#
-        ),
+        relay.metric(r#"voxrelay_openai_keys_used_total{source="minted"}"#),
         None,
         "no call minted its own"
     );

@@ -9,28 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::agent::{get_text, post_json};
-use support::uac::{Msg, Uac};
+use support::agent::post_json;
+use support::uac::Uac;
 use support::{assert_sipp_ok, msg, sipp, Relay};
 
 /// Enough calls for the relay to judge its ticks (five calls' worth a second, or more).
 const CALLS: usize = 8;
-
-/// A metric's value from the relay's `/metrics`.
-fn metric(relay: &Relay, name: &str) -> f64 {
-    let text = get_text(&format!("http://{}/metrics", relay.admin));
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
-fn options(relay: &Relay) -> Msg {
-    let mut uac = Uac::new(relay.sip);
-    let req = uac.request("OPTIONS", "");
-    uac.send_raw(req.as_bytes());
-    uac.recv(Duration::from_secs(10))
-        .expect("an answer to OPTIONS")
-}
 
 /// [`CALLS`] calls to `relay`, answered and acknowledged.
 fn calls_up(relay: &Relay) -> Vec<Uac> {
@@ -44,21 +28,12 @@ fn calls_up(relay: &Relay) -> Vec<Uac> {
         .collect()
 }
 
-/// Stops and resumes the relay, 100 ms of every 200, until the returned flag is cleared.
+/// Starves the relay ([`Relay::starve_while`]) in a thread until the returned flag is
+/// cleared.
 fn starve(relay: &Arc<Relay>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     let on = Arc::new(AtomicBool::new(true));
     let (r, flag) = (relay.clone(), on.clone());
-    let t = std::thread::spawn(move || {
-        // bounded: at most a minute of stalls whatever the test does
-        for _ in 0..300 {
-            if !flag.load(Ordering::Acquire) {
-                break;
-            }
-            r.stall(Duration::from_millis(100));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
-    (on, t)
+    (on, std::thread::spawn(move || r.starve_while(&flag)))
 }
 
 #[test]
@@ -74,8 +49,8 @@ fn a_starved_relay_refuses_new_calls_and_keeps_the_calls_it_has() {
         ),
     ]));
     let mut calls = calls_up(&relay);
-    assert_eq!(metric(&relay, "voxrelay_overloaded"), 0.0);
-    assert_eq!(options(&relay).status(), 200, "a healthy relay takes calls");
+    assert_eq!(relay.metric("voxrelay_overloaded").unwrap(), 0.0);
+    assert_eq!(relay.options().status(), 200, "a healthy relay takes calls");
 
     let (starving, stalls) = starve(&relay);
     let entered = relay.wait_for(
@@ -84,13 +59,13 @@ fn a_starved_relay_refuses_new_calls_and_keeps_the_calls_it_has() {
     );
     let late: f64 = entered["late_percent"].as_str().unwrap().parse().unwrap();
     assert!(late >= 2.0, "{entered}");
-    assert_eq!(metric(&relay, "voxrelay_overloaded"), 1.0);
-    assert!(metric(&relay, "voxrelay_media_ticks_late_total") > 0.0);
+    assert_eq!(relay.metric("voxrelay_overloaded").unwrap(), 1.0);
+    assert!(relay.metric("voxrelay_media_ticks_late_total").unwrap() > 0.0);
 
     // while it stays starved: a new INVITE gets 503 with Retry-After (SIPp checks the
     // header), and so does a proxy's OPTIONS probe
     assert_sipp_ok(&sipp(&relay, "busy.xml", &["-m", "1"]), 1, &relay);
-    let probe = options(&relay);
+    let probe = relay.options();
     assert_eq!(probe.status(), 503);
     assert!(probe.header("retry-after").is_some());
     assert!(relay
@@ -112,12 +87,15 @@ fn a_starved_relay_refuses_new_calls_and_keeps_the_calls_it_has() {
         |v| msg(v) == "no longer overloaded: new calls are taken",
         Duration::from_secs(30),
     );
-    assert_eq!(metric(&relay, "voxrelay_overloaded"), 0.0);
-    assert_eq!(options(&relay).status(), 200);
+    assert_eq!(relay.metric("voxrelay_overloaded").unwrap(), 0.0);
+    assert_eq!(relay.options().status(), 200);
     let mut after = Uac::new(relay.sip);
     assert_eq!(after.invite().status(), 200);
     after.ack();
-    assert_eq!(metric(&relay, "voxrelay_calls_active"), (CALLS + 1) as f64);
+    assert_eq!(
+        relay.metric("voxrelay_calls_active").unwrap(),
+        (CALLS + 1) as f64
+    );
     for uac in calls.iter_mut().chain(std::iter::once(&mut after)) {
         assert_eq!(uac.bye().status(), 200, "the call was still up");
     }
@@ -139,7 +117,7 @@ fn with_the_guard_off_a_starved_relay_takes_calls() {
     // as many late ticks as took the guarded relay out of service
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     // a counter has no event to wait on: it is read every 50 ms, for at most 30 s
-    while metric(&relay, "voxrelay_media_ticks_late_total") < (CALLS * 50) as f64 {
+    while relay.metric("voxrelay_media_ticks_late_total").unwrap() < (CALLS * 50) as f64 {
         assert!(
             std::time::Instant::now() < deadline,
             "too few late ticks counted"
@@ -151,7 +129,7 @@ fn with_the_guard_off_a_starved_relay_takes_calls() {
     more.ack();
     starving.store(false, Ordering::Release);
     stalls.join().unwrap();
-    assert_eq!(metric(&relay, "voxrelay_overloaded"), 0.0);
+    assert_eq!(relay.metric("voxrelay_overloaded").unwrap(), 0.0);
     for uac in calls.iter_mut().chain(std::iter::once(&mut more)) {
         assert_eq!(uac.bye().status(), 200);
     }

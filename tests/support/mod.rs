@@ -265,6 +265,34 @@ impl Relay {
         }
     }
 
+    /// Stalls the process ([`Relay::stall`]) for 100 ms of every 200 while `on` is set, for
+    /// at most a minute.
+    pub fn starve_while(&self, on: &std::sync::atomic::AtomicBool) {
+        for _ in 0..300 {
+            if !on.load(Ordering::Acquire) {
+                break;
+            }
+            self.stall(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// One sample of the relay's `/metrics`, by its exposition line's name and labels.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = agent::get_text(&format!("http://{}/metrics", self.admin));
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// An out-of-dialog OPTIONS to the relay over UDP, and its answer.
+    pub fn options(&self) -> uac::Msg {
+        let mut uac = uac::Uac::new(self.sip);
+        let req = uac.request("OPTIONS", "");
+        uac.send_raw(req.as_bytes());
+        uac.recv(Duration::from_secs(10))
+            .expect("an answer to OPTIONS")
+    }
+
     /// Waits for the process to exit and returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
