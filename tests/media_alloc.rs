@@ -1,6 +1,7 @@
 //! The per-packet path allocates nothing: after set-up, a call's media work for thousands
 //! of frames (jitter buffer with loss and reordering, G.711, Opus both ways with FEC and
-//! concealment, the pacer with flushes, DTMF, recording, SRTP both ways) makes no heap allocation. Counted
+//! concealment, the pacer with flushes, DTMF, recording, SRTP both ways, the per-frame metrics
+//! and their additions to the shared series) makes no heap allocation. Counted
 //! with a global allocator wrapper, in its own test binary so nothing else runs alongside.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -19,6 +20,7 @@ use voxrelay::media::pacer::Pacer;
 use voxrelay::media::recording::Recorder;
 use voxrelay::media::rtp::{Packetizer, HEADER_LEN};
 use voxrelay::media::srtp::{CryptoSuite, MasterKey, SrtpContext, SrtpKeys};
+use voxrelay::metrics::{CallMetrics, Metrics};
 
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
@@ -77,6 +79,8 @@ fn steady_state_media_path_does_not_allocate() {
     let mut plain = [0u8; HEADER_LEN + FRAME_SAMPLES];
     let mut sealed = [0u8; 1500];
     let rtcp = [0x80u8, 201, 0, 1, 0, 0, 0, 7];
+    let shared = std::sync::Arc::new(Metrics::new());
+    let mut figures = CallMetrics::new(shared.clone());
 
     let mut body = |k: u32| {
         let t = Duration::from_millis(k as u64 * 20);
@@ -136,6 +140,12 @@ fn steady_state_media_path_does_not_allocate() {
         } else {
             srtp_relay.unprotect_rtp(&mut sealed[..m]).unwrap();
         }
+        // the call's figures: a tick, each way's frame time and hold (added every few ticks)
+        figures.frame("to_agent", 0.000_04);
+        figures.frame("to_caller", 0.000_01);
+        figures.added_latency("to_agent", 0.035);
+        figures.added_latency("to_caller", 0.015);
+        figures.tick(Duration::from_millis(u64::from(k % 40)));
         if k % 250 == 0 {
             let m = srtp_relay.protect_rtcp(&rtcp, &mut sealed).unwrap();
             srtp_caller.unprotect_rtcp(&mut sealed[..m]).unwrap();
@@ -156,5 +166,7 @@ fn steady_state_media_path_does_not_allocate() {
         "{allocs} heap allocations in 3000 frames of steady state"
     );
     assert!(jb_in.stats().lost > 100 && jb_out.stats().lost > 100);
+    // the figures reached the shared series meanwhile
+    assert!(shared.media_ticks.get() >= 3490 && shared.media_ticks_late.get() > 1000);
     rec.finish().unwrap();
 }

@@ -315,7 +315,7 @@ impl Task {
                     }
                 }
                 tick = ticks.tick(), if answered => {
-                    self.metrics.tick(tick.elapsed());
+                    self.core.media_metrics().tick(tick.elapsed());
                     if !rtp_woken {
                         self.read_caller_rtp(&mut rtp_buf);
                     }
@@ -401,7 +401,8 @@ impl Task {
             // a failed send shows up as the leg ending; nothing to do here
             let _ = leg.send_audio(CallerAudio::Pcm(frame)).await;
         }
-        self.metrics
+        self.core
+            .media_metrics()
             .frame("to_agent", started.elapsed().as_secs_f64());
         let started = std::time::Instant::now();
         if let Some(packet) = self.core.handle_tick(now) {
@@ -412,7 +413,8 @@ impl Task {
                 c.rtp.send(packet);
             }
         }
-        self.metrics
+        self.core
+            .media_metrics()
             .frame("to_caller", started.elapsed().as_secs_f64());
     }
 

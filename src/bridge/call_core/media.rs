@@ -43,6 +43,11 @@ impl CallCore {
         None
     }
 
+    /// The call's per-frame figures, for the task to count its ticks and frame times in.
+    pub fn media_metrics(&mut self) -> &mut crate::metrics::CallMetrics {
+        &mut self.media_metrics
+    }
+
     /// The caller's 20 ms frame for the agent at this tick (silence while muted). Call it
     /// once per tick, before [`CallCore::handle_tick`].
     pub fn caller_frame(&mut self, now: Duration) -> &Frame {
@@ -53,7 +58,7 @@ impl CallCore {
         let (_, kind) = self.media.caller_frame(now);
         if matches!(kind, Playout::Audio | Playout::Recovered) {
             // what leaves now arrived about one jitter buffer depth ago
-            self.metrics
+            self.media_metrics
                 .added_latency("to_agent", depth as f64 / 1000.0);
         }
         if self.muted || self.warm.as_ref().is_some_and(|w| w.on_hold()) {
@@ -107,7 +112,8 @@ impl CallCore {
         } else {
             let (n, held) = self.media.poll_out(now, &mut self.out);
             if let Some(held) = held {
-                self.metrics.added_latency("to_caller", held.as_secs_f64());
+                self.media_metrics
+                    .added_latency("to_caller", held.as_secs_f64());
             }
             n
         };
@@ -135,7 +141,8 @@ impl CallCore {
         }
         let (n, held) = self.media.poll_late(now, &mut self.out)?;
         if let Some(held) = held {
-            self.metrics.added_latency("to_caller", held.as_secs_f64());
+            self.media_metrics
+                .added_latency("to_caller", held.as_secs_f64());
         }
         Some(&self.out[..n])
     }

@@ -49,7 +49,7 @@ use super::BridgeSettings;
 use crate::booking::CallKind;
 use crate::media::g711::Law;
 use crate::media::rtcp::PeerReport;
-use crate::metrics::Metrics;
+use crate::metrics::{CallMetrics, Metrics};
 use crate::openai::events::{ClientEvent, ContentPart, Item};
 use crate::openai::{LegError, ToolCall};
 use crate::sip::sdp::Direction;
@@ -197,6 +197,8 @@ pub struct CallCore {
     settings: Arc<BridgeSettings>,
     p: CallPublisher,
     metrics: Arc<Metrics>,
+    /// The per-frame figures, counted here and added to `metrics` a few times a second.
+    media_metrics: CallMetrics,
     moderation: bool,
     kind: CallKind,
     media: PhoneMedia,
@@ -272,6 +274,7 @@ impl CallCore {
             mode,
             agents: parts.agents,
             p: parts.publisher,
+            media_metrics: CallMetrics::new(parts.metrics.clone()),
             metrics: parts.metrics,
             moderation: parts.moderation,
             kind: parts.kind,

@@ -1,5 +1,6 @@
-//! The relay's Prometheus metrics: one registry, written to by the call tasks (atomics only,
-//! nothing allocated per packet) and rendered by `GET /metrics`.
+//! The relay's Prometheus metrics: one registry, written to by the call tasks and rendered by
+//! `GET /metrics`. The figures a call records every frame are counted by its own task and
+//! added here a few times a second ([`CallMetrics`]); nothing is allocated per packet.
 //!
 //! Names follow the Prometheus conventions: a `voxrelay_` prefix, base units (seconds),
 //! `_total` on counters (added by the encoder), and labels from closed sets (outcomes, causes,
@@ -15,6 +16,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+mod call;
+pub use call::{BatchHistogram, CallMetrics, Tally, FLUSH_TICKS};
+use call::{FRAME_BOUNDS, LATENCY_BOUNDS};
 
 /// A label set with one label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,16 +93,12 @@ fn setup_hist() -> Histogram {
     Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0])
 }
 
-fn frame_hist() -> Histogram {
-    // 5 µs .. 10 ms
-    Histogram::new([
-        0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
-        0.005, 0.01,
-    ])
+fn frame_hist() -> BatchHistogram {
+    BatchHistogram::new(&FRAME_BOUNDS)
 }
 
-fn latency_hist() -> Histogram {
-    Histogram::new([0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2])
+fn latency_hist() -> BatchHistogram {
+    BatchHistogram::new(&LATENCY_BOUNDS)
 }
 
 fn residual_hist() -> Histogram {
@@ -125,10 +126,10 @@ pub struct Metrics {
     /// INVITE to 200 OK.
     pub call_setup_seconds: Histogram,
     /// Time to process one 20 ms frame, per direction.
-    pub frame_seconds: Family<DirectionLabel, Histogram, fn() -> Histogram>,
+    pub frame_seconds: Family<DirectionLabel, BatchHistogram, fn() -> BatchHistogram>,
     /// How long the relay holds audio, per direction (jitter buffer toward the agent, pacer
     /// toward the caller).
-    pub added_latency_seconds: Family<DirectionLabel, Histogram, fn() -> Histogram>,
+    pub added_latency_seconds: Family<DirectionLabel, BatchHistogram, fn() -> BatchHistogram>,
     /// Agent audio the caller still heard after the relay learnt of a barge-in.
     pub barge_in_residual_seconds: Histogram,
     /// Caller interarrival jitter, sampled every few seconds per call.
@@ -168,18 +169,18 @@ pub struct Metrics {
     pub media_ticks_late: Counter,
     /// 1 while new calls are refused because the media ticks run late (`sip.overload_late_ticks_percent`).
     pub overloaded: Gauge,
-    /// The per-direction series, looked up once: the call tasks record into them every
-    /// frame, so no label hashing or family lock on that path.
-    per_frame: [[Histogram; 2]; 2],
+    /// The per-direction series, looked up once: the calls add their counts to them several
+    /// times a second, so no label hashing or family lock on that path.
+    per_frame: [[BatchHistogram; 2]; 2],
 }
 
 const DIRECTIONS: [&str; 2] = ["to_agent", "to_caller"];
 
 /// One direction's series of a family (a handle sharing the family's data).
 fn series(
-    family: &Family<DirectionLabel, Histogram, fn() -> Histogram>,
+    family: &Family<DirectionLabel, BatchHistogram, fn() -> BatchHistogram>,
     direction: &'static str,
-) -> Histogram {
+) -> BatchHistogram {
     family.get_or_create(&DirectionLabel { direction }).clone()
 }
 
@@ -198,9 +199,9 @@ impl Default for Metrics {
 impl Metrics {
     /// Every metric at zero, registered.
     pub fn new() -> Self {
-        let frame_seconds: Family<DirectionLabel, Histogram, fn() -> Histogram> =
+        let frame_seconds: Family<DirectionLabel, BatchHistogram, fn() -> BatchHistogram> =
             Family::new_with_constructor(frame_hist);
-        let added_latency_seconds: Family<DirectionLabel, Histogram, fn() -> Histogram> =
+        let added_latency_seconds: Family<DirectionLabel, BatchHistogram, fn() -> BatchHistogram> =
             Family::new_with_constructor(latency_hist);
         let mut m = Self {
             registry: Registry::with_prefix("voxrelay"),
@@ -385,7 +386,8 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Records the time one frame took in `direction` (`to_agent` or `to_caller`).
+    /// Records the time one frame took in `direction` (`to_agent` or `to_caller`), straight
+    /// into the shared series; a call's task counts through [`CallMetrics`] instead.
     pub fn frame(&self, direction: &'static str, seconds: f64) {
         self.observe(0, direction, seconds);
     }
@@ -406,15 +408,8 @@ impl Metrics {
         }
     }
 
-    /// Counts one media tick that started `late` after its time.
-    pub fn tick(&self, late: Duration) {
-        self.media_ticks.inc();
-        if late > LATE_TICK {
-            self.media_ticks_late.inc();
-        }
-    }
-
-    /// Records how long one frame was held in `direction`.
+    /// Records how long one frame was held in `direction`, straight into the shared series;
+    /// a call's task counts through [`CallMetrics`] instead.
     pub fn added_latency(&self, direction: &'static str, seconds: f64) {
         self.observe(1, direction, seconds);
     }
