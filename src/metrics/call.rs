@@ -24,6 +24,8 @@ pub const FRAME_BOUNDS: [f64; 11] = [
 ];
 /// Upper bounds of the added latency histogram: 5 ms .. 200 ms.
 pub const LATENCY_BOUNDS: [f64; 10] = [0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2];
+/// The bounds of each kind of per-frame series, as `Metrics::per_frame` is laid out.
+const BOUNDS: [&[f64]; 2] = [&FRAME_BOUNDS, &LATENCY_BOUNDS];
 /// The most buckets a [`Tally`] holds: the bounds above and `+Inf`.
 const MAX_BUCKETS: usize = 12;
 
@@ -117,22 +119,14 @@ impl EncodeMetric for BatchHistogram {
 
 /// One call's per-frame figures: counted here by the call's task, added to the relay's
 /// [`Metrics`] every [`FLUSH_TICKS`] ticks and when dropped.
+#[derive(Debug)]
 pub struct CallMetrics {
     shared: Arc<Metrics>,
-    /// Frame processing time, by direction (`to_agent`, `to_caller`).
-    frame: [Tally; 2],
-    /// Added latency, by direction.
-    added: [Tally; 2],
+    /// Frame processing time, then added latency, each by direction (`to_agent`,
+    /// `to_caller`): laid out as the shared series they go to (`Metrics::per_frame`).
+    tallies: [[Tally; 2]; 2],
     ticks: u32,
     late_ticks: u32,
-}
-
-impl std::fmt::Debug for CallMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallMetrics")
-            .field("ticks", &self.ticks)
-            .finish_non_exhaustive()
-    }
 }
 
 impl CallMetrics {
@@ -140,8 +134,7 @@ impl CallMetrics {
     pub fn new(shared: Arc<Metrics>) -> Self {
         Self {
             shared,
-            frame: [Tally::default(); 2],
-            added: [Tally::default(); 2],
+            tallies: [[Tally::default(); 2]; 2],
             ticks: 0,
             late_ticks: 0,
         }
@@ -149,17 +142,19 @@ impl CallMetrics {
 
     /// The time one frame took in `direction` (`to_agent` or `to_caller`).
     pub fn frame(&mut self, direction: &'static str, seconds: f64) {
-        match direction_index(direction) {
-            Some(i) => self.frame[i].observe(&FRAME_BOUNDS, seconds),
-            None => self.shared.frame(direction, seconds),
-        }
+        self.observe(0, direction, seconds);
     }
 
     /// How long one frame was held in `direction`.
     pub fn added_latency(&mut self, direction: &'static str, seconds: f64) {
+        self.observe(1, direction, seconds);
+    }
+
+    fn observe(&mut self, which: usize, direction: &'static str, seconds: f64) {
         match direction_index(direction) {
-            Some(i) => self.added[i].observe(&LATENCY_BOUNDS, seconds),
-            None => self.shared.added_latency(direction, seconds),
+            Some(i) => self.tallies[which][i].observe(BOUNDS[which], seconds),
+            // not one of the two: straight to the shared family, as `Metrics` does
+            None => self.shared.observe(which, direction, seconds),
         }
     }
 
@@ -178,16 +173,12 @@ impl CallMetrics {
     /// Adds what was counted since the last time to the shared series.
     pub fn flush(&mut self) {
         let m = &self.shared;
-        for (i, t) in self.frame.iter_mut().enumerate() {
-            if t.count > 0 {
-                m.per_frame[0][i].add(t);
-                *t = Tally::default();
-            }
-        }
-        for (i, t) in self.added.iter_mut().enumerate() {
-            if t.count > 0 {
-                m.per_frame[1][i].add(t);
-                *t = Tally::default();
+        for (tallies, series) in self.tallies.iter_mut().zip(&m.per_frame) {
+            for (t, h) in tallies.iter_mut().zip(series) {
+                if t.count > 0 {
+                    h.add(t);
+                    *t = Tally::default();
+                }
             }
         }
         if self.ticks > 0 {
@@ -207,7 +198,8 @@ impl Drop for CallMetrics {
     }
 }
 
-fn direction_index(direction: &str) -> Option<usize> {
+/// The index of `direction` in [`DIRECTIONS`], the second index of `Metrics::per_frame`.
+pub(super) fn direction_index(direction: &str) -> Option<usize> {
     DIRECTIONS.iter().position(|d| *d == direction)
 }
 

@@ -393,7 +393,7 @@ impl Metrics {
     }
 
     fn observe(&self, which: usize, direction: &'static str, seconds: f64) {
-        match DIRECTIONS.iter().position(|d| *d == direction) {
+        match call::direction_index(direction) {
             Some(i) => self.per_frame[which][i].observe(seconds),
             None => {
                 let family = if which == 0 {
