@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 transport=${1:-webrtc}
 shift || true
 counts=${*:-"10 25 50 100"}
-bin=$(cargo test --bench sim_load --no-run --message-format=json 2>/dev/null \
+# optimised as the relay ships: the test profile leaves this crate unoptimised
+bin=$(cargo test --release --bench sim_load --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m=json.loads(l)
