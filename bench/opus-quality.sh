@@ -69,8 +69,8 @@ echo "corpus: $(ls "$OUT/corpus" | grep -vc 48k) clips, $(soxi -D "$OUT"/corpus/
 
 # The chain (the relay's own media code), one process, before any scoring so its timings
 # do not compete with PESQ for the cores.
-cargo build -q --example opus_quality
-BIN=$(cargo metadata -q --format-version 1 --no-deps | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/examples/opus_quality
+cargo build -q --release --example opus_quality
+BIN=$(cargo metadata -q --format-version 1 --no-deps | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/examples/opus_quality
 "$BIN" --corpus "$OUT/corpus" --out "$OUT/runs" --complexities "$COMPLEXITIES" \
   --bitrates "$BITRATES" --losses "$LOSSES" --seed "$SEED" --agent > "$OUT/runs.jsonl"
 
