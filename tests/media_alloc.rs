@@ -84,9 +84,13 @@ fn steady_state_media_path_does_not_allocate() {
 
     let mut body = |k: u32| {
         let t = Duration::from_millis(k as u64 * 20);
-        // the phone sends a voiced-ish frame; every 17th is lost, every 23rd swapped late
+        // the phone sends a voiced-ish frame, or silence while the caller listens (the
+        // encoder then replays its settled silence); every 17th is lost, every 23rd late
         for (i, s) in pcm.iter_mut().enumerate() {
             *s = (((k as usize * FRAME_SAMPLES + i) as f32 * 0.07).sin() * 8000.0) as i16;
+        }
+        if k % 400 >= 250 {
+            pcm.fill(0);
         }
         Law::Mu.encode(&pcm, &mut g711);
         if k % 17 != 0 {
@@ -166,6 +170,7 @@ fn steady_state_media_path_does_not_allocate() {
         "{allocs} heap allocations in 3000 frames of steady state"
     );
     assert!(jb_in.stats().lost > 100 && jb_out.stats().lost > 100);
+    assert!(enc.silent_frames_replayed() > 500, "the replay path ran");
     // the figures reached the shared series meanwhile
     assert!(shared.media_ticks.get() >= 3490 && shared.media_ticks_late.get() > 1000);
     rec.finish().unwrap();

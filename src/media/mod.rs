@@ -28,6 +28,7 @@ pub mod frame;
 pub mod g711;
 pub mod jitter;
 pub mod opus_codec;
+pub mod opus_silence;
 pub mod pacer;
 pub mod ports;
 pub mod recording;

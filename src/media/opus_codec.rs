@@ -7,6 +7,7 @@
 //! either. RTP timestamps for Opus run on a 48 kHz clock whatever the coded rate (RFC 7587).
 
 use super::frame::{Frame, FRAME_SAMPLES, SAMPLE_RATE};
+use super::opus_silence::{is_silent, SilenceCycle, MAX_SILENT_PACKET};
 use opus::{Application, Bitrate, Channels};
 
 /// RTP clock rate of Opus (RFC 7587): always 48 kHz.
@@ -58,9 +59,12 @@ impl Default for OpusConfig {
     }
 }
 
-/// One call's Opus encoder: 8 kHz mono, VOIP application.
+/// One call's Opus encoder: 8 kHz mono, VOIP application. A run of digitally silent frames is
+/// encoded until libopus's packets settle into their cycle, then replayed from it
+/// ([`SilenceCycle`]).
 pub struct OpusEncoder {
     inner: opus::Encoder,
+    silence: SilenceCycle,
 }
 
 impl std::fmt::Debug for OpusEncoder {
@@ -77,23 +81,46 @@ impl OpusEncoder {
         inner.set_bitrate(Bitrate::Bits(config.bitrate_bps))?;
         inner.set_inband_fec(config.fec)?;
         inner.set_packet_loss_perc(config.expected_loss_pct.min(100) as i32)?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            silence: SilenceCycle::new(),
+        })
     }
 
     /// Encodes one 20 ms frame into `out` (size it [`MAX_OPUS_PACKET`]); returns the packet
-    /// length.
+    /// length. Once the packets of a run of silent frames ([`is_silent`]) have settled, the
+    /// next silent frame's packet is taken from their cycle without encoding.
     #[inline]
     pub fn encode(&mut self, pcm: &Frame, out: &mut [u8]) -> Result<usize, OpusError> {
-        Ok(self.inner.encode(pcm, out)?)
+        if !is_silent(pcm) {
+            self.silence.reset();
+            return Ok(self.inner.encode(pcm, out)?);
+        }
+        if out.len() >= MAX_SILENT_PACKET {
+            if let Some(packet) = self.silence.replay() {
+                out[..packet.len()].copy_from_slice(packet);
+                return Ok(packet.len());
+            }
+        }
+        let n = self.inner.encode(pcm, out)?;
+        self.silence.handle_encoded(&out[..n]);
+        Ok(n)
+    }
+
+    /// Silent frames taken from the settled cycle instead of encoded, so far.
+    pub fn silent_frames_replayed(&self) -> u64 {
+        self.silence.replayed()
     }
 
     /// Tells the encoder the loss rate the far end reports, so FEC follows the network.
     pub fn set_expected_loss(&mut self, pct: u8) -> Result<(), OpusError> {
+        self.silence.reset();
         Ok(self.inner.set_packet_loss_perc(pct.min(100) as i32)?)
     }
 
     /// Sets the complexity (0..=10).
     pub fn set_complexity(&mut self, complexity: i32) -> Result<(), OpusError> {
+        self.silence.reset();
         Ok(self.inner.set_complexity(complexity.clamp(0, 10))?)
     }
 
@@ -251,6 +278,83 @@ mod tests {
         };
         let (a, b) = (rms(&sig[1600..]), rms(&decoded[1600..]));
         assert!((b / a - 1.0).abs() < 0.2, "{a} {b}");
+    }
+
+    /// libopus alone, set up as [`OpusEncoder::new`] sets it up.
+    fn plain_libopus(cfg: &OpusConfig) -> opus::Encoder {
+        let mut e = opus::Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip).unwrap();
+        e.set_complexity(cfg.complexity).unwrap();
+        e.set_bitrate(Bitrate::Bits(cfg.bitrate_bps)).unwrap();
+        e.set_inband_fec(cfg.fec).unwrap();
+        e.set_packet_loss_perc(i32::from(cfg.expected_loss_pct))
+            .unwrap();
+        e
+    }
+
+    #[test]
+    fn a_silence_after_speech_sends_what_libopus_would_and_mostly_without_it() {
+        let cfg = OpusConfig::default();
+        let mut enc = OpusEncoder::new(&cfg).unwrap();
+        let mut plain = plain_libopus(&cfg);
+        let (mut a, mut b) = ([0u8; MAX_OPUS_PACKET], [0u8; MAX_OPUS_PACKET]);
+        let mut sig = voiced(160 * 50);
+        sig.extend(std::iter::repeat_n(0, 160 * 150)); // 3 s of silence
+        for (i, f) in sig.chunks(160).enumerate() {
+            let n = enc.encode(&frame(f), &mut a).unwrap();
+            let m = plain.encode(f, &mut b).unwrap();
+            assert_eq!(a[..n], b[..m], "frame {i} differs from libopus's own");
+        }
+        let replayed = enc.silent_frames_replayed();
+        assert!(
+            replayed >= 135,
+            "only {replayed} of 150 silent frames replayed"
+        );
+    }
+
+    #[test]
+    fn a_quiet_line_is_coded_as_it_is() {
+        let cfg = OpusConfig::default();
+        let mut enc = OpusEncoder::new(&cfg).unwrap();
+        let mut plain = plain_libopus(&cfg);
+        let (mut a, mut b) = ([0u8; MAX_OPUS_PACKET], [0u8; MAX_OPUS_PACKET]);
+        // A-law's idle codes 0xD5 and 0x55 decode to +8 and -8
+        let idle: Frame = std::array::from_fn(|i| if i % 3 == 0 { 8 } else { -8 });
+        for i in 0..40 {
+            let n = enc.encode(&idle, &mut a).unwrap();
+            let m = plain.encode(&idle, &mut b).unwrap();
+            assert_eq!(a[..n], b[..m], "frame {i}");
+        }
+        assert_eq!(enc.silent_frames_replayed(), 0);
+    }
+
+    #[test]
+    fn speech_after_a_replayed_silence_is_coded_as_after_the_encoded_part_of_it() {
+        let cfg = OpusConfig::default();
+        let talk = voiced(160 * 50);
+        let packets = |enc: &mut dyn FnMut(&[i16], &mut [u8]) -> usize, silent: usize| {
+            let mut sig = talk.clone();
+            sig.extend(std::iter::repeat_n(0, 160 * silent));
+            sig.extend_from_slice(&talk);
+            let mut pkt = [0u8; MAX_OPUS_PACKET];
+            let all: Vec<Vec<u8>> = sig
+                .chunks(160)
+                .map(|f| {
+                    let n = enc(f, &mut pkt);
+                    pkt[..n].to_vec()
+                })
+                .collect();
+            all[50 + silent..].to_vec()
+        };
+        let mut enc = OpusEncoder::new(&cfg).unwrap();
+        let replaying = packets(&mut |f, out| enc.encode(&frame(f), out).unwrap(), 101);
+        let replayed = enc.silent_frames_replayed() as usize;
+        assert!(replayed > 80, "{replayed} of 101 silent frames replayed");
+        // the encoder saw only the silent frames it coded: libopus given just those says
+        // the same of the speech that follows, byte for byte
+        let mut plain = plain_libopus(&cfg);
+        let shorter = packets(&mut |f, out| plain.encode(f, out).unwrap(), 101 - replayed);
+        assert_eq!(replaying.len(), 50);
+        assert_eq!(replaying, shorter);
     }
 
     #[test]
