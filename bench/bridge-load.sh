@@ -8,6 +8,11 @@
 #   RATE     new calls per second while ramping up (default 10)
 # Environment:
 #   TRANSPORT=webrtc|websocket  the realtime transport (default: webrtc, the relay's default)
+#   CALLER_PAUSES=1             the callers take turns with the agent, as in a conversation:
+#                               each play of the 7 s pcap is followed by 7 s of the A-law idle
+#                               code (a line that carries nothing), while the echo agent
+#                               answers; the libopus floor encodes the same. Default: the pcap
+#                               back to back, the caller never silent.
 #   SIM_SCENARIO=NAME|FILE      the simulator's scenario (default: echo); e.g.
 #                               bench/echo-slow-mint.toml adds OpenAI-like mint latency
 #   VOXRELAY__…                 any other relay setting, e.g. VOXRELAY__OPENAI__KEY_POOL=0
@@ -160,9 +165,18 @@ census >"$OUT/fds-idle.json"
 PG_CONNS_IDLE=$(pg_conns)
 PG_X0=$(pg_rows)
 
-PLAYS=$(( (SECS * 100 + 704) / 705 ))
-CALL_S=$(( (PLAYS * 706 + 99) / 100 ))
-(cd "$OUT" && exec sipp "127.0.0.1:$SIP_PORT" -sf ../../bridge_call.xml -set plays "$PLAYS" \
+# The callers' audio: SIPp's 7 s speech pcap, or with CALLER_PAUSES=1 that pcap followed by as
+# long of the A-law idle code (bench/caller_pauses.py), in a copy of the scenario that plays it.
+CALLER_PCAP=/usr/share/sip-tester/g711a.pcap PLAY_CS=706 SCENARIO=../../bridge_call.xml
+if [ "${CALLER_PAUSES:-0}" = 1 ]; then
+  python3 bench/caller_pauses.py "$CALLER_PCAP" "$OUT/caller.pcap"
+  CALLER_PCAP=$PWD/$OUT/caller.pcap PLAY_CS=1411 SCENARIO=call.xml
+  sed -e "s|/usr/share/sip-tester/g711a.pcap|$CALLER_PCAP|" -e 's|milliseconds="7060"|milliseconds="14110"|' \
+    bench/bridge_call.xml >"$OUT/call.xml"
+fi
+PLAYS=$(( (SECS * 100 + PLAY_CS - 2) / (PLAY_CS - 1) ))
+CALL_S=$(( (PLAYS * PLAY_CS + 99) / 100 ))
+(cd "$OUT" && exec sipp "127.0.0.1:$SIP_PORT" -sf "$SCENARIO" -set plays "$PLAYS" \
   -i 127.0.0.1 -p "$SIPP_PORT" -mi 127.0.0.1 -mp "$SIPP_MEDIA" -s echo \
   -m "$CALLS" -l "$CALLS" -r "$RATE" -nostdin -timeout "$((CALL_S + CALLS / RATE + 120))s" \
   -timeout_error -trace_stat -stf stats.csv -fd 5 -trace_err >sipp.out 2>&1) &
@@ -424,14 +438,16 @@ if [ "$TRANSPORT" = webrtc ] && [ "${FLOOR:-1}" = 1 ]; then
     PACKET_FLOOR_BIN=target/release/examples/packet_floor
   fi
   FPS=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["agent_fps"])' "$OUT/summary.json")
-  "$OPUS_FLOOR_BIN" --calls "$CALLS" --seconds 10 --decode-per-second "$FPS" >"$OUT/floor.json"
+  # as many seconds as one play of the callers' pcap, so that the floor codes their pauses too
+  FLOOR_S=$(( PLAY_CS / 100 > 10 ? PLAY_CS / 100 : 10 ))
+  "$OPUS_FLOOR_BIN" --calls "$CALLS" --seconds "$FLOOR_S" --decode-per-second "$FPS" --pcap "$CALLER_PCAP" >"$OUT/floor.json"
   "$PACKET_FLOOR_BIN" --calls "$CALLS" --seconds 10 --agent-per-second "$FPS" >"$OUT/packet-floor.json"
   if [ "$INSTR" = 1 ]; then
-    # one call's 10 s of libopus work: one call's count less the set-up's (read the pcap, encode
+    # one call's FLOOR_S seconds of libopus work: one call's count less the set-up's (read the pcap, encode
     # the agent's packets), which is the same in a run of 1 call and a run of 2
     for n in 1 2; do
       valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.floor.$n" "$OPUS_FLOOR_BIN" \
-        --calls "$n" --seconds 10 --decode-per-second "$FPS" >/dev/null 2>"$OUT/callgrind.floor.$n.log"
+        --calls "$n" --seconds "$FLOOR_S" --decode-per-second "$FPS" --pcap "$CALLER_PCAP" >/dev/null 2>"$OUT/callgrind.floor.$n.log"
     done
   fi
   python3 - "$OUT" <<'PY'
@@ -502,7 +518,8 @@ if own[0] and "D1mr" in events and "Bcm" in events:
     print(f"  per thousand instructions, inside libopus: {per_k(own)}; outside it: "
           f"{per_k([t - o for t, o in zip(total, own)])}")
 if os.path.exists(f"{out}/callgrind.floor.2"):
-    floor = (totals(f"{out}/callgrind.floor.2")[1][0] - totals(f"{out}/callgrind.floor.1")[1][0]) / 10
+    floor_s = json.load(open(f"{out}/floor.json"))["seconds"]
+    floor = (totals(f"{out}/callgrind.floor.2")[1][0] - totals(f"{out}/callgrind.floor.1")[1][0]) / floor_s
     print(f"libopus floor: {floor / 1e6:.2f} M instructions per call and second (encode 50/s, decode "
           f"{s['agent_fps']:.1f}/s) -> relay / floor = {per / floor:.3f} by instructions")
 PY
