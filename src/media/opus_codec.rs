@@ -280,22 +280,21 @@ mod tests {
         assert!((b / a - 1.0).abs() < 0.2, "{a} {b}");
     }
 
-    /// libopus alone, set up as [`OpusEncoder::new`] sets it up.
-    fn plain_libopus(cfg: &OpusConfig) -> opus::Encoder {
+    /// A call's encoder and libopus alone set up as it sets itself up, both on the defaults.
+    fn encoder_and_plain_libopus() -> (OpusEncoder, opus::Encoder) {
+        let cfg = OpusConfig::default();
         let mut e = opus::Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip).unwrap();
         e.set_complexity(cfg.complexity).unwrap();
         e.set_bitrate(Bitrate::Bits(cfg.bitrate_bps)).unwrap();
         e.set_inband_fec(cfg.fec).unwrap();
         e.set_packet_loss_perc(i32::from(cfg.expected_loss_pct))
             .unwrap();
-        e
+        (OpusEncoder::new(&cfg).unwrap(), e)
     }
 
     #[test]
     fn a_silence_after_speech_sends_what_libopus_would_and_mostly_without_it() {
-        let cfg = OpusConfig::default();
-        let mut enc = OpusEncoder::new(&cfg).unwrap();
-        let mut plain = plain_libopus(&cfg);
+        let (mut enc, mut plain) = encoder_and_plain_libopus();
         let (mut a, mut b) = ([0u8; MAX_OPUS_PACKET], [0u8; MAX_OPUS_PACKET]);
         let mut sig = voiced(160 * 50);
         sig.extend(std::iter::repeat_n(0, 160 * 150)); // 3 s of silence
@@ -313,9 +312,7 @@ mod tests {
 
     #[test]
     fn a_quiet_line_is_coded_as_it_is() {
-        let cfg = OpusConfig::default();
-        let mut enc = OpusEncoder::new(&cfg).unwrap();
-        let mut plain = plain_libopus(&cfg);
+        let (mut enc, mut plain) = encoder_and_plain_libopus();
         let (mut a, mut b) = ([0u8; MAX_OPUS_PACKET], [0u8; MAX_OPUS_PACKET]);
         // A-law's idle codes 0xD5 and 0x55 decode to +8 and -8
         let idle: Frame = std::array::from_fn(|i| if i % 3 == 0 { 8 } else { -8 });
@@ -329,7 +326,6 @@ mod tests {
 
     #[test]
     fn speech_after_a_replayed_silence_is_coded_as_after_the_encoded_part_of_it() {
-        let cfg = OpusConfig::default();
         let talk = voiced(160 * 50);
         let packets = |enc: &mut dyn FnMut(&[i16], &mut [u8]) -> usize, silent: usize| {
             let mut sig = talk.clone();
@@ -345,13 +341,12 @@ mod tests {
                 .collect();
             all[50 + silent..].to_vec()
         };
-        let mut enc = OpusEncoder::new(&cfg).unwrap();
+        let (mut enc, mut plain) = encoder_and_plain_libopus();
         let replaying = packets(&mut |f, out| enc.encode(&frame(f), out).unwrap(), 101);
         let replayed = enc.silent_frames_replayed() as usize;
         assert!(replayed > 80, "{replayed} of 101 silent frames replayed");
         // the encoder saw only the silent frames it coded: libopus given just those says
         // the same of the speech that follows, byte for byte
-        let mut plain = plain_libopus(&cfg);
         let shorter = packets(&mut |f, out| plain.encode(f, out).unwrap(), 101 - replayed);
         assert_eq!(replaying.len(), 50);
         assert_eq!(replaying, shorter);

@@ -1,8 +1,8 @@
 //! Silence without the encoder: the packets libopus settles into on a silent input, replayed.
 //!
 //! A caller is silent for much of a call: while the agent speaks, the echo gate hands the
-//! model digital silence in place of the line's echo. libopus still runs its whole analysis on a silent frame, at about 60 % of a
-//! speech frame's cost. Fed silence, it settles within a few frames into a cycle of four
+//! model digital silence in place of the line's echo. libopus still runs most of its analysis
+//! on a silent frame. Fed digital silence, it settles within a few frames into a cycle of four
 //! packets (SILK's excitation seed turns over every four frames), byte for byte the same for
 //! as long as the silence lasts. [`SilenceCycle`] watches the packets of consecutive silent
 //! frames; once two whole turns of the cycle agree, it hands out the cycle's next packet
@@ -15,6 +15,7 @@ pub const CYCLE: usize = 4;
 /// The longest packet the cycle keeps. A settled silent frame codes to about 6 bytes; longer
 /// packets mean the encoder has not settled, and end the watch.
 pub const MAX_SILENT_PACKET: usize = 16;
+
 /// True when `pcm` is digital silence: every sample zero. That is what the echo gate hands on
 /// in place of echo, and what a μ-law line's idle code decodes to. Anything else, A-law's idle
 /// code (±8) included, is coded as it is: libopus codes a quiet line's noise, and the model's
@@ -25,7 +26,7 @@ pub fn is_silent(pcm: &[i16]) -> bool {
 }
 
 /// The encoder's packets over a run of silent frames, and whether they have settled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SilenceCycle {
     packets: [[u8; MAX_SILENT_PACKET]; CYCLE],
     lens: [u8; CYCLE],
@@ -35,12 +36,6 @@ pub struct SilenceCycle {
     agreeing: usize,
     /// Frames replayed instead of encoded, over the cycle's life.
     replayed: u64,
-}
-
-impl Default for SilenceCycle {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl SilenceCycle {
