@@ -443,8 +443,8 @@ if [ "$TRANSPORT" = webrtc ] && [ "${FLOOR:-1}" = 1 ]; then
   "$OPUS_FLOOR_BIN" --calls "$CALLS" --seconds "$FLOOR_S" --decode-per-second "$FPS" --pcap "$CALLER_PCAP" >"$OUT/floor.json"
   "$PACKET_FLOOR_BIN" --calls "$CALLS" --seconds 10 --agent-per-second "$FPS" >"$OUT/packet-floor.json"
   if [ "$INSTR" = 1 ]; then
-    # one call's FLOOR_S seconds of libopus work: one call's count less the set-up's (read the pcap, encode
-    # the agent's packets), which is the same in a run of 1 call and a run of 2
+    # one call's FLOOR_S seconds of libopus work: one call's count less the set-up's (read the
+    # pcap, encode the agent's packets), which is the same in a run of 1 call and a run of 2
     for n in 1 2; do
       valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.floor.$n" "$OPUS_FLOOR_BIN" \
         --calls "$n" --seconds "$FLOOR_S" --decode-per-second "$FPS" --pcap "$CALLER_PCAP" >/dev/null 2>"$OUT/callgrind.floor.$n.log"
