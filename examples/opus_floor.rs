@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use voxrelay::media::frame::{Frame, FRAME_SAMPLES};
 use voxrelay::media::g711;
-use voxrelay::media::opus_codec::{OpusConfig, OpusDecoder, MAX_OPUS_PACKET};
+use voxrelay::media::opus_codec::{libopus_encoder, OpusConfig, OpusDecoder, MAX_OPUS_PACKET};
 
 #[derive(Parser)]
 #[command(about = "The libopus work of WebRTC calls, timed alone")]
@@ -62,17 +62,6 @@ fn rtp_payloads(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
         out.push(rtp.get(12 + 4 * cc..).ok_or("short RTP")?);
     }
     Ok(out)
-}
-
-/// libopus alone, set up as a call's encoder is.
-fn bare_encoder() -> Result<opus::Encoder, opus::Error> {
-    let cfg = OpusConfig::default();
-    let mut e = opus::Encoder::new(8_000, opus::Channels::Mono, opus::Application::Voip)?;
-    e.set_complexity(cfg.complexity)?;
-    e.set_bitrate(opus::Bitrate::Bits(cfg.bitrate_bps))?;
-    e.set_inband_fec(cfg.fec)?;
-    e.set_packet_loss_perc(i32::from(cfg.expected_loss_pct))?;
-    Ok(e)
 }
 
 /// CPU seconds this process has used (user and system).
@@ -123,7 +112,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let before = cpu_seconds();
     if args.interleave {
         let mut calls = (0..args.calls)
-            .map(|_| Ok((bare_encoder()?, OpusDecoder::new()?)))
+            .map(|_| {
+                Ok((
+                    libopus_encoder(&OpusConfig::default())?,
+                    OpusDecoder::new()?,
+                ))
+            })
             .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
         // the agent's packets spread over the call's frames as evenly as they arrive (at most
         // one a frame: the agent sends 20 ms packets), the same packets as one call at a time
@@ -143,7 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         for _ in 0..args.calls {
             // each call has its own encoder and decoder, as in the relay
-            let mut enc = bare_encoder()?;
+            let mut enc = libopus_encoder(&OpusConfig::default())?;
             let mut dec = OpusDecoder::new()?;
             for i in 0..encodes {
                 sink += enc.encode(&frames[i % frames.len()], &mut out)?;

@@ -59,6 +59,17 @@ impl Default for OpusConfig {
     }
 }
 
+/// libopus's own encoder, 8 kHz mono, VOIP application, set up with `config`: what
+/// [`OpusEncoder`] wraps, and what benches and tests compare it with.
+pub fn libopus_encoder(config: &OpusConfig) -> Result<opus::Encoder, OpusError> {
+    let mut e = opus::Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip)?;
+    e.set_complexity(config.complexity.clamp(0, 10))?;
+    e.set_bitrate(Bitrate::Bits(config.bitrate_bps))?;
+    e.set_inband_fec(config.fec)?;
+    e.set_packet_loss_perc(config.expected_loss_pct.min(100) as i32)?;
+    Ok(e)
+}
+
 /// One call's Opus encoder: 8 kHz mono, VOIP application. A run of digitally silent frames is
 /// encoded until libopus's packets settle into their cycle, then replayed from it
 /// ([`SilenceCycle`]).
@@ -76,13 +87,8 @@ impl std::fmt::Debug for OpusEncoder {
 impl OpusEncoder {
     /// Opens an encoder with `config`.
     pub fn new(config: &OpusConfig) -> Result<Self, OpusError> {
-        let mut inner = opus::Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip)?;
-        inner.set_complexity(config.complexity.clamp(0, 10))?;
-        inner.set_bitrate(Bitrate::Bits(config.bitrate_bps))?;
-        inner.set_inband_fec(config.fec)?;
-        inner.set_packet_loss_perc(config.expected_loss_pct.min(100) as i32)?;
         Ok(Self {
-            inner,
+            inner: libopus_encoder(config)?,
             silence: SilenceCycle::new(),
         })
     }
@@ -280,16 +286,13 @@ mod tests {
         assert!((b / a - 1.0).abs() < 0.2, "{a} {b}");
     }
 
-    /// A call's encoder and libopus alone set up as it sets itself up, both on the defaults.
+    /// A call's encoder and libopus alone, both on the defaults.
     fn encoder_and_plain_libopus() -> (OpusEncoder, opus::Encoder) {
         let cfg = OpusConfig::default();
-        let mut e = opus::Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip).unwrap();
-        e.set_complexity(cfg.complexity).unwrap();
-        e.set_bitrate(Bitrate::Bits(cfg.bitrate_bps)).unwrap();
-        e.set_inband_fec(cfg.fec).unwrap();
-        e.set_packet_loss_perc(i32::from(cfg.expected_loss_pct))
-            .unwrap();
-        (OpusEncoder::new(&cfg).unwrap(), e)
+        (
+            OpusEncoder::new(&cfg).unwrap(),
+            libopus_encoder(&cfg).unwrap(),
+        )
     }
 
     #[test]
