@@ -49,9 +49,9 @@
 # OpenAI leg, each way (bench/relay_census.py, a capture of the loopback interface), the
 # jitter of the relay's RTP as the callers get it (from the same capture), added
 # latency p50/p99 per direction and frame processing time from the relay's histograms (bucket
-# bounds, not exact values), set-up time p50/p99 from the relay's `call answered` log lines,
-# calls completed and failed; over WebRTC, the same calls' libopus work timed alone
-# (examples/opus_floor.rs) and their packets' system calls timed alone
+# bounds, not exact values), set-up time p50/p99 and a histogram of it from the relay's `call
+# answered` log lines, calls completed and failed; over WebRTC, the same calls' libopus work
+# timed alone (examples/opus_floor.rs) and their packets' system calls timed alone
 # (examples/packet_floor.rs), and the relay's CPU per call divided by them (FLOOR=0 skips
 # both).
 # Needs: sipp (Debian sip-tester), curl, python3. Every wait below is bounded.
@@ -343,6 +343,14 @@ k = ("voxrelay_call_setup_seconds", "")
 print(f"set-up (histogram): p50 {quant(k, .5)}, p99 {quant(k, .99)}")
 if setup:
     print(f"set-up (log, setup_ms): n={len(setup)} p50 {pct(setup, .5)} ms, p99 {pct(setup, .99)} ms, max {setup[-1]} ms")
+    # Every call's set-up counted in bins of milliseconds, up to the slowest call's bin.
+    edges = [10, 20, 30, 40, 50, 75, 100, 150, 250, 500, 1000, 3000]
+    counts = [0] * (len(edges) + 1)
+    for ms in setup:
+        counts[next((i for i, e in enumerate(edges) if ms < e), len(edges))] += 1
+    last = max(i for i, c in enumerate(counts) if c)
+    names = [f"<{edges[0]}"] + [f"{a}–{b}" for a, b in zip(edges, edges[1:])] + [f"≥{edges[-1]}"]
+    print("set-up histogram (ms: calls): " + ", ".join(f"{names[i]}: {counts[i]}" for i in range(last + 1)))
 else:
     print("set-up (log): no `call answered` lines")
 # For the libopus floor below: the relay's CPU per call, and the agent's frames per second of
