@@ -13,6 +13,10 @@
 #                               code (a line that carries nothing), while the echo agent
 #                               answers; the libopus floor encodes the same. Default: the pcap
 #                               back to back, the caller never silent.
+#   CALLER_PTIME=MS             the callers send packets of MS ms (20, as most trunks do), the
+#                               same speech cut again on a steady clock; default: the pcap's own
+#                               30 ms packets. Either setting writes the callers' pcap with
+#                               bench/caller_pcap.py.
 #   SIM_SCENARIO=NAME|FILE      the simulator's scenario (default: echo); e.g.
 #                               bench/echo-slow-mint.toml adds OpenAI-like mint latency
 #   VOXRELAY__…                 any other relay setting, e.g. VOXRELAY__OPENAI__KEY_POOL=0
@@ -165,13 +169,17 @@ census >"$OUT/fds-idle.json"
 PG_CONNS_IDLE=$(pg_conns)
 PG_X0=$(pg_rows)
 
-# The callers' audio: SIPp's 7 s speech pcap, or with CALLER_PAUSES=1 that pcap followed by as
-# long of the A-law idle code (bench/caller_pauses.py), in a copy of the scenario that plays it.
+# The callers' audio: SIPp's 7 s speech pcap, or (CALLER_PAUSES, CALLER_PTIME) that speech in
+# other packets, followed by as long of the A-law idle code (bench/caller_pcap.py), in a copy
+# of the scenario that plays it, with the pause between plays set to one play's length.
 CALLER_PCAP=/usr/share/sip-tester/g711a.pcap PLAY_CS=706 SCENARIO=../../bridge_call.xml
-if [ "${CALLER_PAUSES:-0}" = 1 ]; then
-  python3 bench/caller_pauses.py "$CALLER_PCAP" "$OUT/caller.pcap"
-  CALLER_PCAP=$PWD/$OUT/caller.pcap PLAY_CS=1411 SCENARIO=call.xml
-  sed -e "s|/usr/share/sip-tester/g711a.pcap|$CALLER_PCAP|" -e 's|milliseconds="7060"|milliseconds="14110"|' \
+if [ "${CALLER_PAUSES:-0}" = 1 ] || [ -n "${CALLER_PTIME:-}" ]; then
+  PCAP_ARGS=()
+  [ "${CALLER_PAUSES:-0}" = 1 ] && PCAP_ARGS+=(--pauses)
+  [ -n "${CALLER_PTIME:-}" ] && PCAP_ARGS+=(--ptime "$CALLER_PTIME")
+  PLAY_MS=$(python3 bench/caller_pcap.py "$CALLER_PCAP" "$OUT/caller.pcap" "${PCAP_ARGS[@]}")
+  CALLER_PCAP=$PWD/$OUT/caller.pcap PLAY_CS=$(( (PLAY_MS + 9) / 10 )) SCENARIO=call.xml
+  sed -e "s|/usr/share/sip-tester/g711a.pcap|$CALLER_PCAP|" -e "s|milliseconds=\"7060\"|milliseconds=\"$PLAY_MS\"|" \
     bench/bridge_call.xml >"$OUT/call.xml"
 fi
 PLAYS=$(( (SECS * 100 + PLAY_CS - 2) / (PLAY_CS - 1) ))
@@ -449,7 +457,8 @@ if [ "$TRANSPORT" = webrtc ] && [ "${FLOOR:-1}" = 1 ]; then
   # as many seconds as one play of the callers' pcap, so that the floor codes their pauses too
   FLOOR_S=$(( PLAY_CS / 100 > 10 ? PLAY_CS / 100 : 10 ))
   "$OPUS_FLOOR_BIN" --calls "$CALLS" --seconds "$FLOOR_S" --decode-per-second "$FPS" --pcap "$CALLER_PCAP" >"$OUT/floor.json"
-  "$PACKET_FLOOR_BIN" --calls "$CALLS" --seconds 10 --agent-per-second "$FPS" >"$OUT/packet-floor.json"
+  "$PACKET_FLOOR_BIN" --calls "$CALLS" --seconds 10 --agent-per-second "$FPS" \
+    --caller-ptime-ms "${CALLER_PTIME:-30}" >"$OUT/packet-floor.json"
   if [ "$INSTR" = 1 ]; then
     # one call's FLOOR_S seconds of libopus work: one call's count less the set-up's (read the
     # pcap, encode the agent's packets), which is the same in a run of 1 call and a run of 2

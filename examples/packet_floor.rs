@@ -1,15 +1,16 @@
 //! The kernel's part of moving one WebRTC call's packets, alone: a second floor beside
 //! `examples/opus_floor.rs` for `bench/bridge-load.sh`.
 //!
-//! Per second of a call the relay receives the caller's RTP (SIPp's 30 ms G.711 packets,
-//! 33.3 a second of 252 bytes) and the agent's SRTP (`--agent-per-second`), and sends 50
-//! packets to the caller (172 bytes) and 50 to the agent (`--agent-out-bytes`). This makes
-//! the same system calls over loopback UDP sockets for `--calls` calls of `--seconds`
-//! seconds, one thread, no waiting, and prints the CPU time of those calls alone (the
-//! thread's clock, read around them) per call as a share of one core. On loopback a send
-//! also pays for the delivery into the receiving socket, as the relay's sends do in the
-//! bench. The peers' sends and reads are made outside the timed part. What it leaves out:
-//! waking up (epoll, futex, the scheduler), SRTP, and everything else the relay does.
+//! Per second of a call the relay receives the caller's RTP (G.711 packets of
+//! `--caller-ptime-ms`; by default SIPp's 30 ms, 33.3 a second of 252 bytes) and the agent's
+//! SRTP (`--agent-per-second`), and sends 50 packets to the caller (172 bytes) and 50 to the
+//! agent (`--agent-out-bytes`). This makes the same system calls over loopback UDP sockets for
+//! `--calls` calls of `--seconds` seconds, one thread, no waiting, and prints the CPU time of
+//! those calls alone (the thread's clock, read around them) per call as a share of one core.
+//! On loopback a send also pays for the delivery into the receiving socket, as the relay's
+//! sends do in the bench. The peers' sends and reads are made outside the timed part. What it
+//! leaves out: waking up (epoll, futex, the scheduler), SRTP, and everything else the relay
+//! does.
 
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -35,15 +36,18 @@ struct Args {
     /// Bytes of one SRTP packet of the caller's audio toward the agent.
     #[arg(long, default_value_t = 75)]
     agent_out_bytes: usize,
+    /// Milliseconds of audio in one of the caller's RTP packets (SIPp's speech pcap: 30; most
+    /// trunks: 20).
+    #[arg(long, default_value_t = 30)]
+    caller_ptime_ms: u32,
     /// Send on sockets `connect`ed to their peer (`send`) instead of naming it each time
     /// (`sendto`).
     #[arg(long)]
     connected: bool,
 }
 
-/// The caller's packets per second (SIPp's speech pcap: 30 ms each) and their size.
-const CALLER_PER_SECOND: f64 = 1000.0 / 30.0;
-const CALLER_BYTES: usize = 12 + 240;
+/// G.711 samples per millisecond, one byte each.
+const SAMPLES_PER_MS: u32 = 8;
 /// Packets to the caller per second (one per 20 ms tick) and their size.
 const TO_CALLER_PER_SECOND: usize = 50;
 const TO_CALLER_BYTES: usize = 12 + 160;
@@ -77,7 +81,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (caller, agent) = (bind()?, bind()?);
     let (to_relay_phone, to_relay_agent) = (relay_phone.local_addr()?, relay_agent.local_addr()?);
     let (to_caller, to_agent) = (caller.local_addr()?, agent.local_addr()?);
-    let caller_packet = vec![0x80u8; CALLER_BYTES];
+    let ptime = args.caller_ptime_ms.max(1);
+    let caller_per_second = 1000.0 / f64::from(ptime);
+    let caller_packet = vec![0x80u8; 12 + (SAMPLES_PER_MS * ptime) as usize];
     let agent_packet = vec![0x80u8; args.agent_in_bytes];
     let out_caller = vec![0x80u8; TO_CALLER_BYTES];
     let out_agent = vec![0x80u8; args.agent_out_bytes];
@@ -99,7 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut used = Duration::ZERO;
     for _ in 0..args.calls * args.seconds {
         // one second of a call: the peers' packets wait in the relay's sockets (not timed)
-        caller_due += CALLER_PER_SECOND;
+        caller_due += caller_per_second;
         agent_due += args.agent_per_second;
         let (n_caller, n_agent) = (caller_due as usize, agent_due as usize);
         caller_due -= n_caller as f64;
