@@ -11,8 +11,9 @@ Usage: bench/caller_pcap.py IN.pcap OUT.pcap [--ptime MS] [--pauses]
 - `--pauses`: a caller who pauses: after the speech, as long of A-law's idle code (0xD5, ±8
   when decoded), the packets of a line that carries nothing, in the same packet length.
 
-Every packet copies the first packet's Ethernet, IPv4 and UDP headers, with their lengths and
-the IPv4 checksum set for its size and no UDP checksum (zero: none, in IPv4). Prints the length
+A packet written anew copies the Ethernet, IPv4 and UDP headers of IN's first packet (an idle
+packet: of the packet before the pause), with their lengths and the IPv4 checksum set for its
+size and no UDP checksum (zero: none, in IPv4). Prints the length
 of one play of OUT in milliseconds (its first packet to the end of its last), for the scenario's
 pause between plays.
 """
@@ -69,6 +70,8 @@ def main():
     ap.add_argument("--ptime", type=int, help="milliseconds of audio in a packet")
     ap.add_argument("--pauses", action="store_true", help="as long of the idle code after the speech")
     args = ap.parse_args()
+    if args.ptime is not None and not 0 < args.ptime <= 120:
+        sys.exit(f"--ptime {args.ptime}: not a packet length in milliseconds (1 to 120)")
     head, records = read_pcap(args.src)
     first = records[0][1]
     _, rtp_at, payload_at = offsets(first)
