@@ -89,7 +89,7 @@ impl OpusEncoder {
     pub fn new(config: &OpusConfig) -> Result<Self, OpusError> {
         Ok(Self {
             inner: libopus_encoder(config)?,
-            silence: SilenceCycle::new(),
+            silence: SilenceCycle::default(),
         })
     }
 

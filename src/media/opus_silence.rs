@@ -39,17 +39,6 @@ pub struct SilenceCycle {
 }
 
 impl SilenceCycle {
-    /// A cycle with nothing seen.
-    pub const fn new() -> Self {
-        Self {
-            packets: [[0; MAX_SILENT_PACKET]; CYCLE],
-            lens: [0; CYCLE],
-            run: 0,
-            agreeing: 0,
-            replayed: 0,
-        }
-    }
-
     /// Settled: the last [`CYCLE`] encoded packets each equalled the one before them by a
     /// whole cycle, so the next silent frame's packet is known.
     pub fn settled(&self) -> bool {
@@ -109,7 +98,7 @@ mod tests {
 
     #[test]
     fn settles_after_two_agreeing_turns_and_replays_the_cycle_in_order() {
-        let mut c = SilenceCycle::new();
+        let mut c = SilenceCycle::default();
         let (a, b, d, e): (&[u8], &[u8], &[u8], &[u8]) = (&[1, 2], &[3], &[4, 5, 6], &[7]);
         // warm-up packets differ, then the cycle a b d e twice
         feed(&mut c, &[&[9, 9, 9], &[8], a, b, d, e, a, b, d]);
@@ -123,7 +112,7 @@ mod tests {
 
     #[test]
     fn a_packet_that_breaks_the_cycle_starts_the_count_again() {
-        let mut c = SilenceCycle::new();
+        let mut c = SilenceCycle::default();
         let (a, b, d, e): (&[u8], &[u8], &[u8], &[u8]) = (&[1], &[2], &[3], &[4]);
         // the odd packet disagrees with the turn before it, and the next turn with it
         feed(&mut c, &[a, b, d, e, a, b, &[0], e, a, b, d, e, a, b]);
@@ -134,7 +123,7 @@ mod tests {
 
     #[test]
     fn speech_ends_the_run_and_a_new_run_must_settle_again() {
-        let mut c = SilenceCycle::new();
+        let mut c = SilenceCycle::default();
         let cycle: [&[u8]; 4] = [&[1], &[2], &[3], &[4]];
         for _ in 0..2 {
             feed(&mut c, &cycle);
@@ -148,7 +137,7 @@ mod tests {
 
     #[test]
     fn long_packets_are_never_kept() {
-        let mut c = SilenceCycle::new();
+        let mut c = SilenceCycle::default();
         let long = [7u8; MAX_SILENT_PACKET + 1];
         for _ in 0..12 {
             c.handle_encoded(&long);
