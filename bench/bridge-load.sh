@@ -155,7 +155,9 @@ pg_conns() {
     *) echo 0 ;;
   esac
 }
-busy_jiffies() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
+# The machine's busy and total time, and the time the host took away from its virtual CPUs
+# (steal), to read a run's CPU figures in seconds with.
+busy_jiffies() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8, $9}' /proc/stat; }
 
 # Idle: 5 s with no call.
 sleep 2
@@ -213,7 +215,7 @@ W_END=$((FIRST_END - 3))
 [ "$CAPTURE" -gt 0 ] && W_END=$((W_END - CAPTURE - 1))
 A=$(ticks "$RELAY"); KA=$(kernel_ticks "$RELAY"); SA=$(ticks "$SIM"); SP0=$(ticks "$SIPP" 2>/dev/null || echo 0)
 count_on; CW0=$(date +%s.%N)
-read -r MB0 MT0 < <(busy_jiffies); T0=$(date +%s.%N)
+read -r MB0 MT0 MS0 < <(busy_jiffies); T0=$(date +%s.%N)
 UP0=$(active || echo 0)
 RSS_SAMPLES=()
 while [ "$(date +%s)" -lt "$W_END" ]; do
@@ -221,7 +223,7 @@ while [ "$(date +%s)" -lt "$W_END" ]; do
   sleep 1
 done
 B=$(ticks "$RELAY"); KB=$(kernel_ticks "$RELAY"); SB=$(ticks "$SIM"); SP1=$(ticks "$SIPP" 2>/dev/null || echo 0)
-read -r MB1 MT1 < <(busy_jiffies); T1=$(date +%s.%N)
+read -r MB1 MT1 MS1 < <(busy_jiffies); T1=$(date +%s.%N)
 count_off calls; CW1=$(date +%s.%N)
 UP1=$(active || echo 0)
 SIM_RSS=$(rss_kib "$SIM")
@@ -249,11 +251,11 @@ done
 
 python3 - "$OUT" "$CALLS" "$TRANSPORT" "$HZ" "$IDLE_RSS" "$I0" "$I1" "$IT0" "$IT1" "$A" "$B" "$T0" "$T1" \
   "$SA" "$SB" "$SP0" "$SP1" "$MB0" "$MT0" "$MB1" "$MT1" "$UP0" "$UP1" "$SIM_RSS" "$HWM" "$LOAD" \
-  "$CALL_S" "$RATE" "${RSS_SAMPLES[*]:-0}" "$DB_URL" "$PG_CONNS_IDLE" "$PG_CONNS" "$PG_X0" "$PG_X1" "$KI0" "$KI1" "$KA" "$KB" <<'PY'
+  "$CALL_S" "$RATE" "${RSS_SAMPLES[*]:-0}" "$DB_URL" "$PG_CONNS_IDLE" "$PG_CONNS" "$PG_X0" "$PG_X1" "$KI0" "$KI1" "$KA" "$KB" "$MS0" "$MS1" <<'PY'
 import csv, json, os, re, statistics, sys
 (out, calls, transport, hz, idle_rss, i0, i1, it0, it1, a, b, t0, t1, sa, sb, sp0, sp1,
  mb0, mt0, mb1, mt1, up0, up1, sim_rss, hwm, load, call_s, rate, rss_samples,
- db_url, pg_conns_idle, pg_conns, pg_x0, pg_x1, ki0, ki1, ka, kb) = sys.argv[1:]
+ db_url, pg_conns_idle, pg_conns, pg_x0, pg_x1, ki0, ki1, ka, kb, ms0, ms1) = sys.argv[1:]
 calls, hz = int(calls), int(hz)
 f = float
 win = f(t1) - f(t0)
@@ -266,6 +268,7 @@ kernel = (f(kb) - f(ka)) / hz / win * 100
 sim_cpu = (f(sb) - f(sa)) / hz / win * 100
 sipp_cpu = (f(sp1) - f(sp0)) / hz / win * 100
 machine = (f(mb1) - f(mb0)) / max(1.0, f(mt1) - f(mt0)) * 100
+steal = (f(ms1) - f(ms0)) / max(1.0, f(mt1) - f(mt0) + f(ms1) - f(ms0)) * 100
 rss = sorted(int(x) for x in rss_samples.split() if x.isdigit())
 steady = statistics.median(rss) if rss else 0
 n_up = min(int(up0), int(up1))
@@ -341,6 +344,7 @@ print(f"relay RSS idle {int(idle_rss)/1024:.1f} MiB, steady {steady/1024:.1f} Mi
       f"{(steady - int(idle_rss)) / 1024 / per * 1024:.0f} KiB per call")
 print(f"simulator CPU {sim_cpu:.1f} % of one core, RSS {int(sim_rss)/1024:.1f} MiB; SIPp CPU {sipp_cpu:.1f} %; "
       f"machine busy {machine:.0f} % of 2 cores; load average {load}")
+print(f"the host took {steal:.1f} % of the machine's CPU time away over the window (steal)")
 for d in ("to_agent", "to_caller"):
     k = ("voxrelay_added_latency_seconds", d)
     print(f"added latency {d}: p50 {quant(k, .5)}, p99 {quant(k, .99)}; {count(k)} frames")
@@ -366,6 +370,7 @@ else:
 json.dump({"per_call_pct": (cpu - idle_cpu) / per,
            "per_call_user_pct": (cpu - idle_cpu - kernel + idle_kernel) / per,
            "calls_up": n_up,
+           "steal_pct": steal,
            "agent_fps": count(("voxrelay_added_latency_seconds", "to_caller")) / max(1, calls * int(call_s))},
           open(f"{out}/summary.json", "w"))
 
