@@ -13,9 +13,8 @@ Usage: bench/caller_pcap.py IN.pcap OUT.pcap [--ptime MS] [--pauses]
 
 A packet written anew copies the Ethernet, IPv4 and UDP headers of IN's first packet (an idle
 packet: of the packet before the pause), with their lengths and the IPv4 checksum set for its
-size and no UDP checksum (zero: none, in IPv4). Prints the length
-of one play of OUT in milliseconds (its first packet to the end of its last), for the scenario's
-pause between plays.
+size and no UDP checksum (zero: none, in IPv4). Prints the length of one play of OUT in
+milliseconds (its first packet to the end of its last), for the scenario's pause between plays.
 """
 import argparse
 import struct

@@ -38,7 +38,7 @@ struct Args {
     agent_out_bytes: usize,
     /// Milliseconds of audio in one of the caller's RTP packets (SIPp's speech pcap: 30; most
     /// trunks: 20).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120))]
     caller_ptime_ms: u32,
     /// Send on sockets `connect`ed to their peer (`send`) instead of naming it each time
     /// (`sendto`).
@@ -81,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (caller, agent) = (bind()?, bind()?);
     let (to_relay_phone, to_relay_agent) = (relay_phone.local_addr()?, relay_agent.local_addr()?);
     let (to_caller, to_agent) = (caller.local_addr()?, agent.local_addr()?);
-    let ptime = args.caller_ptime_ms.max(1);
+    let ptime = args.caller_ptime_ms;
     let caller_per_second = 1000.0 / f64::from(ptime);
     let caller_packet = vec![0x80u8; 12 + (SAMPLES_PER_MS * ptime) as usize];
     let agent_packet = vec![0x80u8; args.agent_in_bytes];
